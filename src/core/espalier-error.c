@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-error.c: core's error domain and the EsError bridge. */
+#include "config.h"
+
+#include <gio/gio.h>
+
+#include "espalier-error.h"
+
+G_DEFINE_QUARK (espalier-error-quark, espalier_error)
+
+void
+espalier_error_from_es (GError **error, const EsError *es, const char *prefix)
+{
+  EspalierError code;
+
+  switch (es->code)
+    {
+    case ES_ERR_SHAPE: code = ESPALIER_ERROR_SHAPE; break;
+    case ES_ERR_NOMEM:
+    case ES_ERR_BUDGET: code = ESPALIER_ERROR_MEMORY; break;
+    case ES_ERR_IO: code = ESPALIER_ERROR_IO; break;
+    case ES_ERR_FORMAT: code = ESPALIER_ERROR_FORMAT; break;
+    case ES_ERR_UNSUPPORTED: code = ESPALIER_ERROR_UNSUPPORTED; break;
+    case ES_ERR_NUMERIC: code = ESPALIER_ERROR_NUMERIC; break;
+    case ES_ERR_CANCELLED:
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CANCELLED, es->message);
+      return;
+    default: code = ESPALIER_ERROR_INVALID; break;
+    }
+  if (prefix != NULL)
+    g_set_error (error, ESPALIER_ERROR, code, "%s: %s", prefix, es->message);
+  else
+    g_set_error_literal (error, ESPALIER_ERROR, code, es->message);
+}

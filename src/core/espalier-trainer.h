@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-trainer.h: training a model on a dataset over epochs: splits, the batcher
+ * thread, the engine trainer, metrics per epoch, early stopping, progress and
+ * cancellation. The worker never touches GTK; progress goes to a callback on the
+ * worker thread (the CLI prints it) or, for the async API, to the caller's main
+ * context. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "es-train.h"
+#include "espalier-batcher.h"
+#include "espalier-dataset.h"
+
+G_BEGIN_DECLS
+
+typedef struct {
+  EsTrainConfig   engine;          /* loss, optimizer, lr, schedule, regularization */
+  guint           epochs;          /* 10 */
+  guint           batch_size;      /* 32 */
+  guint           patience;        /* early stopping: epochs without a better val loss (0: off) */
+  double          min_delta;       /* improvement that counts (0) */
+  double          val_fraction;    /* of the training part held out for validation (0.1) */
+  double          test_fraction;   /* for sets without their own test part (0.2) */
+  guint64         seed;            /* splits, shuffling, init, dropout (0) */
+  guint           threads;         /* compute threads, 0: all cores */
+  gsize           memory_limit;    /* engine memory budget in bytes, 0: none */
+  EspalierAugment augment;
+} EspalierTrainOptions;
+
+void espalier_train_options_init (EspalierTrainOptions *opts);
+
+typedef struct {
+  guint  epoch;                    /* 1-based */
+  double train_loss, train_accuracy;
+  double val_loss, val_accuracy;   /* NaN without a validation split */
+  double lr;
+  double seconds;                  /* wall time of the epoch's training pass */
+} EspalierEpochRecord;
+
+/* Loss, accuracy and the confusion matrix (n_classes x n_classes, rows = truth) of a
+ * model on a set of rows. */
+typedef struct {
+  guint   rows;
+  double  loss;
+  double  accuracy;
+  guint   n_classes;
+  guint  *confusion;               /* (n_classes, n_classes) or NULL for regression */
+} EspalierMetrics;
+
+void   espalier_metrics_clear          (EspalierMetrics *m);
+/* Accuracy of class k (recall), NaN when the class has no rows. */
+double espalier_metrics_class_accuracy (const EspalierMetrics *m, guint k);
+
+typedef enum {
+  ESPALIER_PROGRESS_START,         /* plan decided, before the first step */
+  ESPALIER_PROGRESS_STEP,          /* after a batch, at most ~30 times a second */
+  ESPALIER_PROGRESS_EPOCH,         /* an epoch ended; record is set */
+  ESPALIER_PROGRESS_MESSAGE,       /* something the user should read (batch halving...) */
+} EspalierProgressKind;
+
+typedef struct {
+  EspalierProgressKind       kind;
+  guint                      epoch, epochs;
+  guint                      step, steps;      /* batch within the epoch */
+  double                     loss, accuracy;   /* running, this epoch */
+  double                     elapsed, eta;     /* seconds */
+  const EspalierEpochRecord *record;           /* ESPALIER_PROGRESS_EPOCH */
+  const char                *message;          /* ESPALIER_PROGRESS_MESSAGE */
+} EspalierProgress;
+
+typedef void (*EspalierProgressFunc) (const EspalierProgress *progress, gpointer user_data);
+
+#define ESPALIER_TYPE_TRAINER (espalier_trainer_get_type ())
+G_DECLARE_FINAL_TYPE (EspalierTrainer, espalier_trainer, ESPALIER, TRAINER, GObject)
+
+/* A trainer for `model` (borrowed; the trainer writes the trained weights into it) on
+ * `dataset`. */
+EspalierTrainer  *espalier_trainer_new          (EspalierDataset            *dataset,
+                                                 EsModel                    *model,
+                                                 const EspalierTrainOptions *opts);
+/* Train on the calling thread. Progress goes to func on this thread. Cancelling stops
+ * at the end of the current step; the model then holds the weights of the last
+ * completed step and the call returns FALSE with G_IO_ERROR_CANCELLED. */
+gboolean          espalier_trainer_run          (EspalierTrainer      *self,
+                                                 GCancellable         *cancellable,
+                                                 EspalierProgressFunc  func,
+                                                 gpointer              user_data,
+                                                 GError              **error);
+/* The same on a worker thread; func is called in the thread-default main context of
+ * the caller. */
+void              espalier_trainer_run_async    (EspalierTrainer      *self,
+                                                 GCancellable         *cancellable,
+                                                 EspalierProgressFunc  func,
+                                                 gpointer              user_data,
+                                                 GDestroyNotify        user_data_free,
+                                                 GAsyncReadyCallback   callback,
+                                                 gpointer              callback_data);
+gboolean          espalier_trainer_run_finish   (EspalierTrainer      *self,
+                                                 GAsyncResult         *result,
+                                                 GError              **error);
+
+/* Per-epoch records of the last run (EspalierEpochRecord). */
+GArray           *espalier_trainer_get_history  (EspalierTrainer *self);
+/* The split used (train/val/test row indices). */
+const EspalierSplit *espalier_trainer_get_split (EspalierTrainer *self);
+/* Micro-batch and accumulation the memory budget allowed. */
+guint             espalier_trainer_get_micro_batch (EspalierTrainer *self);
+/* The memory plan, "weights 397 KB, gradients ..." lines. */
+char             *espalier_trainer_describe_plan   (EspalierTrainer *self);
+
+/* Evaluate `model` on `rows` of `dataset` (all rows when rows is NULL). */
+gboolean          espalier_evaluate              (EsModel           *model,
+                                                 EspalierDataset   *dataset,
+                                                 const guint32     *rows,
+                                                 guint              n_rows,
+                                                 EsLossKind         loss,
+                                                 guint              threads,
+                                                 EspalierMetrics   *metrics,
+                                                 GError           **error);
+
+G_END_DECLS

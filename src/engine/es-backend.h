@@ -1,0 +1,169 @@
+/* es-backend.h: the interface every compute backend implements (CPU now, CUDA later),
+ * a struct of commented function pointers in the manner of ggml-backend. The model and
+ * trainer only ever call through it; pointers passed to op functions live in the
+ * backend's memory (plain host memory for the CPU). Op signatures mirror the _f32
+ * reference kernels in es-ref.h, whose comments give the shapes and conventions
+ * (parameter gradients accumulate, dinp is overwritten, NULL dinp skips it).
+ * A backend answers supports_op instead of silently falling back. */
+#pragma once
+
+#include "es-common.h"
+#include "es-memory.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  ES_OP_DENSE,
+  ES_OP_CONV2D,
+  ES_OP_MAXPOOL2D,
+  ES_OP_AVGPOOL2D,
+  ES_OP_RELU,
+  ES_OP_LEAKY_RELU,
+  ES_OP_SIGMOID,
+  ES_OP_TANH,
+  ES_OP_SOFTMAX,
+  ES_OP_SOFTMAX_XENT,
+  ES_OP_BCE,
+  ES_OP_MSE,
+  ES_OP_DROPOUT,
+  ES_OP_BATCHNORM,
+  ES_OP_SGD,
+  ES_OP_ADAM,
+  ES_OP_N_OPS
+} EsOp;
+
+typedef struct EsBackend EsBackend;
+typedef struct EsBackendIface EsBackendIface;
+
+struct EsBackendIface {
+  const char *name;
+
+  /* memory ---------------------------------------------------------------------- */
+  /* Allocate bytes of backend memory (64-byte aligned, zeroed), charged to the
+   * backend's budget under kind; NULL and err set when the budget or the device
+   * cannot hold it. free takes the same kind and bytes back. */
+  void  *(*alloc)       (EsBackend *be, EsMemKind kind, size_t bytes, EsError *err);
+  void   (*free)        (EsBackend *be, EsMemKind kind, void *ptr, size_t bytes);
+  /* Copies between host memory and backend memory. */
+  void   (*upload)      (EsBackend *be, void *dst, const void *src, size_t bytes);
+  void   (*download)    (EsBackend *be, void *dst, const void *src, size_t bytes);
+  void   (*zero)        (EsBackend *be, void *dst, size_t bytes);
+  /* Wait until queued work is done (optional: NULL for synchronous backends). */
+  void   (*synchronize) (EsBackend *be);
+  bool   (*supports_op) (EsBackend *be, EsOp op);
+  void   (*destroy)     (EsBackend *be);
+
+  /* data ------------------------------------------------------------------------ */
+  /* out (N) = inp (N, bytes on the host) * scale + shift: a uint8 batch converted
+   * on the way in, so images stay uint8 until the batch is used. */
+  void   (*load_u8)     (EsBackend *be, float *out, const uint8_t *inp, float scale,
+                         float shift, int64_t N);
+
+  /* layers (see es-ref.h) --------------------------------------------------------- */
+  void  (*dense_forward)      (EsBackend *be, float *out, const float *inp, const float *w,
+                               const float *b, int B, int IN, int OUT);
+  void  (*dense_backward)     (EsBackend *be, float *dinp, float *dw, float *db,
+                               const float *dout, const float *inp, const float *w,
+                               int B, int IN, int OUT);
+  void  (*conv2d_forward)     (EsBackend *be, float *out, const float *inp, const float *w,
+                               const float *b, int B, int C, int H, int W, int OC, int K,
+                               int S, int P);
+  void  (*conv2d_backward)    (EsBackend *be, float *dinp, float *dw, float *db,
+                               const float *dout, const float *inp, const float *w,
+                               int B, int C, int H, int W, int OC, int K, int S, int P);
+  void  (*maxpool2d_forward)  (EsBackend *be, float *out, int32_t *argmax, const float *inp,
+                               int B, int C, int H, int W, int K, int S);
+  void  (*maxpool2d_backward) (EsBackend *be, float *dinp, const float *dout,
+                               const int32_t *argmax, int B, int C, int H, int W, int K,
+                               int S);
+  void  (*avgpool2d_forward)  (EsBackend *be, float *out, const float *inp,
+                               int B, int C, int H, int W, int K, int S);
+  void  (*avgpool2d_backward) (EsBackend *be, float *dinp, const float *dout,
+                               int B, int C, int H, int W, int K, int S);
+  /* Element-wise activations; act is ES_OP_RELU, _LEAKY_RELU, _SIGMOID or _TANH.
+   * backward reads inp for ReLU/LeakyReLU and out for Sigmoid/Tanh. */
+  void  (*act_forward)        (EsBackend *be, EsOp act, float *out, const float *inp,
+                               float alpha, int64_t N);
+  void  (*act_backward)       (EsBackend *be, EsOp act, float *dinp, const float *dout,
+                               const float *inp, const float *out, float alpha, int64_t N);
+  void  (*softmax_forward)    (EsBackend *be, float *out, const float *inp, int B, int C);
+  void  (*softmax_backward)   (EsBackend *be, float *dinp, const float *dout,
+                               const float *out, int B, int C);
+  void  (*dropout_forward)    (EsBackend *be, float *out, uint8_t *mask, const float *inp,
+                               float rate, uint64_t seed, int64_t N);
+  void  (*dropout_backward)   (EsBackend *be, float *dinp, const float *dout,
+                               const uint8_t *mask, float rate, int64_t N);
+  void  (*batchnorm_forward_train) (EsBackend *be, float *out, float *mean, float *rstd,
+                                    float *running_mean, float *running_var,
+                                    const float *inp, const float *gamma, const float *beta,
+                                    float momentum, float eps, int B, int CH, int SP);
+  void  (*batchnorm_forward_infer) (EsBackend *be, float *out, const float *inp,
+                                    const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var,
+                                    float eps, int B, int CH, int SP);
+  void  (*batchnorm_backward) (EsBackend *be, float *dinp, float *dgamma, float *dbeta,
+                               const float *dout, const float *inp, const float *gamma,
+                               const float *mean, const float *rstd, int B, int CH, int SP);
+
+  /* losses: return the mean loss to the host ---------------------------------------- */
+  float (*softmax_xent_forward)  (EsBackend *be, float *probs, float *losses,
+                                  const float *logits, const int32_t *labels, int B, int C);
+  void  (*softmax_xent_backward) (EsBackend *be, float *dlogits, const float *probs,
+                                  const int32_t *labels, float scale, int B, int C);
+  float (*bce_forward)           (EsBackend *be, float *probs, float *losses,
+                                  const float *logits, const float *targets, int64_t N);
+  void  (*bce_backward)          (EsBackend *be, float *dlogits, const float *probs,
+                                  const float *targets, float scale, int64_t N);
+  float (*mse_forward)           (EsBackend *be, float *losses, const float *pred,
+                                  const float *target, int B, int D);
+  void  (*mse_backward)          (EsBackend *be, float *dpred, const float *pred,
+                                  const float *target, float scale, int B, int D);
+  /* Number of rows of scores (B,C) whose argmax equals labels (B); into host memory
+   * pred (B) when it is not NULL. */
+  int   (*argmax_correct)        (EsBackend *be, int32_t *pred, const float *scores,
+                                  const int32_t *labels, int B, int C);
+
+  /* optimizer -------------------------------------------------------------------- */
+  /* Sum of squares of x (N), for gradient clipping by global norm. */
+  double (*sum_squares) (EsBackend *be, const float *x, int64_t N);
+  /* x (N) *= s */
+  void   (*scale)       (EsBackend *be, float *x, float s, int64_t N);
+  /* grad (N) += l1 * sign(param) + l2 * param */
+  void   (*regularize)  (EsBackend *be, float *grad, const float *param, float l1,
+                         float l2, int64_t N);
+  /* SGD with momentum (velocity may be NULL when momentum is 0): v = mu v + g;
+   * p -= lr (nesterov ? g + mu v : v). */
+  void   (*sgd_step)    (EsBackend *be, float *param, float *velocity, const float *grad,
+                         float lr, float momentum, bool nesterov, int64_t N);
+  /* Adam / AdamW: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+   * p -= lr (m / bc1 / (sqrt(v / bc2) + eps) + wd p), with bc = 1 - beta^t and wd the
+   * decoupled weight decay (0 for Adam). */
+  void   (*adam_step)   (EsBackend *be, float *param, float *m, float *v, const float *grad,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float bc1, float bc2, int64_t N);
+};
+
+struct EsBackend {
+  const EsBackendIface *iface;
+  EsBudget             *budget;     /* memory charged by alloc (not owned) */
+  int                   n_threads;  /* compute threads the backend uses */
+  void                 *impl;       /* the backend's own state */
+};
+
+/* The CPU backend: CBLAS for matrix products and run-time dispatched vector loops,
+ * on one thread pool of n_threads (0: the number of cores) with BLAS pinned to one
+ * thread so pools never oversubscribe. budget may be NULL (no limit). */
+EsBackend *es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err);
+
+static inline void
+es_backend_free (EsBackend *be)
+{
+  if (be != NULL)
+    be->iface->destroy (be);
+}
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,137 @@
+/* es-train.h: running a model on a backend. EsTrainer holds the device copy of the
+ * parameters, gradients, optimizer state and activations for one micro-batch size and
+ * does training steps (forward, loss, backward, accumulation, clipping, regularization,
+ * optimizer, learning-rate schedule) and evaluation. EsInfer is the small inference-only
+ * runner: two activation buffers reused between layers. Epochs, datasets and metrics
+ * over a whole split live in core (EspalierTrainer); this file sees one batch at a time.
+ *
+ * Dimension key: B = batch rows, D = input floats per row, C = classes. */
+#pragma once
+
+#include "es-backend.h"
+#include "es-model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  ES_LOSS_SOFTMAX_XENT,  /* integer labels; the model outputs logits or a Softmax */
+  ES_LOSS_BCE,           /* targets in [0,1] (one per output); logits or a Sigmoid */
+  ES_LOSS_MSE,           /* float targets, one per output */
+} EsLossKind;
+
+typedef enum {
+  ES_OPT_SGD,
+  ES_OPT_MOMENTUM,
+  ES_OPT_NESTEROV,
+  ES_OPT_ADAM,
+  ES_OPT_ADAMW,
+} EsOptKind;
+
+typedef enum {
+  ES_LR_CONSTANT,
+  ES_LR_STEP,            /* lr * gamma^(floor(step / step_size)) */
+  ES_LR_COSINE,          /* from lr down to min_lr over total_steps */
+} EsLrSchedule;
+
+typedef struct {
+  EsLossKind   loss;
+  EsOptKind    optimizer;
+  float        lr;            /* 1e-3 */
+  float        momentum;      /* SGD momentum 0.9 */
+  float        beta1, beta2;  /* 0.9, 0.999 */
+  float        eps;           /* 1e-7 (Keras' Adam default) */
+  float        weight_decay;  /* AdamW decoupled decay (0.01) */
+  float        l1, l2;        /* regularization added to the gradient (0) */
+  float        clip_norm;     /* clip the global gradient norm (0: off) */
+  int          accum_steps;   /* micro-batches per optimizer step (1) */
+  EsLrSchedule schedule;
+  int          step_size;     /* ES_LR_STEP: optimizer steps between decays */
+  float        gamma;         /* ES_LR_STEP decay factor (0.1) */
+  float        min_lr;        /* ES_LR_COSINE floor (0) */
+  int64_t      total_steps;   /* ES_LR_COSINE length in optimizer steps */
+  int          warmup_steps;  /* linear warm-up from 0 over this many steps (0) */
+  uint64_t     seed;          /* dropout masks */
+} EsTrainConfig;
+
+void        es_train_config_default (EsTrainConfig *cfg);
+const char *es_loss_kind_name       (EsLossKind kind);
+bool        es_loss_kind_from_name  (const char *name, EsLossKind *kind);
+const char *es_opt_kind_name        (EsOptKind kind);
+bool        es_opt_kind_from_name   (const char *name, EsOptKind *kind);
+const char *es_lr_schedule_name     (EsLrSchedule s);
+bool        es_lr_schedule_from_name(const char *name, EsLrSchedule *s);
+
+/* One batch in host memory. Exactly one of x_f32 / x_u8 is set; x_u8 is converted
+ * as x * scale + shift on the way in. labels for ES_LOSS_SOFTMAX_XENT, targets (B, out)
+ * for the others. */
+typedef struct {
+  int            B;
+  const float   *x_f32;    /* (B, D) */
+  const uint8_t *x_u8;     /* (B, D) */
+  float          scale, shift;
+  const int32_t *labels;   /* (B) */
+  const float   *targets;  /* (B, out) */
+} EsBatch;
+
+typedef struct {
+  double loss_sum;         /* sum over rows of the per-row loss */
+  int    correct;          /* rows whose argmax matched (classification) */
+  int    rows;
+} EsStepStats;
+
+/* The bytes a run needs, by kind, planned before anything is allocated. */
+typedef struct {
+  size_t weights, gradients, optimizer, activations, workspace, data;
+  size_t total;
+} EsMemPlan;
+
+void es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch,
+                  bool training, EsMemPlan *plan);
+
+typedef struct EsTrainer EsTrainer;
+
+/* A trainer for `model` (borrowed: it must outlive the trainer; es_trainer_sync writes
+ * back into it) with batches of `batch` rows. When the backend's budget cannot hold a
+ * batch, the micro-batch is halved (and accumulation doubled, so the effective batch
+ * stays `batch` rows) until it fits; es_trainer_micro_batch tells the result. Fails with
+ * ES_ERR_BUDGET when even one row does not fit. */
+EsTrainer  *es_trainer_new          (EsModel *model, EsBackend *be, const EsTrainConfig *cfg,
+                                     int batch, EsError *err);
+void        es_trainer_free         (EsTrainer *tr);
+int         es_trainer_micro_batch  (const EsTrainer *tr);
+int         es_trainer_accum_steps  (const EsTrainer *tr);
+int64_t     es_trainer_step_count   (const EsTrainer *tr);   /* optimizer steps done */
+float       es_trainer_current_lr   (const EsTrainer *tr);
+
+/* One training batch of up to `batch` rows: forward, loss, backward over micro-batches,
+ * then one optimizer step when cfg.accum_steps batches have accumulated. Stats are
+ * added into *stats (may be NULL). ES_ERR_NUMERIC when the loss is not finite; the
+ * parameters are then left as they were before this batch's optimizer step. */
+bool        es_trainer_train_batch  (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
+                                     EsError *err);
+/* Forward in inference mode (dropout off, BatchNorm running statistics) with loss;
+ * pred (B) receives the argmax when not NULL. */
+bool        es_trainer_eval_batch   (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
+                                     int32_t *pred, EsError *err);
+/* Copy the device parameters and buffers back into the model. */
+void        es_trainer_sync         (EsTrainer *tr);
+/* Copy the model's parameters to the device (after the caller changed them) and
+ * optionally reset the optimizer state. */
+void        es_trainer_reload       (EsTrainer *tr, bool reset_optimizer);
+void        es_trainer_set_lr       (EsTrainer *tr, float lr);
+
+typedef struct EsInfer EsInfer;
+
+/* Inference with up to max_batch rows; activations reuse two buffers. */
+EsInfer     *es_infer_new           (const EsModel *model, EsBackend *be, int max_batch,
+                                     EsError *err);
+void         es_infer_free          (EsInfer *inf);
+/* Run B rows of x (B, D) from host memory; returns the output (B, out) in host memory,
+ * valid until the next call. */
+const float *es_infer_run           (EsInfer *inf, const float *x, int B);
+
+#ifdef __cplusplus
+}
+#endif
