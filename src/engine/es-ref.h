@@ -22,12 +22,13 @@ extern "C" {
 #define ES_CONV_OUT(n, k, s, p) (((n) + 2 * (p) - (k)) / (s) + 1)
 
 #define ES_REF_DECLARE(T, SFX)                                                           \
-  /* out (B,OUT) = inp (B,IN) . w^T (OUT,IN) + b (OUT); b may be NULL */                   \
+  /* out (B,OUT) = inp (B,IN) . w^T (OUT,IN) + b (OUT); b may be NULL, and so may db */   \
   void es_ref_dense_forward_##SFX (T *out, const T *inp, const T *w, const T *b,          \
                                    int B, int IN, int OUT);                               \
   void es_ref_dense_backward_##SFX (T *dinp, T *dw, T *db, const T *dout, const T *inp,   \
                                     const T *w, int B, int IN, int OUT);                  \
   /* out (B,OC,OH,OW) from inp (B,C,H,W), w (OC,C,K,K), b (OC); OH = ES_CONV_OUT(H,K,S,P) */ \
+  /* (padding is zeros; b may be NULL, and so may db) */                                  \
   void es_ref_conv2d_forward_##SFX (T *out, const T *inp, const T *w, const T *b,         \
                                     int B, int C, int H, int W, int OC, int K, int S,     \
                                     int P);                                               \
@@ -35,6 +36,7 @@ extern "C" {
                                      const T *w, int B, int C, int H, int W, int OC,      \
                                      int K, int S, int P);                                \
   /* out, argmax (B,C,OH,OW) with OH = ES_CONV_OUT(H,K,S,0); argmax indexes inp's plane */ \
+  /* (first maximum wins; backward sums dout where windows overlap, S < K) */             \
   void es_ref_maxpool2d_forward_##SFX (T *out, int32_t *argmax, const T *inp,             \
                                        int B, int C, int H, int W, int K, int S);         \
   void es_ref_maxpool2d_backward_##SFX (T *dinp, const T *dout, const int32_t *argmax,    \
@@ -58,7 +60,8 @@ extern "C" {
   void es_ref_softmax_backward_##SFX (T *dinp, const T *dout, const T *out, int B, int C);\
   /* fused softmax + cross-entropy with integer labels (B) in [0,C): probs (B,C),        \
    * losses (B) = -log p[label]; returns the mean loss. Backward writes                   \
-   * dlogits = (probs - onehot) * scale (scale is usually 1/B). */                        \
+   * dlogits = (probs - onehot) * scale (scale is usually 1/B). losses may be NULL;       \
+   * the loss gradients (dlogits, dpred) are overwritten, like dinp. */                   \
   T    es_ref_softmax_xent_forward_##SFX (T *probs, T *losses, const T *logits,           \
                                           const int32_t *labels, int B, int C);           \
   void es_ref_softmax_xent_backward_##SFX (T *dlogits, const T *probs,                    \
@@ -75,14 +78,15 @@ extern "C" {
   void es_ref_mse_backward_##SFX (T *dpred, const T *pred, const T *target, T scale,      \
                                   int B, int D);                                          \
   /* inverted dropout: mask (N) is 1 where kept (es_rand_uniform(seed, i) >= rate),       \
-   * out = inp * mask / (1 - rate) */                                                     \
+   * out = inp * mask / (1 - rate); the rate is compared in double, rate >= 1 drops all */ \
   void es_ref_dropout_forward_##SFX (T *out, uint8_t *mask, const T *inp, T rate,         \
                                      uint64_t seed, int64_t N);                           \
   void es_ref_dropout_backward_##SFX (T *dinp, const T *dout, const uint8_t *mask, T rate,\
                                       int64_t N);                                         \
   /* BatchNorm over inp (B,CH,SP): training mode saves mean, rstd (CH) and updates the    \
    * running statistics (may be NULL) as r = (1-momentum) r + momentum batch (unbiased    \
-   * variance for the running value, as PyTorch does). */                                 \
+   * variance for the running value, as PyTorch does; the output is normalized with       \
+   * the biased one). Backward: dgamma, dbeta may be NULL. */                             \
   void es_ref_batchnorm_forward_train_##SFX (T *out, T *mean, T *rstd, T *running_mean,   \
                                              T *running_var, const T *inp, const T *gamma,\
                                              const T *beta, T momentum, T eps,            \
