@@ -1,0 +1,1074 @@
+/* es-train.c: the engine's training and inference runners over a backend. One batch
+ * at a time; epochs and datasets are core's business.
+ *
+ * Dimension key: B = micro-batch rows, D = input floats per row, F_i = output floats
+ * per row of layer i, P = trainable parameters, Q = buffers (running statistics).
+ *
+ * Memory is planned: every allocation is made once in es_trainer_new, charged to the
+ * backend's budget by kind; the backward pass reuses two gradient buffers (ping-pong)
+ * instead of keeping one per layer. A final Softmax (with cross-entropy) or Sigmoid
+ * (with binary cross-entropy) is fused into the loss while training. */
+#include "es-train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Execution record of one layer. */
+typedef struct {
+  const EsLayerInfo *info;
+  float   *w, *b;            /* into params (device); NULL without */
+  float   *dw, *db;          /* into grads */
+  float   *gamma_buf;        /* BatchNorm running mean, var (device buffers block) */
+  float   *out;              /* (B, F_i) activations, or an alias of the input */
+  float   *own;              /* the layer's own output allocation, when it has one */
+  int32_t *argmax;           /* MaxPool: (B, F_i) */
+  uint8_t *mask;             /* Dropout: (B, F_i) */
+  float   *bn_mean, *bn_rstd;/* BatchNorm: (CH) saved for backward */
+  bool     alias;            /* Flatten: out is the input */
+} Exec;
+
+struct EsTrainer {
+  EsModel       *model;
+  EsBackend     *be;
+  EsTrainConfig  cfg;
+  int            batch;       /* rows per batch the caller sends */
+  int            micro;       /* rows per forward/backward */
+  int            n_exec;      /* layers run while training (a fused last layer excluded) */
+  bool           fused_last;  /* the model's last layer is folded into the loss */
+  int            first_grad;  /* layers <= this do not need dinp */
+  int64_t        D, F_out;
+
+  float   *params;            /* (P) */
+  float   *grads;             /* (P) */
+  float   *opt_m, *opt_v;     /* (P) Adam moments, or opt_m = SGD velocity */
+  float   *buffers;           /* (Q) */
+  float   *x;                 /* (B, D) */
+  int32_t *labels;            /* (B) */
+  float   *targets;           /* (B, F_out) */
+  float   *probs;             /* (B, F_out) loss output */
+  float   *losses;            /* (B) */
+  float   *dA, *dB;           /* (B, max F) gradient ping-pong */
+  Exec    *exec;              /* (n_layers) */
+  size_t   act_bytes;         /* all activation allocations, for release */
+
+  int      accum_done;        /* batches accumulated since the last step */
+  int64_t  steps;             /* optimizer steps */
+  float    lr;                /* current learning rate */
+  int32_t *host_pred;         /* (B) */
+
+  /* every allocation, for free */
+  struct { void *ptr; EsMemKind kind; size_t bytes; } allocs[256];
+  int      n_allocs;
+};
+
+/* ------------------------------------------------------------------------------ */
+/* names */
+
+static const char *const loss_names[] = { "softmax_cross_entropy", "binary_cross_entropy", "mse" };
+static const char *const opt_names[] = { "sgd", "momentum", "nesterov", "adam", "adamw" };
+static const char *const lr_names[] = { "constant", "step", "cosine" };
+
+static bool
+lookup_name (const char *const *names, int n, const char *name, int *out)
+{
+  if (name == NULL)
+    return false;
+  for (int i = 0; i < n; i++)
+    if (strcasecmp (names[i], name) == 0)
+      {
+        *out = i;
+        return true;
+      }
+  return false;
+}
+
+const char *
+es_loss_kind_name (EsLossKind kind)
+{
+  return (unsigned) kind < ES_N_ELEMENTS (loss_names) ? loss_names[kind] : "unknown";
+}
+
+bool
+es_loss_kind_from_name (const char *name, EsLossKind *kind)
+{
+  int i;
+
+  if (name != NULL && (strcasecmp (name, "cross_entropy") == 0
+                       || strcasecmp (name, "sparse_categorical_crossentropy") == 0))
+    name = "softmax_cross_entropy";
+  if (name != NULL && strcasecmp (name, "bce") == 0)
+    name = "binary_cross_entropy";
+  if (!lookup_name (loss_names, ES_N_ELEMENTS (loss_names), name, &i))
+    return false;
+  *kind = (EsLossKind) i;
+  return true;
+}
+
+const char *
+es_opt_kind_name (EsOptKind kind)
+{
+  return (unsigned) kind < ES_N_ELEMENTS (opt_names) ? opt_names[kind] : "unknown";
+}
+
+bool
+es_opt_kind_from_name (const char *name, EsOptKind *kind)
+{
+  int i;
+
+  if (!lookup_name (opt_names, ES_N_ELEMENTS (opt_names), name, &i))
+    return false;
+  *kind = (EsOptKind) i;
+  return true;
+}
+
+const char *
+es_lr_schedule_name (EsLrSchedule s)
+{
+  return (unsigned) s < ES_N_ELEMENTS (lr_names) ? lr_names[s] : "unknown";
+}
+
+bool
+es_lr_schedule_from_name (const char *name, EsLrSchedule *s)
+{
+  int i;
+
+  if (!lookup_name (lr_names, ES_N_ELEMENTS (lr_names), name, &i))
+    return false;
+  *s = (EsLrSchedule) i;
+  return true;
+}
+
+void
+es_train_config_default (EsTrainConfig *cfg)
+{
+  memset (cfg, 0, sizeof *cfg);
+  cfg->loss = ES_LOSS_SOFTMAX_XENT;
+  cfg->optimizer = ES_OPT_ADAM;
+  cfg->lr = 1e-3f;
+  cfg->momentum = 0.9f;
+  cfg->beta1 = 0.9f;
+  cfg->beta2 = 0.999f;
+  cfg->eps = 1e-7f;
+  cfg->weight_decay = 0.01f;
+  cfg->accum_steps = 1;
+  cfg->schedule = ES_LR_CONSTANT;
+  cfg->step_size = 1000;
+  cfg->gamma = 0.1f;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* planning */
+
+static bool
+last_is_fused (const EsModel *model, EsLossKind loss)
+{
+  EsLayerKind k = es_model_layer (model, es_model_n_layers (model) - 1)->spec.kind;
+
+  return (loss == ES_LOSS_SOFTMAX_XENT && k == ES_LAYER_SOFTMAX)
+         || (loss == ES_LOSS_BCE && k == ES_LAYER_SIGMOID);
+}
+
+static int
+optimizer_slots (EsOptKind opt)
+{
+  switch (opt)
+    {
+    case ES_OPT_SGD: return 0;
+    case ES_OPT_MOMENTUM:
+    case ES_OPT_NESTEROV: return 1;
+    default: return 2;
+    }
+}
+
+/* Bytes of per-layer activations and their side records for B rows. */
+static size_t
+activation_bytes (const EsModel *model, int B, bool training)
+{
+  size_t bytes = 0;
+  int64_t max_act = es_model_max_act (model);
+
+  if (!training)
+    return (size_t) B * (size_t) max_act * 2 * sizeof (float)
+           + (size_t) B * (size_t) max_act * sizeof (int32_t);
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+      size_t n = (size_t) B * (size_t) l->out_floats;
+
+      if (l->spec.kind == ES_LAYER_FLATTEN)
+        continue;
+      bytes += n * sizeof (float);
+      if (l->spec.kind == ES_LAYER_MAXPOOL2D)
+        bytes += n * sizeof (int32_t);
+      else if (l->spec.kind == ES_LAYER_DROPOUT)
+        bytes += n;
+      else if (l->spec.kind == ES_LAYER_BATCHNORM)
+        bytes += 2 * (size_t) l->in.dims[0] * sizeof (float);
+    }
+  /* gradient ping-pong, loss probabilities and per-row losses */
+  bytes += 2 * (size_t) B * (size_t) max_act * sizeof (float);
+  return bytes;
+}
+
+void
+es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool training,
+             EsMemPlan *plan)
+{
+  EsShape out = es_model_output_shape (model);
+  EsShape in = es_model_input_shape (model);
+  size_t P = (size_t) es_model_n_params (model), Q = (size_t) es_model_n_buffers (model);
+  size_t F = (size_t) es_shape_size (&out), D = (size_t) es_shape_size (&in);
+
+  memset (plan, 0, sizeof *plan);
+  plan->weights = (P + Q) * sizeof (float);
+  if (training)
+    {
+      plan->gradients = P * sizeof (float);
+      plan->optimizer = (size_t) optimizer_slots (cfg->optimizer) * P * sizeof (float);
+    }
+  plan->activations = activation_bytes (model, batch, training);
+  if (training)
+    plan->activations += (size_t) batch * (F + 1) * sizeof (float);
+  plan->data = (size_t) batch * (D + F) * sizeof (float) + (size_t) batch * sizeof (int32_t);
+  plan->total = plan->weights + plan->gradients + plan->optimizer + plan->activations
+                + plan->workspace + plan->data;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* trainer */
+
+static void *
+tr_alloc (EsTrainer *tr, EsMemKind kind, size_t bytes, EsError *err)
+{
+  void *p;
+
+  if (bytes == 0)
+    bytes = 64;
+  if (tr->n_allocs >= (int) ES_N_ELEMENTS (tr->allocs))
+    {
+      es_error_set (err, ES_ERR_INVALID, "The model has too many layers for one trainer");
+      return NULL;
+    }
+  p = tr->be->iface->alloc (tr->be, kind, bytes, err);
+  if (p == NULL)
+    return NULL;
+  tr->allocs[tr->n_allocs].ptr = p;
+  tr->allocs[tr->n_allocs].kind = kind;
+  tr->allocs[tr->n_allocs].bytes = bytes;
+  tr->n_allocs++;
+  return p;
+}
+
+static void
+tr_release_all (EsTrainer *tr)
+{
+  for (int i = tr->n_allocs - 1; i >= 0; i--)
+    tr->be->iface->free (tr->be, tr->allocs[i].kind, tr->allocs[i].ptr, tr->allocs[i].bytes);
+  tr->n_allocs = 0;
+}
+
+static bool
+tr_allocate (EsTrainer *tr, EsError *err)
+{
+  EsModel *m = tr->model;
+  size_t B = (size_t) tr->micro;
+  size_t P = (size_t) es_model_n_params (m), Q = (size_t) es_model_n_buffers (m);
+  int64_t max_act = es_model_max_act (m);
+  int slots = optimizer_slots (tr->cfg.optimizer);
+  float *prev;
+
+#define ALLOC(dst, kind, bytes) \
+  do { if (((dst) = tr_alloc (tr, kind, bytes, err)) == NULL) return false; } while (0)
+
+  ALLOC (tr->params, ES_MEM_WEIGHTS, P * sizeof (float));
+  ALLOC (tr->buffers, ES_MEM_WEIGHTS, Q * sizeof (float));
+  ALLOC (tr->grads, ES_MEM_GRADIENTS, P * sizeof (float));
+  if (slots >= 1)
+    ALLOC (tr->opt_m, ES_MEM_OPTIMIZER, P * sizeof (float));
+  if (slots >= 2)
+    ALLOC (tr->opt_v, ES_MEM_OPTIMIZER, P * sizeof (float));
+  ALLOC (tr->x, ES_MEM_DATA, B * (size_t) tr->D * sizeof (float));
+  ALLOC (tr->labels, ES_MEM_DATA, B * sizeof (int32_t));
+  ALLOC (tr->targets, ES_MEM_DATA, B * (size_t) tr->F_out * sizeof (float));
+  ALLOC (tr->probs, ES_MEM_ACTIVATIONS, B * (size_t) tr->F_out * sizeof (float));
+  ALLOC (tr->losses, ES_MEM_ACTIVATIONS, B * sizeof (float));
+  ALLOC (tr->dA, ES_MEM_ACTIVATIONS, B * (size_t) max_act * sizeof (float));
+  ALLOC (tr->dB, ES_MEM_ACTIVATIONS, B * (size_t) max_act * sizeof (float));
+
+  prev = tr->x;
+  for (int i = 0; i < es_model_n_layers (m); i++)
+    {
+      Exec *e = &tr->exec[i];
+      const EsLayerInfo *l = e->info;
+      size_t n = B * (size_t) l->out_floats;
+
+      if (l->spec.kind == ES_LAYER_FLATTEN)
+        {
+          e->out = prev;
+          e->alias = true;
+        }
+      else if (i == es_model_n_layers (m) - 1 && tr->fused_last)
+        e->out = tr->probs;
+      else
+        {
+          ALLOC (e->own, ES_MEM_ACTIVATIONS, n * sizeof (float));
+          e->out = e->own;
+        }
+      if (l->spec.kind == ES_LAYER_MAXPOOL2D)
+        ALLOC (e->argmax, ES_MEM_ACTIVATIONS, n * sizeof (int32_t));
+      if (l->spec.kind == ES_LAYER_DROPOUT)
+        ALLOC (e->mask, ES_MEM_ACTIVATIONS, n);
+      if (l->spec.kind == ES_LAYER_BATCHNORM)
+        {
+          ALLOC (e->bn_mean, ES_MEM_ACTIVATIONS, (size_t) l->in.dims[0] * sizeof (float));
+          ALLOC (e->bn_rstd, ES_MEM_ACTIVATIONS, (size_t) l->in.dims[0] * sizeof (float));
+        }
+      if (l->n_tensors > 0)
+        {
+          const EsTensorInfo *tw = es_model_tensor (m, l->first_tensor);
+          const EsTensorInfo *tb = es_model_tensor (m, l->first_tensor + 1);
+
+          e->w = tr->params + tw->offset;
+          e->b = tr->params + tb->offset;
+          e->dw = tr->grads + tw->offset;
+          e->db = tr->grads + tb->offset;
+          if (l->spec.kind == ES_LAYER_BATCHNORM)
+            e->gamma_buf = tr->buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
+        }
+      prev = e->out;
+    }
+#undef ALLOC
+  return true;
+}
+
+EsTrainer *
+es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int batch,
+                EsError *err)
+{
+  EsTrainer *tr;
+  EsShape in = es_model_input_shape (model), out = es_model_output_shape (model);
+  int accum = cfg->accum_steps > 0 ? cfg->accum_steps : 1;
+
+  if (batch <= 0)
+    {
+      es_error_set (err, ES_ERR_INVALID, "The batch size must be at least 1 (got %d)", batch);
+      return NULL;
+    }
+  if (!(cfg->lr > 0.0f) || !isfinite (cfg->lr))
+    {
+      es_error_set (err, ES_ERR_INVALID, "The learning rate must be positive (got %g)", cfg->lr);
+      return NULL;
+    }
+  if (cfg->loss == ES_LOSS_SOFTMAX_XENT && out.rank != 1)
+    {
+      es_error_set (err, ES_ERR_SHAPE, "Cross-entropy needs a flat output (classes); add Flatten and Dense");
+      return NULL;
+    }
+
+  tr = calloc (1, sizeof *tr);
+  tr->exec = calloc ((size_t) es_model_n_layers (model), sizeof *tr->exec);
+  tr->model = model;
+  tr->be = be;
+  tr->cfg = *cfg;
+  tr->cfg.accum_steps = accum;
+  tr->batch = batch;
+  tr->D = es_shape_size (&in);
+  tr->F_out = es_shape_size (&out);
+  tr->fused_last = last_is_fused (model, cfg->loss);
+  tr->n_exec = es_model_n_layers (model) - (tr->fused_last ? 1 : 0);
+  tr->lr = cfg->lr;
+  tr->first_grad = -1;
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      tr->exec[i].info = es_model_layer (model, i);
+      if (tr->first_grad < 0 && tr->exec[i].info->n_params > 0)
+        tr->first_grad = i;
+    }
+  if (tr->first_grad < 0)
+    tr->first_grad = es_model_n_layers (model);
+
+  /* Halve the micro-batch until the plan fits what is left of the budget. */
+  tr->micro = batch;
+  if (be->budget != NULL && es_budget_limit (be->budget) > 0)
+    {
+      size_t avail = es_budget_limit (be->budget) - ES_MIN (es_budget_limit (be->budget),
+                                                            es_budget_used (be->budget));
+      EsMemPlan plan;
+
+      for (;;)
+        {
+          es_mem_plan (model, &tr->cfg, tr->micro, true, &plan);
+          /* 10% slack for backend workspaces */
+          if (plan.total + plan.total / 10 <= avail || tr->micro == 1)
+            break;
+          tr->micro = (tr->micro + 1) / 2;
+        }
+    }
+
+  tr->host_pred = calloc ((size_t) batch, sizeof (int32_t));
+  for (;;)
+    {
+      EsError local = { 0 };
+
+      if (tr_allocate (tr, &local))
+        break;
+      tr_release_all (tr);
+      memset (tr->exec, 0, (size_t) es_model_n_layers (model) * sizeof *tr->exec);
+      for (int i = 0; i < es_model_n_layers (model); i++)
+        tr->exec[i].info = es_model_layer (model, i);
+      if (local.code != ES_ERR_BUDGET || tr->micro == 1)
+        {
+          if (err != NULL)
+            *err = local;
+          es_trainer_free (tr);
+          return NULL;
+        }
+      tr->micro = (tr->micro + 1) / 2;
+    }
+  es_trainer_reload (tr, true);
+  return tr;
+}
+
+void
+es_trainer_free (EsTrainer *tr)
+{
+  if (tr == NULL)
+    return;
+  tr_release_all (tr);
+  free (tr->exec);
+  free (tr->host_pred);
+  free (tr);
+}
+
+int
+es_trainer_micro_batch (const EsTrainer *tr)
+{
+  return tr->micro;
+}
+
+int
+es_trainer_accum_steps (const EsTrainer *tr)
+{
+  return tr->cfg.accum_steps * ES_CEIL_DIV (tr->batch, tr->micro);
+}
+
+int64_t
+es_trainer_step_count (const EsTrainer *tr)
+{
+  return tr->steps;
+}
+
+float
+es_trainer_current_lr (const EsTrainer *tr)
+{
+  return tr->lr;
+}
+
+void
+es_trainer_set_lr (EsTrainer *tr, float lr)
+{
+  tr->cfg.lr = lr;
+  tr->lr = lr;
+}
+
+void
+es_trainer_sync (EsTrainer *tr)
+{
+  const EsBackendIface *b = tr->be->iface;
+
+  b->download (tr->be, es_model_params (tr->model), tr->params,
+               (size_t) es_model_n_params (tr->model) * sizeof (float));
+  b->download (tr->be, es_model_buffers (tr->model), tr->buffers,
+               (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+}
+
+void
+es_trainer_reload (EsTrainer *tr, bool reset_optimizer)
+{
+  const EsBackendIface *b = tr->be->iface;
+  size_t P = (size_t) es_model_n_params (tr->model) * sizeof (float);
+
+  b->upload (tr->be, tr->params, es_model_params (tr->model), P);
+  b->upload (tr->be, tr->buffers, es_model_buffers (tr->model),
+             (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+  b->zero (tr->be, tr->grads, P);
+  tr->accum_done = 0;
+  if (reset_optimizer)
+    {
+      if (tr->opt_m != NULL)
+        b->zero (tr->be, tr->opt_m, P);
+      if (tr->opt_v != NULL)
+        b->zero (tr->be, tr->opt_v, P);
+      tr->steps = 0;
+    }
+}
+
+/* The learning rate for optimizer step `step` (0-based). */
+static float
+scheduled_lr (const EsTrainConfig *cfg, int64_t step)
+{
+  double lr = cfg->lr;
+
+  switch (cfg->schedule)
+    {
+    case ES_LR_STEP:
+      if (cfg->step_size > 0)
+        lr *= pow (cfg->gamma, (double) (step / cfg->step_size));
+      break;
+    case ES_LR_COSINE:
+      if (cfg->total_steps > 0)
+        {
+          double t = ES_MIN ((double) step / (double) cfg->total_steps, 1.0);
+          lr = cfg->min_lr + 0.5 * (cfg->lr - cfg->min_lr) * (1.0 + cos (M_PI * t));
+        }
+      break;
+    default:
+      break;
+    }
+  if (cfg->warmup_steps > 0 && step < cfg->warmup_steps)
+    lr *= (double) (step + 1) / (double) cfg->warmup_steps;
+  return (float) lr;
+}
+
+/* Copy rows [r0, r0+B) of the batch to the device input and labels. */
+static void
+load_rows (EsTrainer *tr, const EsBatch *batch, int r0, int B)
+{
+  const EsBackendIface *b = tr->be->iface;
+  size_t D = (size_t) tr->D;
+
+  if (batch->x_u8 != NULL)
+    b->load_u8 (tr->be, tr->x, batch->x_u8 + (size_t) r0 * D, batch->scale, batch->shift,
+                (int64_t) B * (int64_t) D);
+  else
+    b->upload (tr->be, tr->x, batch->x_f32 + (size_t) r0 * D, (size_t) B * D * sizeof (float));
+  if (batch->labels != NULL)
+    b->upload (tr->be, tr->labels, batch->labels + r0, (size_t) B * sizeof (int32_t));
+  if (batch->targets != NULL)
+    b->upload (tr->be, tr->targets, batch->targets + (size_t) r0 * (size_t) tr->F_out,
+               (size_t) B * (size_t) tr->F_out * sizeof (float));
+}
+
+static EsOp
+act_op (EsLayerKind k)
+{
+  switch (k)
+    {
+    case ES_LAYER_RELU: return ES_OP_RELU;
+    case ES_LAYER_LEAKY_RELU: return ES_OP_LEAKY_RELU;
+    case ES_LAYER_SIGMOID: return ES_OP_SIGMOID;
+    default: return ES_OP_TANH;
+    }
+}
+
+/* Forward layers [0, n) on B rows; train selects dropout and batch statistics. */
+static void
+forward (EsTrainer *tr, int n, int B, bool train)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  const float *inp = tr->x;
+
+  for (int i = 0; i < n; i++)
+    {
+      Exec *e = &tr->exec[i];
+      const EsLayerSpec *s = &e->info->spec;
+      const EsShape *is = &e->info->in;
+      int64_t N = (int64_t) B * e->info->out_floats;
+
+      switch (s->kind)
+        {
+        case ES_LAYER_DENSE:
+          b->dense_forward (be, e->out, inp, e->w, e->b, B, is->dims[0], s->units);
+          break;
+        case ES_LAYER_CONV2D:
+          b->conv2d_forward (be, e->out, inp, e->w, e->b, B, is->dims[0], is->dims[1],
+                             is->dims[2], s->filters, s->kernel, s->stride, s->padding);
+          break;
+        case ES_LAYER_MAXPOOL2D:
+          b->maxpool2d_forward (be, e->out, e->argmax, inp, B, is->dims[0], is->dims[1],
+                                is->dims[2], s->kernel, s->stride);
+          break;
+        case ES_LAYER_AVGPOOL2D:
+          b->avgpool2d_forward (be, e->out, inp, B, is->dims[0], is->dims[1], is->dims[2],
+                                s->kernel, s->stride);
+          break;
+        case ES_LAYER_FLATTEN:
+          e->out = (float *) inp;
+          break;
+        case ES_LAYER_RELU:
+        case ES_LAYER_LEAKY_RELU:
+        case ES_LAYER_SIGMOID:
+        case ES_LAYER_TANH:
+          b->act_forward (be, act_op (s->kind), e->out, inp, s->alpha, N);
+          break;
+        case ES_LAYER_SOFTMAX:
+          b->softmax_forward (be, e->out, inp, B, (int) e->info->out_floats);
+          break;
+        case ES_LAYER_DROPOUT:
+          /* identity unless training: the layer then reads through to its input */
+          e->out = (train && s->rate > 0.0f) ? e->own : (float *) inp;
+          if (e->out == e->own)
+            b->dropout_forward (be, e->out, e->mask, inp, s->rate,
+                                tr->cfg.seed ^ es_hash64 ((uint64_t) tr->steps * 1315423911u
+                                                          + (uint64_t) tr->accum_done * 7919u
+                                                          + (uint64_t) i),
+                                N);
+          break;
+        case ES_LAYER_BATCHNORM:
+          {
+            int CH = is->dims[0];
+            int SP = (int) (e->info->out_floats / CH);
+            const float *rm = e->gamma_buf, *rv = e->gamma_buf + CH;
+
+            if (train)
+              b->batchnorm_forward_train (be, e->out, e->bn_mean, e->bn_rstd, e->gamma_buf,
+                                          e->gamma_buf + CH, inp, e->w, e->b, s->momentum,
+                                          s->eps, B, CH, SP);
+            else
+              b->batchnorm_forward_infer (be, e->out, inp, e->w, e->b, rm, rv, s->eps, B, CH, SP);
+          }
+          break;
+        default:
+          break;
+        }
+      inp = e->out;
+    }
+}
+
+/* Backward from dlogits (in tr->dA) through layers [0, n). */
+static void
+backward (EsTrainer *tr, int n, int B)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  float *dout = tr->dA, *spare = tr->dB;
+
+  for (int i = n - 1; i >= 0 && i >= tr->first_grad; i--)
+    {
+      Exec *e = &tr->exec[i];
+      const EsLayerSpec *s = &e->info->spec;
+      const EsShape *is = &e->info->in;
+      const float *inp = i > 0 ? tr->exec[i - 1].out : tr->x;
+      float *dinp = i > tr->first_grad ? spare : NULL;
+      int64_t N = (int64_t) B * e->info->out_floats;
+
+      switch (s->kind)
+        {
+        case ES_LAYER_DENSE:
+          b->dense_backward (be, dinp, e->dw, e->db, dout, inp, e->w, B, is->dims[0], s->units);
+          break;
+        case ES_LAYER_CONV2D:
+          b->conv2d_backward (be, dinp, e->dw, e->db, dout, inp, e->w, B, is->dims[0],
+                              is->dims[1], is->dims[2], s->filters, s->kernel, s->stride,
+                              s->padding);
+          break;
+        case ES_LAYER_MAXPOOL2D:
+          b->maxpool2d_backward (be, dinp, dout, e->argmax, B, is->dims[0], is->dims[1],
+                                 is->dims[2], s->kernel, s->stride);
+          break;
+        case ES_LAYER_AVGPOOL2D:
+          b->avgpool2d_backward (be, dinp, dout, B, is->dims[0], is->dims[1], is->dims[2],
+                                 s->kernel, s->stride);
+          break;
+        case ES_LAYER_FLATTEN:
+          continue;  /* the gradient passes through unchanged */
+        case ES_LAYER_RELU:
+        case ES_LAYER_LEAKY_RELU:
+        case ES_LAYER_SIGMOID:
+        case ES_LAYER_TANH:
+          b->act_backward (be, act_op (s->kind), dinp, dout, inp, e->out, s->alpha, N);
+          break;
+        case ES_LAYER_SOFTMAX:
+          b->softmax_backward (be, dinp, dout, e->out, B, (int) e->info->out_floats);
+          break;
+        case ES_LAYER_DROPOUT:
+          if (s->rate <= 0.0f)
+            continue;  /* it was an identity */
+          b->dropout_backward (be, dinp, dout, e->mask, s->rate, N);
+          break;
+        case ES_LAYER_BATCHNORM:
+          {
+            int CH = is->dims[0];
+
+            b->batchnorm_backward (be, dinp, e->dw, e->db, dout, inp, e->w, e->bn_mean,
+                                   e->bn_rstd, B, CH, (int) (e->info->out_floats / CH));
+          }
+          break;
+        default:
+          break;
+        }
+      if (dinp == NULL)
+        break;
+      spare = dout;
+      dout = dinp;
+    }
+}
+
+/* Loss forward on the model's output for B rows; returns the mean loss. For the
+ * fused cases the loss reads the logits (the output of layer n_exec-1). */
+static float
+loss_forward (EsTrainer *tr, int B)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  const float *logits = tr->n_exec > 0 ? tr->exec[tr->n_exec - 1].out : tr->x;
+  int F = (int) tr->F_out;
+
+  switch (tr->cfg.loss)
+    {
+    case ES_LOSS_SOFTMAX_XENT:
+      return b->softmax_xent_forward (be, tr->probs, tr->losses, logits, tr->labels, B, F);
+    case ES_LOSS_BCE:
+      return b->bce_forward (be, tr->probs, tr->losses, logits, tr->targets, (int64_t) B * F);
+    default:
+      return b->mse_forward (be, tr->losses, logits, tr->targets, B, F);
+    }
+}
+
+static void
+loss_backward (EsTrainer *tr, int B, float scale)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  const float *logits = tr->n_exec > 0 ? tr->exec[tr->n_exec - 1].out : tr->x;
+  int F = (int) tr->F_out;
+
+  switch (tr->cfg.loss)
+    {
+    case ES_LOSS_SOFTMAX_XENT:
+      b->softmax_xent_backward (be, tr->dA, tr->probs, tr->labels, scale, B, F);
+      break;
+    case ES_LOSS_BCE:
+      b->bce_backward (be, tr->dA, tr->probs, tr->targets, scale, (int64_t) B * F);
+      break;
+    default:
+      b->mse_backward (be, tr->dA, logits, tr->targets, scale, B, F);
+      break;
+    }
+}
+
+/* Rows of the current micro-batch whose prediction is right; pred (B) on the host. */
+static int
+count_correct (EsTrainer *tr, int B, const float *scores, int32_t *pred)
+{
+  EsBackend *be = tr->be;
+  int F = (int) tr->F_out;
+
+  if (tr->cfg.loss == ES_LOSS_SOFTMAX_XENT)
+    return be->iface->argmax_correct (be, pred, scores, tr->labels, B, F);
+  if (tr->cfg.loss == ES_LOSS_BCE && F == 1)
+    {
+      float p[256], t[256];
+      int correct = 0;
+
+      for (int r0 = 0; r0 < B; r0 += 256)
+        {
+          int n = ES_MIN (256, B - r0);
+
+          be->iface->download (be, p, scores + r0, (size_t) n * sizeof (float));
+          be->iface->download (be, t, tr->targets + r0, (size_t) n * sizeof (float));
+          for (int r = 0; r < n; r++)
+            {
+              int yhat = p[r] >= 0.5f;
+
+              correct += yhat == (t[r] >= 0.5f);
+              if (pred != NULL)
+                pred[r0 + r] = yhat;
+            }
+        }
+      return correct;
+    }
+  return 0;
+}
+
+static void
+optimizer_step (EsTrainer *tr)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  const EsTrainConfig *c = &tr->cfg;
+  int64_t P = es_model_n_params (tr->model);
+  float lr = scheduled_lr (c, tr->steps);
+
+  tr->lr = lr;
+  if (c->clip_norm > 0.0f)
+    {
+      double norm = sqrt (b->sum_squares (be, tr->grads, P));
+
+      if (norm > c->clip_norm)
+        b->scale (be, tr->grads, (float) (c->clip_norm / norm), P);
+    }
+  if (c->l1 > 0.0f || c->l2 > 0.0f)
+    b->regularize (be, tr->grads, tr->params, c->l1, c->l2, P);
+  switch (c->optimizer)
+    {
+    case ES_OPT_SGD:
+      b->sgd_step (be, tr->params, NULL, tr->grads, lr, 0.0f, false, P);
+      break;
+    case ES_OPT_MOMENTUM:
+    case ES_OPT_NESTEROV:
+      b->sgd_step (be, tr->params, tr->opt_m, tr->grads, lr, c->momentum,
+                   c->optimizer == ES_OPT_NESTEROV, P);
+      break;
+    case ES_OPT_ADAM:
+    case ES_OPT_ADAMW:
+      {
+        double t = (double) (tr->steps + 1);
+        float bc1 = (float) (1.0 - pow (c->beta1, t));
+        float bc2 = (float) (1.0 - pow (c->beta2, t));
+
+        b->adam_step (be, tr->params, tr->opt_m, tr->opt_v, tr->grads, lr, c->beta1, c->beta2,
+                      c->eps, c->optimizer == ES_OPT_ADAMW ? c->weight_decay : 0.0f, bc1, bc2, P);
+      }
+      break;
+    }
+  b->zero (be, tr->grads, (size_t) P * sizeof (float));
+  tr->steps++;
+}
+
+bool
+es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsError *err)
+{
+  int B = batch->B;
+  float scale;
+  double loss_sum = 0.0;
+  int correct = 0;
+
+  if (B <= 0 || B > tr->batch)
+    {
+      es_error_set (err, ES_ERR_INVALID, "A batch of %d rows does not fit a trainer made for %d",
+                    B, tr->batch);
+      return false;
+    }
+  scale = 1.0f / ((float) B * (float) tr->cfg.accum_steps);
+  for (int r0 = 0; r0 < B; r0 += tr->micro)
+    {
+      int mb = ES_MIN (tr->micro, B - r0);
+      float loss;
+
+      load_rows (tr, batch, r0, mb);
+      forward (tr, tr->n_exec, mb, true);
+      loss = loss_forward (tr, mb);
+      if (!isfinite (loss))
+        {
+          tr->be->iface->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
+          tr->accum_done = 0;
+          es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
+                        isnan (loss) ? "NaN" : "infinite", (long long) tr->steps + 1);
+          return false;
+        }
+      loss_sum += (double) loss * mb;
+      correct += count_correct (tr, mb, tr->cfg.loss == ES_LOSS_MSE ? tr->exec[tr->n_exec - 1].out : tr->probs, NULL);
+      loss_backward (tr, mb, scale);
+      backward (tr, tr->n_exec, mb);
+    }
+  if (++tr->accum_done >= tr->cfg.accum_steps)
+    {
+      optimizer_step (tr);
+      tr->accum_done = 0;
+    }
+  if (stats != NULL)
+    {
+      stats->loss_sum += loss_sum;
+      stats->correct += correct;
+      stats->rows += B;
+    }
+  return true;
+}
+
+bool
+es_trainer_eval_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, int32_t *pred,
+                       EsError *err)
+{
+  int B = batch->B;
+  double loss_sum = 0.0;
+  int correct = 0;
+
+  for (int r0 = 0; r0 < B; r0 += tr->micro)
+    {
+      int mb = ES_MIN (tr->micro, B - r0);
+      float loss;
+
+      load_rows (tr, batch, r0, mb);
+      forward (tr, tr->n_exec, mb, false);
+      loss = loss_forward (tr, mb);
+      if (!isfinite (loss))
+        {
+          es_error_set (err, ES_ERR_NUMERIC, "The loss is %s on evaluation",
+                        isnan (loss) ? "NaN" : "infinite");
+          return false;
+        }
+      loss_sum += (double) loss * mb;
+      correct += count_correct (tr, mb, tr->cfg.loss == ES_LOSS_MSE ? tr->exec[tr->n_exec - 1].out : tr->probs,
+                                pred != NULL ? pred + r0 : NULL);
+    }
+  if (stats != NULL)
+    {
+      stats->loss_sum += loss_sum;
+      stats->correct += correct;
+      stats->rows += B;
+    }
+  return true;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* inference */
+
+struct EsInfer {
+  const EsModel *model;
+  EsBackend     *be;
+  int            max_batch;
+  int64_t        D, F_out, max_act;
+  float         *params, *buffers;   /* device */
+  float         *bufA, *bufB;        /* (max_batch, max_act) ping-pong */
+  int32_t       *argmax;             /* (max_batch, max_act) */
+  float         *host_out;           /* (max_batch, F_out) */
+  bool           host_backend;       /* results can be read in place */
+};
+
+EsInfer *
+es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
+{
+  EsInfer *inf;
+  const EsBackendIface *b = be->iface;
+  EsShape in = es_model_input_shape (model), out = es_model_output_shape (model);
+  size_t P = (size_t) es_model_n_params (model), Q = (size_t) es_model_n_buffers (model);
+
+  if (max_batch <= 0)
+    {
+      es_error_set (err, ES_ERR_INVALID, "The batch size must be at least 1");
+      return NULL;
+    }
+  inf = calloc (1, sizeof *inf);
+  inf->model = model;
+  inf->be = be;
+  inf->max_batch = max_batch;
+  inf->D = es_shape_size (&in);
+  inf->F_out = es_shape_size (&out);
+  inf->max_act = es_model_max_act (model);
+  inf->params = b->alloc (be, ES_MEM_WEIGHTS, ES_MAX (P, 1) * sizeof (float), err);
+  inf->buffers = inf->params ? b->alloc (be, ES_MEM_WEIGHTS, ES_MAX (Q, 1) * sizeof (float), err) : NULL;
+  inf->bufA = inf->buffers ? b->alloc (be, ES_MEM_ACTIVATIONS, (size_t) max_batch * (size_t) inf->max_act * sizeof (float), err) : NULL;
+  inf->bufB = inf->bufA ? b->alloc (be, ES_MEM_ACTIVATIONS, (size_t) max_batch * (size_t) inf->max_act * sizeof (float), err) : NULL;
+  inf->argmax = inf->bufB ? b->alloc (be, ES_MEM_ACTIVATIONS, (size_t) max_batch * (size_t) inf->max_act * sizeof (int32_t), err) : NULL;
+  inf->host_out = malloc ((size_t) max_batch * (size_t) inf->F_out * sizeof (float));
+  if (inf->argmax == NULL || inf->host_out == NULL)
+    {
+      es_infer_free (inf);
+      return NULL;
+    }
+  b->upload (be, inf->params, es_model_params_const (model), P * sizeof (float));
+  b->upload (be, inf->buffers, es_model_buffers_const (model), Q * sizeof (float));
+  inf->host_backend = strcmp (b->name, "cpu") == 0;
+  return inf;
+}
+
+void
+es_infer_free (EsInfer *inf)
+{
+  const EsBackendIface *b;
+  size_t act;
+
+  if (inf == NULL)
+    return;
+  b = inf->be->iface;
+  act = (size_t) inf->max_batch * (size_t) inf->max_act;
+  if (inf->argmax)
+    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->argmax, act * sizeof (int32_t));
+  if (inf->bufB)
+    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->bufB, act * sizeof (float));
+  if (inf->bufA)
+    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->bufA, act * sizeof (float));
+  if (inf->buffers)
+    b->free (inf->be, ES_MEM_WEIGHTS, inf->buffers,
+             ES_MAX ((size_t) es_model_n_buffers (inf->model), 1) * sizeof (float));
+  if (inf->params)
+    b->free (inf->be, ES_MEM_WEIGHTS, inf->params,
+             ES_MAX ((size_t) es_model_n_params (inf->model), 1) * sizeof (float));
+  free (inf->host_out);
+  free (inf);
+}
+
+const float *
+es_infer_run (EsInfer *inf, const float *x, int B)
+{
+  EsBackend *be = inf->be;
+  const EsBackendIface *b = be->iface;
+  const EsModel *m = inf->model;
+  const float *inp;
+  float *out = inf->bufA;
+
+  if (B <= 0 || B > inf->max_batch)
+    return NULL;
+  if (inf->host_backend)
+    inp = x;
+  else
+    {
+      b->upload (be, inf->bufB, x, (size_t) B * (size_t) inf->D * sizeof (float));
+      inp = inf->bufB;
+    }
+  for (int i = 0; i < es_model_n_layers (m); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (m, i);
+      const EsLayerSpec *s = &l->spec;
+      const EsShape *is = &l->in;
+      const float *w = NULL, *bias = NULL;
+      int64_t N = (int64_t) B * l->out_floats;
+
+      if (l->n_tensors > 0)
+        {
+          w = inf->params + es_model_tensor (m, l->first_tensor)->offset;
+          bias = inf->params + es_model_tensor (m, l->first_tensor + 1)->offset;
+        }
+      switch (s->kind)
+        {
+        case ES_LAYER_FLATTEN:
+        case ES_LAYER_DROPOUT:
+          continue;  /* identity at inference: keep reading inp */
+        case ES_LAYER_DENSE:
+          b->dense_forward (be, out, inp, w, bias, B, is->dims[0], s->units);
+          break;
+        case ES_LAYER_CONV2D:
+          b->conv2d_forward (be, out, inp, w, bias, B, is->dims[0], is->dims[1], is->dims[2],
+                             s->filters, s->kernel, s->stride, s->padding);
+          break;
+        case ES_LAYER_MAXPOOL2D:
+          b->maxpool2d_forward (be, out, inf->argmax, inp, B, is->dims[0], is->dims[1],
+                                is->dims[2], s->kernel, s->stride);
+          break;
+        case ES_LAYER_AVGPOOL2D:
+          b->avgpool2d_forward (be, out, inp, B, is->dims[0], is->dims[1], is->dims[2],
+                                s->kernel, s->stride);
+          break;
+        case ES_LAYER_RELU:
+        case ES_LAYER_LEAKY_RELU:
+        case ES_LAYER_SIGMOID:
+        case ES_LAYER_TANH:
+          b->act_forward (be, act_op (s->kind), out, inp, s->alpha, N);
+          break;
+        case ES_LAYER_SOFTMAX:
+          b->softmax_forward (be, out, inp, B, (int) l->out_floats);
+          break;
+        case ES_LAYER_BATCHNORM:
+          {
+            int CH = is->dims[0];
+            const float *rm = inf->buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
+
+            b->batchnorm_forward_infer (be, out, inp, w, bias, rm, rm + CH, s->eps, B, CH,
+                                        (int) (l->out_floats / CH));
+          }
+          break;
+        default:
+          break;
+        }
+      inp = out;
+      out = (out == inf->bufA) ? inf->bufB : inf->bufA;
+    }
+  if (inf->host_backend && inp != x)
+    return inp;
+  b->download (be, inf->host_out, inp, (size_t) B * (size_t) inf->F_out * sizeof (float));
+  return inf->host_out;
+}
