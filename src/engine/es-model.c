@@ -174,14 +174,15 @@ spec_with_defaults (const EsLayerSpec *in)
 }
 
 static bool
-layer_error (EsError *err, int i, const EsLayerSpec *s, const EsShape *in, const char *fmt,
+layer_error (EsError *err, int i, const EsLayerSpec *s, const EsShape *in, const char *what,
              const char *detail)
 {
   char shape[64];
 
   es_shape_format (in, shape, sizeof shape);
-  es_error_set (err, ES_ERR_SHAPE, "Layer %d (%s): %s %s; its input has shape %s", i + 1,
-                es_layer_kind_title (s->kind), fmt, detail ? detail : "", shape);
+  es_error_set (err, ES_ERR_SHAPE, "Layer %d (%s) %s, but its input has shape %s%s%s", i + 1,
+                es_layer_kind_title (s->kind), what, shape, detail ? ": " : "",
+                detail ? detail : "");
   return false;
 }
 
@@ -201,10 +202,10 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
     {
     case ES_LAYER_DENSE:
       if (in->rank != 1)
-        return layer_error (err, i, s, in, "needs a flat input of shape (features);",
-                            "add a Flatten layer before it.");
+        return layer_error (err, i, s, in, "needs a flat input of shape (features)",
+                            "add a Flatten layer before it");
       if (s->units <= 0)
-        return layer_error (err, i, s, in, "needs at least one unit;", NULL);
+        return layer_error (err, i, s, in, "needs at least one unit", NULL);
       info->out = shape1 (s->units);
       info->n_params = in_size * s->units + s->units;
       info->flops = 2 * in_size * s->units;
@@ -218,20 +219,20 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
         int oh, ow;
 
         if (in->rank != 3)
-          return layer_error (err, i, s, in, "needs an image input of shape (C, H, W);", NULL);
+          return layer_error (err, i, s, in, "needs an image input of shape (C, H, W)", NULL);
         if (s->kernel <= 0 || s->stride <= 0 || pad < 0)
-          return layer_error (err, i, s, in, "needs kernel >= 1, stride >= 1, padding >= 0;", NULL);
+          return layer_error (err, i, s, in, "needs kernel >= 1, stride >= 1, padding >= 0", NULL);
         if (in->dims[1] + 2 * pad < s->kernel || in->dims[2] + 2 * pad < s->kernel)
           {
-            snprintf (need, sizeof need, "a kernel of %d does not fit;", s->kernel);
-            return layer_error (err, i, s, in, need, "use a smaller kernel or more padding.");
+            snprintf (need, sizeof need, "has a kernel of %d that does not fit", s->kernel);
+            return layer_error (err, i, s, in, need, "use a smaller kernel or more padding");
           }
         oh = ES_CONV_OUT (in->dims[1], s->kernel, s->stride, pad);
         ow = ES_CONV_OUT (in->dims[2], s->kernel, s->stride, pad);
         if (s->kind == ES_LAYER_CONV2D)
           {
             if (s->filters <= 0)
-              return layer_error (err, i, s, in, "needs at least one filter;", NULL);
+              return layer_error (err, i, s, in, "needs at least one filter", NULL);
             info->out = shape3 (s->filters, oh, ow);
             info->n_params = (int64_t) s->filters * in->dims[0] * s->kernel * s->kernel + s->filters;
             info->flops = 2 * (int64_t) s->filters * oh * ow * in->dims[0] * s->kernel * s->kernel;
@@ -250,8 +251,8 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
 
     case ES_LAYER_SOFTMAX:
       if (in->rank != 1)
-        return layer_error (err, i, s, in, "works on a flat input (classes);",
-                            "add a Flatten layer before it.");
+        return layer_error (err, i, s, in, "works on a flat input (classes)",
+                            "add a Flatten layer before it");
       info->out = *in;
       info->flops = 3 * in_size;
       break;
@@ -262,7 +263,7 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
     case ES_LAYER_TANH:
     case ES_LAYER_DROPOUT:
       if (s->kind == ES_LAYER_DROPOUT && (s->rate < 0.0f || s->rate >= 1.0f))
-        return layer_error (err, i, s, in, "needs a rate in [0, 1);", NULL);
+        return layer_error (err, i, s, in, "needs a rate in [0, 1)", NULL);
       info->out = *in;
       info->flops = in_size;
       break;
