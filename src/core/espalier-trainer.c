@@ -1,0 +1,691 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-trainer.c: epochs over a dataset with the engine's EsTrainer: split, batcher
+ * thread, per-epoch metrics on train and validation, early stopping, progress and
+ * cancellation. It never touches GTK. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "es-backend.h"
+#include "espalier-error.h"
+#include "espalier-split.h"
+#include "espalier-trainer.h"
+
+struct _EspalierTrainer
+{
+  GObject               parent_instance;
+
+  EspalierDataset      *dataset;
+  EsModel              *model;          /* borrowed */
+  EspalierTrainOptions  opts;
+  EspalierSplit        *split;
+  GArray               *history;        /* EspalierEpochRecord */
+  guint                 micro_batch;
+  char                 *plan;
+};
+
+G_DEFINE_FINAL_TYPE (EspalierTrainer, espalier_trainer, G_TYPE_OBJECT)
+
+void
+espalier_train_options_init (EspalierTrainOptions *opts)
+{
+  memset (opts, 0, sizeof *opts);
+  es_train_config_default (&opts->engine);
+  opts->epochs = 10;
+  opts->batch_size = 32;
+  opts->val_fraction = 0.1;
+  opts->test_fraction = 0.2;
+}
+
+void
+espalier_metrics_clear (EspalierMetrics *m)
+{
+  g_clear_pointer (&m->confusion, g_free);
+  memset (m, 0, sizeof *m);
+}
+
+double
+espalier_metrics_class_accuracy (const EspalierMetrics *m, guint k)
+{
+  guint64 row = 0;
+
+  if (m->confusion == NULL || k >= m->n_classes)
+    return NAN;
+  for (guint j = 0; j < m->n_classes; j++)
+    row += m->confusion[k * m->n_classes + j];
+  return row > 0 ? (double) m->confusion[k * m->n_classes + k] / (double) row : NAN;
+}
+
+static void
+espalier_trainer_finalize (GObject *object)
+{
+  EspalierTrainer *self = ESPALIER_TRAINER (object);
+
+  g_clear_object (&self->dataset);
+  g_clear_pointer (&self->split, espalier_split_free);
+  g_clear_pointer (&self->history, g_array_unref);
+  g_clear_pointer (&self->plan, g_free);
+  G_OBJECT_CLASS (espalier_trainer_parent_class)->finalize (object);
+}
+
+static void
+espalier_trainer_class_init (EspalierTrainerClass *klass)
+{
+  G_OBJECT_CLASS (klass)->finalize = espalier_trainer_finalize;
+}
+
+static void
+espalier_trainer_init (EspalierTrainer *self)
+{
+  self->history = g_array_new (FALSE, TRUE, sizeof (EspalierEpochRecord));
+}
+
+EspalierTrainer *
+espalier_trainer_new (EspalierDataset            *dataset,
+                      EsModel                    *model,
+                      const EspalierTrainOptions *opts)
+{
+  EspalierTrainer *self;
+
+  g_return_val_if_fail (ESPALIER_IS_DATASET (dataset), NULL);
+  g_return_val_if_fail (model != NULL, NULL);
+
+  self = g_object_new (ESPALIER_TYPE_TRAINER, NULL);
+  self->dataset = g_object_ref (dataset);
+  self->model = model;
+  if (opts != NULL)
+    self->opts = *opts;
+  else
+    espalier_train_options_init (&self->opts);
+  return self;
+}
+
+GArray *
+espalier_trainer_get_history (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
+  return self->history;
+}
+
+const EspalierSplit *
+espalier_trainer_get_split (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
+  return self->split;
+}
+
+guint
+espalier_trainer_get_micro_batch (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), 0);
+  return self->micro_batch;
+}
+
+char *
+espalier_trainer_describe_plan (EspalierTrainer *self)
+{
+  EsMemPlan plan;
+  GString *s;
+  char a[32];
+  guint batch;
+
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
+
+  batch = self->micro_batch ? self->micro_batch : self->opts.batch_size;
+  es_mem_plan (self->model, &self->opts.engine, (int) batch, TRUE, &plan);
+  s = g_string_new (NULL);
+#define LINE(label, v) g_string_append_printf (s, "%-12s %10s\n", label, es_format_bytes (a, sizeof a, (double) (v)))
+  LINE ("weights", plan.weights);
+  LINE ("gradients", plan.gradients);
+  LINE ("optimizer", plan.optimizer);
+  LINE ("activations", plan.activations);
+  LINE ("data", plan.data);
+  LINE ("total", plan.total);
+#undef LINE
+  return g_string_free (s, FALSE);
+}
+
+/* Check that the model fits the dataset before any work. */
+static gboolean
+check_fit (EsModel *model, EspalierDataset *ds, const EsTrainConfig *cfg, GError **error)
+{
+  EsShape in = es_model_input_shape (model), out = es_model_output_shape (model);
+  char a[64], b[64];
+
+  if ((guint) es_shape_size (&in) != espalier_dataset_get_row_size (ds))
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
+                   "The model takes inputs of shape %s (%lld values) but %s has rows of %u values",
+                   es_shape_format (&in, a, sizeof a), (long long) es_shape_size (&in),
+                   espalier_dataset_get_name (ds), espalier_dataset_get_row_size (ds));
+      return FALSE;
+    }
+  if (cfg->loss == ES_LOSS_SOFTMAX_XENT)
+    {
+      if (espalier_dataset_get_labels (ds) == NULL || espalier_dataset_get_n_classes (ds) == 0)
+        {
+          g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                       "Cross-entropy needs class labels, and %s has none: use the MSE loss",
+                       espalier_dataset_get_name (ds));
+          return FALSE;
+        }
+      if ((guint) es_shape_size (&out) != espalier_dataset_get_n_classes (ds))
+        {
+          g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
+                       "The model outputs %s but %s has %u classes: make the last Dense layer %u units",
+                       es_shape_format (&out, b, sizeof b), espalier_dataset_get_name (ds),
+                       espalier_dataset_get_n_classes (ds), espalier_dataset_get_n_classes (ds));
+          return FALSE;
+        }
+    }
+  else if (espalier_dataset_get_targets (ds) == NULL
+           || (guint) es_shape_size (&out) != espalier_dataset_get_n_targets (ds))
+    {
+      if (!(cfg->loss == ES_LOSS_BCE && es_shape_size (&out) == 1
+            && espalier_dataset_get_n_classes (ds) == 2))
+        {
+          g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
+                       "The model outputs %s but %s has %u targets per row",
+                       es_shape_format (&out, b, sizeof b), espalier_dataset_get_name (ds),
+                       espalier_dataset_get_n_targets (ds));
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+/* Fill an engine batch from a batcher batch; binary labels become BCE targets. */
+static void
+to_es_batch (const EspalierBatch *b, EsBatch *eb, float *bce_targets)
+{
+  memset (eb, 0, sizeof *eb);
+  eb->B = (int) b->B;
+  eb->x_f32 = b->x;
+  eb->labels = b->labels;
+  eb->targets = b->targets;
+  if (bce_targets != NULL && b->targets == NULL && b->labels != NULL)
+    {
+      for (guint r = 0; r < b->B; r++)
+        bce_targets[r] = (float) b->labels[r];
+      eb->targets = bce_targets;
+    }
+}
+
+/* Loss and accuracy of tr on rows, with the confusion matrix when metrics wants it. */
+static gboolean
+evaluate_rows (EsTrainer         *tr,
+               EspalierDataset   *ds,
+               const guint32     *rows,
+               guint              n_rows,
+               guint              batch,
+               gboolean           bce,
+               EspalierMetrics   *metrics,
+               GCancellable      *cancellable,
+               GError           **error)
+{
+  g_autofree gint32 *pred = g_new0 (gint32, batch);
+  g_autofree float *bce_targets = bce ? g_new0 (float, batch) : NULL;
+  EspalierBatcher *batcher;
+  const EspalierBatch *b;
+  EsStepStats stats = { 0 };
+  guint n_classes = espalier_dataset_get_n_classes (ds);
+  gboolean ok = TRUE;
+
+  metrics->rows = n_rows;
+  metrics->n_classes = n_classes;
+  g_clear_pointer (&metrics->confusion, g_free);
+  if (n_classes > 0)
+    metrics->confusion = g_new0 (guint, (gsize) n_classes * n_classes);
+  if (n_rows == 0)
+    {
+      metrics->loss = metrics->accuracy = NAN;
+      return TRUE;
+    }
+
+  batcher = espalier_batcher_new (ds, rows, n_rows, batch, FALSE, 0, NULL);
+  espalier_batcher_start_epoch (batcher, 0);
+  while ((b = espalier_batcher_next (batcher)) != NULL)
+    {
+      EsBatch eb;
+      EsError es = { 0 };
+
+      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+        {
+          ok = FALSE;
+          break;
+        }
+      to_es_batch (b, &eb, bce_targets);
+      if (!es_trainer_eval_batch (tr, &eb, &stats, pred, &es))
+        {
+          espalier_error_from_es (error, &es, NULL);
+          ok = FALSE;
+          break;
+        }
+      if (metrics->confusion != NULL && b->labels != NULL)
+        for (guint r = 0; r < b->B; r++)
+          if (pred[r] >= 0 && (guint) pred[r] < n_classes && (guint) b->labels[r] < n_classes)
+            metrics->confusion[(gsize) b->labels[r] * n_classes + (guint) pred[r]]++;
+    }
+  espalier_batcher_free (batcher);
+  metrics->loss = stats.rows ? stats.loss_sum / stats.rows : NAN;
+  metrics->accuracy = stats.rows ? (double) stats.correct / stats.rows : NAN;
+  return ok;
+}
+
+typedef struct {
+  EspalierProgressFunc func;
+  gpointer             data;
+  double               last_step;
+} Reporter;
+
+static void
+report (Reporter *rep, const EspalierProgress *p)
+{
+  if (rep->func != NULL)
+    rep->func (p, rep->data);
+}
+
+static void
+report_message (Reporter *rep, const char *message)
+{
+  EspalierProgress p = { .kind = ESPALIER_PROGRESS_MESSAGE, .message = message };
+
+  report (rep, &p);
+}
+
+static EsBackend *
+make_backend (guint threads, EsBudget *budget, GError **error)
+{
+  EsError es = { 0 };
+  EsBackend *be = es_cpu_backend_new ((int) threads, budget, &es);
+
+  if (be == NULL)
+    espalier_error_from_es (error, &es, "Could not start the CPU backend");
+  return be;
+}
+
+gboolean
+espalier_trainer_run (EspalierTrainer      *self,
+                      GCancellable         *cancellable,
+                      EspalierProgressFunc  func,
+                      gpointer              user_data,
+                      GError              **error)
+{
+  EspalierTrainOptions *o;
+  EsTrainConfig cfg;
+  EsBudget *budget = NULL;
+  EsBackend *be = NULL;
+  EsTrainer *tr = NULL;
+  EspalierBatcher *batcher = NULL;
+  g_autofree float *best = NULL;
+  g_autofree float *bce_targets = NULL;
+  Reporter rep = { func, user_data, 0 };
+  EsError es = { 0 };
+  gboolean ok = FALSE, bce;
+  double t_start, best_val = INFINITY;
+  guint bad_epochs = 0, steps_per_epoch;
+  gsize n_params;
+
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
+
+  o = &self->opts;
+  cfg = o->engine;
+  cfg.seed = o->seed;
+  bce = cfg.loss == ES_LOSS_BCE && espalier_dataset_get_targets (self->dataset) == NULL;
+  if (o->epochs == 0 || o->batch_size == 0)
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                   "Epochs and batch size must be at least 1");
+      return FALSE;
+    }
+  if (!check_fit (self->model, self->dataset, &cfg, error))
+    return FALSE;
+
+  g_clear_pointer (&self->split, espalier_split_free);
+  self->split = espalier_split_new (self->dataset, o->val_fraction, o->test_fraction, o->seed, error);
+  if (self->split == NULL)
+    return FALSE;
+  if (self->split->train->len == 0)
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                   "The training split of %s is empty", espalier_dataset_get_name (self->dataset));
+      return FALSE;
+    }
+  g_array_set_size (self->history, 0);
+
+  steps_per_epoch = (self->split->train->len + o->batch_size - 1) / o->batch_size;
+  if (cfg.schedule == ES_LR_COSINE && cfg.total_steps <= 0)
+    cfg.total_steps = (gint64) o->epochs * steps_per_epoch / MAX (cfg.accum_steps, 1);
+
+  if (o->memory_limit > 0)
+    budget = es_budget_new (o->memory_limit);
+  be = make_backend (o->threads, budget, error);
+  if (be == NULL)
+    goto out;
+  tr = es_trainer_new (self->model, be, &cfg, (int) o->batch_size, &es);
+  if (tr == NULL)
+    {
+      espalier_error_from_es (error, &es, "Training cannot start");
+      goto out;
+    }
+  self->micro_batch = (guint) es_trainer_micro_batch (tr);
+  g_clear_pointer (&self->plan, g_free);
+  if (self->micro_batch < o->batch_size)
+    {
+      g_autofree char *msg = g_strdup_printf (
+          "The memory budget holds %u rows at a time, not %u: training on micro-batches of %u "
+          "and accumulating %d of them, so every step still sees %u rows",
+          self->micro_batch, o->batch_size, self->micro_batch,
+          (o->batch_size + self->micro_batch - 1) / self->micro_batch, o->batch_size);
+      report_message (&rep, msg);
+    }
+
+  {
+    EspalierProgress p = { .kind = ESPALIER_PROGRESS_START, .epochs = o->epochs,
+                           .steps = steps_per_epoch };
+    report (&rep, &p);
+  }
+
+  n_params = (gsize) es_model_n_params (self->model);
+  best = g_new (float, n_params + (gsize) es_model_n_buffers (self->model) + 1);
+  if (bce)
+    bce_targets = g_new0 (float, o->batch_size);
+  batcher = espalier_batcher_new (self->dataset, (const guint32 *) self->split->train->data,
+                                  self->split->train->len, o->batch_size, TRUE, o->seed,
+                                  (o->augment.shift_pixels || o->augment.hflip || o->augment.noise_std > 0)
+                                    ? &o->augment : NULL);
+  t_start = g_get_monotonic_time () / 1e6;
+  for (guint epoch = 1; epoch <= o->epochs; epoch++)
+    {
+      EspalierEpochRecord rec = { .epoch = epoch, .val_loss = NAN, .val_accuracy = NAN };
+      EsStepStats stats = { 0 };
+      const EspalierBatch *b;
+      double t0 = g_get_monotonic_time () / 1e6;
+      guint step = 0;
+
+      espalier_batcher_start_epoch (batcher, epoch - 1);
+      while ((b = espalier_batcher_next (batcher)) != NULL)
+        {
+          EsBatch eb;
+          double now;
+
+          to_es_batch (b, &eb, bce_targets);
+          if (!es_trainer_train_batch (tr, &eb, &stats, &es))
+            {
+              /* The step was not applied: the device holds the last good weights. */
+              es_trainer_sync (tr);
+              espalier_error_from_es (error, &es, NULL);
+              if (es.code == ES_ERR_NUMERIC)
+                g_prefix_error (error, "Training stopped in epoch %u: ", epoch);
+              goto out;
+            }
+          step++;
+          now = g_get_monotonic_time () / 1e6;
+          if (rep.func != NULL && (now - rep.last_step >= 1.0 / 30.0 || step == steps_per_epoch))
+            {
+              double done = (epoch - 1) + (double) step / steps_per_epoch;
+              EspalierProgress p = {
+                .kind = ESPALIER_PROGRESS_STEP, .epoch = epoch, .epochs = o->epochs,
+                .step = step, .steps = steps_per_epoch,
+                .loss = stats.loss_sum / MAX (stats.rows, 1),
+                .accuracy = (double) stats.correct / MAX (stats.rows, 1),
+                .elapsed = now - t_start,
+                .eta = (now - t_start) / done * (o->epochs - done),
+              };
+              rep.last_step = now;
+              report (&rep, &p);
+            }
+          if (g_cancellable_is_cancelled (cancellable))
+            {
+              es_trainer_sync (tr);
+              g_cancellable_set_error_if_cancelled (cancellable, error);
+              goto out;
+            }
+        }
+      rec.seconds = g_get_monotonic_time () / 1e6 - t0;
+      rec.train_loss = stats.loss_sum / MAX (stats.rows, 1);
+      rec.train_accuracy = (double) stats.correct / MAX (stats.rows, 1);
+      rec.lr = es_trainer_current_lr (tr);
+      if (self->split->val->len > 0)
+        {
+          EspalierMetrics vm = { 0 };
+
+          if (!evaluate_rows (tr, self->dataset, (const guint32 *) self->split->val->data,
+                              self->split->val->len, MAX (o->batch_size, 256), bce, &vm,
+                              cancellable, error))
+            {
+              espalier_metrics_clear (&vm);
+              es_trainer_sync (tr);
+              goto out;
+            }
+          rec.val_loss = vm.loss;
+          rec.val_accuracy = vm.accuracy;
+          espalier_metrics_clear (&vm);
+        }
+      g_array_append_val (self->history, rec);
+      {
+        double now = g_get_monotonic_time () / 1e6;
+        EspalierProgress p = {
+          .kind = ESPALIER_PROGRESS_EPOCH, .epoch = epoch, .epochs = o->epochs,
+          .step = step, .steps = steps_per_epoch, .loss = rec.train_loss,
+          .accuracy = rec.train_accuracy, .elapsed = now - t_start,
+          .eta = (now - t_start) / epoch * (o->epochs - epoch), .record = &rec,
+        };
+        report (&rep, &p);
+      }
+
+      /* Early stopping on validation loss, keeping the best weights. */
+      if (o->patience > 0 && !isnan (rec.val_loss))
+        {
+          if (rec.val_loss < best_val - o->min_delta)
+            {
+              best_val = rec.val_loss;
+              bad_epochs = 0;
+              es_trainer_sync (tr);
+              memcpy (best, es_model_params (self->model), n_params * sizeof (float));
+              memcpy (best + n_params, es_model_buffers (self->model),
+                      (gsize) es_model_n_buffers (self->model) * sizeof (float));
+            }
+          else if (++bad_epochs >= o->patience)
+            {
+              g_autofree char *msg = g_strdup_printf (
+                  "Stopped early after epoch %u: the validation loss has not improved for %u "
+                  "epochs; keeping the weights of its best epoch (loss %.4f)",
+                  epoch, o->patience, best_val);
+              memcpy (es_model_params (self->model), best, n_params * sizeof (float));
+              memcpy (es_model_buffers (self->model), best + n_params,
+                      (gsize) es_model_n_buffers (self->model) * sizeof (float));
+              report_message (&rep, msg);
+              ok = TRUE;
+              goto out_synced;
+            }
+        }
+    }
+  es_trainer_sync (tr);
+  ok = TRUE;
+
+out_synced:
+out:
+  if (batcher != NULL)
+    espalier_batcher_free (batcher);
+  es_trainer_free (tr);
+  es_backend_free (be);
+  if (budget != NULL)
+    es_budget_free (budget);
+  return ok;
+}
+
+static void
+run_thread (GTask        *task,
+            gpointer      source,
+            gpointer      task_data,
+            GCancellable *cancellable);
+
+typedef struct {
+  EspalierProgressFunc func;
+  gpointer             data;
+  GDestroyNotify       data_free;
+  GMainContext        *context;
+} AsyncData;
+
+typedef struct {
+  EspalierProgress    progress;
+  EspalierEpochRecord record;
+  char               *message;
+  AsyncData          *ad;
+  GTask              *task;
+} Posted;
+
+static void
+async_data_free (gpointer p)
+{
+  AsyncData *ad = p;
+
+  if (ad->data_free != NULL)
+    ad->data_free (ad->data);
+  g_main_context_unref (ad->context);
+  g_free (ad);
+}
+
+static gboolean
+deliver (gpointer p)
+{
+  Posted *posted = p;
+
+  posted->ad->func (&posted->progress, posted->ad->data);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+posted_free (gpointer p)
+{
+  Posted *posted = p;
+
+  g_free (posted->message);
+  g_object_unref (posted->task);
+  g_free (posted);
+}
+
+/* Worker-thread side: copy the record and post it to the caller's context. */
+static void
+post_progress (const EspalierProgress *progress, gpointer user_data)
+{
+  GTask *task = user_data;
+  AsyncData *ad = g_task_get_task_data (task);
+  Posted *posted = g_new0 (Posted, 1);
+
+  posted->progress = *progress;
+  if (progress->record != NULL)
+    {
+      posted->record = *progress->record;
+      posted->progress.record = &posted->record;
+    }
+  posted->message = g_strdup (progress->message);
+  posted->progress.message = posted->message;
+  posted->ad = ad;
+  posted->task = g_object_ref (task);
+  g_main_context_invoke_full (ad->context, G_PRIORITY_DEFAULT, deliver, posted, posted_free);
+}
+
+static void
+run_thread (GTask        *task,
+            gpointer      source,
+            gpointer      task_data,
+            GCancellable *cancellable)
+{
+  EspalierTrainer *self = source;
+  AsyncData *ad = task_data;
+  GError *error = NULL;
+
+  if (espalier_trainer_run (self, cancellable, ad->func ? post_progress : NULL, task, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
+void
+espalier_trainer_run_async (EspalierTrainer      *self,
+                            GCancellable         *cancellable,
+                            EspalierProgressFunc  func,
+                            gpointer              user_data,
+                            GDestroyNotify        user_data_free,
+                            GAsyncReadyCallback   callback,
+                            gpointer              callback_data)
+{
+  g_autoptr(GTask) task = NULL;
+  AsyncData *ad;
+
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+
+  ad = g_new0 (AsyncData, 1);
+  ad->func = func;
+  ad->data = user_data;
+  ad->data_free = user_data_free;
+  ad->context = g_main_context_ref_thread_default ();
+  task = g_task_new (self, cancellable, callback, callback_data);
+  g_task_set_source_tag (task, espalier_trainer_run_async);
+  g_task_set_task_data (task, ad, async_data_free);
+  g_task_run_in_thread (task, run_thread);
+}
+
+gboolean
+espalier_trainer_run_finish (EspalierTrainer  *self,
+                             GAsyncResult     *result,
+                             GError          **error)
+{
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+gboolean
+espalier_evaluate (EsModel          *model,
+                   EspalierDataset  *dataset,
+                   const guint32    *rows,
+                   guint             n_rows,
+                   EsLossKind        loss,
+                   guint             threads,
+                   EspalierMetrics  *metrics,
+                   GError          **error)
+{
+  g_autofree guint32 *all = NULL;
+  EsTrainConfig cfg;
+  EsBackend *be;
+  EsTrainer *tr;
+  EsError es = { 0 };
+  gboolean ok;
+  const guint batch = 1000;
+
+  g_return_val_if_fail (model != NULL, FALSE);
+  g_return_val_if_fail (ESPALIER_IS_DATASET (dataset), FALSE);
+
+  es_train_config_default (&cfg);
+  cfg.loss = loss;
+  cfg.optimizer = ES_OPT_SGD;  /* no optimizer state is allocated */
+  if (!check_fit (model, dataset, &cfg, error))
+    return FALSE;
+  if (rows == NULL)
+    {
+      n_rows = espalier_dataset_get_n_rows (dataset);
+      all = g_new (guint32, n_rows);
+      for (guint i = 0; i < n_rows; i++)
+        all[i] = i;
+      rows = all;
+    }
+  be = make_backend (threads, NULL, error);
+  if (be == NULL)
+    return FALSE;
+  tr = es_trainer_new (model, be, &cfg, (int) batch, &es);
+  if (tr == NULL)
+    {
+      espalier_error_from_es (error, &es, "Evaluation cannot start");
+      es_backend_free (be);
+      return FALSE;
+    }
+  ok = evaluate_rows (tr, dataset, rows, n_rows, batch,
+                      loss == ES_LOSS_BCE && espalier_dataset_get_targets (dataset) == NULL,
+                      metrics, NULL, error);
+  es_trainer_free (tr);
+  es_backend_free (be);
+  return ok;
+}

@@ -1,0 +1,335 @@
+/* test-cli.c: espalier-cli as a user runs it: exit codes (0, 1, 2), messages that say
+ * what went wrong, --help for every command, --json events, a train/save/eval/info/bench
+ * round on a generated set, and Ctrl-C stopping a run without writing the model. */
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <string.h>
+
+static char *tmpdir;
+
+typedef struct {
+  int   status;
+  char *out;
+  char *err;
+} Run;
+
+static void
+run_clear (Run *r)
+{
+  g_free (r->out);
+  g_free (r->err);
+}
+
+/* Run espalier-cli with a NULL-terminated argument list. */
+static Run
+cli (const char *first, ...)
+{
+  g_autoptr(GPtrArray) argv = g_ptr_array_new ();
+  g_autoptr(GError) error = NULL;
+  g_auto(GStrv) env = g_get_environ ();
+  Run r = { 0 };
+  va_list ap;
+  int wait_status;
+
+  env = g_environ_setenv (env, "XDG_CACHE_HOME", tmpdir, TRUE);
+  g_ptr_array_add (argv, (char *) ESPALIER_CLI);
+  va_start (ap, first);
+  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (char *) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
+                               &r.out, &r.err, &wait_status, &error));
+  g_assert_no_error (error);
+  r.status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : -1;
+  return r;
+}
+
+static void
+test_usage (void)
+{
+  Run r = cli (NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "Usage"));
+  run_clear (&r);
+
+  r = cli ("frobnicate", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "unknown command 'frobnicate'"));
+  run_clear (&r);
+
+  r = cli ("train", "--no-such-flag", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "--no-such-flag"));
+  g_assert_nonnull (strstr (r.err, "--help"));
+  run_clear (&r);
+
+  r = cli ("train", "--epochs", "-3", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  run_clear (&r);
+
+  r = cli ("train", "--optimizer", "lion", "--data", "spiral:n=30", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "optimizer"));
+  run_clear (&r);
+
+  r = cli ("eval", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "model file"));
+  run_clear (&r);
+}
+
+static void
+test_help (void)
+{
+  const char *commands[] = { "train", "eval", "info", "datasets", "bench" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
+    {
+      Run r = cli (commands[i], "--help", NULL);
+
+      g_assert_cmpint (r.status, ==, 0);
+      g_assert_nonnull (strstr (r.out, "Usage"));
+      g_assert_nonnull (strstr (r.out, commands[i]));
+      run_clear (&r);
+    }
+  {
+    Run r = cli ("--help", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
+      g_assert_nonnull (strstr (r.out, commands[i]));
+    run_clear (&r);
+  }
+}
+
+static void
+test_datasets (void)
+{
+  Run r = cli ("datasets", NULL);
+
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "fashion-mnist"));
+  g_assert_nonnull (strstr (r.out, "spiral"));
+  run_clear (&r);
+
+  r = cli ("datasets", "--json", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    g_autoptr(JsonParser) p = json_parser_new ();
+    g_assert_true (json_parser_load_from_data (p, r.out, -1, NULL));
+  }
+  run_clear (&r);
+}
+
+/* Parse --json output: one object per line; returns the events in order. */
+static GPtrArray *
+events (const char *out)
+{
+  GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
+  g_auto(GStrv) lines = g_strsplit (out, "\n", -1);
+
+  for (int i = 0; lines[i] != NULL; i++)
+    {
+      g_autoptr(JsonParser) p = json_parser_new ();
+      g_autoptr(GError) error = NULL;
+      JsonObject *o;
+
+      if (lines[i][0] == '\0')
+        continue;
+      g_assert_true (json_parser_load_from_data (p, lines[i], -1, &error));
+      g_assert_no_error (error);
+      o = json_node_get_object (json_parser_get_root (p));
+      g_ptr_array_add (names, g_strdup (json_object_get_string_member (o, "event")));
+    }
+  return names;
+}
+
+static gboolean
+has_event (GPtrArray *ev, const char *name)
+{
+  for (guint i = 0; i < ev->len; i++)
+    if (g_str_equal (g_ptr_array_index (ev, i), name))
+      return TRUE;
+  return FALSE;
+}
+
+static void
+test_train_eval_round (void)
+{
+  g_autofree char *out = g_build_filename (tmpdir, "spiral-model", NULL);
+  g_autofree char *json = g_strconcat (out, ".json", NULL);
+  g_autofree char *st = g_strconcat (out, ".safetensors", NULL);
+  g_autoptr(GPtrArray) ev = NULL;
+  guint epochs = 0;
+  Run r;
+
+  r = cli ("train", "--data", "spiral:n=150,arms=3,seed=2", "--model", "playground", "--epochs", "5", "--test", "0.2",
+           "--json", "-o", out, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  ev = events (r.out);
+  for (guint i = 0; i < ev->len; i++)
+    epochs += g_str_equal (g_ptr_array_index (ev, i), "epoch");
+  g_assert_cmpuint (epochs, ==, 5);
+  g_assert_true (has_event (ev, "dataset"));
+  g_assert_true (has_event (ev, "start"));
+  g_assert_true (has_event (ev, "metrics"));
+  g_assert_true (has_event (ev, "saved"));
+  g_assert_cmpstr (g_ptr_array_index (ev, ev->len - 1), ==, "done");
+  g_assert_true (g_file_test (json, G_FILE_TEST_IS_REGULAR));
+  g_assert_true (g_file_test (st, G_FILE_TEST_IS_REGULAR));
+  run_clear (&r);
+
+  r = cli ("eval", json, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "test:"));
+  g_assert_nonnull (strstr (r.out, "accuracy"));
+  g_assert_nonnull (strstr (r.out, "class 2"));
+  run_clear (&r);
+
+  r = cli ("eval", json, "--split", "all", "--json", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "\"rows\":150"));
+  run_clear (&r);
+
+  r = cli ("info", json, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Dense"));
+  g_assert_nonnull (strstr (r.out, "parameters"));
+  g_assert_nonnull (strstr (r.out, "memory plan"));
+  run_clear (&r);
+
+  r = cli ("bench", json, "--reps", "200", "--rows", "100", "--json", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "latency_batch1_us"));
+  run_clear (&r);
+
+  /* plain (non-terminal) output: one line per epoch, no carriage returns */
+  r = cli ("train", "--data", "moons:n=100", "--epochs", "3", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "epoch 3/3"));
+  g_assert_null (strchr (r.out, '\r'));
+  g_assert_null (strchr (r.err, '\r'));
+  run_clear (&r);
+}
+
+static void
+test_failures (void)
+{
+  g_autofree char *ragged = g_build_filename (tmpdir, "ragged.csv", NULL);
+  g_autofree char *broken = g_build_filename (tmpdir, "broken.json", NULL);
+  Run r;
+
+  r = cli ("eval", "/nonexistent/model.json", NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "model.json"));
+  run_clear (&r);
+
+  r = cli ("train", "--data", "/nonexistent/table.csv", NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "table.csv"));
+  run_clear (&r);
+
+  g_assert_true (g_file_set_contents (ragged, "a,b,label\n1,2,0\n3,4\n5,6,1\n", -1, NULL));
+  r = cli ("train", "--data", ragged, NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "ragged.csv"));
+  g_assert_nonnull (strstr (r.err, "line 3"));
+  run_clear (&r);
+
+  g_assert_true (g_file_set_contents (broken, "{ \"format\": ", -1, NULL));
+  r = cli ("info", broken, NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "broken.json"));
+  run_clear (&r);
+
+  r = cli ("train", "--data", "spiral:n=60", "--spec", "dense:8,relu,dense:5,softmax", NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "3 classes"));
+  run_clear (&r);
+
+  r = cli ("train", "--data", "spiral:n=60", "--spec", "conv2d:4:3", NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "Conv2D"));
+  run_clear (&r);
+
+  r = cli ("train", "--data", "spiral:n=60", "--json", "--spec", "dense:8,relu,dense:5", NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.out, "\"event\":\"error\""));
+  run_clear (&r);
+}
+
+/* Ctrl-C in the middle of a run: the job stops at a step boundary, says so, exits 1 and
+ * does not write the model. */
+static void
+test_interrupt (void)
+{
+  g_autofree char *out = g_build_filename (tmpdir, "interrupted", NULL);
+  g_autofree char *json = g_strconcat (out, ".json", NULL);
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE
+                                                                       | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autoptr(GDataInputStream) lines = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *line = NULL;
+
+  g_subprocess_launcher_setenv (launcher, "XDG_CACHE_HOME", tmpdir, TRUE);
+  g_subprocess_launcher_set_flags (launcher, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_SILENCE);
+  proc = g_subprocess_launcher_spawn (launcher, &error, ESPALIER_CLI, "train", "--data",
+                                      "spiral:n=3000", "--epochs", "100000", "--json", "-o",
+                                      out, NULL);
+  g_assert_no_error (error);
+  lines = g_data_input_stream_new (g_subprocess_get_stdout_pipe (proc));
+  /* wait until the run has really started */
+  do
+    {
+      g_free (line);
+      line = g_data_input_stream_read_line (lines, NULL, NULL, &error);
+      g_assert_no_error (error);
+      g_assert_nonnull (line);
+    }
+  while (strstr (line, "\"epoch\"") == NULL || strstr (line, "\"event\":\"epoch\"") == NULL);
+  g_subprocess_send_signal (proc, SIGINT);
+  {
+    g_autoptr(GString) rest = g_string_new (NULL);
+    char *l;
+
+    while ((l = g_data_input_stream_read_line (lines, NULL, NULL, NULL)) != NULL)
+      {
+        g_string_append_printf (rest, "%s\n", l);
+        g_free (l);
+      }
+    g_assert_true (g_subprocess_wait (proc, NULL, &error));
+    g_assert_true (g_subprocess_get_if_exited (proc));
+    g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 1);
+    g_assert_nonnull (strstr (rest->str, "Ctrl-C"));
+    g_assert_nonnull (strstr (rest->str, "nothing was saved"));
+  }
+  g_assert_false (g_file_test (json, G_FILE_TEST_EXISTS));
+}
+
+int
+main (int argc, char **argv)
+{
+  int status;
+
+  g_test_init (&argc, &argv, NULL);
+  tmpdir = g_dir_make_tmp ("espalier-cli-XXXXXX", NULL);
+  g_test_add_func ("/cli/usage", test_usage);
+  g_test_add_func ("/cli/help", test_help);
+  g_test_add_func ("/cli/datasets", test_datasets);
+  g_test_add_func ("/cli/train-eval-round", test_train_eval_round);
+  g_test_add_func ("/cli/failures", test_failures);
+  g_test_add_func ("/cli/interrupt", test_interrupt);
+  status = g_test_run ();
+  {
+    g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", tmpdir);
+    if (system (cmd) != 0)
+      g_printerr ("could not remove %s\n", tmpdir);
+  }
+  g_free (tmpdir);
+  return status;
+}
