@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-batcher.c: the prefetching batch producer. Two slots: the consumer holds
+ * one (the batch next() returned), the producer thread fills the other with the
+ * following batch, then sleeps on the condition variable until a slot is free or an
+ * epoch starts. One mutex guards the slot states and the epoch; the filling itself runs
+ * unlocked, and start_epoch() waits for a fill in flight to finish before it touches
+ * the order, so the producer never reads a half-written permutation.
+ *
+ * Randomness is counter-based: the order of epoch e comes from (seed, e), the
+ * augmentation of the row at position p from (seed, e, p), whatever the timing.
+ *
+ * Dimension key: B = batch size, F = row size, T = targets, (C, H, W) image shape. */
+#include "config.h"
+
+#include <string.h>
+
+#include "es-common.h"
+#include "espalier-batcher.h"
+
+typedef struct {
+  float         *x;            /* (B, F) */
+  gint32        *labels;       /* (B) or NULL */
+  float         *targets;      /* (B, T) or NULL */
+  guint32       *rows;         /* (B) */
+  EspalierBatch  batch;
+  gint64         index;        /* the batch it holds, -1 when free */
+} Slot;
+
+struct _EspalierBatcher
+{
+  EspalierDataset *ds;
+  guint32         *rows;         /* (n_rows) as given */
+  guint32         *order;        /* (n_rows) this epoch's order */
+  guint            n_rows;
+  guint            batch_size;
+  guint            n_batches;
+  gboolean         shuffle;
+  guint64          seed;
+  EspalierAugment  augment;
+  gboolean         augmenting;
+
+  /* The dataset, read-only. */
+  guint            F, T, C, H, W;
+  const guint8    *u8;           /* (N, F) or NULL */
+  const float     *f32;          /* (N, F) or NULL */
+  const gint32    *labels;       /* (N) or NULL */
+  const float     *targets;      /* (N, T) or NULL */
+  float            scale, shift;
+
+  Slot             slots[2];
+  float           *scratch;      /* (F) the producer's, for shifts and flips */
+
+  GThread         *thread;
+  GMutex           lock;
+  GCond            cond;
+  /* Under lock: */
+  gboolean         quit;
+  gboolean         active;       /* an epoch was started */
+  guint            generation;   /* bumped by start_epoch */
+  guint            epoch;
+  guint            next_fill;    /* batch the producer fills next */
+  guint            next_take;    /* batch next() returns next */
+  gboolean         filling;
+  gint             held;         /* slot the consumer holds, -1 */
+  double           wait_seconds;
+};
+
+static void
+augment_row (EspalierBatcher *self,
+             float           *x,
+             guint            epoch,
+             guint            position)
+{
+  const EspalierAugment *a = &self->augment;
+  EsRng rng;
+
+  rng.state = es_hash64 (self->seed ^ 0x61756773ull)
+              ^ es_hash64 (((guint64) epoch << 32) ^ position);
+
+  if (self->C > 0 && (a->shift_pixels > 0 || a->hflip))
+    {
+      const guint C = self->C, H = self->H, W = self->W;
+      const float fill = self->shift;   /* a raw 0, converted */
+      gint k = (gint) a->shift_pixels;
+      gint dx = k > 0 ? (gint) (es_rng_next (&rng) % (guint64) (2 * k + 1)) - k : 0;
+      gint dy = k > 0 ? (gint) (es_rng_next (&rng) % (guint64) (2 * k + 1)) - k : 0;
+      gboolean flip = a->hflip && es_rng_uniform (&rng) < 0.5;
+
+      if (dx != 0 || dy != 0 || flip)
+        {
+          memcpy (self->scratch, x, sizeof (float) * self->F);
+          for (guint c = 0; c < C; c++)
+            for (guint y = 0; y < H; y++)
+              for (guint xx = 0; xx < W; xx++)
+                {
+                  gint sx = (gint) (flip ? W - 1 - xx : xx) - dx;
+                  gint sy = (gint) y - dy;
+                  float *out = &x[((gsize) c * H + y) * W + xx];
+
+                  if (sx < 0 || sy < 0 || sx >= (gint) W || sy >= (gint) H)
+                    *out = fill;
+                  else
+                    *out = self->scratch[((gsize) c * H + sy) * W + sx];
+                }
+        }
+    }
+  if (a->noise_std > 0)
+    for (guint j = 0; j < self->F; j++)
+      x[j] += (float) (es_rng_normal (&rng) * a->noise_std);
+}
+
+static void
+fill_slot (EspalierBatcher *self,
+           Slot            *slot,
+           guint            b,
+           guint            epoch)
+{
+  const guint F = self->F, T = self->T;
+  const guint start = b * self->batch_size;
+  const guint B = MIN (self->batch_size, self->n_rows - start);
+
+  for (guint i = 0; i < B; i++)
+    {
+      guint32 row = self->order[start + i];
+      float *x = slot->x + (gsize) i * F;
+
+      slot->rows[i] = row;
+      if (self->u8 != NULL)
+        {
+          const guint8 *src = self->u8 + (gsize) row * F;
+
+          for (guint j = 0; j < F; j++)
+            x[j] = src[j] * self->scale + self->shift;
+        }
+      else
+        {
+          const float *src = self->f32 + (gsize) row * F;
+
+          if (self->scale == 1.0f && self->shift == 0.0f)
+            memcpy (x, src, sizeof (float) * F);
+          else
+            for (guint j = 0; j < F; j++)
+              x[j] = src[j] * self->scale + self->shift;
+        }
+      if (self->labels != NULL)
+        slot->labels[i] = self->labels[row];
+      if (self->targets != NULL)
+        memcpy (slot->targets + (gsize) i * T, self->targets + (gsize) row * T,
+                sizeof (float) * T);
+      if (self->augmenting)
+        augment_row (self, x, epoch, start + i);
+    }
+  slot->batch.B = B;
+  slot->batch.x = slot->x;
+  slot->batch.labels = slot->labels;
+  slot->batch.targets = slot->targets;
+  slot->batch.rows = slot->rows;
+}
+
+static gpointer
+batcher_thread (gpointer data)
+{
+  EspalierBatcher *self = data;
+
+  g_mutex_lock (&self->lock);
+  for (;;)
+    {
+      guint b, gen, epoch;
+      Slot *slot;
+
+      while (!self->quit
+             && !(self->active && self->next_fill < self->n_batches
+                  && self->slots[self->next_fill % 2].index < 0))
+        g_cond_wait (&self->cond, &self->lock);
+      if (self->quit)
+        break;
+
+      b = self->next_fill;
+      slot = &self->slots[b % 2];
+      gen = self->generation;
+      epoch = self->epoch;
+      self->filling = TRUE;
+      g_mutex_unlock (&self->lock);
+
+      fill_slot (self, slot, b, epoch);
+
+      g_mutex_lock (&self->lock);
+      self->filling = FALSE;
+      if (gen == self->generation)
+        {
+          slot->index = b;
+          self->next_fill++;
+        }
+      g_cond_broadcast (&self->cond);
+    }
+  g_mutex_unlock (&self->lock);
+  return NULL;
+}
+
+EspalierBatcher *
+espalier_batcher_new (EspalierDataset       *ds,
+                      const guint32         *rows,
+                      guint                  n_rows,
+                      guint                  batch_size,
+                      gboolean               shuffle,
+                      guint64                seed,
+                      const EspalierAugment *augment)
+{
+  EspalierBatcher *self;
+  guint N;
+
+  g_return_val_if_fail (ESPALIER_IS_DATASET (ds), NULL);
+  g_return_val_if_fail (rows != NULL || n_rows == 0, NULL);
+  g_return_val_if_fail (batch_size > 0, NULL);
+
+  N = espalier_dataset_get_n_rows (ds);
+  for (guint i = 0; i < n_rows; i++)
+    g_return_val_if_fail (rows[i] < N, NULL);
+
+  self = g_new0 (EspalierBatcher, 1);
+  self->ds = g_object_ref (ds);
+  self->rows = g_memdup2 (rows, sizeof (guint32) * n_rows);
+  self->order = g_memdup2 (rows, sizeof (guint32) * n_rows);
+  self->n_rows = n_rows;
+  self->batch_size = batch_size;
+  self->n_batches = (n_rows + batch_size - 1) / batch_size;
+  self->shuffle = shuffle;
+  self->seed = seed;
+
+  self->F = espalier_dataset_get_row_size (ds);
+  self->T = espalier_dataset_get_n_targets (ds);
+  self->u8 = espalier_dataset_get_u8 (ds);
+  self->f32 = espalier_dataset_get_f32 (ds);
+  self->labels = espalier_dataset_get_labels (ds);
+  self->targets = espalier_dataset_get_targets (ds);
+  self->scale = espalier_dataset_get_scale (ds);
+  self->shift = espalier_dataset_get_shift (ds);
+  if (espalier_dataset_get_rank (ds) == 3)
+    {
+      const guint *dims = espalier_dataset_get_dims (ds);
+
+      self->C = dims[0];
+      self->H = dims[1];
+      self->W = dims[2];
+    }
+  if (augment != NULL)
+    {
+      self->augment = *augment;
+      self->augmenting = augment->noise_std > 0
+                         || (self->C > 0 && (augment->shift_pixels > 0 || augment->hflip));
+    }
+  self->scratch = g_new (float, MAX (self->F, 1));
+
+  for (guint s = 0; s < 2; s++)
+    {
+      Slot *slot = &self->slots[s];
+
+      slot->x = g_new0 (float, MAX ((gsize) batch_size * self->F, 1));
+      slot->rows = g_new0 (guint32, batch_size);
+      if (self->labels != NULL)
+        slot->labels = g_new0 (gint32, batch_size);
+      if (self->targets != NULL)
+        slot->targets = g_new0 (float, MAX ((gsize) batch_size * self->T, 1));
+      slot->index = -1;
+    }
+  self->held = -1;
+
+  g_mutex_init (&self->lock);
+  g_cond_init (&self->cond);
+  self->thread = g_thread_new ("espalier-batcher", batcher_thread, self);
+  return self;
+}
+
+static void
+shuffle_order (EspalierBatcher *self,
+               guint            epoch)
+{
+  EsRng rng;
+
+  if (self->n_rows == 0)
+    return;
+  memcpy (self->order, self->rows, sizeof (guint32) * self->n_rows);
+  if (!self->shuffle)
+    return;
+  rng.state = es_hash64 (self->seed ^ 0x73687566ull) ^ es_hash64 (epoch);
+  for (gsize i = self->n_rows; i > 1; i--)
+    {
+      gsize j = (gsize) (es_rng_next (&rng) % i);
+      guint32 t = self->order[i - 1];
+
+      self->order[i - 1] = self->order[j];
+      self->order[j] = t;
+    }
+}
+
+void
+espalier_batcher_start_epoch (EspalierBatcher *self,
+                              guint            epoch)
+{
+  g_return_if_fail (self != NULL);
+
+  g_mutex_lock (&self->lock);
+  self->generation++;
+  while (self->filling)
+    g_cond_wait (&self->cond, &self->lock);
+  shuffle_order (self, epoch);
+  self->epoch = epoch;
+  self->slots[0].index = -1;
+  self->slots[1].index = -1;
+  self->held = -1;
+  self->next_fill = 0;
+  self->next_take = 0;
+  self->wait_seconds = 0;
+  self->active = TRUE;
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->lock);
+}
+
+const EspalierBatch *
+espalier_batcher_next (EspalierBatcher *self)
+{
+  Slot *slot;
+
+  g_return_val_if_fail (self != NULL, NULL);
+
+  g_mutex_lock (&self->lock);
+  if (!self->active)
+    {
+      g_mutex_unlock (&self->lock);
+      g_critical ("espalier_batcher_next: call espalier_batcher_start_epoch first");
+      return NULL;
+    }
+  if (self->held >= 0)
+    {
+      self->slots[self->held].index = -1;
+      self->held = -1;
+      g_cond_broadcast (&self->cond);
+    }
+  if (self->next_take >= self->n_batches)
+    {
+      g_mutex_unlock (&self->lock);
+      return NULL;
+    }
+  slot = &self->slots[self->next_take % 2];
+  if (slot->index != (gint64) self->next_take)
+    {
+      gint64 t0 = g_get_monotonic_time ();
+
+      while (slot->index != (gint64) self->next_take)
+        g_cond_wait (&self->cond, &self->lock);
+      self->wait_seconds += (g_get_monotonic_time () - t0) / 1e6;
+    }
+  self->held = self->next_take % 2;
+  self->next_take++;
+  g_mutex_unlock (&self->lock);
+  return &slot->batch;
+}
+
+guint
+espalier_batcher_n_batches (EspalierBatcher *self)
+{
+  g_return_val_if_fail (self != NULL, 0);
+  return self->n_batches;
+}
+
+double
+espalier_batcher_wait_seconds (EspalierBatcher *self)
+{
+  double s;
+
+  g_return_val_if_fail (self != NULL, 0);
+
+  g_mutex_lock (&self->lock);
+  s = self->wait_seconds;
+  g_mutex_unlock (&self->lock);
+  return s;
+}
+
+void
+espalier_batcher_free (EspalierBatcher *self)
+{
+  if (self == NULL)
+    return;
+
+  g_mutex_lock (&self->lock);
+  self->quit = TRUE;
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->lock);
+  g_thread_join (self->thread);
+
+  g_mutex_clear (&self->lock);
+  g_cond_clear (&self->cond);
+  for (guint s = 0; s < 2; s++)
+    {
+      g_free (self->slots[s].x);
+      g_free (self->slots[s].rows);
+      g_free (self->slots[s].labels);
+      g_free (self->slots[s].targets);
+    }
+  g_free (self->scratch);
+  g_free (self->rows);
+  g_free (self->order);
+  g_object_unref (self->ds);
+  g_free (self);
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-batcher.h: batches of a dataset's rows for training and evaluation. A
+ * thread of its own shuffles (seeded, per epoch), gathers, converts uint8 to float
+ * (x * scale + shift) and augments one batch ahead of the consumer (double
+ * buffering); it sleeps on a condition variable, never spins.
+ *
+ * Dimension key: B = batch size, F = row size, T = targets. */
+#pragma once
+
+#include "espalier-dataset.h"
+#include "espalier-split.h"
+
+G_BEGIN_DECLS
+
+typedef struct {
+  guint         B;         /* rows in this batch; the last one of an epoch may be smaller */
+  const float  *x;         /* (B, F) */
+  const gint32 *labels;    /* (B) or NULL */
+  const float  *targets;   /* (B, T) or NULL */
+  const guint32 *rows;     /* (B) the dataset rows they came from */
+} EspalierBatch;
+
+/* Augmentation, for images (rank 3) only except the noise, which applies to any
+ * features. Random per row, deterministic in (seed, epoch, position). */
+typedef struct {
+  guint    shift_pixels;   /* shift by -k..k pixels in x and y, filling with raw 0 */
+  gboolean hflip;          /* flip left-right with probability 1/2 */
+  float    noise_std;      /* add N(0, noise_std) to the converted values */
+} EspalierAugment;
+
+typedef struct _EspalierBatcher EspalierBatcher;
+
+/* A batcher over rows (n_rows, copied) of ds (referenced). shuffle FALSE keeps the
+ * rows' order. augment NULL: none. */
+EspalierBatcher     *espalier_batcher_new           (EspalierDataset       *ds,
+                                                     const guint32         *rows,
+                                                     guint                  n_rows,
+                                                     guint                  batch_size,
+                                                     gboolean               shuffle,
+                                                     guint64                seed,
+                                                     const EspalierAugment *augment);
+/* Reshuffle with seed and epoch and start prefetching; an epoch in progress is
+ * abandoned. */
+void                 espalier_batcher_start_epoch   (EspalierBatcher       *self,
+                                                     guint                  epoch);
+/* The next batch, NULL at the end of the epoch. The batch stays valid until the next
+ * call (or start_epoch, or free). */
+const EspalierBatch *espalier_batcher_next          (EspalierBatcher       *self);
+guint                espalier_batcher_n_batches     (EspalierBatcher       *self);
+/* Seconds next() spent waiting for data this epoch. */
+double               espalier_batcher_wait_seconds  (EspalierBatcher       *self);
+/* Stops and joins the thread, also in the middle of an epoch. */
+void                 espalier_batcher_free          (EspalierBatcher       *self);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EspalierBatcher, espalier_batcher_free)
+
+G_END_DECLS

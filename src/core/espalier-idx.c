@@ -1,0 +1,629 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-idx.c: reading IDX files (gzip or raw) into datasets, and Fashion-MNIST.
+ *
+ * An IDX file is a big-endian header, magic 0x0000TTNN (TT the element type, NN the
+ * number of dimensions), NN 32-bit dimensions, then the elements in row-major order.
+ * Every check names the file and the header field it failed on; a dataset is only
+ * made once everything checked out, so nothing half-loads.
+ *
+ * Dimension key: N = items (dimension 0), F = elements per item. */
+#include "config.h"
+
+#include <string.h>
+
+#include "espalier-dataset-private.h"
+#include "espalier-idx.h"
+
+const char * const espalier_fashion_mnist_files[4] = {
+  "train-images-idx3-ubyte.gz",
+  "train-labels-idx1-ubyte.gz",
+  "t10k-images-idx3-ubyte.gz",
+  "t10k-labels-idx1-ubyte.gz",
+};
+
+static const char * const fashion_mnist_classes[10] = {
+  "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+};
+
+gsize
+espalier_idx_type_size (EspalierIdxType type)
+{
+  switch (type)
+    {
+    case ESPALIER_IDX_UBYTE:
+    case ESPALIER_IDX_SBYTE:
+      return 1;
+    case ESPALIER_IDX_SHORT:
+      return 2;
+    case ESPALIER_IDX_INT:
+    case ESPALIER_IDX_FLOAT:
+      return 4;
+    case ESPALIER_IDX_DOUBLE:
+      return 8;
+    default:
+      return 0;
+    }
+}
+
+static const char *
+type_name (EspalierIdxType type)
+{
+  switch (type)
+    {
+    case ESPALIER_IDX_UBYTE: return "ubyte";
+    case ESPALIER_IDX_SBYTE: return "sbyte";
+    case ESPALIER_IDX_SHORT: return "short";
+    case ESPALIER_IDX_INT: return "int";
+    case ESPALIER_IDX_FLOAT: return "float";
+    case ESPALIER_IDX_DOUBLE: return "double";
+    default: return "unknown";
+    }
+}
+
+static guint32
+read_be32 (const guint8 *p)
+{
+  return (guint32) p[0] << 24 | (guint32) p[1] << 16 | (guint32) p[2] << 8 | p[3];
+}
+
+static char *
+format_dims (const EspalierIdx *idx)
+{
+  GString *s = g_string_new (NULL);
+
+  for (guint d = 0; d < idx->ndim; d++)
+    g_string_append_printf (s, "%s%u", d > 0 ? " x " : "", idx->dims[d]);
+  return g_string_free (s, FALSE);
+}
+
+void
+espalier_idx_clear (EspalierIdx *idx)
+{
+  g_return_if_fail (idx != NULL);
+
+  g_clear_pointer (&idx->payload, g_bytes_unref);
+  memset (idx, 0, sizeof *idx);
+}
+
+gboolean
+espalier_idx_parse (GBytes       *contents,
+                    const char   *path,
+                    EspalierIdx  *idx,
+                    GError      **error)
+{
+  gsize n, header, esize, n_elements = 1, payload;
+  const guint8 *p;
+  guint32 magic;
+
+  g_return_val_if_fail (contents != NULL, FALSE);
+  g_return_val_if_fail (path != NULL, FALSE);
+  g_return_val_if_fail (idx != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  memset (idx, 0, sizeof *idx);
+  p = g_bytes_get_data (contents, &n);
+
+  if (n == 0)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
+                   "%s: empty file", path);
+      return FALSE;
+    }
+  if (n < 4)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
+                   "%s: header field 'magic' is cut off: the file has only %" G_GSIZE_FORMAT
+                   " bytes", path, n);
+      return FALSE;
+    }
+  magic = read_be32 (p);
+  if (p[0] != 0 || p[1] != 0)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                   "%s: header field 'magic' is 0x%08X: not an IDX file (the magic is "
+                   "0x0000TTNN, type TT and NN dimensions, e.g. 0x00000803)", path, magic);
+      return FALSE;
+    }
+  esize = espalier_idx_type_size (p[2]);
+  if (esize == 0)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                   "%s: header field 'type' (magic 0x%08X) is 0x%02X, not one of 0x08 "
+                   "ubyte, 0x09 sbyte, 0x0B short, 0x0C int, 0x0D float, 0x0E double",
+                   path, magic, p[2]);
+      return FALSE;
+    }
+  if (p[3] == 0 || p[3] > ESPALIER_IDX_MAX_DIMS)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                   "%s: header field 'number of dimensions' (magic 0x%08X) is %u; 1 to %u "
+                   "are supported", path, magic, p[3], ESPALIER_IDX_MAX_DIMS);
+      return FALSE;
+    }
+  idx->type = p[2];
+  idx->ndim = p[3];
+  header = 4 + 4 * (gsize) idx->ndim;
+  if (n < header)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
+                   "%s: header field 'dimension %" G_GSIZE_FORMAT "' is cut off: %u "
+                   "dimensions need a %" G_GSIZE_FORMAT "-byte header, the file has %"
+                   G_GSIZE_FORMAT " bytes", path, (n - 4) / 4, idx->ndim, header, n);
+      return FALSE;
+    }
+  for (guint d = 0; d < idx->ndim; d++)
+    {
+      idx->dims[d] = read_be32 (p + 4 + 4 * d);
+      if (idx->dims[d] == 0)
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR,
+                       d == 0 ? ESPALIER_DATA_ERROR_EMPTY : ESPALIER_DATA_ERROR_BAD_HEADER,
+                       "%s: header field 'dimension %u' is 0%s", path, d,
+                       d == 0 ? ": the file holds no items" : "");
+          return FALSE;
+        }
+      if (!g_size_checked_mul (&n_elements, n_elements, idx->dims[d]))
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                       "%s: header field 'dimension %u' (%u) makes the data too large",
+                       path, d, idx->dims[d]);
+          return FALSE;
+        }
+    }
+  if (!g_size_checked_mul (&payload, n_elements, esize) || payload > n - header)
+    {
+      g_autofree char *dims = format_dims (idx);
+
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
+                   "%s: header fields 'dimensions' (%s %s) promise %" G_GSIZE_FORMAT
+                   " bytes of data after the %" G_GSIZE_FORMAT "-byte header, the file "
+                   "has %" G_GSIZE_FORMAT, path, dims, type_name (idx->type),
+                   n_elements * esize, header, n - header);
+      return FALSE;
+    }
+  if (payload < n - header)
+    {
+      g_autofree char *dims = format_dims (idx);
+
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                   "%s: header fields 'dimensions' (%s %s) describe %" G_GSIZE_FORMAT
+                   " bytes of data but the file has %" G_GSIZE_FORMAT " more",
+                   path, dims, type_name (idx->type), payload, n - header - payload);
+      return FALSE;
+    }
+  idx->n_elements = n_elements;
+  idx->payload = g_bytes_new_from_bytes (contents, header, payload);
+  return TRUE;
+}
+
+/* Decompress and parse one file. */
+static gboolean
+read_idx (GBytes        *raw,
+          const char    *path,
+          EspalierIdx   *idx,
+          GCancellable  *cancellable,
+          GError       **error)
+{
+  g_autoptr(GBytes) plain = _espalier_data_gunzip (raw, path, cancellable, error);
+
+  if (plain == NULL)
+    return FALSE;
+  return espalier_idx_parse (plain, path, idx, error);
+}
+
+/* Check an images file's header: items of at least one dimension. */
+static gboolean
+check_images (const EspalierIdx  *img,
+              const char         *path,
+              GError            **error)
+{
+  guint64 row = 1;
+
+  if (img->ndim < 2)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                   "%s: header field 'number of dimensions' is 1: a labels file, not "
+                   "images (items need 2 or more dimensions)", path);
+      return FALSE;
+    }
+  for (guint d = 1; d < img->ndim; d++)
+    row *= img->dims[d];
+  if (row > G_MAXUINT / 4)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                   "%s: header fields 'dimension 1' and on make items of %" G_GUINT64_FORMAT
+                   " elements, too large", path, row);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Row shape from the file's dimensions beyond the first. */
+static void
+set_shape_from (EspalierDataset   *ds,
+                const EspalierIdx *img)
+{
+  guint dims[ESPALIER_IDX_MAX_DIMS];
+
+  if (img->ndim == 3)
+    {
+      dims[0] = 1;
+      dims[1] = img->dims[1];
+      dims[2] = img->dims[2];
+      _espalier_dataset_set_shape (ds, 3, dims);
+      return;
+    }
+  for (guint d = 1; d < img->ndim; d++)
+    dims[d - 1] = img->dims[d];
+  _espalier_dataset_set_shape (ds, img->ndim - 1, dims);
+}
+
+/* Convert the big-endian payload into floats (any type but ubyte). */
+static void
+convert_to_f32 (const EspalierIdx *img,
+                float             *out)
+{
+  const guint8 *p = g_bytes_get_data (img->payload, NULL);
+
+  for (gsize i = 0; i < img->n_elements; i++)
+    {
+      switch (img->type)
+        {
+        case ESPALIER_IDX_UBYTE:
+          out[i] = p[i];
+          break;
+        case ESPALIER_IDX_SBYTE:
+          out[i] = (gint8) p[i];
+          break;
+        case ESPALIER_IDX_SHORT:
+          out[i] = (gint16) ((guint16) p[2 * i] << 8 | p[2 * i + 1]);
+          break;
+        case ESPALIER_IDX_INT:
+          out[i] = (gint32) read_be32 (p + 4 * i);
+          break;
+        case ESPALIER_IDX_FLOAT:
+          {
+            guint32 bits = read_be32 (p + 4 * i);
+
+            memcpy (&out[i], &bits, 4);
+          }
+          break;
+        case ESPALIER_IDX_DOUBLE:
+          {
+            guint64 bits = (guint64) read_be32 (p + 8 * i) << 32 | read_be32 (p + 8 * i + 4);
+            double v;
+
+            memcpy (&v, &bits, 8);
+            out[i] = (float) v;
+          }
+          break;
+        default:
+          g_assert_not_reached ();
+        }
+    }
+}
+
+/* Read n_items labels into out, checking them against max_classes. */
+static gboolean
+read_labels (const EspalierIdx  *lab,
+             const char         *labels_path,
+             guint               n_items,
+             const char         *images_path,
+             guint               max_classes,
+             gint32             *out,
+             guint              *n_classes,
+             GError            **error)
+{
+  const guint8 *p = g_bytes_get_data (lab->payload, NULL);
+  gint64 top = -1;
+
+  if (lab->ndim != 1 && !(lab->ndim == 2 && lab->dims[1] == 1))
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                   "%s: header field 'number of dimensions' is %u; a labels file has 1",
+                   labels_path, lab->ndim);
+      return FALSE;
+    }
+  if (lab->type == ESPALIER_IDX_FLOAT || lab->type == ESPALIER_IDX_DOUBLE)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
+                   "%s: header field 'type' is 0x%02X (%s); labels are integers (0x08 ubyte)",
+                   labels_path, lab->type, type_name (lab->type));
+      return FALSE;
+    }
+  if (lab->dims[0] != n_items)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                   "%s: header field 'dimension 0' (the number of labels) is %u, but "
+                   "%s has %u items", labels_path, lab->dims[0], images_path, n_items);
+      return FALSE;
+    }
+  for (guint i = 0; i < n_items; i++)
+    {
+      gint64 v;
+
+      switch (lab->type)
+        {
+        case ESPALIER_IDX_UBYTE: v = p[i]; break;
+        case ESPALIER_IDX_SBYTE: v = (gint8) p[i]; break;
+        case ESPALIER_IDX_SHORT: v = (gint16) ((guint16) p[2 * i] << 8 | p[2 * i + 1]); break;
+        case ESPALIER_IDX_INT: v = (gint32) read_be32 (p + 4 * i); break;
+        default: g_assert_not_reached ();
+        }
+      if (v < 0 || v >= max_classes)
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_LABEL_RANGE,
+                       "%s: the label of item %u is %" G_GINT64_FORMAT ", out of range "
+                       "(0..%u)", labels_path, i, v, max_classes - 1);
+          return FALSE;
+        }
+      out[i] = (gint32) v;
+      top = MAX (top, v);
+    }
+  *n_classes = (guint) (top + 1);
+  return TRUE;
+}
+
+char *
+espalier_idx_find_labels (const char *images_path)
+{
+  g_autofree char *dir = NULL;
+  g_autofree char *base = NULL;
+  g_autoptr(GString) name = NULL;
+  gboolean changed = FALSE;
+  char *at;
+
+  g_return_val_if_fail (images_path != NULL, NULL);
+
+  dir = g_path_get_dirname (images_path);
+  base = g_path_get_basename (images_path);
+  name = g_string_new (base);
+
+  if ((at = strstr (name->str, "images")) != NULL)
+    {
+      memcpy (at, "labels", 6);
+      changed = TRUE;
+    }
+  else if ((at = strstr (name->str, "Images")) != NULL)
+    {
+      memcpy (at, "Labels", 6);
+      changed = TRUE;
+    }
+  for (at = strstr (name->str, "idx"); at != NULL; at = strstr (at + 3, "idx"))
+    if (at[3] >= '2' && at[3] <= '9')
+      {
+        at[3] = '1';
+        changed = TRUE;
+      }
+  if (!changed)
+    return NULL;
+
+  {
+    g_autofree char *plain = g_str_has_suffix (name->str, ".gz")
+                             ? g_strndup (name->str, name->len - 3) : g_strdup (name->str);
+    g_autofree char *gz = g_strconcat (plain, ".gz", NULL);
+    const char *candidates[] = { name->str, plain, gz };
+
+    for (guint i = 0; i < G_N_ELEMENTS (candidates); i++)
+      {
+        g_autofree char *path = g_build_filename (dir, candidates[i], NULL);
+
+        if (g_strcmp0 (candidates[i], base) != 0
+            && g_file_test (path, G_FILE_TEST_IS_REGULAR))
+          return g_steal_pointer (&path);
+      }
+  }
+  return NULL;
+}
+
+EspalierDataset *
+espalier_idx_load_bytes (GBytes        *images_raw,
+                         const char    *images_path,
+                         GBytes        *labels_raw,
+                         const char    *labels_path,
+                         GCancellable  *cancellable,
+                         GError       **error)
+{
+  g_auto(EspalierIdx) img = { 0 };
+  g_auto(EspalierIdx) lab = { 0 };
+  g_autofree gint32 *labels = NULL;
+  g_autofree char *base = NULL;
+  g_autofree char *dims = NULL;
+  EspalierDataset *ds;
+  guint n_classes = 0;
+  guint N;
+
+  g_return_val_if_fail (images_raw != NULL, NULL);
+  g_return_val_if_fail (images_path != NULL, NULL);
+  g_return_val_if_fail (labels_raw == NULL || labels_path != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!read_idx (images_raw, images_path, &img, cancellable, error)
+      || !check_images (&img, images_path, error))
+    return NULL;
+  N = img.dims[0];
+
+  if (labels_raw != NULL)
+    {
+      if (!read_idx (labels_raw, labels_path, &lab, cancellable, error))
+        return NULL;
+      labels = g_new (gint32, N);
+      if (!read_labels (&lab, labels_path, N, images_path, 256, labels, &n_classes, error))
+        return NULL;
+    }
+
+  base = g_path_get_basename (images_path);
+  ds = _espalier_dataset_new (base, images_path);
+  set_shape_from (ds, &img);
+  ds->n_rows = N;
+  ds->n_predefined_train = N;
+  if (img.type == ESPALIER_IDX_UBYTE)
+    {
+      ds->u8 = g_memdup2 (g_bytes_get_data (img.payload, NULL), img.n_elements);
+      ds->scale = 1.0f / 255.0f;
+    }
+  else
+    {
+      ds->f32 = g_new (float, img.n_elements);
+      convert_to_f32 (&img, ds->f32);
+    }
+
+  dims = format_dims (&img);
+  if (labels != NULL)
+    {
+      ds->labels = g_steal_pointer (&labels);
+      _espalier_dataset_set_numbered_classes (ds, n_classes);
+      _espalier_dataset_add_report (ds, "read %s %s items from %s and %u classes from %s",
+                                    dims, type_name (img.type), images_path, n_classes,
+                                    labels_path);
+    }
+  else
+    {
+      ds->class_names = g_new0 (char *, 1);
+      _espalier_dataset_add_report (ds, "read %s %s items from %s; no labels file found, "
+                                    "the rows have no labels", dims, type_name (img.type),
+                                    images_path);
+    }
+  return ds;
+}
+
+EspalierDataset *
+espalier_idx_load (const char    *images_path,
+                   const char    *labels_path,
+                   GCancellable  *cancellable,
+                   GError       **error)
+{
+  g_autoptr(GBytes) images = NULL;
+  g_autoptr(GBytes) labels = NULL;
+  g_autofree char *found = NULL;
+
+  g_return_val_if_fail (images_path != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (labels_path == NULL)
+    labels_path = found = espalier_idx_find_labels (images_path);
+  images = _espalier_data_read_file (images_path, cancellable, error);
+  if (images == NULL)
+    return NULL;
+  if (labels_path != NULL)
+    {
+      labels = _espalier_data_read_file (labels_path, cancellable, error);
+      if (labels == NULL)
+        return NULL;
+    }
+  return espalier_idx_load_bytes (images, images_path, labels, labels_path, cancellable,
+                                  error);
+}
+
+EspalierDataset *
+espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
+                                       const char * const paths[4],
+                                       GCancellable      *cancellable,
+                                       GError           **error)
+{
+  EspalierIdx img[2] = { { 0 } }, lab[2] = { { 0 } };
+  g_autofree guint8 *u8 = NULL;
+  g_autofree gint32 *labels = NULL;
+  EspalierDataset *ds = NULL;
+  guint N[2], n_classes;
+  gsize F;
+
+  g_return_val_if_fail (raw != NULL && paths != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  for (guint part = 0; part < 2; part++)
+    {
+      const char *ipath = paths[2 * part], *lpath = paths[2 * part + 1];
+
+      if (!read_idx (raw[2 * part], ipath, &img[part], cancellable, error)
+          || !read_idx (raw[2 * part + 1], lpath, &lab[part], cancellable, error))
+        goto out;
+      if (img[part].type != ESPALIER_IDX_UBYTE || img[part].ndim != 3
+          || img[part].dims[1] != 28 || img[part].dims[2] != 28)
+        {
+          g_autofree char *dims = format_dims (&img[part]);
+
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                       "%s: header fields 'type' and 'dimensions' are %s %s; Fashion-MNIST "
+                       "images are N x 28 x 28 ubyte", ipath, dims, type_name (img[part].type));
+          goto out;
+        }
+      N[part] = img[part].dims[0];
+    }
+
+  F = 28 * 28;
+  u8 = g_try_malloc ((gsize) (N[0] + N[1]) * F);
+  labels = g_new (gint32, (gsize) N[0] + N[1]);
+  if (u8 == NULL)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                   "%s: not enough memory for %u images", paths[0], N[0] + N[1]);
+      goto out;
+    }
+  for (guint part = 0; part < 2; part++)
+    {
+      gsize at = part == 0 ? 0 : N[0];
+
+      if (!read_labels (&lab[part], paths[2 * part + 1], N[part], paths[2 * part],
+                        G_N_ELEMENTS (fashion_mnist_classes), labels + at, &n_classes, error))
+        goto out;
+      memcpy (u8 + at * F, g_bytes_get_data (img[part].payload, NULL), N[part] * F);
+    }
+
+  {
+    const guint dims[3] = { 1, 28, 28 };
+
+    ds = _espalier_dataset_new ("fashion-mnist", "fashion-mnist");
+    _espalier_dataset_set_shape (ds, 3, dims);
+  }
+  ds->n_rows = N[0] + N[1];
+  ds->n_predefined_train = N[0];
+  ds->u8 = g_steal_pointer (&u8);
+  ds->scale = 1.0f / 255.0f;
+  ds->labels = g_steal_pointer (&labels);
+  ds->n_classes = G_N_ELEMENTS (fashion_mnist_classes);
+  ds->class_names = g_new0 (char *, ds->n_classes + 1);
+  for (guint k = 0; k < ds->n_classes; k++)
+    ds->class_names[k] = g_strdup (fashion_mnist_classes[k]);
+  _espalier_dataset_add_report (ds, "read Fashion-MNIST: %u training and %u test images of "
+                                "28 x 28, 10 classes", N[0], N[1]);
+
+out:
+  for (guint part = 0; part < 2; part++)
+    {
+      espalier_idx_clear (&img[part]);
+      espalier_idx_clear (&lab[part]);
+    }
+  return ds;
+}
+
+EspalierDataset *
+espalier_idx_load_fashion_mnist (const char    *dir,
+                                 GCancellable  *cancellable,
+                                 GError       **error)
+{
+  GBytes *raw[4] = { NULL };
+  char *paths[4] = { NULL };
+  EspalierDataset *ds = NULL;
+
+  g_return_val_if_fail (dir != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  for (guint i = 0; i < 4; i++)
+    {
+      paths[i] = g_build_filename (dir, espalier_fashion_mnist_files[i], NULL);
+      raw[i] = _espalier_data_read_file (paths[i], cancellable, error);
+      if (raw[i] == NULL)
+        goto out;
+    }
+  ds = espalier_idx_load_fashion_mnist_bytes (raw, (const char * const *) paths,
+                                              cancellable, error);
+out:
+  for (guint i = 0; i < 4; i++)
+    {
+      g_free (paths[i]);
+      g_clear_pointer (&raw[i], g_bytes_unref);
+    }
+  return ds;
+}

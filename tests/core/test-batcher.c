@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* test-batcher.c: the prefetching batcher: every row exactly once per epoch with the
+ * right features and labels, a smaller last batch, an order that changes with the epoch
+ * and repeats with the seed, uint8 converted as x * scale + shift, augmentation
+ * (shifts with background fill, flips, noise) deterministic in the seed, targets for
+ * regression, and freeing or restarting in the middle of an epoch. */
+#include "config.h"
+
+#include <math.h>
+
+#include "espalier-batcher.h"
+#include "espalier-dataset-private.h"
+#include "espalier-generate.h"
+
+#include "data-test-util.h"
+
+static EspalierDataset *
+generate (const char *spec)
+{
+  g_autoptr(GError) error = NULL;
+  EspalierDataset *ds = espalier_generate_from_spec (spec, &error);
+
+  g_assert_no_error (error);
+  return ds;
+}
+
+/* N images of (1, H, W), pixel j of image n = (7 * n + 3 * j) % 256, label n % 4. */
+static EspalierDataset *
+make_images (guint N,
+             guint H,
+             guint W)
+{
+  const guint dims[3] = { 1, H, W };
+  EspalierDataset *ds = _espalier_dataset_new ("images", "test");
+  const guint F = H * W;
+
+  _espalier_dataset_set_shape (ds, 3, dims);
+  ds->n_rows = N;
+  ds->n_predefined_train = N;
+  ds->u8 = g_new (guint8, (gsize) N * F);
+  ds->labels = g_new (gint32, N);
+  for (guint n = 0; n < N; n++)
+    {
+      for (guint j = 0; j < F; j++)
+        ds->u8[(gsize) n * F + j] = (7 * n + 3 * j) % 256;
+      ds->labels[n] = n % 4;
+    }
+  ds->scale = 1.0f / 255.0f;
+  ds->shift = -0.5f;
+  _espalier_dataset_set_numbered_classes (ds, 4);
+  return ds;
+}
+
+static guint32 *
+all_rows (guint n)
+{
+  guint32 *rows = g_new (guint32, n);
+
+  for (guint i = 0; i < n; i++)
+    rows[i] = i;
+  return rows;
+}
+
+/* One epoch's row order, checking each batch against the dataset on the way. */
+static GArray *
+run_epoch (EspalierBatcher *b,
+           EspalierDataset *ds,
+           guint            epoch,
+           guint            batch_size,
+           gboolean         check_values)
+{
+  GArray *order = g_array_new (FALSE, FALSE, sizeof (guint32));
+  const guint F = espalier_dataset_get_row_size (ds);
+  const EspalierBatch *batch;
+  guint n_batches = 0;
+
+  espalier_batcher_start_epoch (b, epoch);
+  while ((batch = espalier_batcher_next (b)) != NULL)
+    {
+      n_batches++;
+      if (n_batches < espalier_batcher_n_batches (b))
+        g_assert_cmpuint (batch->B, ==, batch_size);
+      for (guint i = 0; i < batch->B; i++)
+        {
+          guint32 r = batch->rows[i];
+
+          g_array_append_val (order, r);
+          if (espalier_dataset_get_labels (ds) != NULL)
+            g_assert_cmpint (batch->labels[i], ==, espalier_dataset_get_labels (ds)[r]);
+          if (!check_values)
+            continue;
+          for (guint j = 0; j < F; j++)
+            {
+              float expected = espalier_dataset_is_u8 (ds)
+                               ? espalier_dataset_get_u8 (ds)[(gsize) r * F + j]
+                                 * espalier_dataset_get_scale (ds) + espalier_dataset_get_shift (ds)
+                               : espalier_dataset_get_f32 (ds)[(gsize) r * F + j];
+
+              g_assert_cmpfloat (batch->x[(gsize) i * F + j], ==, expected);
+            }
+        }
+    }
+  g_assert_cmpuint (n_batches, ==, espalier_batcher_n_batches (b));
+  g_assert_null (espalier_batcher_next (b));   /* stays at the end */
+  return order;
+}
+
+static void
+assert_each_once (GArray        *order,
+                  const guint32 *rows,
+                  guint          n_rows,
+                  guint          n_dataset)
+{
+  g_autofree guint *seen = g_new0 (guint, n_dataset);
+
+  g_assert_cmpuint (order->len, ==, n_rows);
+  for (guint i = 0; i < order->len; i++)
+    seen[g_array_index (order, guint32, i)]++;
+  for (guint i = 0; i < n_rows; i++)
+    g_assert_cmpuint (seen[rows[i]], ==, 1);
+}
+
+static gboolean
+orders_equal (GArray *a,
+              GArray *b)
+{
+  return a->len == b->len && memcmp (a->data, b->data, a->len * sizeof (guint32)) == 0;
+}
+
+static void
+test_every_row_once (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("spiral:n=300");
+  g_autofree guint32 *rows = g_new (guint32, 103);
+  g_autoptr(EspalierBatcher) b = NULL;
+
+  /* A subset: every other row from 1. */
+  for (guint i = 0; i < 103; i++)
+    rows[i] = 1 + 2 * i;
+  b = espalier_batcher_new (ds, rows, 103, 10, TRUE, 5, NULL);
+  g_assert_cmpuint (espalier_batcher_n_batches (b), ==, 11);
+  for (guint epoch = 0; epoch < 3; epoch++)
+    {
+      g_autoptr(GArray) order = run_epoch (b, ds, epoch, 10, TRUE);
+
+      assert_each_once (order, rows, 103, 300);
+    }
+  g_assert_cmpfloat (espalier_batcher_wait_seconds (b), >=, 0.0);
+}
+
+static void
+test_last_batch (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("xor:n=50");
+  g_autofree guint32 *rows = all_rows (50);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 50, 16, FALSE, 0, NULL);
+  const EspalierBatch *batch;
+  guint sizes[4], n = 0;
+
+  espalier_batcher_start_epoch (b, 0);
+  while ((batch = espalier_batcher_next (b)) != NULL)
+    sizes[n++] = batch->B;
+  g_assert_cmpuint (n, ==, 4);
+  g_assert_cmpuint (sizes[0], ==, 16);
+  g_assert_cmpuint (sizes[3], ==, 2);
+}
+
+static void
+test_order (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("moons:n=200");
+  g_autofree guint32 *rows = all_rows (200);
+  g_autoptr(EspalierBatcher) a = espalier_batcher_new (ds, rows, 200, 32, TRUE, 7, NULL);
+  g_autoptr(EspalierBatcher) same = espalier_batcher_new (ds, rows, 200, 32, TRUE, 7, NULL);
+  g_autoptr(EspalierBatcher) other = espalier_batcher_new (ds, rows, 200, 32, TRUE, 8, NULL);
+  g_autoptr(EspalierBatcher) plain = espalier_batcher_new (ds, rows, 200, 32, FALSE, 7, NULL);
+  g_autoptr(GArray) a0 = run_epoch (a, ds, 0, 32, FALSE);
+  g_autoptr(GArray) a1 = run_epoch (a, ds, 1, 32, FALSE);
+  g_autoptr(GArray) a0_again = run_epoch (a, ds, 0, 32, FALSE);
+  g_autoptr(GArray) same0 = run_epoch (same, ds, 0, 32, FALSE);
+  g_autoptr(GArray) other0 = run_epoch (other, ds, 0, 32, FALSE);
+  g_autoptr(GArray) plain3 = run_epoch (plain, ds, 3, 32, FALSE);
+
+  g_assert_false (orders_equal (a0, a1));
+  g_assert_true (orders_equal (a0, a0_again));
+  g_assert_true (orders_equal (a0, same0));
+  g_assert_false (orders_equal (a0, other0));
+  g_assert_cmpmem (plain3->data, 200 * sizeof (guint32), rows, 200 * sizeof (guint32));
+}
+
+static void
+test_u8_conversion (void)
+{
+  g_autoptr(EspalierDataset) ds = make_images (37, 5, 6);
+  g_autofree guint32 *rows = all_rows (37);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 37, 8, TRUE, 1, NULL);
+  g_autoptr(GArray) order = run_epoch (b, ds, 0, 8, TRUE);
+
+  assert_each_once (order, rows, 37, 37);
+}
+
+static void
+test_targets (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  g_autoptr(GString) text = g_string_new ("a,b,y\n");
+  g_autofree char *path = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(EspalierBatcher) b = NULL;
+  g_autofree guint32 *rows = all_rows (20);
+  g_autoptr(GError) error = NULL;
+  EspalierLoadOptions options;
+  const EspalierBatch *batch;
+
+  for (guint i = 0; i < 20; i++)
+    g_string_append_printf (text, "%u,%u,%u.25\n", i, 2 * i, 3 * i);
+  path = dtu_write_text (dir, "reg.csv", text->str);
+  dtu_options_no_cache (&options);
+  ds = espalier_dataset_load (path, &options, NULL, &error);
+  g_assert_no_error (error);
+
+  b = espalier_batcher_new (ds, rows, 20, 6, TRUE, 3, NULL);
+  espalier_batcher_start_epoch (b, 0);
+  while ((batch = espalier_batcher_next (b)) != NULL)
+    {
+      g_assert_null (batch->labels);
+      g_assert_nonnull (batch->targets);
+      for (guint i = 0; i < batch->B; i++)
+        {
+          g_assert_cmpfloat (batch->targets[i], ==, 3.0f * batch->rows[i] + 0.25f);
+          g_assert_cmpfloat (batch->x[2 * i + 1], ==, 2.0f * batch->rows[i]);
+        }
+    }
+}
+
+/* Collect an epoch's x in row order (rows not shuffled). */
+static float *
+epoch_x (EspalierBatcher *b,
+         guint            epoch,
+         guint            n,
+         guint            F)
+{
+  float *x = g_new (float, (gsize) n * F);
+  const EspalierBatch *batch;
+  guint at = 0;
+
+  espalier_batcher_start_epoch (b, epoch);
+  while ((batch = espalier_batcher_next (b)) != NULL)
+    {
+      memcpy (x + (gsize) at * F, batch->x, sizeof (float) * batch->B * F);
+      at += batch->B;
+    }
+  g_assert_cmpuint (at, ==, n);
+  return x;
+}
+
+static void
+test_augment_shift (void)
+{
+  const guint N = 40, H = 6, W = 7, F = H * W;
+  g_autoptr(EspalierDataset) ds = make_images (N, H, W);
+  g_autofree guint32 *rows = all_rows (N);
+  const EspalierAugment aug = { .shift_pixels = 2 };
+  g_autoptr(EspalierBatcher) a = espalier_batcher_new (ds, rows, N, 16, FALSE, 9, &aug);
+  g_autoptr(EspalierBatcher) a2 = espalier_batcher_new (ds, rows, N, 5, FALSE, 9, &aug);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, N, 16, FALSE, 10, &aug);
+  g_autofree float *xa = epoch_x (a, 0, N, F);
+  g_autofree float *xa2 = epoch_x (a2, 0, N, F);
+  g_autofree float *xb = epoch_x (b, 0, N, F);
+  g_autofree float *xa_next = epoch_x (a, 1, N, F);
+  guint changed = 0;
+
+  /* Deterministic in (seed, epoch, position), whatever the batch size. */
+  g_assert_cmpmem (xa, N * F * sizeof (float), xa2, N * F * sizeof (float));
+  g_assert_true (memcmp (xa, xb, N * F * sizeof (float)) != 0);
+  g_assert_true (memcmp (xa, xa_next, N * F * sizeof (float)) != 0);
+
+  /* Every image is its original shifted by some (dx, dy) in -2..2, background 0. */
+  for (guint n = 0; n < N; n++)
+    {
+      const guint8 *src = espalier_dataset_get_u8 (ds) + (gsize) n * F;
+      const float *x = xa + (gsize) n * F;
+      gboolean found = FALSE;
+
+      for (gint dy = -2; dy <= 2 && !found; dy++)
+        for (gint dx = -2; dx <= 2 && !found; dx++)
+          {
+            gboolean match = TRUE;
+
+            for (guint y = 0; y < H && match; y++)
+              for (guint xx = 0; xx < W && match; xx++)
+                {
+                  gint sy = (gint) y - dy, sx = (gint) xx - dx;
+                  float expected = sy < 0 || sx < 0 || sy >= (gint) H || sx >= (gint) W
+                                   ? -0.5f : src[sy * W + sx] * (1.0f / 255.0f) - 0.5f;
+
+                  match = x[y * W + xx] == expected;
+                }
+            found = match;
+            if (match && (dx != 0 || dy != 0))
+              changed++;
+          }
+      g_assert_true (found);
+    }
+  g_assert_cmpuint (changed, >, N / 2);
+}
+
+static void
+test_augment_flip (void)
+{
+  const guint N = 64, H = 3, W = 5, F = H * W;
+  g_autoptr(EspalierDataset) ds = make_images (N, H, W);
+  g_autofree guint32 *rows = all_rows (N);
+  const EspalierAugment aug = { .hflip = TRUE };
+  g_autoptr(EspalierBatcher) a = espalier_batcher_new (ds, rows, N, 10, FALSE, 1, &aug);
+  g_autofree float *x = epoch_x (a, 0, N, F);
+  guint flipped = 0;
+
+  for (guint n = 0; n < N; n++)
+    {
+      const guint8 *src = espalier_dataset_get_u8 (ds) + (gsize) n * F;
+      gboolean same = TRUE, mirror = TRUE;
+
+      for (guint y = 0; y < H; y++)
+        for (guint xx = 0; xx < W; xx++)
+          {
+            float v = x[(gsize) n * F + y * W + xx];
+
+            same = same && v == src[y * W + xx] * (1.0f / 255.0f) - 0.5f;
+            mirror = mirror && v == src[y * W + (W - 1 - xx)] * (1.0f / 255.0f) - 0.5f;
+          }
+      g_assert_true (same || mirror);
+      flipped += mirror && !same;
+    }
+  g_test_message ("%u of %u flipped", flipped, N);
+  g_assert_cmpuint (flipped, >, N / 4);
+  g_assert_cmpuint (flipped, <, 3 * N / 4);
+}
+
+static void
+test_augment_noise (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("blobs:n=2000");
+  g_autofree guint32 *rows = all_rows (2000);
+  const EspalierAugment aug = { .noise_std = 0.25f };
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 2000, 128, FALSE, 4, &aug);
+  g_autofree float *x = epoch_x (b, 0, 2000, 2);
+  const float *orig = espalier_dataset_get_f32 (ds);
+  double sum = 0, sq = 0;
+
+  for (guint i = 0; i < 4000; i++)
+    {
+      double d = x[i] - orig[i];
+
+      sum += d;
+      sq += d * d;
+    }
+  g_assert_cmpfloat_with_epsilon (sum / 4000, 0.0, 0.02);
+  g_assert_cmpfloat_with_epsilon (sqrt (sq / 4000), 0.25, 0.02);
+}
+
+/* Shifts and flips do nothing to rows that are not images. */
+static void
+test_augment_not_images (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("circles:n=100");
+  g_autofree guint32 *rows = all_rows (100);
+  const EspalierAugment aug = { .shift_pixels = 3, .hflip = TRUE };
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 100, 30, TRUE, 2, &aug);
+  g_autoptr(GArray) order = run_epoch (b, ds, 0, 30, TRUE);
+
+  assert_each_once (order, rows, 100, 100);
+}
+
+static void
+test_early_free (void)
+{
+  g_autoptr(EspalierDataset) ds = make_images (500, 28, 28);
+  g_autofree guint32 *rows = all_rows (500);
+  const EspalierAugment aug = { .shift_pixels = 2, .hflip = TRUE, .noise_std = 0.1f };
+
+  /* Never started. */
+  espalier_batcher_free (espalier_batcher_new (ds, rows, 500, 32, TRUE, 0, &aug));
+
+  /* Started, nothing taken: the producer is filling or waiting. */
+  {
+    EspalierBatcher *b = espalier_batcher_new (ds, rows, 500, 32, TRUE, 0, &aug);
+
+    espalier_batcher_start_epoch (b, 0);
+    espalier_batcher_free (b);
+  }
+
+  /* Mid-epoch, many times over to catch a race. */
+  for (guint i = 0; i < 50; i++)
+    {
+      EspalierBatcher *b = espalier_batcher_new (ds, rows, 500, 32, TRUE, i, &aug);
+
+      espalier_batcher_start_epoch (b, 0);
+      for (guint k = 0; k < i % 7; k++)
+        g_assert_nonnull (espalier_batcher_next (b));
+      espalier_batcher_free (b);
+    }
+
+  /* The dataset reference is given back. */
+  {
+    EspalierDataset *alone = make_images (10, 2, 2);
+    g_autofree guint32 *r10 = all_rows (10);
+    EspalierBatcher *b = espalier_batcher_new (alone, r10, 10, 3, TRUE, 0, NULL);
+
+    g_object_unref (alone);
+    espalier_batcher_start_epoch (b, 0);
+    g_assert_nonnull (espalier_batcher_next (b));
+    espalier_batcher_free (b);
+  }
+}
+
+/* Starting an epoch before the last one ended abandons it cleanly. */
+static void
+test_restart_mid_epoch (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("spiral:n=400");
+  g_autofree guint32 *rows = all_rows (400);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 400, 16, TRUE, 1, NULL);
+  g_autoptr(EspalierBatcher) fresh = espalier_batcher_new (ds, rows, 400, 16, TRUE, 1, NULL);
+
+  for (guint i = 0; i < 20; i++)
+    {
+      espalier_batcher_start_epoch (b, i);
+      for (guint k = 0; k < i % 5; k++)
+        g_assert_nonnull (espalier_batcher_next (b));
+    }
+  {
+    g_autoptr(GArray) order = run_epoch (b, ds, 2, 16, TRUE);
+    g_autoptr(GArray) expected = run_epoch (fresh, ds, 2, 16, FALSE);
+
+    assert_each_once (order, rows, 400, 400);
+    g_assert_true (orders_equal (order, expected));
+  }
+}
+
+static void
+test_empty (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("xor:n=10");
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, NULL, 0, 4, TRUE, 0, NULL);
+
+  g_assert_cmpuint (espalier_batcher_n_batches (b), ==, 0);
+  espalier_batcher_start_epoch (b, 0);
+  g_assert_null (espalier_batcher_next (b));
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  dtu_init (&argc, &argv);
+
+  g_test_add_func ("/batcher/every-row-once", test_every_row_once);
+  g_test_add_func ("/batcher/last-batch", test_last_batch);
+  g_test_add_func ("/batcher/order", test_order);
+  g_test_add_func ("/batcher/u8-conversion", test_u8_conversion);
+  g_test_add_func ("/batcher/targets", test_targets);
+  g_test_add_func ("/batcher/augment-shift", test_augment_shift);
+  g_test_add_func ("/batcher/augment-flip", test_augment_flip);
+  g_test_add_func ("/batcher/augment-noise", test_augment_noise);
+  g_test_add_func ("/batcher/augment-not-images", test_augment_not_images);
+  g_test_add_func ("/batcher/early-free", test_early_free);
+  g_test_add_func ("/batcher/restart-mid-epoch", test_restart_mid_epoch);
+  g_test_add_func ("/batcher/empty", test_empty);
+
+  return dtu_finish (g_test_run ());
+}
