@@ -585,7 +585,17 @@ post_progress (const EspalierProgress *progress, gpointer user_data)
   posted->progress.message = posted->message;
   posted->ad = ad;
   posted->task = g_object_ref (task);
-  g_main_context_invoke_full (ad->context, G_PRIORITY_DEFAULT, deliver, posted, posted_free);
+  /* Always through a source: g_main_context_invoke() would run deliver() right here on
+   * the worker when the caller's context happens to be free. */
+  {
+    GSource *source = g_idle_source_new ();
+
+    g_source_set_priority (source, G_PRIORITY_DEFAULT);
+    g_source_set_callback (source, deliver, posted, posted_free);
+    g_source_set_static_name (source, "[espalier] training progress");
+    g_source_attach (source, ad->context);
+    g_source_unref (source);
+  }
 }
 
 static void
