@@ -136,6 +136,15 @@ typedef struct {
   gboolean  ffill, mean_fill, drop_dup, standardize, minmax, no_cache, one_hot;
 } DataOpts;
 
+static void
+data_opts_clear (DataOpts *d)
+{
+  g_clear_pointer (&d->data, g_free);
+  g_clear_pointer (&d->label, g_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DataOpts, data_opts_clear)
+
 static GOptionEntry *
 data_entries (DataOpts *d)
 {
@@ -506,7 +515,7 @@ parse_augment (const char *text, EspalierAugment *aug, GError **error)
 static int
 cmd_train (int argc, char **argv)
 {
-  DataOpts d = { 0 };
+  g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
   g_autoptr(GOptionContext) ctx = g_option_context_new ("- train a model");
   g_autoptr(GError) error = NULL;
@@ -572,6 +581,26 @@ cmd_train (int argc, char **argv)
   if (epochs < 0 || batch < 0 || accum < 0 || threads < 0 || patience < 0 || lr < 0)
     return usage_error (ctx, "train: counts and the learning rate cannot be negative");
 
+  /* Names and sizes are checked before any work starts. */
+  {
+    EsOptKind ok_opt;
+    EsLossKind ok_loss;
+    EsLrSchedule ok_sched;
+    gsize ok_size;
+    EspalierAugment ok_aug = { 0 };
+
+    if (optimizer && !es_opt_kind_from_name (optimizer, &ok_opt))
+      return usage_error (ctx, "train: unknown optimizer '%s' (sgd, momentum, nesterov, adam, adamw)", optimizer);
+    if (loss && !es_loss_kind_from_name (loss, &ok_loss))
+      return usage_error (ctx, "train: unknown loss '%s' (softmax_cross_entropy, binary_cross_entropy, mse)", loss);
+    if (schedule && !es_lr_schedule_from_name (schedule, &ok_sched))
+      return usage_error (ctx, "train: unknown schedule '%s' (constant, step, cosine)", schedule);
+    if (memory && !parse_size (memory, &ok_size))
+      return usage_error (ctx, "train: cannot read the size '%s' (say 64M or 2G)", memory);
+    if (augment && !parse_augment (augment, &ok_aug, &error))
+      return usage_error (ctx, "train: %s", error->message);
+  }
+
   espalier_model_info_init (&info);
   espalier_train_options_init (&opts);
   if (init != NULL)
@@ -632,17 +661,16 @@ cmd_train (int argc, char **argv)
   if (test >= 0) opts.test_fraction = test;
   if (threads) opts.threads = (guint) threads;
   opts.seed = (guint64) seed;
-  if ((optimizer && !es_opt_kind_from_name (optimizer, &opts.engine.optimizer))
-      || (loss && !es_loss_kind_from_name (loss, &opts.engine.loss))
-      || (schedule && !es_lr_schedule_from_name (schedule, &opts.engine.schedule))
-      || (memory && !parse_size (memory, &opts.memory_limit))
-      || (augment && !parse_augment (augment, &opts.augment, &error)))
-    {
-      es_model_free (model);
-      espalier_model_info_clear (&info);
-      return usage_error (ctx, "train: %s", error ? error->message
-                          : "unknown optimizer, loss, schedule or size (see --help)");
-    }
+  if (optimizer)
+    es_opt_kind_from_name (optimizer, &opts.engine.optimizer);
+  if (loss)
+    es_loss_kind_from_name (loss, &opts.engine.loss);
+  if (schedule)
+    es_lr_schedule_from_name (schedule, &opts.engine.schedule);
+  if (memory)
+    parse_size (memory, &opts.memory_limit);
+  if (augment)
+    parse_augment (augment, &opts.augment, NULL);
 
   if (plan && out_mode != OUT_JSON)
     print_layers (model, opts.batch_size);
@@ -741,7 +769,7 @@ out:
 static int
 cmd_eval (int argc, char **argv)
 {
-  DataOpts d = { 0 };
+  g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
   g_autoptr(GOptionContext) ctx = g_option_context_new ("MODEL.json - evaluate a saved model");
   g_autoptr(GError) error = NULL;
@@ -826,7 +854,7 @@ out:
 static int
 cmd_info (int argc, char **argv)
 {
-  DataOpts d = { 0 };
+  g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
   g_autoptr(GOptionContext) ctx = g_option_context_new ("[MODEL.json] - describe a model");
   g_autoptr(GError) error = NULL;
@@ -1012,7 +1040,7 @@ compare_double (gconstpointer a, gconstpointer b)
 static int
 cmd_bench (int argc, char **argv)
 {
-  DataOpts d = { 0 };
+  g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
   g_autoptr(GOptionContext) ctx = g_option_context_new ("[MODEL.json] - time inference");
   g_autoptr(GError) error = NULL;
