@@ -262,6 +262,45 @@ test_failures (void)
   run_clear (&r);
 }
 
+/* The epoch lines of a --json run, as text. */
+static char *
+epoch_lines (const char *out)
+{
+  GString *s = g_string_new (NULL);
+  g_auto(GStrv) lines = g_strsplit (out, "\n", -1);
+
+  for (int i = 0; lines[i] != NULL; i++)
+    if (strstr (lines[i], "\"event\":\"epoch\"") != NULL)
+      {
+        /* drop the wall time, keep losses and accuracies */
+        char *secs = strstr (lines[i], ",\"seconds\"");
+        if (secs != NULL)
+          *secs = '\0';
+        g_string_append_printf (s, "%s\n", lines[i]);
+      }
+  return g_string_free (s, FALSE);
+}
+
+/* The same seed and thread count give the same losses, run to run. */
+static void
+test_deterministic (void)
+{
+  g_autofree char *a = NULL, *b = NULL;
+  Run r1 = cli ("train", "--data", "moons:n=400,seed=3", "--spec", "dense:16,relu,dropout:0.2,dense:2,softmax",
+                "--epochs", "4", "--batch", "16", "--seed", "5", "--threads", "2", "--json", NULL);
+  Run r2 = cli ("train", "--data", "moons:n=400,seed=3", "--spec", "dense:16,relu,dropout:0.2,dense:2,softmax",
+                "--epochs", "4", "--batch", "16", "--seed", "5", "--threads", "2", "--json", NULL);
+
+  g_assert_cmpint (r1.status, ==, 0);
+  g_assert_cmpint (r2.status, ==, 0);
+  a = epoch_lines (r1.out);
+  b = epoch_lines (r2.out);
+  g_assert_cmpstr (a, !=, "");
+  g_assert_cmpstr (a, ==, b);
+  run_clear (&r1);
+  run_clear (&r2);
+}
+
 /* Ctrl-C in the middle of a run: the job stops at a step boundary, says so, exits 1 and
  * does not write the model. */
 static void
@@ -323,6 +362,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/datasets", test_datasets);
   g_test_add_func ("/cli/train-eval-round", test_train_eval_round);
   g_test_add_func ("/cli/failures", test_failures);
+  g_test_add_func ("/cli/deterministic", test_deterministic);
   g_test_add_func ("/cli/interrupt", test_interrupt);
   status = g_test_run ();
   {
