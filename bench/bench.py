@@ -63,7 +63,7 @@ def torch_peer(batch, threads, epochs=1):
 
 def espalier_train(cli, batch, threads, epochs=1, model="mlp", extra=(), output=None):
     cmd = [cli, "train", "--data", "fashion-mnist", "--model", model, "--epochs", str(epochs),
-           "--batch", str(batch), "--threads", str(threads), "--json", "--val", "0"] + list(extra)
+           "--batch", str(batch), "--json", "--val", "0"] + (["--threads", str(threads)] if threads else []) + list(extra)
     if output:
         cmd += ["-o", output]
     peak, out = peak_rss_mb(cmd)
@@ -137,7 +137,10 @@ def ort_peer(onnx_path, threads):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads for the peers; Espalier gets the same cores and chooses its "
+                         "compute threads itself unless --espalier-threads is given")
+    ap.add_argument("--espalier-threads", type=int, default=0)
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -149,7 +152,7 @@ def main():
 
     for batch in (128, 32):
         peer = torch_peer(batch, a.threads)
-        ours = espalier_train(cli, batch, a.threads)
+        ours = espalier_train(cli, batch, a.espalier_threads)
         ratio = ours["epoch_s"][0] / peer["epoch_s"][0]
         res[f"epoch_b{batch}"] = {"pytorch_s": peer["epoch_s"][0], "espalier_s": ours["epoch_s"][0],
                                   "ratio": round(ratio, 3),
@@ -164,7 +167,7 @@ def main():
 
     # Inference on a trained model, against ONNX Runtime on the same weights.
     model = os.path.join(tmp, "mlp")
-    espalier_train(cli, 128, a.threads, output=model)
+    espalier_train(cli, 128, a.espalier_threads, output=model)
     bench = cli_events(subprocess.run([cli, "bench", model + ".json", "--threads", str(a.threads), "--json"],
                                       capture_output=True, text=True, check=True).stdout)[-1]
     res["espalier_latency_us"] = round(bench["latency_batch1_us"], 2)
@@ -187,7 +190,7 @@ def main():
     if a.accuracy:
         for name, epochs, batch, target in (("mlp", 10, 32, 0.880), ("lenet", 10, 64, 0.905)):
             t0 = time.time()
-            r = espalier_train(cli, batch, a.threads, epochs=epochs, model=name)
+            r = espalier_train(cli, batch, a.espalier_threads, epochs=epochs, model=name)
             res[f"accuracy_{name}"] = {"test_accuracy": r["test_accuracy"], "target": target,
                                        "seconds": round(time.time() - t0, 1),
                                        "epoch_s": [round(s, 3) for s in r["epoch_s"]]}

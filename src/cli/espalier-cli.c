@@ -557,7 +557,7 @@ cmd_train (int argc, char **argv)
     { "val", 0, 0, G_OPTION_ARG_DOUBLE, &val, "Validation fraction of the training part (0.1)", "F" },
     { "test", 0, 0, G_OPTION_ARG_DOUBLE, &test, "Test fraction, for sets without their own test part (0.2)", "F" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Random seed (0)", "N" },
-    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (default: all cores)", "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (default: one per core when the model is large enough to gain from it)", "N" },
     { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, "Engine memory budget, e.g. 64M", "SIZE" },
     { "augment", 0, 0, G_OPTION_ARG_STRING, &augment, "Image augmentation: shift=K,flip,noise=STD", "LIST" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Save the trained model as NAME.json + NAME.safetensors", "NAME" },

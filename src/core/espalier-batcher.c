@@ -19,6 +19,7 @@
 
 typedef struct {
   float         *x;            /* (B, F) */
+  guint8        *x_u8;         /* (B, F) when keeping uint8, else NULL */
   gint32        *labels;       /* (B) or NULL */
   float         *targets;      /* (B, T) or NULL */
   guint32       *rows;         /* (B) */
@@ -38,6 +39,7 @@ struct _EspalierBatcher
   guint64          seed;
   EspalierAugment  augment;
   gboolean         augmenting;
+  gboolean         keep_u8;      /* hand over uint8 rows unconverted */
 
   /* The dataset, read-only. */
   guint            F, T, C, H, W;
@@ -125,7 +127,9 @@ fill_slot (EspalierBatcher *self,
       float *x = slot->x + (gsize) i * F;
 
       slot->rows[i] = row;
-      if (self->u8 != NULL)
+      if (slot->x_u8 != NULL)
+        memcpy (slot->x_u8 + (gsize) i * F, self->u8 + (gsize) row * F, F);
+      else if (self->u8 != NULL)
         {
           const guint8 *src = self->u8 + (gsize) row * F;
 
@@ -151,7 +155,10 @@ fill_slot (EspalierBatcher *self,
         augment_row (self, x, epoch, start + i);
     }
   slot->batch.B = B;
-  slot->batch.x = slot->x;
+  slot->batch.x = slot->x_u8 != NULL ? NULL : slot->x;
+  slot->batch.x_u8 = slot->x_u8;
+  slot->batch.scale = self->scale;
+  slot->batch.shift = self->shift;
   slot->batch.labels = slot->labels;
   slot->batch.targets = slot->targets;
   slot->batch.rows = slot->rows;
@@ -269,6 +276,31 @@ espalier_batcher_new (EspalierDataset       *ds,
   g_cond_init (&self->cond);
   self->thread = g_thread_new ("espalier-batcher", batcher_thread, self);
   return self;
+}
+
+void
+espalier_batcher_set_keep_u8 (EspalierBatcher *self,
+                              gboolean         keep_u8)
+{
+  g_return_if_fail (self != NULL);
+
+  g_mutex_lock (&self->lock);
+  if (self->active)
+    {
+      g_mutex_unlock (&self->lock);
+      g_critical ("espalier_batcher_set_keep_u8() must come before the first epoch");
+      return;
+    }
+  self->keep_u8 = keep_u8 && self->u8 != NULL && !self->augmenting;
+  for (guint s = 0; s < 2; s++)
+    {
+      Slot *slot = &self->slots[s];
+
+      g_clear_pointer (&slot->x_u8, g_free);
+      if (self->keep_u8)
+        slot->x_u8 = g_new0 (guint8, MAX ((gsize) self->batch_size * self->F, 1));
+    }
+  g_mutex_unlock (&self->lock);
 }
 
 static void
@@ -393,6 +425,7 @@ espalier_batcher_free (EspalierBatcher *self)
   for (guint s = 0; s < 2; s++)
     {
       g_free (self->slots[s].x);
+      g_free (self->slots[s].x_u8);
       g_free (self->slots[s].rows);
       g_free (self->slots[s].labels);
       g_free (self->slots[s].targets);

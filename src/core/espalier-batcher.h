@@ -18,6 +18,10 @@ typedef struct {
   const gint32 *labels;    /* (B) or NULL */
   const float  *targets;   /* (B, T) or NULL */
   const guint32 *rows;     /* (B) the dataset rows they came from */
+  /* With espalier_batcher_set_keep_u8(): the uint8 rows, converted by the consumer as
+   * x_u8 * scale + shift; x is then NULL. */
+  const guint8  *x_u8;     /* (B, F) or NULL */
+  float          scale, shift;
 } EspalierBatch;
 
 /* Augmentation, for images (rank 3) only except the noise, which applies to any
@@ -39,6 +43,11 @@ EspalierBatcher     *espalier_batcher_new           (EspalierDataset       *ds,
                                                      gboolean               shuffle,
                                                      guint64                seed,
                                                      const EspalierAugment *augment);
+/* Hand uint8 datasets over unconverted (batch->x_u8) when no augmentation needs
+ * floats, so the compute thread converts them where they are used: a quarter of the
+ * bytes cross between cores. Call before the first epoch. */
+void                 espalier_batcher_set_keep_u8   (EspalierBatcher       *self,
+                                                     gboolean               keep_u8);
 /* Reshuffle with seed and epoch and start prefetching; an epoch in progress is
  * abandoned. */
 void                 espalier_batcher_start_epoch   (EspalierBatcher       *self,

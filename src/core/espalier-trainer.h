@@ -23,7 +23,7 @@ typedef struct {
   double          val_fraction;    /* of the training part held out for validation (0.1) */
   double          test_fraction;   /* for sets without their own test part (0.2) */
   guint64         seed;            /* splits, shuffling, init, dropout (0) */
-  guint           threads;         /* compute threads, 0: all cores */
+  guint           threads;         /* compute threads, 0: chosen by the work per step */
   gsize           memory_limit;    /* engine memory budget in bytes, 0: none */
   EspalierAugment augment;
 } EspalierTrainOptions;

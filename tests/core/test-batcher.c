@@ -199,6 +199,43 @@ test_u8_conversion (void)
   assert_each_once (order, rows, 37, 37);
 }
 
+/* keep_u8 hands over the same rows unconverted, with the scale and shift to apply;
+ * augmentation needs floats, so it keeps converting then. */
+static void
+test_keep_u8 (void)
+{
+  g_autoptr(EspalierDataset) ds = make_images (29, 4, 5);
+  g_autofree guint32 *rows = all_rows (29);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 29, 8, TRUE, 3, NULL);
+  g_autoptr(EspalierBatcher) c = espalier_batcher_new (ds, rows, 29, 8, TRUE, 3, NULL);
+  EspalierAugment aug = { .hflip = TRUE };
+  g_autoptr(EspalierBatcher) d = espalier_batcher_new (ds, rows, 29, 8, TRUE, 3, &aug);
+  const EspalierBatch *kb, *fb;
+  const guint F = 20;
+
+  espalier_batcher_set_keep_u8 (b, TRUE);
+  espalier_batcher_start_epoch (b, 1);
+  espalier_batcher_start_epoch (c, 1);
+  while ((kb = espalier_batcher_next (b)) != NULL)
+    {
+      fb = espalier_batcher_next (c);
+      g_assert_nonnull (fb);
+      g_assert_null (kb->x);
+      g_assert_nonnull (kb->x_u8);
+      g_assert_cmpuint (kb->B, ==, fb->B);
+      g_assert_cmpmem (kb->rows, kb->B * sizeof (guint32), fb->rows, fb->B * sizeof (guint32));
+      for (guint i = 0; i < kb->B * F; i++)
+        g_assert_cmpfloat (kb->x_u8[i] * kb->scale + kb->shift, ==, fb->x[i]);
+    }
+  g_assert_null (espalier_batcher_next (c));
+
+  espalier_batcher_set_keep_u8 (d, TRUE);
+  espalier_batcher_start_epoch (d, 0);
+  kb = espalier_batcher_next (d);
+  g_assert_nonnull (kb->x);
+  g_assert_null (kb->x_u8);
+}
+
 static void
 test_targets (void)
 {
@@ -459,6 +496,7 @@ main (int   argc,
   g_test_add_func ("/batcher/last-batch", test_last_batch);
   g_test_add_func ("/batcher/order", test_order);
   g_test_add_func ("/batcher/u8-conversion", test_u8_conversion);
+  g_test_add_func ("/batcher/keep-u8", test_keep_u8);
   g_test_add_func ("/batcher/targets", test_targets);
   g_test_add_func ("/batcher/augment-shift", test_augment_shift);
   g_test_add_func ("/batcher/augment-flip", test_augment_flip);
