@@ -303,6 +303,8 @@ print_layers (const EsModel *model, guint batch)
       g_print ("gradients %s, ", es_format_bytes (mem, sizeof mem, (double) plan.gradients));
       g_print ("optimizer %s, ", es_format_bytes (mem, sizeof mem, (double) plan.optimizer));
       g_print ("activations %s, ", es_format_bytes (mem, sizeof mem, (double) plan.activations));
+      if (plan.workspace > 0)
+        g_print ("workspace %s, ", es_format_bytes (mem, sizeof mem, (double) plan.workspace));
       g_print ("data %s; ", es_format_bytes (mem, sizeof mem, (double) plan.data));
       g_print ("total %s\n", es_format_bytes (mem, sizeof mem, (double) plan.total));
     }
@@ -941,6 +943,7 @@ cmd_info (int argc, char **argv)
       json_int (b, "gradients", (gint64) plan.gradients);
       json_int (b, "optimizer", (gint64) plan.optimizer);
       json_int (b, "activations", (gint64) plan.activations);
+      json_int (b, "workspace", (gint64) plan.workspace);
       json_int (b, "data", (gint64) plan.data);
       json_int (b, "total", (gint64) plan.total);
       json_builder_end_object (b);
@@ -974,8 +977,13 @@ cmd_datasets (int argc, char **argv)
 {
   g_autoptr(GOptionContext) ctx = g_option_context_new ("- list the datasets known by name");
   g_autoptr(GError) error = NULL;
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autofree char *export = NULL;
   gboolean json = FALSE;
   GOptionEntry entries[] = {
+    { "export-csv", 0, 0, G_OPTION_ARG_FILENAME, &export,
+      "Load --data with its preprocessing and write the processed table as CSV", "FILE" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "JSON output", NULL },
     { NULL }
   };
@@ -989,11 +997,39 @@ cmd_datasets (int argc, char **argv)
   gboolean fm = espalier_dataset_fashion_mnist_available ();
 
   g_option_context_add_main_entries (ctx, entries, NULL);
-  g_option_context_set_summary (ctx, "Any IDX (.gz or raw) or CSV file can also be given by its path.");
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, "Any IDX (.gz or raw) or CSV file can also be given by its path.\n"
+                                     "With --export-csv, the dataset named by --data is cleaned as asked\n"
+                                     "(--ffill, --mean-fill, --drop-duplicates, --standardize, --minmax) and written out.");
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
     return usage_error (ctx, "datasets: %s", error->message);
   if (argc > 1)
     return usage_error (ctx, "datasets: unexpected argument '%s'", argv[1]);
+  if (json)
+    out_mode = OUT_JSON;
+  if (export != NULL)
+    {
+      g_autoptr(EspalierDataset) ds = NULL;
+
+      if (d.data == NULL)
+        return usage_error (ctx, "datasets: --export-csv needs --data");
+      if (out_mode == OUT_TTY)
+        out_mode = OUT_PLAIN;
+      ds = load_data (&d, NULL, 0.1, 0.2, 0, &error);
+      if (ds == NULL)
+        return fail (g_steal_pointer (&error), "loading the dataset");
+      if (!espalier_dataset_export_csv (ds, export, &error))
+        return fail (g_steal_pointer (&error), "exporting the dataset");
+      if (out_mode == OUT_JSON)
+        {
+          JsonBuilder *b = json_event ("exported");
+          json_str (b, "path", export);
+          json_finish (b);
+        }
+      else
+        g_print ("Wrote %s\n", export);
+      return 0;
+    }
   if (json)
     {
       JsonBuilder *b = json_event ("datasets");
@@ -1014,7 +1050,6 @@ cmd_datasets (int argc, char **argv)
           json_builder_end_object (b);
         }
       json_builder_end_array (b);
-      out_mode = OUT_JSON;
       json_finish (b);
       return 0;
     }

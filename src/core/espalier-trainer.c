@@ -140,6 +140,7 @@ espalier_trainer_describe_plan (EspalierTrainer *self)
   LINE ("gradients", plan.gradients);
   LINE ("optimizer", plan.optimizer);
   LINE ("activations", plan.activations);
+  LINE ("workspace", plan.workspace);
   LINE ("data", plan.data);
   LINE ("total", plan.total);
 #undef LINE

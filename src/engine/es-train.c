@@ -232,6 +232,21 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
   if (training)
     plan->activations += (size_t) batch * (F + 1) * sizeof (float);
   plan->data = (size_t) batch * (D + F) * sizeof (float) + (size_t) batch * sizeof (int32_t);
+  /* Convolutions run as im2col + GEMM: one image's columns (C*K*K, OH*OW) and, while
+   * training, a private weight-gradient partial, per compute thread (one counted here). */
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+
+      if (l->spec.kind == ES_LAYER_CONV2D)
+        {
+          size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel * (size_t) l->spec.kernel;
+          size_t cols = ckk * (size_t) l->out.dims[1] * (size_t) l->out.dims[2];
+          size_t ws = (cols + (training ? ckk * (size_t) l->spec.filters : 0)) * sizeof (float);
+
+          plan->workspace = ES_MAX (plan->workspace, ws);
+        }
+    }
   plan->total = plan->weights + plan->gradients + plan->optimizer + plan->activations
                 + plan->workspace + plan->data;
 }

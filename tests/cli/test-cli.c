@@ -216,6 +216,35 @@ test_train_eval_round (void)
   run_clear (&r);
 }
 
+/* A CSV cleaned on the way in and written back out. */
+static void
+test_export_csv (void)
+{
+  g_autofree char *in = g_build_filename (tmpdir, "dirty.csv", NULL);
+  g_autofree char *out = g_build_filename (tmpdir, "clean.csv", NULL);
+  g_autofree char *text = NULL;
+  Run r;
+
+  g_assert_true (g_file_set_contents (in, "a;b;label\n1;2;x\n;4;y\n1;2;x\n5;NA;y\n", -1, NULL));
+  r = cli ("datasets", "--data", in, "--ffill", "--drop-duplicates", "--export-csv", out, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Wrote"));
+  g_assert_true (g_file_get_contents (out, &text, NULL, NULL));
+  g_test_message ("%s", text);
+  g_assert_true (g_str_has_prefix (text, "a,b,label\n"));
+  g_assert_nonnull (strstr (text, "\n1,4,y\n"));   /* the empty a filled from above */
+  g_assert_nonnull (strstr (text, "\n5,2,y"));      /* NA filled from the row above, before duplicates go */
+  {
+    g_auto(GStrv) lines = g_strsplit (text, "\n", -1);
+    g_assert_cmpuint (g_strv_length (lines), ==, 5);  /* header, 3 rows, "" (the duplicate went) */
+  }
+  run_clear (&r);
+
+  r = cli ("datasets", "--export-csv", out, NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  run_clear (&r);
+}
+
 static void
 test_failures (void)
 {
@@ -361,6 +390,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/help", test_help);
   g_test_add_func ("/cli/datasets", test_datasets);
   g_test_add_func ("/cli/train-eval-round", test_train_eval_round);
+  g_test_add_func ("/cli/export-csv", test_export_csv);
   g_test_add_func ("/cli/failures", test_failures);
   g_test_add_func ("/cli/deterministic", test_deterministic);
   g_test_add_func ("/cli/interrupt", test_interrupt);
