@@ -165,6 +165,56 @@ data_entries (DataOpts *d)
   return g_memdup2 (entries, sizeof entries);
 }
 
+/* The preprocessing a model was trained with, kept in its file as a JSON object, so
+ * eval and --init see the data the same way. */
+static char *
+data_opts_to_json (const DataOpts *d)
+{
+  g_autoptr(JsonBuilder) b = json_builder_new ();
+  g_autoptr(JsonGenerator) gen = json_generator_new ();
+  g_autoptr(JsonNode) root = NULL;
+
+  json_builder_begin_object (b);
+  if (d->label != NULL)
+    {
+      json_builder_set_member_name (b, "label_column");
+      json_builder_add_string_value (b, d->label);
+    }
+#define FLAG(name, v) json_builder_set_member_name (b, name); json_builder_add_boolean_value (b, v)
+  FLAG ("one_hot", d->one_hot);
+  FLAG ("ffill", d->ffill);
+  FLAG ("mean_fill", d->mean_fill);
+  FLAG ("drop_duplicates", d->drop_dup);
+  FLAG ("standardize", d->standardize);
+  FLAG ("minmax", d->minmax);
+#undef FLAG
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  return json_generator_to_data (gen, NULL);
+}
+
+/* Take the saved preprocessing when the user named no dataset of their own. */
+static void
+data_opts_from_json (DataOpts *d, const char *text)
+{
+  g_autoptr(JsonParser) parser = json_parser_new ();
+  JsonObject *o;
+
+  if (text == NULL || d->data != NULL || !json_parser_load_from_data (parser, text, -1, NULL)
+      || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
+    return;
+  o = json_node_get_object (json_parser_get_root (parser));
+  if (d->label == NULL && json_object_has_member (o, "label_column"))
+    d->label = g_strdup (json_object_get_string_member (o, "label_column"));
+  d->one_hot |= json_object_get_boolean_member_with_default (o, "one_hot", FALSE);
+  d->ffill |= json_object_get_boolean_member_with_default (o, "ffill", FALSE);
+  d->mean_fill |= json_object_get_boolean_member_with_default (o, "mean_fill", FALSE);
+  d->drop_dup |= json_object_get_boolean_member_with_default (o, "drop_duplicates", FALSE);
+  d->standardize |= json_object_get_boolean_member_with_default (o, "standardize", FALSE);
+  d->minmax |= json_object_get_boolean_member_with_default (o, "minmax", FALSE);
+}
+
 static const char *
 default_data (void)
 {
@@ -611,6 +661,7 @@ cmd_train (int argc, char **argv)
       if (model == NULL)
         return fail (g_steal_pointer (&error), "loading the model");
       opts = info.train;
+      data_opts_from_json (&d, info.preprocessing);
     }
 
   ds = load_data (&d, init ? info.dataset_source : NULL, val >= 0 ? val : opts.val_fraction,
@@ -718,6 +769,8 @@ cmd_train (int argc, char **argv)
       info.train = opts;
       g_free (info.dataset_source);
       info.dataset_source = g_strdup (espalier_dataset_get_source (ds));
+      g_free (info.preprocessing);
+      info.preprocessing = data_opts_to_json (&d);
       if (info.history != NULL)
         g_array_set_size (info.history, 0);
       else
@@ -807,6 +860,7 @@ cmd_eval (int argc, char **argv)
   model = espalier_model_load (argv[1], &info, &error);
   if (model == NULL)
     return fail (g_steal_pointer (&error), "loading the model");
+  data_opts_from_json (&d, info.preprocessing);
   ds = load_data (&d, info.dataset_source, info.train.val_fraction, info.train.test_fraction,
                   info.train.seed, &error);
   if (ds == NULL)

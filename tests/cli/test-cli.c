@@ -245,6 +245,42 @@ test_export_csv (void)
   run_clear (&r);
 }
 
+/* A model trained on standardized data is evaluated on standardized data again: eval
+ * reports the same test metrics the training run printed. */
+static void
+test_eval_keeps_preprocessing (void)
+{
+  g_autofree char *csv = g_build_filename (tmpdir, "scaled.csv", NULL);
+  g_autofree char *model = g_build_filename (tmpdir, "scaled", NULL);
+  g_autofree char *json = g_strconcat (model, ".json", NULL);
+  g_autoptr(GString) text = g_string_new ("width,height,kind\n");
+  const char *train_line, *eval_line;
+  Run r, e;
+
+  /* two classes far from the origin: without standardization the model sees nonsense */
+  for (int i = 0; i < 400; i++)
+    g_string_append_printf (text, "%d,%d,%s\n", 1000 + (i * 37) % 50 + (i % 2) * 60,
+                            5000 + (i * 11) % 40, i % 2 ? "big" : "small");
+  g_assert_true (g_file_set_contents (csv, text->str, -1, NULL));
+  r = cli ("train", "--data", csv, "--standardize", "--spec", "dense:8,tanh,dense:2,softmax",
+           "--epochs", "30", "--lr", "0.01", "-o", model, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  e = cli ("eval", json, NULL);
+  g_assert_cmpint (e.status, ==, 0);
+  train_line = strstr (r.out, "test:");
+  eval_line = strstr (e.out, "test:");
+  g_assert_nonnull (train_line);
+  g_assert_nonnull (eval_line);
+  {
+    g_autofree char *a = g_strndup (train_line, strcspn (train_line, "\n"));
+    g_autofree char *b = g_strndup (eval_line, strcspn (eval_line, "\n"));
+    g_test_message ("train: %s / eval: %s", a, b);
+    g_assert_cmpstr (a, ==, b);
+  }
+  run_clear (&r);
+  run_clear (&e);
+}
+
 static void
 test_failures (void)
 {
@@ -391,6 +427,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/datasets", test_datasets);
   g_test_add_func ("/cli/train-eval-round", test_train_eval_round);
   g_test_add_func ("/cli/export-csv", test_export_csv);
+  g_test_add_func ("/cli/eval-keeps-preprocessing", test_eval_keeps_preprocessing);
   g_test_add_func ("/cli/failures", test_failures);
   g_test_add_func ("/cli/deterministic", test_deterministic);
   g_test_add_func ("/cli/interrupt", test_interrupt);
