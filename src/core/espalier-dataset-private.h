@@ -86,4 +86,39 @@ GBytes          *_espalier_data_gunzip            (GBytes          *bytes,
                                                    GCancellable    *cancellable,
                                                    GError         **error);
 
+/* A source read front to back in pieces, gunzipped on the way when it starts with the
+ * gzip magic (several members and zero padding allowed, as _espalier_data_gunzip), from
+ * bytes in memory or from a file read through a small buffer: what lets a loader
+ * inflate a large payload straight into its final place. Errors name path and are
+ * those of _espalier_data_read_file and _espalier_data_gunzip. */
+typedef struct _EspalierDataStream EspalierDataStream;
+
+/* A stream over bytes (a new reference is kept). */
+EspalierDataStream *_espalier_data_stream_new     (GBytes              *bytes,
+                                                   const char          *path,
+                                                   GError             **error);
+/* A stream over the file at path. */
+EspalierDataStream *_espalier_data_stream_open    (const char          *path,
+                                                   GCancellable        *cancellable,
+                                                   GError             **error);
+void             _espalier_data_stream_free       (EspalierDataStream  *stream);
+/* Whether the source is gzip. */
+gboolean         _espalier_data_stream_is_gzip    (EspalierDataStream  *stream);
+/* The source's length as stored (compressed when gzip). */
+guint64          _espalier_data_stream_get_source_size (EspalierDataStream *stream);
+/* Up to length decompressed bytes into buffer; *n_read is less only at the end. */
+gboolean         _espalier_data_stream_read       (EspalierDataStream  *stream,
+                                                   void                *buffer,
+                                                   gsize                length,
+                                                   gsize               *n_read,
+                                                   GCancellable        *cancellable,
+                                                   GError             **error);
+/* Read the rest to the end, checking it, and count it in *n_skipped. */
+gboolean         _espalier_data_stream_skip_rest  (EspalierDataStream  *stream,
+                                                   guint64             *n_skipped,
+                                                   GCancellable        *cancellable,
+                                                   GError             **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EspalierDataStream, _espalier_data_stream_free)
+
 G_END_DECLS

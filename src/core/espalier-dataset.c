@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-dataset.c: the dataset object, reading and gunzipping source files, the one
- * loader that resolves a spec (Fashion-MNIST, a generator, an IDX or a CSV file),
- * consults the binary cache and dispatches to the parsers, and the CSV export. The
- * parsers live in their own files, the cleaning steps in
- * espalier-dataset-preprocess.c.
+/* espalier-dataset.c: the dataset object, reading and gunzipping source files (whole,
+ * or as streams for the IDX loader to inflate into place), the one loader that
+ * resolves a spec (Fashion-MNIST, a generator, an IDX or a CSV file), consults the
+ * binary cache and dispatches to the parsers, and the CSV export. The parsers live in
+ * their own files, the cleaning steps in espalier-dataset-preprocess.c.
  *
  * Dimension key: N = rows, F = features per row, T = targets per row. */
 #include "config.h"
@@ -311,6 +311,69 @@ espalier_dataset_is_from_cache (EspalierDataset *self)
 
 /* Reading files */
 
+/* Open path for reading, a regular file; its stat in *st. */
+static int
+open_regular (const char   *path,
+              struct stat  *st,
+              GError      **error)
+{
+  int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+
+  if (fd < 0)
+    {
+      int saved = errno;
+
+      g_set_error (error, ESPALIER_DATA_ERROR,
+                   saved == ENOENT ? ESPALIER_DATA_ERROR_NOT_FOUND : ESPALIER_DATA_ERROR_IO,
+                   "%s: cannot open: %s", path, g_strerror (saved));
+      return -1;
+    }
+  if (fstat (fd, st) != 0)
+    {
+      int saved = errno;
+
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                   "%s: cannot stat: %s", path, g_strerror (saved));
+      close (fd);
+      return -1;
+    }
+  if (!S_ISREG (st->st_mode))
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                   "%s: not a regular file%s", path,
+                   S_ISDIR (st->st_mode) ? " (a directory)" : "");
+      close (fd);
+      return -1;
+    }
+  return fd;
+}
+
+/* Read up to length bytes, retrying on EINTR; 0 only at the end of the file. */
+static gboolean
+read_some (int          fd,
+           const char  *path,
+           guint8      *buffer,
+           gsize        length,
+           gsize       *n_read,
+           GError     **error)
+{
+  gssize got;
+
+  do
+    got = read (fd, buffer, MIN (length, 16u << 20));
+  while (got < 0 && errno == EINTR);
+  if (got < 0)
+    {
+      int saved = errno;
+
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                   "%s: read failed: %s", path, g_strerror (saved));
+      return FALSE;
+    }
+  *n_read = (gsize) got;
+  return TRUE;
+}
+
 GBytes *
 _espalier_data_read_file (const char    *path,
                           GCancellable  *cancellable,
@@ -321,33 +384,9 @@ _espalier_data_read_file (const char    *path,
   gsize done = 0;
   int fd;
 
-  fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+  fd = open_regular (path, &st, error);
   if (fd < 0)
-    {
-      int saved = errno;
-
-      g_set_error (error, ESPALIER_DATA_ERROR,
-                   saved == ENOENT ? ESPALIER_DATA_ERROR_NOT_FOUND : ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot open: %s", path, g_strerror (saved));
-      return NULL;
-    }
-  if (fstat (fd, &st) != 0)
-    {
-      int saved = errno;
-
-      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot stat: %s", path, g_strerror (saved));
-      close (fd);
-      return NULL;
-    }
-  if (!S_ISREG (st.st_mode))
-    {
-      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: not a regular file%s", path,
-                   S_ISDIR (st.st_mode) ? " (a directory)" : "");
-      close (fd);
-      return NULL;
-    }
+    return NULL;
 
   data = g_try_malloc (MAX (st.st_size, 1));
   if (data == NULL)
@@ -360,31 +399,27 @@ _espalier_data_read_file (const char    *path,
     }
   while (done < (gsize) st.st_size)
     {
-      gssize got = read (fd, data + done, MIN ((gsize) st.st_size - done, 16u << 20));
+      gsize got;
 
-      if (got < 0 && errno == EINTR)
-        continue;
-      if (got <= 0)
+      if (!read_some (fd, path, data + done, (gsize) st.st_size - done, &got, error))
+        goto fail;
+      if (got == 0)
         {
-          int saved = errno;
-
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                       "%s: read failed: %s", path,
-                       got == 0 ? "the file shrank while reading" : g_strerror (saved));
-          g_free (data);
-          close (fd);
-          return NULL;
+                       "%s: read failed: the file shrank while reading", path);
+          goto fail;
         }
       done += got;
       if (g_cancellable_set_error_if_cancelled (cancellable, error))
-        {
-          g_free (data);
-          close (fd);
-          return NULL;
-        }
+        goto fail;
     }
   close (fd);
   return g_bytes_new_take (data, done);
+
+fail:
+  g_free (data);
+  close (fd);
+  return NULL;
 }
 
 gboolean
@@ -396,19 +431,344 @@ _espalier_data_is_gzip (GBytes *bytes)
   return n >= 2 && p[0] == 0x1f && p[1] == 0x8b;
 }
 
+/* Streams */
+
+#define STREAM_BUFFER_SIZE ((gsize) 256 << 10)   /* file reads */
+#define STREAM_OUT_CHUNK   ((gsize) 4 << 20)     /* output per inflate call, between
+                                                  * checks for cancellation */
+
+struct _EspalierDataStream
+{
+  char          *path;
+  GBytes        *bytes;         /* the source in memory, or NULL */
+  int            fd;            /* else the file, or -1 */
+  guint8        *buffer;        /* (STREAM_BUFFER_SIZE) read from fd */
+
+  const guint8  *next;          /* (avail) source bytes read but not yet used */
+  gsize          avail;
+  guint64        pos;           /* the offset of next in the source */
+  guint64        size;          /* the source's length */
+
+  gboolean       gzip;
+  gboolean       inflating;     /* zs is initialized */
+  gboolean       at_end;        /* all of the decompressed stream was handed out */
+  guint64        n_out;         /* decompressed bytes handed out */
+  z_stream       zs;
+};
+
+/* Make at least want bytes available (fewer only where the source ends): move what is
+ * left to the start of the buffer and read more after it. Bytes in memory are all
+ * available from the start. */
+static gboolean
+stream_fill (EspalierDataStream  *self,
+             gsize                want,
+             GError             **error)
+{
+  if (self->fd < 0)
+    return TRUE;
+  want = MIN (want, STREAM_BUFFER_SIZE);
+  if (self->avail >= want || self->pos + self->avail == self->size)
+    return TRUE;
+
+  memmove (self->buffer, self->next, self->avail);
+  self->next = self->buffer;
+  while (self->avail < want && self->pos + self->avail < self->size)
+    {
+      gsize room = MIN (STREAM_BUFFER_SIZE - self->avail,
+                        self->size - (self->pos + self->avail));
+      gsize got;
+
+      if (!read_some (self->fd, self->path, self->buffer + self->avail, room, &got, error))
+        return FALSE;
+      if (got == 0)
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                       "%s: read failed: the file shrank while reading", self->path);
+          return FALSE;
+        }
+      self->avail += got;
+    }
+  return TRUE;
+}
+
+static void
+stream_consume (EspalierDataStream *self,
+                gsize               n)
+{
+  self->next += n;
+  self->avail -= n;
+  self->pos += n;
+}
+
+/* Set up reading: tell gzip from raw by the first two bytes. */
+static EspalierDataStream *
+stream_start (EspalierDataStream  *self,
+              GError             **error)
+{
+  if (!stream_fill (self, 2, error))
+    {
+      _espalier_data_stream_free (self);
+      return NULL;
+    }
+  self->gzip = self->avail >= 2 && self->next[0] == 0x1f && self->next[1] == 0x8b;
+  if (self->gzip)
+    {
+      if (inflateInit2 (&self->zs, 16 + MAX_WBITS) != Z_OK)
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                       "%s: cannot start gzip decompression", self->path);
+          _espalier_data_stream_free (self);
+          return NULL;
+        }
+      self->inflating = TRUE;
+    }
+  else if (self->size == 0)
+    {
+      self->at_end = TRUE;
+    }
+  return self;
+}
+
+EspalierDataStream *
+_espalier_data_stream_new (GBytes      *bytes,
+                           const char  *path,
+                           GError     **error)
+{
+  EspalierDataStream *self;
+  gsize n;
+
+  g_return_val_if_fail (bytes != NULL, NULL);
+  g_return_val_if_fail (path != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  self = g_new0 (EspalierDataStream, 1);
+  self->path = g_strdup (path);
+  self->bytes = g_bytes_ref (bytes);
+  self->fd = -1;
+  self->next = g_bytes_get_data (bytes, &n);
+  self->avail = n;
+  self->size = n;
+  return stream_start (self, error);
+}
+
+EspalierDataStream *
+_espalier_data_stream_open (const char    *path,
+                            GCancellable  *cancellable,
+                            GError       **error)
+{
+  EspalierDataStream *self;
+  struct stat st;
+  int fd;
+
+  g_return_val_if_fail (path != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (g_cancellable_set_error_if_cancelled (cancellable, error))
+    return NULL;
+  fd = open_regular (path, &st, error);
+  if (fd < 0)
+    return NULL;
+
+  self = g_new0 (EspalierDataStream, 1);
+  self->path = g_strdup (path);
+  self->fd = fd;
+  self->buffer = g_malloc (STREAM_BUFFER_SIZE);
+  self->next = self->buffer;
+  self->size = (guint64) st.st_size;
+  return stream_start (self, error);
+}
+
+void
+_espalier_data_stream_free (EspalierDataStream *self)
+{
+  if (self == NULL)
+    return;
+  if (self->inflating)
+    inflateEnd (&self->zs);
+  if (self->fd >= 0)
+    close (self->fd);
+  g_free (self->buffer);
+  g_clear_pointer (&self->bytes, g_bytes_unref);
+  g_free (self->path);
+  g_free (self);
+}
+
+gboolean
+_espalier_data_stream_is_gzip (EspalierDataStream *self)
+{
+  g_return_val_if_fail (self != NULL, FALSE);
+  return self->gzip;
+}
+
+guint64
+_espalier_data_stream_get_source_size (EspalierDataStream *self)
+{
+  g_return_val_if_fail (self != NULL, 0);
+  return self->size;
+}
+
+/* A gzip member ended: another follows, or only zero padding is left. */
+static gboolean
+stream_member_end (EspalierDataStream  *self,
+                   GError             **error)
+{
+  guint64 left, at;
+
+  if (!stream_fill (self, 2, error))
+    return FALSE;
+  left = self->size - self->pos;
+  if (left == 0)
+    {
+      self->at_end = TRUE;
+      return TRUE;
+    }
+  if (left >= 2 && self->next[0] == 0x1f && self->next[1] == 0x8b)
+    {
+      inflateReset (&self->zs);   /* another member follows */
+      return TRUE;
+    }
+  at = self->pos;
+  while (self->pos < self->size)
+    {
+      if (!stream_fill (self, STREAM_BUFFER_SIZE, error))
+        return FALSE;
+      for (gsize i = 0; i < self->avail; i++)
+        if (self->next[i] != 0)
+          {
+            g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
+                         "%s: %" G_GUINT64_FORMAT " bytes of trailing garbage after "
+                         "the gzip stream (at byte %" G_GUINT64_FORMAT ")",
+                         self->path, left, at);
+            return FALSE;
+          }
+      stream_consume (self, self->avail);
+    }
+  self->at_end = TRUE;   /* zero padding */
+  return TRUE;
+}
+
+gboolean
+_espalier_data_stream_read (EspalierDataStream  *self,
+                            void                *buffer,
+                            gsize                length,
+                            gsize               *n_read,
+                            GCancellable        *cancellable,
+                            GError             **error)
+{
+  guint8 *out = buffer;
+  gsize done = 0;
+
+  g_return_val_if_fail (self != NULL, FALSE);
+  g_return_val_if_fail (buffer != NULL || length == 0, FALSE);
+  g_return_val_if_fail (n_read != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  *n_read = 0;
+  while (done < length && !self->at_end)
+    {
+      if (self->avail == 0 && !stream_fill (self, STREAM_BUFFER_SIZE, error))
+        return FALSE;
+
+      if (!self->gzip)
+        {
+          gsize n = MIN (self->avail, length - done);
+
+          memcpy (out + done, self->next, n);
+          stream_consume (self, n);
+          done += n;
+          self->n_out += n;
+          if (self->pos == self->size)
+            self->at_end = TRUE;
+        }
+      else
+        {
+          uInt in_before, out_before;
+          int ret;
+
+          self->zs.next_in = (Bytef *) self->next;
+          self->zs.avail_in = in_before = (uInt) MIN (self->avail, (gsize) 1 << 30);
+          self->zs.next_out = out + done;
+          self->zs.avail_out = out_before = (uInt) MIN (length - done, STREAM_OUT_CHUNK);
+          ret = inflate (&self->zs, Z_NO_FLUSH);
+          stream_consume (self, in_before - self->zs.avail_in);
+          done += out_before - self->zs.avail_out;
+          self->n_out += out_before - self->zs.avail_out;
+
+          if (ret == Z_STREAM_END)
+            {
+              if (!stream_member_end (self, error))
+                return FALSE;
+            }
+          else if (ret == Z_OK || ret == Z_BUF_ERROR)
+            {
+              if (self->avail == 0 && self->pos == self->size && self->zs.avail_out > 0)
+                {
+                  g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
+                               "%s: truncated gzip stream: the compressed data ends after "
+                               "%" G_GUINT64_FORMAT " bytes, before the end of the stream "
+                               "(%" G_GUINT64_FORMAT " bytes decompressed)", self->path,
+                               self->size, self->n_out);
+                  return FALSE;
+                }
+            }
+          else
+            {
+              g_set_error (error, ESPALIER_DATA_ERROR,
+                           ret == Z_MEM_ERROR ? ESPALIER_DATA_ERROR_IO
+                                              : ESPALIER_DATA_ERROR_CORRUPT,
+                           "%s: corrupt gzip data near byte %" G_GUINT64_FORMAT ": %s",
+                           self->path, self->pos,
+                           self->zs.msg != NULL ? self->zs.msg : zError (ret));
+              return FALSE;
+            }
+        }
+      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+        return FALSE;
+    }
+  *n_read = done;
+  return TRUE;
+}
+
+gboolean
+_espalier_data_stream_skip_rest (EspalierDataStream  *self,
+                                 guint64             *n_skipped,
+                                 GCancellable        *cancellable,
+                                 GError             **error)
+{
+  g_autofree guint8 *scratch = NULL;
+  guint64 total = 0;
+
+  g_return_val_if_fail (self != NULL, FALSE);
+  g_return_val_if_fail (n_skipped != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  *n_skipped = 0;
+  if (self->at_end)
+    return TRUE;
+  scratch = g_malloc (STREAM_BUFFER_SIZE);
+  while (!self->at_end)
+    {
+      gsize got;
+
+      if (!_espalier_data_stream_read (self, scratch, STREAM_BUFFER_SIZE, &got,
+                                       cancellable, error))
+        return FALSE;
+      total += got;
+    }
+  *n_skipped = total;
+  return TRUE;
+}
+
 GBytes *
 _espalier_data_gunzip (GBytes        *bytes,
                        const char    *path,
                        GCancellable  *cancellable,
                        GError       **error)
 {
-  const gsize chunk = 8u << 20;
-  z_stream zs;
-  gsize n_in, in_off = 0, cap, len = 0;
+  g_autoptr(EspalierDataStream) stream = NULL;
+  gsize n_in, cap, len = 0;
   const guint8 *in;
   guint8 *out;
-  gboolean done = FALSE;
-  int ret;
 
   if (!_espalier_data_is_gzip (bytes))
     return g_bytes_ref (bytes);
@@ -421,7 +781,11 @@ _espalier_data_gunzip (GBytes        *bytes,
           | (gsize) in[n_in - 1] << 24;
   if (cap < n_in || cap > (gsize) 64 * n_in + 4096)
     cap = 4 * n_in;
-  cap = MAX (cap, 4096) + 1;
+  cap = MAX (cap, 4096) + 1;   /* + 1: a right guess ends without growing */
+
+  stream = _espalier_data_stream_new (bytes, path, error);
+  if (stream == NULL)
+    return NULL;
   out = g_try_malloc (cap);
   if (out == NULL)
     {
@@ -429,103 +793,37 @@ _espalier_data_gunzip (GBytes        *bytes,
                    "%s: not enough memory to decompress", path);
       return NULL;
     }
-
-  memset (&zs, 0, sizeof zs);
-  if (inflateInit2 (&zs, 16 + MAX_WBITS) != Z_OK)
+  for (;;)
     {
-      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot start gzip decompression", path);
-      g_free (out);
-      return NULL;
+      gsize got;
+
+      if (!_espalier_data_stream_read (stream, out + len, cap - len, &got, cancellable,
+                                       error))
+        {
+          g_free (out);
+          return NULL;
+        }
+      len += got;
+      if (len < cap)
+        break;   /* the end */
+
+      {
+        guint8 *grown = g_try_realloc (out, cap * 2);
+
+        if (grown == NULL)
+          {
+            g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                         "%s: not enough memory to decompress", path);
+            g_free (out);
+            return NULL;
+          }
+        out = grown;
+        cap *= 2;
+      }
     }
-
-  while (!done)
-    {
-      if (zs.avail_in == 0 && in_off < n_in)
-        {
-          zs.next_in = (Bytef *) in + in_off;
-          zs.avail_in = (uInt) MIN (n_in - in_off, (gsize) 1 << 30);
-          in_off += zs.avail_in;
-        }
-      if (len == cap)
-        {
-          guint8 *grown = g_try_realloc (out, cap * 2);
-
-          if (grown == NULL)
-            {
-              g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                           "%s: not enough memory to decompress", path);
-              goto fail;
-            }
-          out = grown;
-          cap *= 2;
-        }
-      zs.next_out = out + len;
-      zs.avail_out = (uInt) MIN (cap - len, chunk);
-      ret = inflate (&zs, Z_NO_FLUSH);
-      len = (gsize) (zs.next_out - out);
-
-      if (g_cancellable_set_error_if_cancelled (cancellable, error))
-        goto fail;
-
-      if (ret == Z_STREAM_END)
-        {
-          gsize left = zs.avail_in + (n_in - in_off);
-          gsize pos = n_in - left;
-
-          if (left == 0)
-            {
-              done = TRUE;
-            }
-          else if (left >= 2 && in[pos] == 0x1f && in[pos + 1] == 0x8b)
-            {
-              inflateReset (&zs);   /* another member follows */
-            }
-          else
-            {
-              for (gsize i = pos; i < n_in; i++)
-                if (in[i] != 0)
-                  {
-                    g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
-                                 "%s: %" G_GSIZE_FORMAT " bytes of trailing garbage after "
-                                 "the gzip stream (at byte %" G_GSIZE_FORMAT ")",
-                                 path, left, pos);
-                    goto fail;
-                  }
-              done = TRUE;   /* zero padding */
-            }
-        }
-      else if (ret == Z_OK || ret == Z_BUF_ERROR)
-        {
-          if (zs.avail_in == 0 && in_off == n_in && zs.avail_out > 0)
-            {
-              g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
-                           "%s: truncated gzip stream: the compressed data ends after "
-                           "%" G_GSIZE_FORMAT " bytes, before the end of the stream "
-                           "(%" G_GSIZE_FORMAT " bytes decompressed)", path, n_in, len);
-              goto fail;
-            }
-        }
-      else
-        {
-          g_set_error (error, ESPALIER_DATA_ERROR,
-                       ret == Z_MEM_ERROR ? ESPALIER_DATA_ERROR_IO : ESPALIER_DATA_ERROR_CORRUPT,
-                       "%s: corrupt gzip data near byte %" G_GSIZE_FORMAT ": %s", path,
-                       n_in - zs.avail_in - (n_in - in_off),
-                       zs.msg != NULL ? zs.msg : zError (ret));
-          goto fail;
-        }
-    }
-
-  inflateEnd (&zs);
   if (len < cap)
     out = g_realloc (out, MAX (len, 1));
   return g_bytes_new_take (out, len);
-
-fail:
-  inflateEnd (&zs);
-  g_free (out);
-  return NULL;
 }
 
 /* Loading */
@@ -579,16 +877,29 @@ kind_from_name (const char *path)
   return SOURCE_UNKNOWN;
 }
 
-/* IDX files start with two zero bytes and a known type; anything else is text. */
-static SourceKind
-kind_from_contents (GBytes *decompressed)
+/* IDX files start with two zero bytes and a known type; anything else is text. Only
+ * the first bytes are read (and gunzipped): from raw, or from path when it is NULL. */
+static gboolean
+kind_from_contents (GBytes        *raw,
+                    const char    *path,
+                    SourceKind    *kind,
+                    GCancellable  *cancellable,
+                    GError       **error)
 {
+  g_autoptr(EspalierDataStream) stream = NULL;
+  guint8 p[4];
   gsize n;
-  const guint8 *p = g_bytes_get_data (decompressed, &n);
 
+  stream = raw != NULL ? _espalier_data_stream_new (raw, path, error)
+                       : _espalier_data_stream_open (path, cancellable, error);
+  if (stream == NULL
+      || !_espalier_data_stream_read (stream, p, sizeof p, &n, cancellable, error))
+    return FALSE;
   if (n >= 4 && p[0] == 0 && p[1] == 0 && espalier_idx_type_size (p[2]) > 0)
-    return SOURCE_IDX;
-  return SOURCE_CSV;
+    *kind = SOURCE_IDX;
+  else
+    *kind = SOURCE_CSV;
+  return TRUE;
 }
 
 /* The part of the options that shapes a loaded dataset, as a string to hash. */
@@ -728,7 +1039,10 @@ espalier_dataset_load (const char                 *spec,
         {
           guint64 h;
 
-          if (!espalier_dataset_cache_hash_file (cache_dir, paths[i], &h, &raw[i],
+          /* IDX files are streamed from disk below, not kept whole in memory. */
+          if (!espalier_dataset_cache_hash_file (cache_dir, paths[i], &h,
+                                                 kind == SOURCE_CSV || kind == SOURCE_UNKNOWN
+                                                 ? &raw[i] : NULL,
                                                  cancellable, error))
             goto out;
           key = espalier_hash64 (&h, sizeof h, key);
@@ -754,18 +1068,19 @@ espalier_dataset_load (const char                 *spec,
       g_debug ("cache miss for %s: %s", spec, cache_error->message);
     }
 
-  for (guint i = 0; i < n_files; i++)
-    if (raw[i] == NULL && (raw[i] = _espalier_data_read_file (paths[i], cancellable, error)) == NULL)
-      goto out;
-
+  /* IDX files (Fashion-MNIST too) are streamed from their paths: the images inflate
+   * straight into the dataset's block. A CSV file is parsed from memory. */
   if (kind == SOURCE_UNKNOWN)
     {
-      g_autoptr(GBytes) plain = _espalier_data_gunzip (raw[0], paths[0], cancellable, error);
-
-      if (plain == NULL)
+      if (!kind_from_contents (raw[0], paths[0], &kind, cancellable, error))
         goto out;
-      kind = kind_from_contents (plain);
+      if (kind == SOURCE_IDX)
+        for (guint i = 0; i < n_files; i++)
+          g_clear_pointer (&raw[i], g_bytes_unref);
     }
+  if (kind == SOURCE_CSV && raw[0] == NULL
+      && (raw[0] = _espalier_data_read_file (paths[0], cancellable, error)) == NULL)
+    goto out;
 
   switch (kind)
     {

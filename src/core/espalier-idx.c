@@ -6,6 +6,12 @@
  * Every check names the file and the header field it failed on; a dataset is only
  * made once everything checked out, so nothing half-loads.
  *
+ * Files are read as streams (espalier-dataset-private.h): the header first, then the
+ * payload inflated straight into the block it ends up in, so that neither the
+ * compressed file nor a decompressed copy is ever whole in memory beside it. A size
+ * fault that only shows at the end of a gzip stream gives the error the whole file
+ * would have given.
+ *
  * Dimension key: N = items (dimension 0), F = elements per item. */
 #include "config.h"
 
@@ -86,24 +92,23 @@ espalier_idx_clear (EspalierIdx *idx)
   memset (idx, 0, sizeof *idx);
 }
 
-gboolean
-espalier_idx_parse (GBytes       *contents,
-                    const char   *path,
-                    EspalierIdx  *idx,
-                    GError      **error)
+/* Parse the header at the start of p: n bytes, the whole file or at least its first
+ * IDX_HEADER_MAX bytes when it has that many. Sets idx's type, ndim, dims and
+ * n_elements (payload stays NULL) and *header to the header's length. */
+#define IDX_HEADER_MAX (4 + 4 * ESPALIER_IDX_MAX_DIMS)
+
+static gboolean
+parse_header (const guint8  *p,
+              gsize          n,
+              const char    *path,
+              EspalierIdx   *idx,
+              gsize         *header,
+              GError       **error)
 {
-  gsize n, header, esize, n_elements = 1, payload;
-  const guint8 *p;
+  gsize n_elements = 1;
   guint32 magic;
 
-  g_return_val_if_fail (contents != NULL, FALSE);
-  g_return_val_if_fail (path != NULL, FALSE);
-  g_return_val_if_fail (idx != NULL, FALSE);
-  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
-
   memset (idx, 0, sizeof *idx);
-  p = g_bytes_get_data (contents, &n);
-
   if (n == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
@@ -125,8 +130,7 @@ espalier_idx_parse (GBytes       *contents,
                    "0x0000TTNN, type TT and NN dimensions, e.g. 0x00000803)", path, magic);
       return FALSE;
     }
-  esize = espalier_idx_type_size (p[2]);
-  if (esize == 0)
+  if (espalier_idx_type_size (p[2]) == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
                    "%s: header field 'type' (magic 0x%08X) is 0x%02X, not one of 0x08 "
@@ -143,13 +147,13 @@ espalier_idx_parse (GBytes       *contents,
     }
   idx->type = p[2];
   idx->ndim = p[3];
-  header = 4 + 4 * (gsize) idx->ndim;
-  if (n < header)
+  *header = 4 + 4 * (gsize) idx->ndim;
+  if (n < *header)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
                    "%s: header field 'dimension %" G_GSIZE_FORMAT "' is cut off: %u "
                    "dimensions need a %" G_GSIZE_FORMAT "-byte header, the file has %"
-                   G_GSIZE_FORMAT " bytes", path, (n - 4) / 4, idx->ndim, header, n);
+                   G_GSIZE_FORMAT " bytes", path, (n - 4) / 4, idx->ndim, *header, n);
       return FALSE;
     }
   for (guint d = 0; d < idx->ndim; d++)
@@ -171,33 +175,171 @@ espalier_idx_parse (GBytes       *contents,
           return FALSE;
         }
     }
-  if (!g_size_checked_mul (&payload, n_elements, esize) || payload > n - header)
+  idx->n_elements = n_elements;
+  return TRUE;
+}
+
+/* Check that the file has exactly the payload the header promises: have bytes after
+ * the header. On success *payload is its length. */
+static gboolean
+check_payload (const EspalierIdx  *idx,
+               const char         *path,
+               gsize               header,
+               guint64             have,
+               gsize              *payload,
+               GError            **error)
+{
+  gsize esize = espalier_idx_type_size (idx->type);
+
+  if (!g_size_checked_mul (payload, idx->n_elements, esize) || *payload > have)
     {
       g_autofree char *dims = format_dims (idx);
 
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
                    "%s: header fields 'dimensions' (%s %s) promise %" G_GSIZE_FORMAT
                    " bytes of data after the %" G_GSIZE_FORMAT "-byte header, the file "
-                   "has %" G_GSIZE_FORMAT, path, dims, type_name (idx->type),
-                   n_elements * esize, header, n - header);
+                   "has %" G_GUINT64_FORMAT, path, dims, type_name (idx->type),
+                   idx->n_elements * esize, header, have);
       return FALSE;
     }
-  if (payload < n - header)
+  if (*payload < have)
     {
       g_autofree char *dims = format_dims (idx);
 
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
                    "%s: header fields 'dimensions' (%s %s) describe %" G_GSIZE_FORMAT
-                   " bytes of data but the file has %" G_GSIZE_FORMAT " more",
-                   path, dims, type_name (idx->type), payload, n - header - payload);
+                   " bytes of data but the file has %" G_GUINT64_FORMAT " more",
+                   path, dims, type_name (idx->type), *payload, have - *payload);
       return FALSE;
     }
-  idx->n_elements = n_elements;
+  return TRUE;
+}
+
+gboolean
+espalier_idx_parse (GBytes       *contents,
+                    const char   *path,
+                    EspalierIdx  *idx,
+                    GError      **error)
+{
+  gsize n, header, payload;
+  const guint8 *p;
+
+  g_return_val_if_fail (contents != NULL, FALSE);
+  g_return_val_if_fail (path != NULL, FALSE);
+  g_return_val_if_fail (idx != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  p = g_bytes_get_data (contents, &n);
+  if (!parse_header (p, n, path, idx, &header, error)
+      || !check_payload (idx, path, header, n - header, &payload, error))
+    return FALSE;
   idx->payload = g_bytes_new_from_bytes (contents, header, payload);
   return TRUE;
 }
 
-/* Decompress and parse one file. */
+/* Reading a file in a stream: the header first, so that the payload can be read
+ * straight into the block it ends up in, without the whole file (compressed or not)
+ * in memory first. */
+
+/* Deflate never does better than 1032 to 1: a gzip file cannot hold more than this. */
+#define GZIP_MAX_RATIO 1100
+
+typedef struct {
+  EspalierDataStream *stream;
+  const char         *path;
+  EspalierIdx         idx;                    /* the header; payload stays NULL */
+  gsize               header;                 /* its length */
+  gsize               payload;                /* n_elements * element size */
+  guint8              ahead[IDX_HEADER_MAX];  /* (n_ahead) read with the header */
+  gsize               n_ahead;
+} IdxReader;
+
+static void
+idx_reader_clear (IdxReader *r)
+{
+  g_clear_pointer (&r->stream, _espalier_data_stream_free);
+  espalier_idx_clear (&r->idx);
+}
+
+/* Open raw (or, when NULL, the file at path) and read the header. */
+static gboolean
+idx_reader_open (IdxReader     *r,
+                 GBytes        *raw,
+                 const char    *path,
+                 GCancellable  *cancellable,
+                 GError       **error)
+{
+  memset (r, 0, sizeof *r);
+  r->path = path;
+  r->stream = raw != NULL ? _espalier_data_stream_new (raw, path, error)
+                          : _espalier_data_stream_open (path, cancellable, error);
+  if (r->stream == NULL)
+    return FALSE;
+  return _espalier_data_stream_read (r->stream, r->ahead, sizeof r->ahead, &r->n_ahead,
+                                     cancellable, error)
+         && parse_header (r->ahead, r->n_ahead, path, &r->idx, &r->header, error);
+}
+
+/* Before the payload is given room: fail on a size the file cannot hold, with the
+ * error the whole file would give. A raw file's size is known: checked exactly. A gzip
+ * one's is only known at its end: read to it when the header promises more than any
+ * gzip file of this size can hold. */
+static gboolean
+idx_reader_check_size (IdxReader     *r,
+                       GCancellable  *cancellable,
+                       GError       **error)
+{
+  guint64 size = _espalier_data_stream_get_source_size (r->stream);
+  gsize esize = espalier_idx_type_size (r->idx.type);
+  guint64 skipped;
+
+  if (!_espalier_data_stream_is_gzip (r->stream))
+    return check_payload (&r->idx, r->path, r->header, size - r->header, &r->payload,
+                          error);
+  if (g_size_checked_mul (&r->payload, r->idx.n_elements, esize)
+      && r->payload / GZIP_MAX_RATIO <= size)
+    return TRUE;
+  if (!_espalier_data_stream_skip_rest (r->stream, &skipped, cancellable, error))
+    return FALSE;
+  if (check_payload (&r->idx, r->path, r->header, r->n_ahead - r->header + skipped,
+                     &r->payload, error))
+    {
+      /* Not reached: nothing was kept to read the payload from. */
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
+                   "%s: the gzip data decompresses to more than it can", r->path);
+      return FALSE;
+    }
+  return FALSE;
+}
+
+/* Read the payload into out (r->payload bytes) and check that nothing follows; the
+ * stream is closed after it. */
+static gboolean
+idx_reader_read (IdxReader     *r,
+                 guint8        *out,
+                 GCancellable  *cancellable,
+                 GError       **error)
+{
+  gsize in_ahead = r->n_ahead - r->header;
+  gsize first = MIN (in_ahead, r->payload), got, checked;
+  guint64 skipped;
+
+  memcpy (out, r->ahead + r->header, first);
+  if (!_espalier_data_stream_read (r->stream, out + first, r->payload - first, &got,
+                                   cancellable, error))
+    return FALSE;
+  if (first + got < r->payload)
+    return check_payload (&r->idx, r->path, r->header, first + got, &checked, error);
+  if (!_espalier_data_stream_skip_rest (r->stream, &skipped, cancellable, error))
+    return FALSE;
+  if ((in_ahead - first) + skipped > 0)
+    return check_payload (&r->idx, r->path, r->header,
+                          r->payload + (in_ahead - first) + skipped, &checked, error);
+  g_clear_pointer (&r->stream, _espalier_data_stream_free);
+  return TRUE;
+}
+
+/* Read and parse one whole file: raw, or when NULL the file at path. */
 static gboolean
 read_idx (GBytes        *raw,
           const char    *path,
@@ -205,11 +347,34 @@ read_idx (GBytes        *raw,
           GCancellable  *cancellable,
           GError       **error)
 {
-  g_autoptr(GBytes) plain = _espalier_data_gunzip (raw, path, cancellable, error);
+  IdxReader r;
+  guint8 *payload;
+  gboolean ok = FALSE;
 
-  if (plain == NULL)
-    return FALSE;
-  return espalier_idx_parse (plain, path, idx, error);
+  memset (idx, 0, sizeof *idx);
+  if (!idx_reader_open (&r, raw, path, cancellable, error)
+      || !idx_reader_check_size (&r, cancellable, error))
+    goto out;
+  payload = g_try_malloc (MAX (r.payload, 1));
+  if (payload == NULL)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                   "%s: not enough memory for %" G_GSIZE_FORMAT " bytes of data", path,
+                   r.payload);
+      goto out;
+    }
+  if (!idx_reader_read (&r, payload, cancellable, error))
+    {
+      g_free (payload);
+      goto out;
+    }
+  *idx = r.idx;
+  idx->payload = g_bytes_new_take (payload, r.payload);
+  r.idx.payload = NULL;
+  ok = TRUE;
+out:
+  idx_reader_clear (&r);
+  return ok;
 }
 
 /* Check an images file's header: items of at least one dimension. */
@@ -259,13 +424,12 @@ set_shape_from (EspalierDataset   *ds,
   _espalier_dataset_set_shape (ds, img->ndim - 1, dims);
 }
 
-/* Convert the big-endian payload into floats (any type but ubyte). */
+/* Convert img's big-endian payload p into floats. */
 static void
 convert_to_f32 (const EspalierIdx *img,
+                const guint8      *p,
                 float             *out)
 {
-  const guint8 *p = g_bytes_get_data (img->payload, NULL);
-
   for (gsize i = 0; i < img->n_elements; i++)
     {
       switch (img->type)
@@ -425,66 +589,98 @@ espalier_idx_load_bytes (GBytes        *images_raw,
                          GCancellable  *cancellable,
                          GError       **error)
 {
-  g_auto(EspalierIdx) img = { 0 };
+  IdxReader img;
   g_auto(EspalierIdx) lab = { 0 };
+  g_autofree guint8 *u8 = NULL;
+  g_autofree float *f32 = NULL;
   g_autofree gint32 *labels = NULL;
   g_autofree char *base = NULL;
   g_autofree char *dims = NULL;
-  EspalierDataset *ds;
+  EspalierDataset *ds = NULL;
   guint n_classes = 0;
   guint N;
 
-  g_return_val_if_fail (images_raw != NULL, NULL);
   g_return_val_if_fail (images_path != NULL, NULL);
   g_return_val_if_fail (labels_raw == NULL || labels_path != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  if (!read_idx (images_raw, images_path, &img, cancellable, error)
-      || !check_images (&img, images_path, error))
-    return NULL;
-  N = img.dims[0];
+  /* The images first, read straight into the dataset's block when they are ubyte. */
+  if (!idx_reader_open (&img, images_raw, images_path, cancellable, error)
+      || !check_images (&img.idx, images_path, error)
+      || !idx_reader_check_size (&img, cancellable, error))
+    goto out;
+  N = img.idx.dims[0];
+  if (img.idx.type == ESPALIER_IDX_UBYTE)
+    {
+      u8 = g_try_malloc (img.payload);
+      if (u8 == NULL)
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                       "%s: not enough memory for %u items", images_path, N);
+          goto out;
+        }
+      if (!idx_reader_read (&img, u8, cancellable, error))
+        goto out;
+    }
+  else
+    {
+      g_autofree guint8 *payload = g_try_malloc (img.payload);
 
-  if (labels_raw != NULL)
+      f32 = g_try_new (float, img.idx.n_elements);
+      if (payload == NULL || f32 == NULL)
+        {
+          g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                       "%s: not enough memory for %u items", images_path, N);
+          goto out;
+        }
+      if (!idx_reader_read (&img, payload, cancellable, error))
+        goto out;
+      convert_to_f32 (&img.idx, payload, f32);
+    }
+
+  if (labels_path != NULL)
     {
       if (!read_idx (labels_raw, labels_path, &lab, cancellable, error))
-        return NULL;
+        goto out;
       labels = g_new (gint32, N);
       if (!read_labels (&lab, labels_path, N, images_path, 256, labels, &n_classes, error))
-        return NULL;
+        goto out;
     }
 
   base = g_path_get_basename (images_path);
   ds = _espalier_dataset_new (base, images_path);
-  set_shape_from (ds, &img);
+  set_shape_from (ds, &img.idx);
   ds->n_rows = N;
   ds->n_predefined_train = N;
-  if (img.type == ESPALIER_IDX_UBYTE)
+  if (u8 != NULL)
     {
-      ds->u8 = g_memdup2 (g_bytes_get_data (img.payload, NULL), img.n_elements);
+      ds->u8 = g_steal_pointer (&u8);
       ds->scale = 1.0f / 255.0f;
     }
   else
     {
-      ds->f32 = g_new (float, img.n_elements);
-      convert_to_f32 (&img, ds->f32);
+      ds->f32 = g_steal_pointer (&f32);
     }
 
-  dims = format_dims (&img);
+  dims = format_dims (&img.idx);
   if (labels != NULL)
     {
       ds->labels = g_steal_pointer (&labels);
       _espalier_dataset_set_numbered_classes (ds, n_classes);
       _espalier_dataset_add_report (ds, "read %s %s items from %s and %u classes from %s",
-                                    dims, type_name (img.type), images_path, n_classes,
+                                    dims, type_name (img.idx.type), images_path, n_classes,
                                     labels_path);
     }
   else
     {
       ds->class_names = g_new0 (char *, 1);
       _espalier_dataset_add_report (ds, "read %s %s items from %s; no labels file found, "
-                                    "the rows have no labels", dims, type_name (img.type),
+                                    "the rows have no labels", dims, type_name (img.idx.type),
                                     images_path);
     }
+
+out:
+  idx_reader_clear (&img);
   return ds;
 }
 
@@ -494,8 +690,6 @@ espalier_idx_load (const char    *images_path,
                    GCancellable  *cancellable,
                    GError       **error)
 {
-  g_autoptr(GBytes) images = NULL;
-  g_autoptr(GBytes) labels = NULL;
   g_autofree char *found = NULL;
 
   g_return_val_if_fail (images_path != NULL, NULL);
@@ -503,16 +697,7 @@ espalier_idx_load (const char    *images_path,
 
   if (labels_path == NULL)
     labels_path = found = espalier_idx_find_labels (images_path);
-  images = _espalier_data_read_file (images_path, cancellable, error);
-  if (images == NULL)
-    return NULL;
-  if (labels_path != NULL)
-    {
-      labels = _espalier_data_read_file (labels_path, cancellable, error);
-      if (labels == NULL)
-        return NULL;
-    }
-  return espalier_idx_load_bytes (images, images_path, labels, labels_path, cancellable,
+  return espalier_idx_load_bytes (NULL, images_path, NULL, labels_path, cancellable,
                                   error);
 }
 
@@ -522,37 +707,45 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
                                        GCancellable      *cancellable,
                                        GError           **error)
 {
-  EspalierIdx img[2] = { { 0 } }, lab[2] = { { 0 } };
+  IdxReader img[2];
+  EspalierIdx lab[2] = { { 0 } };
   g_autofree guint8 *u8 = NULL;
   g_autofree gint32 *labels = NULL;
   EspalierDataset *ds = NULL;
   guint N[2], n_classes;
-  gsize F;
+  const gsize F = 28 * 28;
 
-  g_return_val_if_fail (raw != NULL && paths != NULL, NULL);
+  g_return_val_if_fail (paths != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
+  memset (img, 0, sizeof img);
+  /* The headers (and the small labels files) first, to learn the size of the one
+   * block the images are then inflated into. */
   for (guint part = 0; part < 2; part++)
     {
       const char *ipath = paths[2 * part], *lpath = paths[2 * part + 1];
 
-      if (!read_idx (raw[2 * part], ipath, &img[part], cancellable, error)
-          || !read_idx (raw[2 * part + 1], lpath, &lab[part], cancellable, error))
+      if (!idx_reader_open (&img[part], raw != NULL ? raw[2 * part] : NULL, ipath,
+                            cancellable, error)
+          || !read_idx (raw != NULL ? raw[2 * part + 1] : NULL, lpath, &lab[part],
+                        cancellable, error))
         goto out;
-      if (img[part].type != ESPALIER_IDX_UBYTE || img[part].ndim != 3
-          || img[part].dims[1] != 28 || img[part].dims[2] != 28)
+      if (img[part].idx.type != ESPALIER_IDX_UBYTE || img[part].idx.ndim != 3
+          || img[part].idx.dims[1] != 28 || img[part].idx.dims[2] != 28)
         {
-          g_autofree char *dims = format_dims (&img[part]);
+          g_autofree char *dims = format_dims (&img[part].idx);
 
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
                        "%s: header fields 'type' and 'dimensions' are %s %s; Fashion-MNIST "
-                       "images are N x 28 x 28 ubyte", ipath, dims, type_name (img[part].type));
+                       "images are N x 28 x 28 ubyte", ipath, dims,
+                       type_name (img[part].idx.type));
           goto out;
         }
-      N[part] = img[part].dims[0];
+      if (!idx_reader_check_size (&img[part], cancellable, error))
+        goto out;
+      N[part] = img[part].idx.dims[0];
     }
 
-  F = 28 * 28;
   u8 = g_try_malloc ((gsize) (N[0] + N[1]) * F);
   labels = g_new (gint32, (gsize) N[0] + N[1]);
   if (u8 == NULL)
@@ -565,10 +758,17 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
     {
       gsize at = part == 0 ? 0 : N[0];
 
+      if (!idx_reader_read (&img[part], u8 + at * F, cancellable, error))
+        goto out;
+      idx_reader_clear (&img[part]);
+    }
+  for (guint part = 0; part < 2; part++)
+    {
+      gsize at = part == 0 ? 0 : N[0];
+
       if (!read_labels (&lab[part], paths[2 * part + 1], N[part], paths[2 * part],
                         G_N_ELEMENTS (fashion_mnist_classes), labels + at, &n_classes, error))
         goto out;
-      memcpy (u8 + at * F, g_bytes_get_data (img[part].payload, NULL), N[part] * F);
     }
 
   {
@@ -592,7 +792,7 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
 out:
   for (guint part = 0; part < 2; part++)
     {
-      espalier_idx_clear (&img[part]);
+      idx_reader_clear (&img[part]);
       espalier_idx_clear (&lab[part]);
     }
   return ds;
@@ -603,27 +803,17 @@ espalier_idx_load_fashion_mnist (const char    *dir,
                                  GCancellable  *cancellable,
                                  GError       **error)
 {
-  GBytes *raw[4] = { NULL };
   char *paths[4] = { NULL };
-  EspalierDataset *ds = NULL;
+  EspalierDataset *ds;
 
   g_return_val_if_fail (dir != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
   for (guint i = 0; i < 4; i++)
-    {
-      paths[i] = g_build_filename (dir, espalier_fashion_mnist_files[i], NULL);
-      raw[i] = _espalier_data_read_file (paths[i], cancellable, error);
-      if (raw[i] == NULL)
-        goto out;
-    }
-  ds = espalier_idx_load_fashion_mnist_bytes (raw, (const char * const *) paths,
+    paths[i] = g_build_filename (dir, espalier_fashion_mnist_files[i], NULL);
+  ds = espalier_idx_load_fashion_mnist_bytes (NULL, (const char * const *) paths,
                                               cancellable, error);
-out:
   for (guint i = 0; i < 4; i++)
-    {
-      g_free (paths[i]);
-      g_clear_pointer (&raw[i], g_bytes_unref);
-    }
+    g_free (paths[i]);
   return ds;
 }

@@ -47,10 +47,12 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (EspalierIdx, espalier_idx_clear)
  * "idx3" -> "idx1", with or without .gz), or NULL when there is none. */
 char            *espalier_idx_find_labels        (const char      *images_path);
 
-/* A dataset from an images file (N, d1, ...) and a labels file (N) or none. raw bytes
- * as read (gzip or not); the paths name them. Rows of rank 1 for 2-D files (N, F),
- * (1, H, W) for 3-D, (C, H, W) for 4-D (N, C, H, W), the dims as they are beyond.
- * Classes are "0".."K-1", K = max label + 1. No preprocessing, no cache. */
+/* A dataset from an images file (N, d1, ...) and a labels file (N), or none when
+ * labels_path is NULL. raw bytes as read (gzip or not), the paths naming them; a NULL
+ * raw is streamed from its path instead, so that only the final block is ever whole
+ * in memory. Rows of rank 1 for 2-D files (N, F), (1, H, W) for 3-D, (C, H, W) for 4-D
+ * (N, C, H, W), the dims as they are beyond. Classes are "0".."K-1", K = max label +
+ * 1. No preprocessing, no cache. */
 EspalierDataset *espalier_idx_load_bytes         (GBytes          *images_raw,
                                                   const char      *images_path,
                                                   GBytes          *labels_raw,
@@ -68,7 +70,9 @@ EspalierDataset *espalier_idx_load               (const char      *images_path,
 extern const char * const espalier_fashion_mnist_files[4];
 
 /* Fashion-MNIST from the four files' raw bytes (paths name them): train + t10k
- * concatenated, n_predefined_train = 60000, the ten class names. */
+ * concatenated, n_predefined_train = 60000, the ten class names. raw NULL, or a NULL
+ * raw[i]: streamed from the path, the images inflated straight into the dataset's
+ * one block. */
 EspalierDataset *espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
                                                         const char * const paths[4],
                                                         GCancellable      *cancellable,

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "espalier-dataset.h"
+#include "espalier-dataset-private.h"
 #include "espalier-idx.h"
 
 #include "data-test-util.h"
@@ -563,6 +564,334 @@ test_fashion_mnist (void)
   g_assert_cmpint (espalier_dataset_get_labels (ds)[60000], ==, 9);
 }
 
+/* Streaming: IDX files are read in pieces, the images inflated straight into the
+ * dataset's block. Files larger than the stream's buffer, gzip in several members, and
+ * bad files whose fault only shows mid-stream. */
+
+typedef enum {
+  PACK_RAW,
+  PACK_GZIP,
+  PACK_MEMBERS,      /* two gzip members and zero padding */
+} Packing;
+
+static char *
+write_packed (const char *dir,
+              const char *name,
+              GByteArray *idx,
+              Packing     packing)
+{
+  g_autoptr(GByteArray) out = NULL;
+  g_autoptr(GByteArray) second = NULL;
+  const guint8 zeros[100] = { 0 };
+  guint half = idx->len / 2;
+
+  if (packing != PACK_MEMBERS)
+    return dtu_write_idx (dir, name, idx, packing == PACK_GZIP);
+  out = dtu_gzip (idx->data, half);
+  second = dtu_gzip (idx->data + half, idx->len - half);
+  g_byte_array_append (out, second->data, second->len);
+  g_byte_array_append (out, zeros, sizeof zeros);
+  return dtu_write (dir, name, out->data, out->len);
+}
+
+/* Pixel j of item n: a hash, so that gzip barely shrinks the files and they take
+ * several of the stream's reads. */
+static guint8
+fashion_pixel (guint n,
+               guint j)
+{
+  guint32 x = (n * 784 + j) * 2654435761u;
+
+  x ^= x >> 15;
+  x *= 2246822519u;
+  x ^= x >> 13;
+  return (guint8) x;
+}
+
+/* Fashion-MNIST images; n_claimed goes in the header (0: n). */
+static GByteArray *
+fashion_images (guint n,
+                guint n_claimed)
+{
+  guint32 dims[3] = { n_claimed > 0 ? n_claimed : n, 28, 28 };
+  g_autofree guint8 *pixels = g_new (guint8, (gsize) n * 784 + 1);
+
+  for (gsize i = 0; i < (gsize) n * 784; i++)
+    pixels[i] = fashion_pixel (i / 784, i % 784);
+  return dtu_idx (0x08, 3, dims, pixels, (gsize) n * 784);
+}
+
+/* Labels n % 10, item bad_item (if < n) set to 10. */
+static GByteArray *
+fashion_labels (guint n,
+                guint bad_item)
+{
+  guint32 dims[1] = { n };
+  g_autofree guint8 *labels = g_new (guint8, MAX (n, 1));
+
+  for (guint i = 0; i < n; i++)
+    labels[i] = i == bad_item ? 10 : i % 10;
+  return dtu_idx (0x08, 1, dims, labels, n);
+}
+
+static void
+write_fashion (const char *dir,
+               guint       n_train,
+               guint       n_test,
+               Packing     packing)
+{
+  for (guint part = 0; part < 2; part++)
+    {
+      guint n = part == 0 ? n_train : n_test;
+      g_autoptr(GByteArray) images = fashion_images (n, 0);
+      g_autoptr(GByteArray) labels = fashion_labels (n, G_MAXUINT);
+      g_autofree char *p1 = write_packed (dir, espalier_fashion_mnist_files[2 * part],
+                                          images, packing);
+      g_autofree char *p2 = write_packed (dir, espalier_fashion_mnist_files[2 * part + 1],
+                                          labels, packing);
+    }
+}
+
+static void
+check_fashion (EspalierDataset *ds,
+               guint            n_train,
+               guint            n_test)
+{
+  const guint8 *u8 = espalier_dataset_get_u8 (ds);
+  const gint32 *labels = espalier_dataset_get_labels (ds);
+
+  g_assert_cmpuint (espalier_dataset_get_n_rows (ds), ==, n_train + n_test);
+  g_assert_cmpuint (espalier_dataset_get_n_predefined_train (ds), ==, n_train);
+  for (guint r = 0; r < n_train + n_test; r++)
+    {
+      guint n = r < n_train ? r : r - n_train;
+
+      g_assert_cmpint (labels[r], ==, n % 10);
+      for (guint j = 0; j < 784; j++)
+        if (u8[(gsize) r * 784 + j] != fashion_pixel (n, j))
+          g_error ("row %u pixel %u is %u, not %u", r, j, u8[(gsize) r * 784 + j],
+                   fashion_pixel (n, j));
+    }
+}
+
+/* 700 + 300 items: 784 kB, several fills of the stream's buffer; from the files and
+ * from their bytes, raw, gzip and gzip in members. */
+static void
+test_stream_fashion (void)
+{
+  for (Packing packing = PACK_RAW; packing <= PACK_MEMBERS; packing++)
+    {
+      g_autofree char *dir = dtu_tmpdir ();
+      g_autoptr(EspalierDataset) ds = NULL;
+      g_autoptr(EspalierDataset) ds2 = NULL;
+      g_autoptr(GError) error = NULL;
+      GBytes *raw[4];
+      char *paths[4];
+
+      write_fashion (dir, 700, 300, packing);
+      ds = espalier_idx_load_fashion_mnist (dir, NULL, &error);
+      g_assert_no_error (error);
+      check_fashion (ds, 700, 300);
+
+      for (guint i = 0; i < 4; i++)
+        {
+          paths[i] = g_build_filename (dir, espalier_fashion_mnist_files[i], NULL);
+          raw[i] = _espalier_data_read_file (paths[i], NULL, &error);
+          g_assert_no_error (error);
+        }
+      ds2 = espalier_idx_load_fashion_mnist_bytes (raw, (const char * const *) paths, NULL,
+                                                   &error);
+      g_assert_no_error (error);
+      check_fashion (ds2, 700, 300);
+      for (guint i = 0; i < 4; i++)
+        {
+          g_bytes_unref (raw[i]);
+          g_free (paths[i]);
+        }
+    }
+}
+
+/* Overwrite one of the four files in dir with data, or with idx packed. */
+static void
+replace_file (const char   *dir,
+              guint         which,
+              GByteArray   *data)
+{
+  g_autofree char *path = dtu_write (dir, espalier_fashion_mnist_files[which], data->data,
+                                     data->len);
+}
+
+static void
+expect_fashion_error (const char   *dir,
+                      GCancellable *cancellable,
+                      GQuark        domain,
+                      int           code,
+                      const char   *s1,
+                      const char   *s2)
+{
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(GError) error = NULL;
+
+  ds = espalier_idx_load_fashion_mnist (dir, cancellable, &error);
+  g_assert_null (ds);
+  dtu_assert_error (error, domain, code, s1, s2, NULL);
+}
+
+static void
+test_stream_fashion_errors (void)
+{
+  const guint n_train = 400, n_test = 100;
+  g_autoptr(GByteArray) images = fashion_images (n_train, 0);
+  g_autoptr(GByteArray) gz = dtu_gzip (images->data, images->len);
+
+  /* Cut mid-payload: the gzip stream ends early. */
+  {
+    g_autofree char *dir = dtu_tmpdir ();
+    g_autoptr(GByteArray) cut = g_byte_array_new ();
+
+    write_fashion (dir, n_train, n_test, PACK_GZIP);
+    g_byte_array_append (cut, gz->data, gz->len * 3 / 5);
+    replace_file (dir, 0, cut);
+    expect_fashion_error (dir, NULL, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
+                          "train-images-idx3-ubyte.gz", "truncated gzip");
+  }
+  /* The footer's size lies (as does nothing else): the gzip check fails. */
+  {
+    g_autofree char *dir = dtu_tmpdir ();
+    g_autoptr(GByteArray) lying = g_byte_array_new ();
+
+    write_fashion (dir, n_train, n_test, PACK_GZIP);
+    g_byte_array_append (lying, gz->data, gz->len);
+    lying->data[lying->len - 1] ^= 0x40;
+    replace_file (dir, 0, lying);
+    expect_fashion_error (dir, NULL, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
+                          "train-images-idx3-ubyte.gz", "corrupt gzip");
+  }
+  /* Garbage after the gzip member. */
+  {
+    g_autofree char *dir = dtu_tmpdir ();
+    g_autoptr(GByteArray) tail = g_byte_array_new ();
+
+    write_fashion (dir, n_train, n_test, PACK_GZIP);
+    g_byte_array_append (tail, gz->data, gz->len);
+    g_byte_array_append (tail, (const guint8 *) "\0\0junk", 6);
+    replace_file (dir, 0, tail);
+    expect_fashion_error (dir, NULL, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
+                          "train-images-idx3-ubyte.gz", "trailing garbage");
+  }
+  /* Headers that promise more or fewer items than the files hold, gzip and raw; one
+   * promises far more than any gzip file of its size can hold. */
+  for (guint i = 0; i < 6; i++)
+    {
+      static const guint claimed[3] = { 101, 99, 0x10000000 };
+      g_autofree char *dir = dtu_tmpdir ();
+      g_autoptr(GByteArray) lying = fashion_images (n_test, claimed[i % 3]);
+      g_autofree char *path = NULL;
+
+      write_fashion (dir, n_train, n_test, PACK_GZIP);
+      path = write_packed (dir, espalier_fashion_mnist_files[2], lying,
+                           i < 3 ? PACK_GZIP : PACK_RAW);
+      expect_fashion_error (dir, NULL, ESPALIER_DATA_ERROR,
+                            claimed[i % 3] > n_test ? ESPALIER_DATA_ERROR_TRUNCATED
+                                                    : ESPALIER_DATA_ERROR_MISMATCH,
+                            "t10k-images-idx3-ubyte.gz", "'dimensions'");
+    }
+  /* Labels: too few, and one out of range. */
+  {
+    g_autofree char *dir = dtu_tmpdir ();
+    g_autoptr(GByteArray) few = fashion_labels (n_test - 1, G_MAXUINT);
+    g_autofree char *path = NULL;
+
+    write_fashion (dir, n_train, n_test, PACK_GZIP);
+    path = write_packed (dir, espalier_fashion_mnist_files[3], few, PACK_GZIP);
+    expect_fashion_error (dir, NULL, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                          "t10k-labels-idx1-ubyte.gz", "'dimension 0'");
+  }
+  {
+    g_autofree char *dir = dtu_tmpdir ();
+    g_autoptr(GByteArray) bad = fashion_labels (n_train, 321);
+    g_autofree char *path = NULL;
+
+    write_fashion (dir, n_train, n_test, PACK_GZIP);
+    path = write_packed (dir, espalier_fashion_mnist_files[1], bad, PACK_MEMBERS);
+    expect_fashion_error (dir, NULL, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_LABEL_RANGE,
+                          "train-labels-idx1-ubyte.gz", "item 321");
+  }
+  /* Cancelled. */
+  {
+    g_autofree char *dir = dtu_tmpdir ();
+    g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+
+    write_fashion (dir, n_train, n_test, PACK_GZIP);
+    g_cancellable_cancel (cancellable);
+    expect_fashion_error (dir, cancellable, G_IO_ERROR, G_IO_ERROR_CANCELLED, "", "");
+  }
+}
+
+/* The generic loader streams too: a header promising far more than the gzip file can
+ * hold, a footer whose size lies, and gzip members with padding. */
+static void
+test_stream_idx (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  guint32 huge[3] = { 0x40000000, 8, 8 }, dims[3] = { 50, 8, 8 };
+  g_autofree guint8 *pixels = g_new0 (guint8, 50 * 64);
+  g_autoptr(GByteArray) lying = dtu_idx (0x08, 3, huge, pixels, 50 * 64);
+  g_autoptr(GByteArray) good = dtu_idx (0x08, 3, dims, pixels, 50 * 64);
+  g_autoptr(GByteArray) gz = dtu_gzip (good->data, good->len);
+  g_autofree char *p1 = write_packed (dir, "huge-images.idx3-ubyte.gz", lying, PACK_GZIP);
+  g_autofree char *p2 = write_packed (dir, "huge-raw-images.idx3-ubyte", lying, PACK_RAW);
+  g_autofree char *p3 = NULL;
+  g_autofree char *p4 = write_packed (dir, "parts-images.idx3-ubyte.gz", good, PACK_MEMBERS);
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(GError) error = NULL;
+
+  expect_load_error (p1, ESPALIER_DATA_ERROR_TRUNCATED, "'dimensions' (1073741824 x 8 x 8");
+  expect_load_error (p2, ESPALIER_DATA_ERROR_TRUNCATED, "'dimensions' (1073741824 x 8 x 8");
+
+  gz->data[gz->len - 2] ^= 0x01;
+  p3 = dtu_write (dir, "footer-images.idx3-ubyte.gz", gz->data, gz->len);
+  expect_load_error (p3, ESPALIER_DATA_ERROR_CORRUPT, "corrupt gzip");
+
+  ds = load_no_cache (p4, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (espalier_dataset_get_n_rows (ds), ==, 50);
+}
+
+/* Whole-buffer gunzip (what CSV files use) when the footer's size guess is wrong:
+ * members whose last one understates the total grow the buffer; a footer that lies
+ * fails the gzip check. */
+static void
+test_gunzip_footer (void)
+{
+  g_autofree guint8 *data = g_new (guint8, 100000);
+  g_autoptr(GByteArray) a = NULL;
+  g_autoptr(GByteArray) b = NULL;
+  g_autoptr(GBytes) packed = NULL;
+  g_autoptr(GBytes) plain = NULL;
+  g_autoptr(GError) error = NULL;
+
+  for (guint i = 0; i < 100000; i++)
+    data[i] = (guint8) (i * 7 % 13);
+  a = dtu_gzip (data, 99000);
+  b = dtu_gzip (data + 99000, 1000);
+  g_byte_array_append (a, b->data, b->len);
+  packed = g_bytes_new (a->data, a->len);
+  plain = _espalier_data_gunzip (packed, "members.gz", NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_bytes_get_size (plain), ==, 100000);
+  g_assert_cmpmem (g_bytes_get_data (plain, NULL), 100000, data, 100000);
+
+  g_clear_pointer (&packed, g_bytes_unref);
+  g_clear_pointer (&plain, g_bytes_unref);
+  a->data[a->len - 3] ^= 0x10;
+  packed = g_bytes_new (a->data, a->len);
+  plain = _espalier_data_gunzip (packed, "lying.gz", NULL, &error);
+  g_assert_null (plain);
+  dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT, "lying.gz",
+                    "corrupt gzip", NULL);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -590,6 +919,10 @@ main (int   argc,
   g_test_add_func ("/idx/error/label-range", test_error_label_range);
   g_test_add_func ("/idx/error/labels-not-1d", test_error_labels_not_1d);
   g_test_add_func ("/idx/error/images-1d", test_error_images_1d);
+  g_test_add_func ("/idx/stream/fashion", test_stream_fashion);
+  g_test_add_func ("/idx/stream/fashion-errors", test_stream_fashion_errors);
+  g_test_add_func ("/idx/stream/idx", test_stream_idx);
+  g_test_add_func ("/idx/stream/gunzip-footer", test_gunzip_footer);
   g_test_add_func ("/idx/fashion-mnist/fake", test_fake_fashion);
   g_test_add_func ("/idx/fashion-mnist/real", test_fashion_mnist);
 
