@@ -3,9 +3,12 @@
  * batch 32 and 128 with 1 and 2 threads: each op alone, one whole training step, and a
  * plain single-threaded cblas_sgemm of the same shapes for comparison.
  *
- * Usage: bench-kernels [--threads N] [--batch B] [--ms MS] [--conv] [--more]
+ * Usage: bench-kernels [--threads N] [--batch B] [--ms MS] [--conv] [--more] [--infer]
  *   --conv  also a small CNN layer (Conv2D 3x3, 8 -> 16 channels, 14x14)
  *   --more  also the step with only the gradient zeroing or only the batch conversion
+ *   --infer also inference: the fused Dense+ReLU, softmax, and es_infer_run on the
+ *           reference MLP with inputs of 0.5 as `espalier-cli bench` runs it (try
+ *           --batch 1 and --batch 10000)
  * Prints one line per op: microseconds per call (median and best of 7 trials) and
  * GFLOP/s for the products. Not a test: the numbers depend on the machine, and on a
  * shared 2-core machine on what else runs: compare runs made together.
@@ -20,7 +23,9 @@
 #include <unistd.h>
 
 #include "es-backend.h"
+#include "es-model.h"
 #include "es-pool.h"
+#include "es-train.h"
 
 #define IN 784
 #define HID 128
@@ -47,7 +52,7 @@ typedef struct {
 typedef void (*BenchFn) (Mlp *mlp);
 
 static int target_ms = 150;
-static bool opt_conv, opt_more;
+static bool opt_conv, opt_more, opt_infer;
 
 static int
 cmp_double (const void *a, const void *b)
@@ -122,10 +127,24 @@ op_relu_fwd (Mlp *m)
   m->be->iface->act_forward (m->be, ES_OP_RELU, m->a, m->h, 0, (int64_t) m->B * HID);
 }
 
+/* Dense 784->128 and ReLU in one op (inference), when the backend has it */
+static void
+op_dense1_relu_fwd (Mlp *m)
+{
+  m->be->iface->dense_act_forward (m->be, ES_OP_RELU, m->a, m->x, m->w1, m->b1, 0.0f, m->B,
+                                   IN, HID);
+}
+
 static void
 op_dense2_fwd (Mlp *m)
 {
   m->be->iface->dense_forward (m->be, m->logits, m->a, m->w2, m->b2, m->B, HID, OUT);
+}
+
+static void
+op_softmax_fwd (Mlp *m)
+{
+  m->be->iface->softmax_forward (m->be, m->probs, m->logits, m->B, OUT);
 }
 
 static void
@@ -222,6 +241,62 @@ op_step_load (Mlp *m)
 {
   op_load (m);
   op_step_core (m);
+}
+
+/* --infer: a session on the reference MLP and its input */
+static EsInfer *infer;
+static float *infer_x;
+
+static void
+op_infer (Mlp *m)
+{
+  es_infer_run (infer, infer_x, m->B);
+}
+
+/* The reference MLP as the CLI's template builds it: Flatten, Dense 128, ReLU,
+ * Dense 10, Softmax on (1,28,28). */
+static EsModel *
+reference_model (void)
+{
+  EsShape in = { 3, { 1, 28, 28 } };
+  EsLayerSpec l[5];
+  EsModel *model;
+
+  l[0] = es_layer_spec_default (ES_LAYER_FLATTEN);
+  l[1] = es_layer_spec_default (ES_LAYER_DENSE);
+  l[1].units = HID;
+  l[2] = es_layer_spec_default (ES_LAYER_RELU);
+  l[3] = es_layer_spec_default (ES_LAYER_DENSE);
+  l[3].units = OUT;
+  l[4] = es_layer_spec_default (ES_LAYER_SOFTMAX);
+  model = es_model_new (&in, l, 5, NULL);
+  if (model != NULL)
+    es_model_init (model, 1);
+  return model;
+}
+
+static void
+report_infer (Mlp *mlp)
+{
+  EsError err = { 0 };
+  EsModel *model = reference_model ();
+
+  if (mlp->be->iface->dense_act_forward != NULL)
+    report ("dense1+relu forward (fused)", mlp, op_dense1_relu_fwd, 2.0 * mlp->B * IN * HID);
+  report ("softmax forward (B x 10)", mlp, op_softmax_fwd, 0);
+  infer = model != NULL ? es_infer_new (model, mlp->be, mlp->B, &err) : NULL;
+  if (infer == NULL)
+    {
+      fprintf (stderr, "bench-kernels: %s\n", model != NULL ? err.message : "no model");
+      exit (1);
+    }
+  infer_x = malloc ((size_t) mlp->B * IN * sizeof (float));
+  for (size_t i = 0; i < (size_t) mlp->B * IN; i++)
+    infer_x[i] = 0.5f;
+  report ("es_infer_run (reference MLP)", mlp, op_infer, 0);
+  free (infer_x);
+  es_infer_free (infer);
+  es_model_free (model);
 }
 
 /* a small CNN's middle layer: Conv2D 3x3, 8 -> 16 channels on 14x14, padding 1 */
@@ -434,6 +509,8 @@ bench (int n_threads, int B)
       report ("STEP + zero grads", &mlp, op_step_zero, 2 * f1 + 3 * f2);
       report ("STEP + load_u8", &mlp, op_step_load, 2 * f1 + 3 * f2);
     }
+  if (opt_infer)
+    report_infer (&mlp);
   if (opt_conv)
     {
       const double fc = 2.0 * B * COC * CC * 9 * CH * CH;
@@ -486,10 +563,12 @@ main (int argc, char **argv)
         opt_conv = true;
       else if (strcmp (argv[i], "--more") == 0)
         opt_more = true;
+      else if (strcmp (argv[i], "--infer") == 0)
+        opt_infer = true;
       else
         {
-          fprintf (stderr, "usage: %s [--threads N] [--batch B] [--ms MS] [--conv] [--more]\n",
-                   argv[0]);
+          fprintf (stderr, "usage: %s [--threads N] [--batch B] [--ms MS] [--conv] [--more] "
+                   "[--infer]\n", argv[0]);
           return 2;
         }
     }

@@ -67,6 +67,14 @@ struct EsBackendIface {
   void  (*dense_backward)     (EsBackend *be, float *dinp, float *dw, float *db,
                                const float *dout, const float *inp, const float *w,
                                int B, int IN, int OUT);
+  /* (optional: NULL when the backend has none; callers then run dense_forward and
+   * act_forward in turn) The dense forward for inference, with the activation that
+   * follows it: out (B,OUT) = act(inp . w^T + b), act and alpha as act_forward's, or
+   * act ES_OP_DENSE for none. No backward follows, so a backend may cut or lay out
+   * the work otherwise than dense_forward does for training. */
+  void  (*dense_act_forward)  (EsBackend *be, EsOp act, float *out, const float *inp,
+                               const float *w, const float *b, float alpha, int B, int IN,
+                               int OUT);
   void  (*conv2d_forward)     (EsBackend *be, float *out, const float *inp, const float *w,
                                const float *b, int B, int C, int H, int W, int OC, int K,
                                int S, int P);

@@ -936,14 +936,60 @@ struct EsInfer {
   const EsModel *model;
   EsBackend     *be;
   int            max_batch;
-  int64_t        D, F_out, max_act;
+  int64_t        D, F_out;
+  int64_t        row_a, row_b;       /* floats a row of bufA, bufB */
+  int64_t        row_argmax;         /* int32 a row of argmax; 0 without MaxPool2D */
   float         *params, *buffers;   /* device */
-  float         *bufA, *bufB;        /* (max_batch, max_act) ping-pong */
-  int32_t       *argmax;             /* (max_batch, max_act) */
+  float         *bufA, *bufB;        /* (max_batch, row_a), (max_batch, row_b) ping-pong */
+  int32_t       *argmax;             /* (max_batch, row_argmax) or NULL */
   float         *host_out;           /* (max_batch, F_out) */
   bool           host_backend;       /* results can be read in place */
 };
 
+/* Layers that pass their input through at inference and write nothing. */
+static bool
+infer_identity (EsLayerKind k)
+{
+  return k == ES_LAYER_FLATTEN || k == ES_LAYER_DROPOUT;
+}
+
+/* The index of the activation that follows layer i of m past identity layers, or -1
+ * when another kind of layer (or none) comes first. */
+static int
+infer_next_act (const EsModel *m, int i)
+{
+  for (int j = i + 1; j < es_model_n_layers (m); j++)
+    {
+      EsLayerKind k = es_model_layer (m, j)->spec.kind;
+
+      if (k == ES_LAYER_RELU || k == ES_LAYER_LEAKY_RELU || k == ES_LAYER_SIGMOID
+          || k == ES_LAYER_TANH)
+        return j;
+      if (!infer_identity (k))
+        return -1;
+    }
+  return -1;
+}
+
+static void
+infer_free_buffers (EsInfer *inf)
+{
+  const EsBackendIface *b = inf->be->iface;
+  size_t rows = (size_t) inf->max_batch;
+
+  if (inf->argmax)
+    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->argmax,
+             rows * (size_t) inf->row_argmax * sizeof (int32_t));
+  if (inf->bufB)
+    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->bufB, rows * (size_t) inf->row_b * sizeof (float));
+  if (inf->bufA)
+    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->bufA, rows * (size_t) inf->row_a * sizeof (float));
+}
+
+/* The activation buffers hold what layers write: the widest output of a layer that
+ * writes one (and the input, on a backend it is uploaded to); MaxPool2D's indices only
+ * when there is one. Identity layers write nothing, so a model's input (784 floats a
+ * row for MNIST) is not what sizes them. */
 EsInfer *
 es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
 {
@@ -951,6 +997,9 @@ es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
   const EsBackendIface *b = be->iface;
   EsShape in = es_model_input_shape (model), out = es_model_output_shape (model);
   size_t P = (size_t) es_model_n_params (model), Q = (size_t) es_model_n_buffers (model);
+  size_t rows = (size_t) max_batch;
+  int64_t widest = 1;
+  bool ok;
 
   if (max_batch <= 0)
     {
@@ -958,26 +1007,49 @@ es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
       return NULL;
     }
   inf = calloc (1, sizeof *inf);
+  if (inf == NULL)
+    {
+      es_error_set (err, ES_ERR_NOMEM, "Out of memory creating an inference session");
+      return NULL;
+    }
   inf->model = model;
   inf->be = be;
   inf->max_batch = max_batch;
   inf->D = es_shape_size (&in);
   inf->F_out = es_shape_size (&out);
-  inf->max_act = es_model_max_act (model);
+  inf->host_backend = strcmp (b->name, "cpu") == 0;
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+
+      if (!infer_identity (l->spec.kind))
+        widest = ES_MAX (widest, l->out_floats);
+      if (l->spec.kind == ES_LAYER_MAXPOOL2D)
+        inf->row_argmax = ES_MAX (inf->row_argmax, l->out_floats);
+    }
+  inf->row_a = widest;
+  inf->row_b = inf->host_backend ? widest : ES_MAX (widest, inf->D);
   inf->params = b->alloc (be, ES_MEM_WEIGHTS, ES_MAX (P, 1) * sizeof (float), err);
   inf->buffers = inf->params ? b->alloc (be, ES_MEM_WEIGHTS, ES_MAX (Q, 1) * sizeof (float), err) : NULL;
-  inf->bufA = inf->buffers ? b->alloc (be, ES_MEM_ACTIVATIONS, (size_t) max_batch * (size_t) inf->max_act * sizeof (float), err) : NULL;
-  inf->bufB = inf->bufA ? b->alloc (be, ES_MEM_ACTIVATIONS, (size_t) max_batch * (size_t) inf->max_act * sizeof (float), err) : NULL;
-  inf->argmax = inf->bufB ? b->alloc (be, ES_MEM_ACTIVATIONS, (size_t) max_batch * (size_t) inf->max_act * sizeof (int32_t), err) : NULL;
-  inf->host_out = malloc ((size_t) max_batch * (size_t) inf->F_out * sizeof (float));
-  if (inf->argmax == NULL || inf->host_out == NULL)
+  inf->bufA = inf->buffers ? b->alloc (be, ES_MEM_ACTIVATIONS, rows * (size_t) inf->row_a * sizeof (float), err) : NULL;
+  inf->bufB = inf->bufA ? b->alloc (be, ES_MEM_ACTIVATIONS, rows * (size_t) inf->row_b * sizeof (float), err) : NULL;
+  ok = inf->bufB != NULL;
+  if (ok && inf->row_argmax > 0)
     {
+      inf->argmax = b->alloc (be, ES_MEM_ACTIVATIONS,
+                              rows * (size_t) inf->row_argmax * sizeof (int32_t), err);
+      ok = inf->argmax != NULL;
+    }
+  inf->host_out = ok ? malloc (rows * (size_t) inf->F_out * sizeof (float)) : NULL;
+  if (inf->host_out == NULL)
+    {
+      if (ok)
+        es_error_set (err, ES_ERR_NOMEM, "Out of memory for the inference output");
       es_infer_free (inf);
       return NULL;
     }
   b->upload (be, inf->params, es_model_params_const (model), P * sizeof (float));
   b->upload (be, inf->buffers, es_model_buffers_const (model), Q * sizeof (float));
-  inf->host_backend = strcmp (b->name, "cpu") == 0;
   return inf;
 }
 
@@ -985,18 +1057,11 @@ void
 es_infer_free (EsInfer *inf)
 {
   const EsBackendIface *b;
-  size_t act;
 
   if (inf == NULL)
     return;
   b = inf->be->iface;
-  act = (size_t) inf->max_batch * (size_t) inf->max_act;
-  if (inf->argmax)
-    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->argmax, act * sizeof (int32_t));
-  if (inf->bufB)
-    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->bufB, act * sizeof (float));
-  if (inf->bufA)
-    b->free (inf->be, ES_MEM_ACTIVATIONS, inf->bufA, act * sizeof (float));
+  infer_free_buffers (inf);
   if (inf->buffers)
     b->free (inf->be, ES_MEM_WEIGHTS, inf->buffers,
              ES_MAX ((size_t) es_model_n_buffers (inf->model), 1) * sizeof (float));
@@ -1007,6 +1072,9 @@ es_infer_free (EsInfer *inf)
   free (inf);
 }
 
+/* Layer by layer, each output into the buffer the previous one did not write. Dense
+ * layers run as dense_act_forward when the backend has it, together with an
+ * activation that follows (past identity layers). */
 const float *
 es_infer_run (EsInfer *inf, const float *x, int B)
 {
@@ -1044,7 +1112,19 @@ es_infer_run (EsInfer *inf, const float *x, int B)
         case ES_LAYER_DROPOUT:
           continue;  /* identity at inference: keep reading inp */
         case ES_LAYER_DENSE:
-          b->dense_forward (be, out, inp, w, bias, B, is->dims[0], s->units);
+          if (b->dense_act_forward == NULL)
+            b->dense_forward (be, out, inp, w, bias, B, is->dims[0], s->units);
+          else
+            {
+              int j = infer_next_act (m, i);
+              const EsLayerSpec *as = j >= 0 ? &es_model_layer (m, j)->spec : NULL;
+
+              b->dense_act_forward (be, as != NULL ? act_op (as->kind) : ES_OP_DENSE, out,
+                                    inp, w, bias, as != NULL ? as->alpha : 0.0f, B,
+                                    is->dims[0], s->units);
+              if (j >= 0)
+                i = j;  /* the activation is done */
+            }
           break;
         case ES_LAYER_CONV2D:
           b->conv2d_forward (be, out, inp, w, bias, B, is->dims[0], is->dims[1], is->dims[2],

@@ -5,9 +5,10 @@
  *
  * Tolerances: GEMM-based ops (dense, conv) |got - want| <= 1e-5 (|want| + max |want|),
  * since BLAS sums in a different order than the double-accumulating reference;
- * sigmoid/tanh forward 4 ulp-ish (their own exp); Adam's parameter 1e-6 relative (its
- * constants are folded); everything else bit-exact. A failure
- * prints the op, the index and both values. */
+ * sigmoid/tanh forward 4 ulp-ish (their own exp); softmax forward 1e-6 relative (its
+ * own exp, and a float sum); Adam's parameter 1e-6 relative (its constants are
+ * folded); everything else bit-exact. A failure prints the op, the index and both
+ * values. */
 #include <glib.h>
 #include <math.h>
 #include <pthread.h>
@@ -167,6 +168,8 @@ static const DenseShape dense_shapes[] = {
   { 256, 8, 300 },    /* narrow IN */
   { 7, 301, 45 },     /* odd sizes */
   { 33, 517, 67 },    /* odd sizes, split */
+  { 1, 784, 128 },    /* batch 1: the single-row dot-product kernel */
+  { 5, 33, 70 },      /* a 4-row tile, then one row */
 };
 
 static void
@@ -242,6 +245,117 @@ test_dense (void)
           be_release (be, db, OUT);
           g_free (inp); g_free (w); g_free (b); g_free (dout); g_free (dw0); g_free (db0);
           g_free (want); g_free (want_dinp); g_free (want_dw); g_free (want_db);
+        }
+      es_backend_free (be);
+    }
+}
+
+/* ---- dense + activation (inference) ----------------------------------------------- */
+
+/* dense_act_forward against the reference dense and activation in turn. From 96 rows
+ * and 48 outputs (AVX-512) it is the packed product: panels of 64 columns and a last
+ * one of 1-4 vectors (the 6x4, 8x3, 12x2 and 16x1 tiles), columns masked within a
+ * panel, IN not a multiple of 16 (the packing's tail), rows cut across threads with
+ * a tail tile. Below, the dot-product tiles with the activation after them. */
+static const DenseShape dense_act_shapes[] = {
+  { 1, 784, 128 },     /* batch 1 */
+  { 5, 33, 70 },       /* below the packed path */
+  { 130, 784, 10 },    /* too few outputs for it */
+  { 96, 784, 128 },    /* the reference MLP's layer 1, from the first packed size */
+  { 1000, 784, 128 },  /* and larger, split by rows */
+  { 300, 100, 130 },   /* panels 64, 64 and a 16x1 tail of 2 columns */
+  { 97, 5, 112 },      /* 64 + 48: the 8x3 tile; IN under one vector */
+  { 120, 300, 96 },    /* 64 + 32: the 12x2 tile */
+  { 211, 37, 48 },     /* one 8x3 panel */
+  { 150, 17, 50 },     /* one 6x4 panel of 50 columns */
+};
+
+/* act(pre) within the GEMM tolerance of pre: every activation here moves a value by at
+ * most as much as its input moved, so |got - want| <= rtol (|pre| + max |pre|). */
+static void
+check_act_close (const char *what, int nt, const float *got, const float *want,
+                 const float *pre, int64_t n, double rtol)
+{
+  double mag = 0.0;
+  int bad = 0;
+
+  for (int64_t i = 0; i < n; i++)
+    mag = fmax (mag, fabs ((double) pre[i]));
+  for (int64_t i = 0; i < n; i++)
+    {
+      double d = fabs ((double) got[i] - (double) want[i]);
+      if (!(got[i] == want[i] || d <= rtol * (fabs ((double) pre[i]) + mag))
+          && !(isnan (got[i]) && isnan (want[i])))
+        if (bad++ < 5)
+          g_test_message ("%s (%d threads): [%" G_GINT64_FORMAT "] got %.9g want %.9g",
+                          what, nt, i, got[i], want[i]);
+    }
+  if (bad > 0)
+    {
+      g_test_message ("%s (%d threads): %d of %" G_GINT64_FORMAT " values differ",
+                      what, nt, bad, n);
+      g_test_fail ();
+    }
+}
+
+static void
+test_dense_act (void)
+{
+  const EsOp acts[] = { ES_OP_DENSE, ES_OP_RELU, ES_OP_LEAKY_RELU, ES_OP_SIGMOID, ES_OP_TANH };
+  const char *names[] = { "none", "relu", "leaky_relu", "sigmoid", "tanh" };
+  const float alpha = 0.1f;
+
+  for (size_t t = 0; t < G_N_ELEMENTS (thread_counts); t++)
+    {
+      const int nt = thread_counts[t];
+      EsBackend *be = new_backend (nt, NULL);
+
+      g_assert_nonnull (be->iface->dense_act_forward);
+      for (size_t s = 0; s < G_N_ELEMENTS (dense_act_shapes); s++)
+        {
+          const int B = dense_act_shapes[s].B, IN = dense_act_shapes[s].IN;
+          const int OUT = dense_act_shapes[s].OUT;
+          const int64_t N = (int64_t) B * OUT;
+          EsRng rng = { 7000 + s };
+          float *inp = rand_floats (&rng, (int64_t) B * IN, -1, 1);
+          float *w = rand_floats (&rng, (int64_t) OUT * IN, -0.5f, 0.5f);
+          float *b = rand_floats (&rng, OUT, -1, 1);
+          float *pre = zeros (N), *want = zeros (N);
+          float *x, *wd, *bd, *out;
+
+          if (B > 1)
+            inp[(int64_t) (B - 1) * IN] = NAN;  /* a row of NaN pre-activations */
+          x = be_copy (be, inp, (int64_t) B * IN);
+          wd = be_copy (be, w, (int64_t) OUT * IN);
+          bd = be_copy (be, b, OUT);
+          out = be_copy (be, want, N);
+          for (int with_bias = 1; with_bias >= 0; with_bias--)
+            {
+              es_ref_dense_forward_f32 (pre, inp, w, with_bias ? b : NULL, B, IN, OUT);
+              for (size_t a = 0; a < G_N_ELEMENTS (acts); a++)
+                {
+                  char what[96];
+
+                  switch (acts[a])
+                    {
+                    case ES_OP_RELU: es_ref_relu_forward_f32 (want, pre, N); break;
+                    case ES_OP_LEAKY_RELU: es_ref_leaky_relu_forward_f32 (want, pre, alpha, N); break;
+                    case ES_OP_SIGMOID: es_ref_sigmoid_forward_f32 (want, pre, N); break;
+                    case ES_OP_TANH: es_ref_tanh_forward_f32 (want, pre, N); break;
+                    default: memcpy (want, pre, (size_t) N * sizeof (float)); break;
+                    }
+                  be->iface->dense_act_forward (be, acts[a], out, x, wd, with_bias ? bd : NULL,
+                                                alpha, B, IN, OUT);
+                  g_snprintf (what, sizeof what, "dense_act_forward %s%s %dx%dx%d", names[a],
+                              with_bias ? "" : " no bias", B, IN, OUT);
+                  check_act_close (what, nt, out, want, pre, N, 1e-5);
+                }
+            }
+          be_release (be, x, (int64_t) B * IN);
+          be_release (be, wd, (int64_t) OUT * IN);
+          be_release (be, bd, OUT);
+          be_release (be, out, N);
+          g_free (inp); g_free (w); g_free (b); g_free (pre); g_free (want);
         }
       es_backend_free (be);
     }
@@ -524,7 +638,10 @@ test_softmax_dropout_batchnorm (void)
     {
       const int nt = thread_counts[t];
       EsBackend *be = new_backend (nt, NULL);
-      const int shapes[][2] = { { 3, 5 }, { 32, 10 }, { 4096, 20 } };
+      /* softmax: C <= 16 takes the AVX-512 kernel (16 rows at a time, so row tails;
+       * 10000 x 10 on two threads), C = 20 the reference on slices */
+      const int shapes[][2] = { { 3, 5 }, { 32, 10 }, { 4096, 20 }, { 1, 1 }, { 37, 16 },
+                                { 10000, 10 } };
 
       for (size_t s = 0; s < G_N_ELEMENTS (shapes); s++)
         {
@@ -537,9 +654,23 @@ test_softmax_dropout_batchnorm (void)
           float *dinp = zeros (N), *want_dinp = zeros (N);
           uint8_t *mask = g_malloc0 ((gsize) (N > 0 ? N : 1)), *want_mask = g_malloc0 ((gsize) (N > 0 ? N : 1));
 
+          /* inputs have NaN, inf and -inf in a few rows: a row of NaN, as the reference
+           * gives (and 0 or ~1e-38 for -inf) */
+          if (B > 8 && C > 3)
+            {
+              inp[1 * C + 2] = NAN;
+              inp[3 * C + 0] = INFINITY;
+              inp[5 * C + 1] = -INFINITY;
+              for (int c = 0; c < C; c++)
+                inp[7 * C + c] = -INFINITY;
+            }
           es_ref_softmax_forward_f32 (want, inp, B, C);
           be->iface->softmax_forward (be, out, inp, B, C);
-          check_exact ("softmax_forward", nt, out, want, N);
+          /* exp_nonpos and a float sum: a few ulp from expf and a double sum */
+          check_rel ("softmax_forward", nt, out, want, N, 1e-6, 1e-30);
+          if (B > 8 && C > 3)
+            for (int c = 0; c < C; c++)
+              inp[1 * C + c] = inp[3 * C + c] = inp[5 * C + c] = inp[7 * C + c] = 0.5f;
           es_ref_softmax_backward_f32 (want_dinp, dout, want, B, C);
           be->iface->softmax_backward (be, dinp, dout, want, B, C);
           check_exact ("softmax_backward", nt, dinp, want_dinp, N);
@@ -1128,6 +1259,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cpu-backend/pool-chunk", test_pool_chunk);
   g_test_add_func ("/cpu-backend/ftz", test_ftz);
   g_test_add_func ("/cpu-backend/dense", test_dense);
+  g_test_add_func ("/cpu-backend/dense-act", test_dense_act);
   g_test_add_func ("/cpu-backend/conv2d", test_conv2d);
   g_test_add_func ("/cpu-backend/conv2d-no-workspace", test_conv2d_no_workspace);
   g_test_add_func ("/cpu-backend/pools", test_pools);
