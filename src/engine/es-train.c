@@ -20,7 +20,7 @@ typedef struct {
   const EsLayerInfo *info;
   float   *w, *b;            /* into params (device); NULL without */
   float   *dw, *db;          /* into grads */
-  float   *gamma_buf;        /* BatchNorm running mean, var (device buffers block) */
+  float   *running;          /* BatchNorm: running mean (CH) then var (CH), in the buffers block */
   float   *out;              /* (B, F_i) activations, or an alias of the input */
   float   *own;              /* the layer's own output allocation, when it has one */
   int32_t *argmax;           /* MaxPool: (B, F_i) */
@@ -56,7 +56,6 @@ struct EsTrainer {
   int      accum_done;        /* batches accumulated since the last step */
   int64_t  steps;             /* optimizer steps */
   float    lr;                /* current learning rate */
-  int32_t *host_pred;         /* (B) */
 
   /* every allocation, for free */
   struct { void *ptr; EsMemKind kind; size_t bytes; } allocs[256];
@@ -182,6 +181,13 @@ optimizer_slots (EsOptKind opt)
     }
 }
 
+/* Layers that are the identity at inference: EsInfer reads through them. */
+static bool
+infer_identity (EsLayerKind k)
+{
+  return k == ES_LAYER_FLATTEN || k == ES_LAYER_DROPOUT;
+}
+
 /* Bytes of per-layer activations and their side records for B rows. */
 static size_t
 activation_bytes (const EsModel *model, int B, bool training)
@@ -190,8 +196,22 @@ activation_bytes (const EsModel *model, int B, bool training)
   int64_t max_act = es_model_max_act (model);
 
   if (!training)
-    return (size_t) B * (size_t) max_act * 2 * sizeof (float)
-           + (size_t) B * (size_t) max_act * sizeof (int32_t);
+    {
+      /* EsInfer: two buffers as wide as the widest layer that writes, and MaxPool's
+       * indices. */
+      size_t widest = 1, argmax = 0;
+
+      for (int i = 0; i < es_model_n_layers (model); i++)
+        {
+          const EsLayerInfo *l = es_model_layer (model, i);
+
+          if (!infer_identity (l->spec.kind))
+            widest = ES_MAX (widest, (size_t) l->out_floats);
+          if (l->spec.kind == ES_LAYER_MAXPOOL2D)
+            argmax = ES_MAX (argmax, (size_t) l->out_floats);
+        }
+      return (size_t) B * (2 * widest * sizeof (float) + argmax * sizeof (int32_t));
+    }
   for (int i = 0; i < es_model_n_layers (model); i++)
     {
       const EsLayerInfo *l = es_model_layer (model, i);
@@ -350,7 +370,7 @@ tr_allocate (EsTrainer *tr, EsError *err)
           e->dw = tr->grads + tw->offset;
           e->db = tr->grads + tb->offset;
           if (l->spec.kind == ES_LAYER_BATCHNORM)
-            e->gamma_buf = tr->buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
+            e->running = tr->buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
         }
       prev = e->out;
     }
@@ -422,7 +442,6 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
         }
     }
 
-  tr->host_pred = calloc ((size_t) batch, sizeof (int32_t));
   for (;;)
     {
       EsError local = { 0 };
@@ -453,7 +472,6 @@ es_trainer_free (EsTrainer *tr)
     return;
   tr_release_all (tr);
   free (tr->exec);
-  free (tr->host_pred);
   free (tr);
 }
 
@@ -636,11 +654,11 @@ forward (EsTrainer *tr, int n, int B, bool train)
           {
             int CH = is->dims[0];
             int SP = (int) (e->info->out_floats / CH);
-            const float *rm = e->gamma_buf, *rv = e->gamma_buf + CH;
+            const float *rm = e->running, *rv = e->running + CH;
 
             if (train)
-              b->batchnorm_forward_train (be, e->out, e->bn_mean, e->bn_rstd, e->gamma_buf,
-                                          e->gamma_buf + CH, inp, e->w, e->b, s->momentum,
+              b->batchnorm_forward_train (be, e->out, e->bn_mean, e->bn_rstd, e->running,
+                                          e->running + CH, inp, e->w, e->b, s->momentum,
                                           s->eps, B, CH, SP);
             else
               b->batchnorm_forward_infer (be, e->out, inp, e->w, e->b, rm, rv, s->eps, B, CH, SP);
@@ -947,12 +965,6 @@ struct EsInfer {
 };
 
 /* Layers that pass their input through at inference and write nothing. */
-static bool
-infer_identity (EsLayerKind k)
-{
-  return k == ES_LAYER_FLATTEN || k == ES_LAYER_DROPOUT;
-}
-
 /* The index of the activation that follows layer i of m past identity layers, or -1
  * when another kind of layer (or none) comes first. */
 static int
