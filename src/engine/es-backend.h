@@ -39,6 +39,9 @@ typedef struct EsBackendIface EsBackendIface;
 
 struct EsBackendIface {
   const char *name;
+  /* Backend memory is plain host memory: callers may hand host buffers to the ops
+   * directly and read results in place (the CPU backend). */
+  bool        host_memory;
 
   /* memory ---------------------------------------------------------------------- */
   /* Allocate bytes of backend memory (64-byte aligned, zeroed), charged to the
@@ -46,9 +49,12 @@ struct EsBackendIface {
    * cannot hold it. free takes the same kind and bytes back. */
   void  *(*alloc)       (EsBackend *be, EsMemKind kind, size_t bytes, EsError *err);
   void   (*free)        (EsBackend *be, EsMemKind kind, void *ptr, size_t bytes);
-  /* Copies between host memory and backend memory. */
+  /* Copies between host memory and backend memory. download returns when the bytes
+   * are on the host (it waits for queued work that writes them). */
   void   (*upload)      (EsBackend *be, void *dst, const void *src, size_t bytes);
   void   (*download)    (EsBackend *be, void *dst, const void *src, size_t bytes);
+  /* Copy within backend memory (regions do not overlap). */
+  void   (*copy)        (EsBackend *be, void *dst, const void *src, size_t bytes);
   void   (*zero)        (EsBackend *be, void *dst, size_t bytes);
   /* Wait until queued work is done (optional: NULL for synchronous backends). */
   void   (*synchronize) (EsBackend *be);

@@ -168,6 +168,13 @@ cpu_download (EsBackend *be, void *dst, const void *src, size_t bytes)
     memcpy (dst, src, bytes);
 }
 
+static void
+cpu_copy (EsBackend *be, void *dst, const void *src, size_t bytes)
+{
+  if (bytes > 0)
+    memcpy (dst, src, bytes);
+}
+
 /* Every op runs here; none falls back silently. */
 static bool
 cpu_supports_op (EsBackend *be, EsOp op)
@@ -2383,11 +2390,13 @@ cpu_adam_step (EsBackend *be, float *param, float *m, float *v, const float *gra
 
 static const EsBackendIface cpu_iface = {
   .name = "cpu",
+  .host_memory = true,
 
   .alloc = cpu_alloc,
   .free = cpu_free,
   .upload = cpu_upload,
   .download = cpu_download,
+  .copy = cpu_copy,
   .zero = cpu_zero,
   .synchronize = NULL,  /* every op has finished when it returns */
   .supports_op = cpu_supports_op,

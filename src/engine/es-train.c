@@ -26,7 +26,6 @@ typedef struct {
   int32_t *argmax;           /* MaxPool: (B, F_i) */
   uint8_t *mask;             /* Dropout: (B, F_i) */
   float   *bn_mean, *bn_rstd;/* BatchNorm: (CH) saved for backward */
-  bool     alias;            /* Flatten: out is the input */
 } Exec;
 
 struct EsTrainer {
@@ -51,15 +50,17 @@ struct EsTrainer {
   float   *losses;            /* (B) */
   float   *dA, *dB;           /* (B, max F) gradient ping-pong */
   Exec    *exec;              /* (n_layers) */
-  size_t   act_bytes;         /* all activation allocations, for release */
 
   int      accum_done;        /* batches accumulated since the last step */
   int64_t  steps;             /* optimizer steps */
   float    lr;                /* current learning rate */
 
   /* every allocation, for free */
-  struct { void *ptr; EsMemKind kind; size_t bytes; } allocs[256];
-  int      n_allocs;
+  struct { void *ptr; EsMemKind kind; size_t bytes; } *allocs;
+  int      n_allocs, cap_allocs;
+  float   *buffers_saved;     /* (Q) running statistics before the current batch */
+  int      min_micro;         /* smallest micro-batch the model trains correctly with */
+  int      r0;                /* first row of the current micro-batch, for dropout seeds */
 };
 
 /* ------------------------------------------------------------------------------ */
@@ -281,10 +282,18 @@ tr_alloc (EsTrainer *tr, EsMemKind kind, size_t bytes, EsError *err)
 
   if (bytes == 0)
     bytes = 64;
-  if (tr->n_allocs >= (int) ES_N_ELEMENTS (tr->allocs))
+  if (tr->n_allocs == tr->cap_allocs)
     {
-      es_error_set (err, ES_ERR_INVALID, "The model has too many layers for one trainer");
-      return NULL;
+      int cap = tr->cap_allocs ? 2 * tr->cap_allocs : 32;
+      void *grown = realloc (tr->allocs, (size_t) cap * sizeof *tr->allocs);
+
+      if (grown == NULL)
+        {
+          es_error_set (err, ES_ERR_NOMEM, "Out of memory planning the trainer");
+          return NULL;
+        }
+      tr->allocs = grown;
+      tr->cap_allocs = cap;
     }
   p = tr->be->iface->alloc (tr->be, kind, bytes, err);
   if (p == NULL)
@@ -319,6 +328,8 @@ tr_allocate (EsTrainer *tr, EsError *err)
 
   ALLOC (tr->params, ES_MEM_WEIGHTS, P * sizeof (float));
   ALLOC (tr->buffers, ES_MEM_WEIGHTS, Q * sizeof (float));
+  if (Q > 0)
+    ALLOC (tr->buffers_saved, ES_MEM_WEIGHTS, Q * sizeof (float));
   ALLOC (tr->grads, ES_MEM_GRADIENTS, P * sizeof (float));
   if (slots >= 1)
     ALLOC (tr->opt_m, ES_MEM_OPTIMIZER, P * sizeof (float));
@@ -342,7 +353,6 @@ tr_allocate (EsTrainer *tr, EsError *err)
       if (l->spec.kind == ES_LAYER_FLATTEN)
         {
           e->out = prev;
-          e->alias = true;
         }
       else if (i == es_model_n_layers (m) - 1 && tr->fused_last)
         e->out = tr->probs;
@@ -378,6 +388,61 @@ tr_allocate (EsTrainer *tr, EsError *err)
   return true;
 }
 
+/* The backend op that runs a layer kind. */
+static EsOp
+layer_op (EsLayerKind k)
+{
+  switch (k)
+    {
+    case ES_LAYER_DENSE: return ES_OP_DENSE;
+    case ES_LAYER_CONV2D: return ES_OP_CONV2D;
+    case ES_LAYER_MAXPOOL2D: return ES_OP_MAXPOOL2D;
+    case ES_LAYER_AVGPOOL2D: return ES_OP_AVGPOOL2D;
+    case ES_LAYER_RELU: return ES_OP_RELU;
+    case ES_LAYER_LEAKY_RELU: return ES_OP_LEAKY_RELU;
+    case ES_LAYER_SIGMOID: return ES_OP_SIGMOID;
+    case ES_LAYER_TANH: return ES_OP_TANH;
+    case ES_LAYER_SOFTMAX: return ES_OP_SOFTMAX;
+    case ES_LAYER_DROPOUT: return ES_OP_DROPOUT;
+    case ES_LAYER_BATCHNORM: return ES_OP_BATCHNORM;
+    default: return ES_OP_N_OPS;  /* Flatten: no op */
+    }
+}
+
+/* Ask the backend for every op the model (and, training, its loss and optimizer)
+ * needs, so a missing one is an error naming the layer, not a crash mid-run. */
+static bool
+check_supported (const EsModel *model, EsBackend *be, const EsTrainConfig *cfg, EsError *err)
+{
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      EsLayerKind k = es_model_layer (model, i)->spec.kind;
+      EsOp op = layer_op (k);
+
+      if (op != ES_OP_N_OPS && !be->iface->supports_op (be, op))
+        {
+          es_error_set (err, ES_ERR_UNSUPPORTED, "The %s backend cannot run layer %d (%s)",
+                        be->iface->name, i + 1, es_layer_kind_title (k));
+          return false;
+        }
+    }
+  if (cfg != NULL)
+    {
+      EsOp loss = cfg->loss == ES_LOSS_SOFTMAX_XENT ? ES_OP_SOFTMAX_XENT
+                  : cfg->loss == ES_LOSS_BCE ? ES_OP_BCE : ES_OP_MSE;
+      EsOp opt = cfg->optimizer >= ES_OPT_ADAM ? ES_OP_ADAM : ES_OP_SGD;
+
+      if (!be->iface->supports_op (be, loss) || !be->iface->supports_op (be, opt))
+        {
+          es_error_set (err, ES_ERR_UNSUPPORTED, "The %s backend cannot run the %s loss with %s",
+                        be->iface->name, es_loss_kind_name (cfg->loss),
+                        es_opt_kind_name (cfg->optimizer));
+          return false;
+        }
+    }
+  return true;
+}
+
 EsTrainer *
 es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int batch,
                 EsError *err)
@@ -402,8 +467,31 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
       return NULL;
     }
 
+  {
+    EsLayerKind last = es_model_layer (model, es_model_n_layers (model) - 1)->spec.kind;
+
+    /* The loss reads logits; a final layer that squashes them for the other loss would
+     * be applied twice. */
+    if ((cfg->loss == ES_LOSS_SOFTMAX_XENT && last == ES_LAYER_SIGMOID)
+        || (cfg->loss == ES_LOSS_BCE && last == ES_LAYER_SOFTMAX))
+      {
+        es_error_set (err, ES_ERR_INVALID,
+                      "A final %s does not go with the %s loss: use Softmax with cross-entropy "
+                      "and Sigmoid with binary cross-entropy",
+                      es_layer_kind_title (last), es_loss_kind_name (cfg->loss));
+        return NULL;
+      }
+  }
+  if (!check_supported (model, be, cfg, err))
+    return NULL;
+
   tr = calloc (1, sizeof *tr);
-  tr->exec = calloc ((size_t) es_model_n_layers (model), sizeof *tr->exec);
+  if (tr == NULL || (tr->exec = calloc ((size_t) es_model_n_layers (model), sizeof *tr->exec)) == NULL)
+    {
+      free (tr);
+      es_error_set (err, ES_ERR_NOMEM, "Out of memory creating the trainer");
+      return NULL;
+    }
   tr->model = model;
   tr->be = be;
   tr->cfg = *cfg;
@@ -423,6 +511,12 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
     }
   if (tr->first_grad < 0)
     tr->first_grad = es_model_n_layers (model);
+  /* BatchNorm normalizes with the statistics of each micro-batch: a tiny one (one row
+   * has no variance) would change what the layer learns, so halving stops here. */
+  tr->min_micro = 1;
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    if (es_model_layer (model, i)->spec.kind == ES_LAYER_BATCHNORM)
+      tr->min_micro = ES_MIN (batch, 16);
 
   /* Halve the micro-batch until the plan fits what is left of the budget. */
   tr->micro = batch;
@@ -434,9 +528,12 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
 
       for (;;)
         {
+          size_t need;
+
           es_mem_plan (model, &tr->cfg, tr->micro, true, &plan);
-          /* 10% slack for backend workspaces */
-          if (plan.total + plan.total / 10 <= avail || tr->micro == 1)
+          /* the plan counts one thread's convolution workspace; 10% slack besides */
+          need = plan.total + plan.workspace * (size_t) ES_MAX (be->n_threads - 1, 0);
+          if (need + need / 10 <= avail || (tr->micro + 1) / 2 < tr->min_micro || tr->micro == 1)
             break;
           tr->micro = (tr->micro + 1) / 2;
         }
@@ -452,8 +549,17 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
       memset (tr->exec, 0, (size_t) es_model_n_layers (model) * sizeof *tr->exec);
       for (int i = 0; i < es_model_n_layers (model); i++)
         tr->exec[i].info = es_model_layer (model, i);
-      if (local.code != ES_ERR_BUDGET || tr->micro == 1)
+      if (local.code != ES_ERR_BUDGET || tr->micro == 1 || (tr->micro + 1) / 2 < tr->min_micro)
         {
+          if (local.code == ES_ERR_BUDGET && tr->min_micro > 1)
+            {
+              char why[sizeof local.message];
+
+              memcpy (why, local.message, sizeof why);
+              es_error_set (&local, ES_ERR_BUDGET,
+                            "%s; the model has BatchNorm, which needs micro-batches of at "
+                            "least %d rows: raise the memory limit", why, tr->min_micro);
+            }
           if (err != NULL)
             *err = local;
           es_trainer_free (tr);
@@ -472,6 +578,7 @@ es_trainer_free (EsTrainer *tr)
     return;
   tr_release_all (tr);
   free (tr->exec);
+  free (tr->allocs);
   free (tr);
 }
 
@@ -647,6 +754,7 @@ forward (EsTrainer *tr, int n, int B, bool train)
             b->dropout_forward (be, e->out, e->mask, inp, s->rate,
                                 tr->cfg.seed ^ es_hash64 ((uint64_t) tr->steps * 1315423911u
                                                           + (uint64_t) tr->accum_done * 7919u
+                                                          + (uint64_t) tr->r0 * 104729u
                                                           + (uint64_t) i),
                                 N);
           break;
@@ -862,6 +970,25 @@ optimizer_step (EsTrainer *tr)
   tr->steps++;
 }
 
+/* A batch must carry inputs and what the loss compares them with. */
+static bool
+check_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err)
+{
+  if ((batch->x_f32 == NULL) == (batch->x_u8 == NULL))
+    {
+      es_error_set (err, ES_ERR_INVALID, "A batch needs exactly one of float or uint8 inputs");
+      return false;
+    }
+  if (tr->cfg.loss == ES_LOSS_SOFTMAX_XENT ? batch->labels == NULL : batch->targets == NULL)
+    {
+      es_error_set (err, ES_ERR_INVALID, "A batch for the %s loss needs %s",
+                    es_loss_kind_name (tr->cfg.loss),
+                    tr->cfg.loss == ES_LOSS_SOFTMAX_XENT ? "class labels" : "targets");
+      return false;
+    }
+  return true;
+}
+
 bool
 es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsError *err)
 {
@@ -876,18 +1003,29 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
                     B, tr->batch);
       return false;
     }
+  if (!check_batch (tr, batch, err))
+    return false;
+  /* BatchNorm updates its running statistics in the forward pass: keep them to put
+   * back if this batch turns out bad. */
+  if (tr->buffers_saved != NULL)
+    tr->be->iface->copy (tr->be, tr->buffers_saved, tr->buffers,
+                         (size_t) es_model_n_buffers (tr->model) * sizeof (float));
   scale = 1.0f / ((float) B * (float) tr->cfg.accum_steps);
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
       int mb = ES_MIN (tr->micro, B - r0);
       float loss;
 
+      tr->r0 = r0;
       load_rows (tr, batch, r0, mb);
       forward (tr, tr->n_exec, mb, true);
       loss = loss_forward (tr, mb);
       if (!isfinite (loss))
         {
           tr->be->iface->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
+          if (tr->buffers_saved != NULL)
+            tr->be->iface->copy (tr->be, tr->buffers, tr->buffers_saved,
+                                 (size_t) es_model_n_buffers (tr->model) * sizeof (float));
           tr->accum_done = 0;
           es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
                         isnan (loss) ? "NaN" : "infinite", (long long) tr->steps + 1);
@@ -920,6 +1058,12 @@ es_trainer_eval_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, 
   double loss_sum = 0.0;
   int correct = 0;
 
+  if (B <= 0 || !check_batch (tr, batch, err))
+    {
+      if (B <= 0)
+        es_error_set (err, ES_ERR_INVALID, "An empty batch cannot be evaluated");
+      return false;
+    }
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
       int mb = ES_MIN (tr->micro, B - r0);
@@ -1018,6 +1162,8 @@ es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
       es_error_set (err, ES_ERR_INVALID, "The batch size must be at least 1");
       return NULL;
     }
+  if (!check_supported (model, be, NULL, err))
+    return NULL;
   inf = calloc (1, sizeof *inf);
   if (inf == NULL)
     {
@@ -1029,7 +1175,7 @@ es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
   inf->max_batch = max_batch;
   inf->D = es_shape_size (&in);
   inf->F_out = es_shape_size (&out);
-  inf->host_backend = strcmp (b->name, "cpu") == 0;
+  inf->host_backend = b->host_memory;
   for (int i = 0; i < es_model_n_layers (model); i++)
     {
       const EsLayerInfo *l = es_model_layer (model, i);

@@ -400,6 +400,96 @@ test_infer_fused (void)
   es_backend_free (be);
 }
 
+/* A batch that turns the loss non-finite leaves BatchNorm's running statistics as they
+ * were, not only the weights. */
+static void
+test_bad_batch_keeps_running_stats (void)
+{
+  enum { N = 32 };
+  g_autofree float *x = g_new (float, 2 * N);
+  g_autofree int32_t *y = g_new (int32_t, N);
+  g_autofree float *before = NULL;
+  EsBackend *be = es_cpu_backend_new (1, NULL, NULL);
+  EsModel *m = small_mlp (3, true);
+  EsTrainConfig cfg;
+  EsTrainer *tr;
+  EsBatch b = { .B = N, .x_f32 = x, .labels = y };
+  EsError err = { 0 };
+
+  make_blobs (x, y, N, 5);
+  es_train_config_default (&cfg);
+  tr = es_trainer_new (m, be, &cfg, N, NULL);
+  g_assert_true (es_trainer_train_batch (tr, &b, NULL, &err));
+  es_trainer_sync (tr);
+  before = g_memdup2 (es_model_buffers (m), es_model_n_buffers (m) * sizeof (float));
+  x[3] = NAN;
+  g_assert_false (es_trainer_train_batch (tr, &b, NULL, &err));
+  g_assert_cmpint (err.code, ==, ES_ERR_NUMERIC);
+  es_trainer_sync (tr);
+  for (int i = 0; i < es_model_n_buffers (m); i++)
+    g_assert_cmpfloat (es_model_buffers (m)[i], ==, before[i]);
+  es_trainer_free (tr);
+  es_model_free (m);
+  es_backend_free (be);
+}
+
+/* What the engine refuses up front: a batch without what the loss needs, a final layer
+ * that does not go with the loss, and micro-batches too small for BatchNorm. */
+static void
+test_refusals (void)
+{
+  enum { N = 64 };
+  g_autofree float *x = g_new0 (float, 2 * N);
+  EsBackend *be = es_cpu_backend_new (1, NULL, NULL);
+  EsModel *m = small_mlp (3, true);
+  EsShape in = { 1, { 2 } };
+  EsLayerSpec sig[2] = { es_layer_spec_default (ES_LAYER_DENSE), es_layer_spec_default (ES_LAYER_SIGMOID) };
+  EsModel *ms;
+  EsTrainConfig cfg;
+  EsTrainer *tr;
+  EsBatch b = { .B = N, .x_f32 = x };
+  EsError err = { 0 };
+  EsMemPlan plan;
+  EsBudget *budget;
+  EsBackend *tight;
+
+  es_train_config_default (&cfg);
+  tr = es_trainer_new (m, be, &cfg, N, NULL);
+  g_assert_false (es_trainer_train_batch (tr, &b, NULL, &err));
+  g_assert_cmpint (err.code, ==, ES_ERR_INVALID);
+  g_assert_nonnull (strstr (err.message, "labels"));
+  es_trainer_free (tr);
+
+  sig[0].units = 3;
+  ms = es_model_new (&in, sig, 2, NULL);
+  es_error_clear (&err);
+  g_assert_null (es_trainer_new (ms, be, &cfg, N, &err));
+  g_assert_cmpint (err.code, ==, ES_ERR_INVALID);
+  g_assert_nonnull (strstr (err.message, "Sigmoid"));
+  es_model_free (ms);
+
+  /* a budget that would need micro-batches of 4 rows: BatchNorm stops the halving at 16 */
+  es_mem_plan (m, &cfg, 4, true, &plan);
+  budget = es_budget_new (plan.total + plan.total / 10);
+  tight = es_cpu_backend_new (1, budget, NULL);
+  es_error_clear (&err);
+  tr = es_trainer_new (m, tight, &cfg, N, &err);
+  if (tr != NULL)
+    {
+      g_assert_cmpint (es_trainer_micro_batch (tr), >=, 16);
+      es_trainer_free (tr);
+    }
+  else
+    {
+      g_assert_cmpint (err.code, ==, ES_ERR_BUDGET);
+      g_assert_nonnull (strstr (err.message, "BatchNorm"));
+    }
+  es_backend_free (tight);
+  es_budget_free (budget);
+  es_model_free (m);
+  es_backend_free (be);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -408,6 +498,8 @@ main (int argc, char **argv)
   g_test_add_func ("/engine/train/deterministic", test_deterministic);
   g_test_add_func ("/engine/train/budget-halves-batch", test_budget_halves_batch);
   g_test_add_func ("/engine/train/divergence-stops", test_divergence_stops);
+  g_test_add_func ("/engine/train/bad-batch-keeps-running-stats", test_bad_batch_keeps_running_stats);
+  g_test_add_func ("/engine/train/refusals", test_refusals);
   g_test_add_func ("/engine/train/infer-matches-eval", test_infer_matches_eval);
   g_test_add_func ("/engine/train/infer-fused", test_infer_fused);
   return g_test_run ();
