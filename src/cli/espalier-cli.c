@@ -301,7 +301,7 @@ parse_size (const char *text, gsize *out)
   char *end;
   double v = g_ascii_strtod (text, &end);
 
-  if (end == text || v < 0)
+  if (end == text || !isfinite (v) || v < 0)
     return FALSE;
   switch (g_ascii_toupper (*end))
     {
@@ -313,14 +313,14 @@ parse_size (const char *text, gsize *out)
     }
   if (*end == 'B' || *end == 'b')
     end++;
-  if (*end != '\0')
+  if (*end != '\0' || v >= 0x1p62)
     return FALSE;
   *out = (gsize) v;
   return TRUE;
 }
 
 static void
-print_layers (const EsModel *model, guint batch)
+print_layers (const EsModel *model, const EsTrainConfig *train, guint batch)
 {
   char shape[64], mem[32];
   EsShape in = es_model_input_shape (model);
@@ -344,11 +344,9 @@ print_layers (const EsModel *model, guint batch)
            (long long) es_model_flops (model));
   if (batch > 0)
     {
-      EsTrainConfig cfg;
-
-      es_train_config_default (&cfg);
-      es_mem_plan (model, &cfg, (int) batch, TRUE, &plan);
-      g_print ("memory plan for training at batch %u (Adam): ", batch);
+      es_mem_plan (model, train, (int) batch, TRUE, &plan);
+      g_print ("memory plan for training at batch %u (%s): ", batch,
+               es_opt_kind_name (train->optimizer));
       g_print ("weights %s, ", es_format_bytes (mem, sizeof mem, (double) plan.weights));
       g_print ("gradients %s, ", es_format_bytes (mem, sizeof mem, (double) plan.gradients));
       g_print ("optimizer %s, ", es_format_bytes (mem, sizeof mem, (double) plan.optimizer));
@@ -393,7 +391,10 @@ print_metrics (const EspalierMetrics *m, EspalierDataset *ds, const char *what)
       json_finish (b);
       return;
     }
-  g_print ("%s: %u rows, loss %.4f, accuracy %.2f%%\n", what, m->rows, m->loss, 100 * m->accuracy);
+  if (m->n_classes > 0)
+    g_print ("%s: %u rows, loss %.4f, accuracy %.2f%%\n", what, m->rows, m->loss, 100 * m->accuracy);
+  else
+    g_print ("%s: %u rows, loss %.4f\n", what, m->rows, m->loss);
   if (m->confusion != NULL && m->n_classes <= 20)
     {
       g_print ("  %-14s %9s   confusion (rows: truth, columns: predicted)\n", "class", "accuracy");
@@ -549,11 +550,32 @@ parse_augment (const char *text, EspalierAugment *aug, GError **error)
       if (eq)
         *eq = '\0';
       if (g_str_equal (key, "shift"))
-        aug->shift_pixels = val ? (guint) g_ascii_strtoull (val, NULL, 10) : 2;
-      else if (g_str_equal (key, "flip"))
+        {
+          guint64 k = 2;
+
+          if (val != NULL && !g_ascii_string_to_unsigned (val, 10, 0, 13, &k, NULL))
+            {
+              g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                           "shift=%s: give a whole number of pixels from 0 to 13", val);
+              return FALSE;
+            }
+          aug->shift_pixels = (guint) k;
+        }
+      else if (g_str_equal (key, "flip") && val == NULL)
         aug->hflip = TRUE;
       else if (g_str_equal (key, "noise"))
-        aug->noise_std = val ? (float) g_ascii_strtod (val, NULL) : 0.05f;
+        {
+          char *end = NULL;
+          double sd = val ? g_ascii_strtod (val, &end) : 0.05;
+
+          if (val != NULL && (end == val || *end != '\0' || !isfinite (sd) || sd < 0))
+            {
+              g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                           "noise=%s: give a standard deviation such as 0.05", val);
+              return FALSE;
+            }
+          aug->noise_std = (float) sd;
+        }
       else
         {
           g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -575,9 +597,11 @@ cmd_train (int argc, char **argv)
   g_autoptr(EspalierTrainer) trainer = NULL;
   g_autofree char *model_name = NULL, *spec = NULL, *init = NULL, *output = NULL;
   g_autofree char *optimizer = NULL, *loss = NULL, *schedule = NULL, *memory = NULL, *augment = NULL;
-  double lr = 0, l1 = 0, l2 = 0, clip = 0, wd = -1, val = -1, test = -1, min_delta = 0;
+  double lr = -1, l1 = 0, l2 = 0, clip = 0, wd = -1, val = -1, test = -1, min_delta = 0;
   int epochs = 0, batch = 0, accum = 0, warmup = 0, patience = 0, threads = 0, step_size = 0;
-  gint64 seed = 0;
+  gint64 seed = -1;
+  guint64 load_seed;
+  double load_val, load_test;
   gboolean json = FALSE, plan = FALSE;
   EspalierTrainOptions opts;
   EspalierModelInfo info;
@@ -630,8 +654,11 @@ cmd_train (int argc, char **argv)
     out_mode = OUT_JSON;
   if ((model_name != NULL) + (spec != NULL) + (init != NULL) > 1)
     return usage_error (ctx, "train: give only one of --model, --spec and --init");
-  if (epochs < 0 || batch < 0 || accum < 0 || threads < 0 || patience < 0 || lr < 0)
-    return usage_error (ctx, "train: counts and the learning rate cannot be negative");
+  if (epochs < 0 || batch < 0 || accum < 0 || threads < 0 || patience < 0
+      || l1 < 0 || l2 < 0 || clip < 0 || min_delta < 0 || seed < -1)
+    return usage_error (ctx, "train: counts, rates and the seed cannot be negative");
+  if (lr != -1 && !(lr > 0 && isfinite (lr)))
+    return usage_error (ctx, "train: the learning rate must be positive");
 
   /* Names and sizes are checked before any work starts. */
   {
@@ -664,8 +691,10 @@ cmd_train (int argc, char **argv)
       data_opts_from_json (&d, info.preprocessing);
     }
 
-  ds = load_data (&d, init ? info.dataset_source : NULL, val >= 0 ? val : opts.val_fraction,
-                  test >= 0 ? test : opts.test_fraction, (guint64) seed, &error);
+  load_seed = seed >= 0 ? (guint64) seed : opts.seed;
+  load_val = val >= 0 ? val : opts.val_fraction;
+  load_test = test >= 0 ? test : opts.test_fraction;
+  ds = load_data (&d, init ? info.dataset_source : NULL, load_val, load_test, load_seed, &error);
   if (ds == NULL)
     {
       es_model_free (model);
@@ -694,13 +723,13 @@ cmd_train (int argc, char **argv)
           espalier_model_info_clear (&info);
           return fail (g_steal_pointer (&error), "building the model");
         }
-      es_model_init (model, (guint64) seed);
+      es_model_init (model, load_seed);
     }
 
   /* Flags override the template's or the saved model's defaults. */
   if (epochs) opts.epochs = (guint) epochs;
   if (batch) opts.batch_size = (guint) batch;
-  if (lr > 0) opts.engine.lr = (float) lr;
+  if (lr != -1) opts.engine.lr = (float) lr;
   if (wd >= 0) opts.engine.weight_decay = (float) wd;
   if (l1 > 0) opts.engine.l1 = (float) l1;
   if (l2 > 0) opts.engine.l2 = (float) l2;
@@ -713,7 +742,24 @@ cmd_train (int argc, char **argv)
   if (val >= 0) opts.val_fraction = val;
   if (test >= 0) opts.test_fraction = test;
   if (threads) opts.threads = (guint) threads;
-  opts.seed = (guint64) seed;
+  if (seed >= 0) opts.seed = (guint64) seed;  /* --init keeps the saved seed, and its split */
+
+  /* Standardization, min-max and mean-fill take their statistics from the training
+   * split; a template that splits otherwise than the defaults the data was loaded with
+   * means loading it again with the trainer's own split. */
+  if ((d.standardize || d.minmax || d.mean_fill)
+      && (opts.val_fraction != load_val || opts.test_fraction != load_test || opts.seed != load_seed))
+    {
+      g_clear_object (&ds);
+      ds = load_data (&d, init ? info.dataset_source : NULL, opts.val_fraction,
+                      opts.test_fraction, opts.seed, &error);
+      if (ds == NULL)
+        {
+          es_model_free (model);
+          espalier_model_info_clear (&info);
+          return fail (g_steal_pointer (&error), "loading the dataset");
+        }
+    }
   if (optimizer)
     es_opt_kind_from_name (optimizer, &opts.engine.optimizer);
   if (loss)
@@ -726,7 +772,7 @@ cmd_train (int argc, char **argv)
     parse_augment (augment, &opts.augment, NULL);
 
   if (plan && out_mode != OUT_JSON)
-    print_layers (model, opts.batch_size);
+    print_layers (model, &opts.engine, opts.batch_size);
 
   trainer = espalier_trainer_new (ds, model, &opts);
   st.loop = g_main_loop_new (NULL, FALSE);
@@ -853,6 +899,8 @@ cmd_eval (int argc, char **argv)
     return usage_error (ctx, "eval: name one model file (NAME.json)");
   if (which != NULL && !g_strv_contains ((const char *[]) { "test", "val", "train", "all", NULL }, which))
     return usage_error (ctx, "eval: --split must be test, val, train or all");
+  if (threads < 0)
+    return usage_error (ctx, "eval: --threads cannot be negative");
   if (json)
     out_mode = OUT_JSON;
 
@@ -1016,7 +1064,7 @@ cmd_info (int argc, char **argv)
             g_print (", test accuracy %.2f%%", 100 * info.test.accuracy);
           g_print ("\n");
         }
-      print_layers (model, (guint) batch);
+      print_layers (model, &info.train.engine, (guint) batch);
     }
   es_model_free (model);
   espalier_model_info_clear (&info);
@@ -1162,6 +1210,8 @@ cmd_bench (int argc, char **argv)
     return usage_error (ctx, "bench: %s", error->message);
   if (argc > 2 || (argc == 2 && model_name != NULL))
     return usage_error (ctx, "bench: name one model file or give --model");
+  if (argc == 2 && d.data != NULL)
+    return usage_error (ctx, "bench: --data only sizes a --model template; a model file has its own shape");
   if (rows <= 0 || reps <= 0 || threads < 0)
     return usage_error (ctx, "bench: --rows and --reps must be positive");
   if (json)
