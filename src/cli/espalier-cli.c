@@ -630,7 +630,7 @@ cmd_train (int argc, char **argv)
     { "warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Linear warm-up steps", "N" },
     { "patience", 0, 0, G_OPTION_ARG_INT, &patience, "Stop early after N epochs without a better validation loss", "N" },
     { "min-delta", 0, 0, G_OPTION_ARG_DOUBLE, &min_delta, "Smallest validation-loss improvement that counts", "F" },
-    { "val", 0, 0, G_OPTION_ARG_DOUBLE, &val, "Validation fraction of the training part (0.1)", "F" },
+    { "val", 0, 0, G_OPTION_ARG_DOUBLE, &val, "Validation fraction of all rows, or of the training part of a set with its own test part (0.1)", "F" },
     { "test", 0, 0, G_OPTION_ARG_DOUBLE, &test, "Test fraction, for sets without their own test part (0.2)", "F" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Random seed (0)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (default: one per core when the model is large enough to gain from it)", "N" },

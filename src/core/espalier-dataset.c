@@ -912,7 +912,9 @@ options_key_string (SourceKind                 kind,
 
   g_ascii_dtostr (val, sizeof val, uses_split ? options->val_fraction : 0);
   g_ascii_dtostr (test, sizeof test, uses_split ? options->test_fraction : 0);
-  return g_strdup_printf ("kind=%d\nlabel=%s\none_hot=%d\nheader=%d\n"
+  /* The version is part of the key: a release that reads or cleans data differently
+   * must not be served what an older one cached. */
+  return g_strdup_printf ("espalier=" PACKAGE_VERSION "\nkind=%d\nlabel=%s\none_hot=%d\nheader=%d\n"
                           "ffill=%d\ndrop_duplicates=%d\nmean_fill=%d\nstandardize=%d\n"
                           "minmax=%d\nval=%s\ntest=%s\nseed=%" G_GUINT64_FORMAT "\n",
                           kind,

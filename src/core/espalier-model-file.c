@@ -1311,13 +1311,18 @@ read_training (Reader *r, JsonObject *root, EspalierTrainOptions *o)
   r_int32 (r, obj, w, "warmup_steps", 0, G_MAXINT, &c->warmup_steps);
   r_u64 (r, obj, w, "dropout_seed", &c->seed);
 
-  r_uint (r, obj, w, "epochs", &o->epochs);
+  if (r_uint (r, obj, w, "epochs", &o->epochs) && o->epochs == 0)
+    r_fail (r, "“training.epochs” is 0");
   if (r_uint (r, obj, w, "batch_size", &o->batch_size) && o->batch_size == 0)
     r_fail (r, "“training.batch_size” is 0");
   r_uint (r, obj, w, "patience", &o->patience);
   r_double (r, obj, w, "min_delta", FALSE, 0.0, G_MAXDOUBLE, &o->min_delta);
   r_double (r, obj, w, "val_fraction", FALSE, 0.0, 1.0, &o->val_fraction);
   r_double (r, obj, w, "test_fraction", FALSE, 0.0, 1.0, &o->test_fraction);
+  /* the split's own rule: each below 1, and a training part left over */
+  if (o->val_fraction >= 1.0 || o->test_fraction >= 1.0 || o->val_fraction + o->test_fraction >= 1.0)
+    r_fail (r, "“training.val_fraction” (%g) and “training.test_fraction” (%g) leave no "
+            "training rows", o->val_fraction, o->test_fraction);
   r_u64 (r, obj, w, "seed", &o->seed);
   r_uint (r, obj, w, "threads", &o->threads);
   {
@@ -1878,7 +1883,12 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
   if (!g_utf8_validate (text, (gssize) len, NULL) || memchr (text, '\0', len) != NULL)
     r_fail (&r, "the file is not UTF-8 text");
   else if (!json_parser_load_from_data (parser, text, (gssize) len, &local))
-    r_fail (&r, "not valid JSON: %s", local->message);
+    {
+      /* json-glib names the input "<data>:LINE:COLUMN"; the file is named already */
+      const char *where = g_str_has_prefix (local->message, "<data>:") ? local->message + 7
+                                                                        : local->message;
+      r_fail (&r, "not valid JSON at line %s", where);
+    }
   else if ((root = json_parser_get_root (parser)) == NULL || !JSON_NODE_HOLDS_OBJECT (root))
     r_fail (&r, "not a JSON object");
   else

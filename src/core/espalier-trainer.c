@@ -340,8 +340,9 @@ espalier_trainer_run (EspalierTrainer      *self,
   g_autofree float *bce_targets = NULL;
   Reporter rep = { func, user_data, 0 };
   EsError es = { 0 };
-  gboolean ok = FALSE, bce;
+  gboolean ok = FALSE, bce, have_best = FALSE;
   double t_start, best_val = INFINITY;
+  guint best_epoch = 0;
   guint bad_epochs = 0, steps_per_epoch;
   gsize n_params;
 
@@ -364,13 +365,10 @@ espalier_trainer_run (EspalierTrainer      *self,
   self->split = espalier_split_new (self->dataset, o->val_fraction, o->test_fraction, o->seed, error);
   if (self->split == NULL)
     return FALSE;
-  if (self->split->train->len == 0)
-    {
-      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                   "The training split of %s is empty", espalier_dataset_get_name (self->dataset));
-      return FALSE;
-    }
   g_array_set_size (self->history, 0);
+  if (o->patience > 0 && self->split->val->len == 0)
+    report_message (&rep, "Early stopping is off: it watches the validation loss and this run "
+                          "has no validation split (set a validation fraction)");
 
   steps_per_epoch = (self->split->train->len + o->batch_size - 1) / o->batch_size;
   if (cfg.schedule == ES_LR_COSINE && cfg.total_steps <= 0)
@@ -394,7 +392,7 @@ espalier_trainer_run (EspalierTrainer      *self,
     {
       g_autofree char *msg = g_strdup_printf (
           "The memory budget holds %u rows at a time, not %u: training on micro-batches of %u "
-          "and accumulating %d of them, so every step still sees %u rows",
+          "and accumulating %u of them, so every step still sees %u rows",
           self->micro_batch, o->batch_size, self->micro_batch,
           (o->batch_size + self->micro_batch - 1) / self->micro_batch, o->batch_size);
       report_message (&rep, msg);
@@ -501,6 +499,8 @@ espalier_trainer_run (EspalierTrainer      *self,
           if (rec.val_loss < best_val - o->min_delta)
             {
               best_val = rec.val_loss;
+              best_epoch = epoch;
+              have_best = TRUE;
               bad_epochs = 0;
               es_trainer_sync (tr);
               memcpy (best, es_model_params (self->model), n_params * sizeof (float));
@@ -518,14 +518,24 @@ espalier_trainer_run (EspalierTrainer      *self,
                       (gsize) es_model_n_buffers (self->model) * sizeof (float));
               report_message (&rep, msg);
               ok = TRUE;
-              goto out_synced;
+              goto out;
             }
         }
     }
   es_trainer_sync (tr);
+  /* With early stopping on, the run ends on its best epoch even when it ran out of
+   * epochs before running out of patience. */
+  if (have_best && best_epoch < o->epochs)
+    {
+      g_autofree char *msg = g_strdup_printf (
+          "Keeping the weights of epoch %u, the best on validation loss (%.4f)", best_epoch, best_val);
+      memcpy (es_model_params (self->model), best, n_params * sizeof (float));
+      memcpy (es_model_buffers (self->model), best + n_params,
+              (gsize) es_model_n_buffers (self->model) * sizeof (float));
+      report_message (&rep, msg);
+    }
   ok = TRUE;
 
-out_synced:
 out:
   if (batcher != NULL)
     espalier_batcher_free (batcher);

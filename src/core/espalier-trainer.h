@@ -20,8 +20,9 @@ typedef struct {
   guint           batch_size;      /* 32 */
   guint           patience;        /* early stopping: epochs without a better val loss (0: off) */
   double          min_delta;       /* improvement that counts (0) */
-  double          val_fraction;    /* of the training part held out for validation (0.1) */
-  double          test_fraction;   /* for sets without their own test part (0.2) */
+  double          val_fraction;    /* of all rows held out for validation (0.1); of the
+                                    * training part when the set has its own test part */
+  double          test_fraction;   /* of all rows, for sets without their own test part (0.2) */
   guint64         seed;            /* splits, shuffling, init, dropout (0) */
   guint           threads;         /* compute threads, 0: chosen by the work per step */
   gsize           memory_limit;    /* engine memory budget in bytes, 0: none */
@@ -100,7 +101,8 @@ gboolean          espalier_trainer_run_finish   (EspalierTrainer      *self,
                                                  GAsyncResult         *result,
                                                  GError              **error);
 
-/* Per-epoch records of the last run (EspalierEpochRecord). */
+/* Per-epoch records of the last run (EspalierEpochRecord). Like the getters below,
+ * read it only when no run is in progress: the worker appends to it. */
 GArray           *espalier_trainer_get_history  (EspalierTrainer *self);
 /* The split used (train/val/test row indices). */
 const EspalierSplit *espalier_trainer_get_split (EspalierTrainer *self);

@@ -212,6 +212,42 @@ test_early_stopping (void)
   es_model_free (model);
 }
 
+/* With early stopping on, a run that ends before its patience does still keeps the
+ * weights of its best validation epoch. */
+static void
+test_best_epoch_kept (void)
+{
+  g_autoptr(EspalierDataset) ds = load ("xor:n=200,noise=0.6,seed=4");
+  g_autoptr(EspalierTrainer) tr = NULL;
+  g_autoptr(GError) error = NULL;
+  EspalierTrainOptions opts;
+  EsModel *model;
+  GArray *hist;
+  double best = INFINITY;
+  EspalierMetrics vm = { 0 };
+
+  espalier_train_options_init (&opts);
+  model = template_for (ds, "playground", &opts);
+  opts.epochs = 25;
+  opts.val_fraction = 0.3;
+  opts.patience = 1000;
+  opts.engine.lr = 0.1f;
+  tr = espalier_trainer_new (ds, model, &opts);
+  g_assert_true (espalier_trainer_run (tr, NULL, NULL, NULL, &error));
+  hist = espalier_trainer_get_history (tr);
+  g_assert_cmpuint (hist->len, ==, 25);
+  for (guint i = 0; i < hist->len; i++)
+    best = MIN (best, g_array_index (hist, EspalierEpochRecord, i).val_loss);
+  {
+    const EspalierSplit *split = espalier_trainer_get_split (tr);
+    g_assert_true (espalier_evaluate (model, ds, (const guint32 *) split->val->data,
+                                      split->val->len, ES_LOSS_SOFTMAX_XENT, 1, &vm, &error));
+  }
+  g_assert_cmpfloat_with_epsilon (vm.loss, best, 1e-4);
+  espalier_metrics_clear (&vm);
+  es_model_free (model);
+}
+
 static void
 on_async_done (GObject *source, GAsyncResult *result, gpointer data)
 {
@@ -319,6 +355,7 @@ main (int argc, char **argv)
   g_test_add_func ("/core/trainer/metrics-confusion", test_metrics_confusion);
   g_test_add_func ("/core/trainer/cancel", test_cancel);
   g_test_add_func ("/core/trainer/early-stopping", test_early_stopping);
+  g_test_add_func ("/core/trainer/best-epoch-kept", test_best_epoch_kept);
   g_test_add_func ("/core/trainer/async", test_async);
   g_test_add_func ("/core/trainer/memory-limit", test_memory_limit_message);
   g_test_add_func ("/core/trainer/refuses-mismatch", test_refuses_mismatch);
