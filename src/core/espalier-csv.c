@@ -59,15 +59,30 @@ espalier_csv_is_missing (const char *s)
          || g_ascii_strcasecmp (s, "null") == 0;
 }
 
+/* A number in C notation; in a semicolon-delimited file also with a decimal comma
+ * ("1,5"), as spreadsheets in many locales write it. */
 static gboolean
-parse_number (const char *s,
+parse_number (char        delim,
+              const char *s,
               double     *out)
 {
+  char buf[64];
   char *end;
   double v;
 
   if (s[0] == '\0')
     return FALSE;
+  if (delim == ';' && strchr (s, ',') != NULL && strchr (s, '.') == NULL && strlen (s) < sizeof buf)
+    {
+      char *comma;
+
+      g_strlcpy (buf, s, sizeof buf);
+      comma = strchr (buf, ',');
+      if (strchr (comma + 1, ',') != NULL)
+        return FALSE;
+      *comma = '.';
+      s = buf;
+    }
   v = g_ascii_strtod (s, &end);
   if (end == s || *end != '\0' || !isfinite (v))
     return FALSE;
@@ -510,8 +525,8 @@ espalier_csv_load_bytes (GBytes                     *raw,
               double v;
               const char *a = cell (&t, 0, c), *b = cell (&t, 1, c);
 
-              has_header = !espalier_csv_is_missing (a) && !parse_number (a, &v)
-                           && parse_number (b, &v);
+              has_header = !espalier_csv_is_missing (a) && !parse_number (delim, a, &v)
+                           && parse_number (delim, b, &v);
             }
         }
       else
@@ -521,7 +536,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
             {
               double v;
 
-              if (parse_number (cell (&t, 0, c), &v))
+              if (parse_number (delim, cell (&t, 0, c), &v))
                 has_header = FALSE;
             }
         }
@@ -569,7 +584,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
           const char *s = cell (&t, r, c);
           double v;
 
-          if (!espalier_csv_is_missing (s) && !parse_number (s, &v))
+          if (!espalier_csv_is_missing (s) && !parse_number (delim, s, &v))
             bad_row = r;
         }
       if (bad_row == G_MAXUINT)
@@ -639,7 +654,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
               const char *s = cell (&t, first + i, c);
               double v;
 
-              ds->f32[(gsize) i * F + j] = espalier_csv_is_missing (s) || !parse_number (s, &v)
+              ds->f32[(gsize) i * F + j] = espalier_csv_is_missing (s) || !parse_number (delim, s, &v)
                                            ? NAN : (float) v;
             }
           g_ptr_array_add (feature_names, g_strdup (names[c]));
@@ -696,7 +711,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
                          row_line (&t, first + i), label_col + 1, names[label_col]);
             return NULL;
           }
-        if (all_numeric && !parse_number (s, &values[i]))
+        if (all_numeric && !parse_number (delim, s, &values[i]))
           all_numeric = FALSE;
         if (all_numeric && (values[i] != floor (values[i]) || fabs (values[i]) > G_MAXINT32))
           all_integer = FALSE;

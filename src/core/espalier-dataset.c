@@ -978,7 +978,8 @@ espalier_dataset_load (const char                 *spec,
       return NULL;
     }
 
-  if (espalier_generate_is_spec (spec))
+  /* A file of that name in the current directory wins over a generator name. */
+  if (espalier_generate_is_spec (spec) && !g_file_test (spec, G_FILE_TEST_IS_REGULAR))
     return load_generated (spec, options, cancellable, error);
 
   if (g_ascii_strcasecmp (spec, "fashion-mnist") == 0)
@@ -1163,8 +1164,18 @@ append_float (GString *out,
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-  /* Nine significant digits read back as the same float. */
-  g_string_append (out, g_ascii_formatd (buf, sizeof buf, "%.9g", v));
+  /* The fewest significant digits that read back as the same float (at most nine):
+   * 0.1, not 0.100000001. */
+  for (int digits = 6; digits <= 9; digits++)
+    {
+      char fmt[8];
+
+      g_snprintf (fmt, sizeof fmt, "%%.%dg", digits);
+      g_ascii_formatd (buf, sizeof buf, fmt, v);
+      if ((float) g_ascii_strtod (buf, NULL) == v || digits == 9)
+        break;
+    }
+  g_string_append (out, buf);
 }
 
 gboolean
@@ -1176,12 +1187,13 @@ espalier_dataset_export_csv (EspalierDataset  *self,
   g_autoptr(GFileOutputStream) stream = NULL;
   g_autoptr(GString) out = NULL;
   g_autoptr(GError) local_error = NULL;
-  const guint F = self->row_size;
+  guint F;
 
   g_return_val_if_fail (ESPALIER_IS_DATASET (self), FALSE);
   g_return_val_if_fail (path != NULL, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  F = self->row_size;
   file = g_file_new_for_path (path);
   stream = g_file_replace (file, NULL, FALSE, G_FILE_CREATE_REPLACE_DESTINATION, NULL,
                            &local_error);

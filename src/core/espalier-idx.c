@@ -15,6 +15,7 @@
  * Dimension key: N = items (dimension 0), F = elements per item. */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "espalier-dataset-private.h"
@@ -425,11 +426,15 @@ set_shape_from (EspalierDataset   *ds,
 }
 
 /* Convert img's big-endian payload p into floats. */
-static void
+/* Decode the payload to floats; returns the index of the first infinite value, or -1.
+ * (NaN is kept: later steps treat it as a missing value.) */
+static gssize
 convert_to_f32 (const EspalierIdx *img,
                 const guint8      *p,
                 float             *out)
 {
+  gssize first_inf = -1;
+
   for (gsize i = 0; i < img->n_elements; i++)
     {
       switch (img->type)
@@ -465,7 +470,10 @@ convert_to_f32 (const EspalierIdx *img,
         default:
           g_assert_not_reached ();
         }
+      if (first_inf < 0 && isinf (out[i]))
+        first_inf = (gssize) i;
     }
+  return first_inf;
 }
 
 /* Read n_items labels into out, checking them against max_classes. */
@@ -635,7 +643,21 @@ espalier_idx_load_bytes (GBytes        *images_raw,
         }
       if (!idx_reader_read (&img, payload, cancellable, error))
         goto out;
-      convert_to_f32 (&img.idx, payload, f32);
+      {
+        gssize bad = convert_to_f32 (&img.idx, payload, f32);
+
+        if (bad >= 0)
+          {
+            gsize per_item = img.idx.n_elements / MAX (N, 1);
+
+            g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
+                         "%s: item %" G_GSIZE_FORMAT ", value %" G_GSIZE_FORMAT
+                         " is infinite; only finite numbers (or NaN for a missing value) "
+                         "can be trained on", images_path, (gsize) bad / MAX (per_item, 1),
+                         (gsize) bad % MAX (per_item, 1));
+            goto out;
+          }
+      }
     }
 
   if (labels_path != NULL)

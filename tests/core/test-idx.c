@@ -183,6 +183,38 @@ test_float (void)
   g_assert_cmpint (espalier_dataset_get_labels (ds)[0], ==, 1);
 }
 
+/* An infinite value in a float IDX file is refused, naming the item; NaN stays a
+ * missing value for the cleaning steps. */
+static void
+test_float_infinite (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  guint32 dims[2] = { 3, 2 };
+  guint8 payload[24];
+  g_autoptr(GByteArray) idx = NULL;
+  g_autofree char *path = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(GError) error = NULL;
+
+  for (guint i = 0; i < 6; i++)
+    {
+      float v = i == 3 ? INFINITY : (float) i;
+      guint32 bits;
+
+      memcpy (&bits, &v, 4);
+      payload[4 * i] = bits >> 24;
+      payload[4 * i + 1] = bits >> 16;
+      payload[4 * i + 2] = bits >> 8;
+      payload[4 * i + 3] = bits;
+    }
+  idx = dtu_idx (0x0D, 2, dims, payload, sizeof payload);
+  path = dtu_write_idx (dir, "inf.idx", idx, FALSE);
+  ds = load_no_cache (path, &error);
+  g_assert_null (ds);
+  dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
+                    "inf.idx", "item 1, value 1", "infinite", NULL);
+}
+
 /* 4 dimensions are (N, C, H, W); 5 keep their dims as rank 4. */
 static void
 test_more_dims (void)
@@ -902,6 +934,7 @@ main (int   argc,
   g_test_add_func ("/idx/ubyte-gzip", test_ubyte_gzip);
   g_test_add_func ("/idx/gzip-by-content", test_gzip_by_content);
   g_test_add_func ("/idx/float", test_float);
+  g_test_add_func ("/idx/float-infinite", test_float_infinite);
   g_test_add_func ("/idx/more-dims", test_more_dims);
   g_test_add_func ("/idx/find-labels", test_find_labels);
   g_test_add_func ("/idx/parse", test_parse);
