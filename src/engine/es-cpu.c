@@ -36,6 +36,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,6 +174,24 @@ cpu_copy (EsBackend *be, void *dst, const void *src, size_t bytes)
 {
   if (bytes > 0)
     memcpy (dst, src, bytes);
+}
+
+static pthread_once_t cpu_global_once = PTHREAD_ONCE_INIT;
+
+static void
+cpu_global_init (void)
+{
+  /* Our pool is the only parallelism: BLAS runs on whichever thread calls it. */
+  if (openblas_set_num_threads != NULL)
+    openblas_set_num_threads (1);
+#ifdef ES_HAVE_AVX512_GEMM
+  {
+    const char *env = getenv ("ESPALIER_GEMM");
+
+    use_avx512 = __builtin_cpu_supports ("avx512f")
+                 && !(env != NULL && strcmp (env, "blas") == 0);
+  }
+#endif
 }
 
 /* Every op runs here; none falls back silently. */
@@ -2454,17 +2473,8 @@ es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err)
   if (n_threads == 0)
     n_threads = es_pool_online_cores ();
 
-  /* Our pool is the only parallelism: BLAS runs on whichever thread calls it. */
-  if (openblas_set_num_threads != NULL)
-    openblas_set_num_threads (1);
-#ifdef ES_HAVE_AVX512_GEMM
-  {
-    const char *env = getenv ("ESPALIER_GEMM");
-
-    use_avx512 = __builtin_cpu_supports ("avx512f")
-                      && !(env != NULL && strcmp (env, "blas") == 0);
-  }
-#endif
+  /* Process-wide choices, made once however many backends come and go. */
+  pthread_once (&cpu_global_once, cpu_global_init);
   es_set_ftz_daz ();
   thread_ftz_set = true;
 

@@ -220,8 +220,9 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
 
         if (in->rank != 3)
           return layer_error (err, i, s, in, "needs an image input of shape (C, H, W)", NULL);
-        if (s->kernel <= 0 || s->stride <= 0 || pad < 0)
-          return layer_error (err, i, s, in, "needs kernel >= 1, stride >= 1, padding >= 0", NULL);
+        if (s->kernel <= 0 || s->stride <= 0 || pad < 0
+            || s->kernel > 65536 || s->stride > 65536 || pad > 65536)
+          return layer_error (err, i, s, in, "needs kernel and stride from 1 and padding from 0, each at most 65536", NULL);
         if (in->dims[1] + 2 * pad < s->kernel || in->dims[2] + 2 * pad < s->kernel)
           {
             snprintf (need, sizeof need, "has a kernel of %d that does not fit", s->kernel);
@@ -284,6 +285,9 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
       return false;
     }
   info->out_floats = es_shape_size (&info->out);
+  /* Kernels index with 32-bit dimensions and 64-bit products: refuse what would not fit. */
+  if (info->out_floats > INT32_MAX || in_size > INT32_MAX || info->n_params > INT32_MAX)
+    return layer_error (err, i, s, in, "would be too large (over 2^31 values)", NULL);
   return true;
 }
 
@@ -333,6 +337,11 @@ es_model_new (const EsShape *input, const EsLayerSpec *layers, int n_layers, EsE
     }
 
   m = calloc (1, sizeof *m);
+  if (m == NULL)
+    {
+      es_error_set (err, ES_ERR_NOMEM, "Out of memory building the model");
+      return NULL;
+    }
   m->layers = calloc ((size_t) n_layers, sizeof *m->layers);
   m->tensors = calloc ((size_t) n_layers * 4, sizeof *m->tensors);
   if (m->layers == NULL || m->tensors == NULL)
