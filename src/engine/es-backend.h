@@ -170,6 +170,9 @@ struct EsBackend {
  * on one thread pool of n_threads (0: the number of cores) with BLAS pinned to one
  * thread so pools never oversubscribe. budget may be NULL (no limit). */
 EsBackend *es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err);
+/* The matrix-product path the CPU backends of this process use: "avx512" (CPUs with
+ * AVX-512F) or "cblas" (others, or ESPALIER_GEMM=blas in the environment). */
+const char *es_cpu_backend_gemm_path (void);
 
 static inline void
 es_backend_free (EsBackend *be)

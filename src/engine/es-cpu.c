@@ -176,24 +176,6 @@ cpu_copy (EsBackend *be, void *dst, const void *src, size_t bytes)
     memcpy (dst, src, bytes);
 }
 
-static pthread_once_t cpu_global_once = PTHREAD_ONCE_INIT;
-
-static void
-cpu_global_init (void)
-{
-  /* Our pool is the only parallelism: BLAS runs on whichever thread calls it. */
-  if (openblas_set_num_threads != NULL)
-    openblas_set_num_threads (1);
-#ifdef ES_HAVE_AVX512_GEMM
-  {
-    const char *env = getenv ("ESPALIER_GEMM");
-
-    use_avx512 = __builtin_cpu_supports ("avx512f")
-                 && !(env != NULL && strcmp (env, "blas") == 0);
-  }
-#endif
-}
-
 /* Every op runs here; none falls back silently. */
 static bool
 cpu_supports_op (EsBackend *be, EsOp op)
@@ -2459,6 +2441,36 @@ static const EsBackendIface cpu_iface = {
 
 /* See es-backend.h. Pins BLAS to one thread, picks the product kernels, sets FTZ/DAZ on
  * the calling thread and starts the pool. */
+static pthread_once_t cpu_global_once = PTHREAD_ONCE_INIT;
+
+/* After ES_HAVE_AVX512_GEMM is known (above). */
+static void
+cpu_global_init (void)
+{
+  /* Our pool is the only parallelism: BLAS runs on whichever thread calls it. */
+  if (openblas_set_num_threads != NULL)
+    openblas_set_num_threads (1);
+#ifdef ES_HAVE_AVX512_GEMM
+  {
+    const char *env = getenv ("ESPALIER_GEMM");
+
+    use_avx512 = __builtin_cpu_supports ("avx512f")
+                 && !(env != NULL && strcmp (env, "blas") == 0);
+  }
+#endif
+}
+
+const char *
+es_cpu_backend_gemm_path (void)
+{
+  pthread_once (&cpu_global_once, cpu_global_init);
+#ifdef ES_HAVE_AVX512_GEMM
+  if (use_avx512)
+    return "avx512";
+#endif
+  return "cblas";
+}
+
 EsBackend *
 es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err)
 {
