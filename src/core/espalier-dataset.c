@@ -17,6 +17,7 @@
 #include <glib/gstdio.h>
 #include <zlib.h>
 
+#include "espalier-format.h"
 #include "espalier-csv.h"
 #include "espalier-dataset-cache.h"
 #include "espalier-dataset-private.h"
@@ -1164,18 +1165,7 @@ append_float (GString *out,
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-  /* The fewest significant digits that read back as the same float (at most nine):
-   * 0.1, not 0.100000001. */
-  for (int digits = 6; digits <= 9; digits++)
-    {
-      char fmt[8];
-
-      g_snprintf (fmt, sizeof fmt, "%%.%dg", digits);
-      g_ascii_formatd (buf, sizeof buf, fmt, v);
-      if ((float) g_ascii_strtod (buf, NULL) == v || digits == 9)
-        break;
-    }
-  g_string_append (out, buf);
+  g_string_append (out, espalier_format_float (buf, v));
 }
 
 gboolean

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "es-common.h"
+#include "espalier-format.h"
 #include "espalier-dataset-private.h"
 #include "espalier-generate.h"
 
@@ -237,16 +238,7 @@ append_double (GString *s,
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-  for (int precision = 1; precision <= 17; precision++)
-    {
-      char format[8];
-
-      g_snprintf (format, sizeof format, "%%.%dg", precision);
-      g_ascii_formatd (buf, sizeof buf, format, v);
-      if (g_ascii_strtod (buf, NULL) == v)
-        break;
-    }
-  g_string_append (s, buf);
+  g_string_append (s, espalier_format_double (buf, v));
 }
 
 char *

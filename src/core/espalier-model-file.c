@@ -16,6 +16,7 @@
  * Not here: projects (espalier-project.c) and other export formats (ONNX, C). */
 #include "config.h"
 
+#include "espalier-format.h"
 #include "espalier-model-file.h"
 
 #include <errno.h>
@@ -105,17 +106,7 @@ float_decimal (float f)
 
   if (!isfinite (f))
     return (double) f;
-  for (int digits = 1; digits <= 9; digits++)
-    {
-      char format[8];
-      double d;
-
-      g_snprintf (format, sizeof format, "%%.%dg", digits);
-      d = g_ascii_strtod (g_ascii_formatd (buf, sizeof buf, format, (double) f), NULL);
-      if ((float) d == f)
-        return d;
-    }
-  return (double) f;
+  return g_ascii_strtod (espalier_format_float (buf, f), NULL);
 }
 
 /* The shortest text that reads back as exactly d, always with a '.' or an exponent so it
@@ -125,16 +116,7 @@ append_double (GString *out, double d)
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-  for (int digits = 1; digits <= 17; digits++)
-    {
-      char format[8];
-
-      g_snprintf (format, sizeof format, "%%.%dg", digits);
-      g_ascii_formatd (buf, sizeof buf, format, d);
-      if (g_ascii_strtod (buf, NULL) == d)
-        break;
-    }
-  g_string_append (out, buf);
+  g_string_append (out, espalier_format_double (buf, d));
   if (strpbrk (buf, ".eE") == NULL)
     g_string_append (out, ".0");
 }

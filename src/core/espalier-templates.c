@@ -4,6 +4,7 @@
  * file only names layers and wraps its errors. */
 #include "config.h"
 
+#include "espalier-format.h"
 #include "espalier-templates.h"
 
 #include <math.h>
@@ -438,16 +439,7 @@ append_float (GString *out, float f)
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-  for (int digits = 1; digits <= 9; digits++)
-    {
-      char format[8];
-
-      g_snprintf (format, sizeof format, "%%.%dg", digits);
-      g_ascii_formatd (buf, sizeof buf, format, (double) f);
-      if ((float) g_ascii_strtod (buf, NULL) == f)
-        break;
-    }
-  g_string_append (out, buf);
+  g_string_append (out, espalier_format_float (buf, f));
 }
 
 char *
