@@ -1138,6 +1138,81 @@ out:
   return g_steal_pointer (&ds);
 }
 
+/* Loading on a worker thread: the task data is the spec and a copy of the options
+ * whose strings it owns, since the caller's may be gone before the thread runs. */
+typedef struct {
+  char                *spec;
+  EspalierLoadOptions  options;
+} LoadJob;
+
+static void
+load_job_free (gpointer data)
+{
+  LoadJob *job = data;
+
+  g_free (job->spec);
+  g_free ((char *) job->options.label_column);
+  g_free ((char *) job->options.labels_path);
+  g_free ((char *) job->options.cache_dir);
+  g_free (job);
+}
+
+static void
+load_thread (GTask        *task,
+             gpointer      source,
+             gpointer      task_data,
+             GCancellable *cancellable)
+{
+  LoadJob *job = task_data;
+  GError *error = NULL;
+  EspalierDataset *ds = espalier_dataset_load (job->spec, &job->options, cancellable, &error);
+
+  if (ds != NULL)
+    g_task_return_pointer (task, ds, g_object_unref);
+  else
+    g_task_return_error (task, error);
+}
+
+void
+espalier_dataset_load_async (const char                 *spec,
+                             const EspalierLoadOptions  *options,
+                             GCancellable               *cancellable,
+                             GAsyncReadyCallback         callback,
+                             gpointer                    user_data)
+{
+  g_autoptr(GTask) task = NULL;
+  LoadJob *job;
+
+  g_return_if_fail (spec != NULL);
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  job = g_new0 (LoadJob, 1);
+  job->spec = g_strdup (spec);
+  if (options != NULL)
+    job->options = *options;
+  else
+    espalier_load_options_init (&job->options);
+  job->options.label_column = g_strdup (job->options.label_column);
+  job->options.labels_path = g_strdup (job->options.labels_path);
+  job->options.cache_dir = g_strdup (job->options.cache_dir);
+
+  task = g_task_new (NULL, cancellable, callback, user_data);
+  g_task_set_source_tag (task, espalier_dataset_load_async);
+  g_task_set_task_data (task, job, load_job_free);
+  g_task_run_in_thread (task, load_thread);
+}
+
+EspalierDataset *
+espalier_dataset_load_finish (GAsyncResult  *result,
+                              GError       **error)
+{
+  g_return_val_if_fail (g_task_is_valid (result, NULL), NULL);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == espalier_dataset_load_async,
+                        NULL);
+
+  return g_task_propagate_pointer (G_TASK (result), error);
+}
+
 /* Export */
 
 static void

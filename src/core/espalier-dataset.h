@@ -143,6 +143,15 @@ EspalierDataset *espalier_dataset_load       (const char                 *spec,
                                               const EspalierLoadOptions  *options,
                                               GCancellable               *cancellable,
                                               GError                    **error);
+/* espalier_dataset_load on a worker thread (a GTask); callback runs in the caller's
+ * thread-default main context. spec and options (with their strings) are copied. */
+void             espalier_dataset_load_async  (const char                 *spec,
+                                               const EspalierLoadOptions  *options,
+                                               GCancellable               *cancellable,
+                                               GAsyncReadyCallback         callback,
+                                               gpointer                    user_data);
+EspalierDataset *espalier_dataset_load_finish (GAsyncResult               *result,
+                                               GError                    **error);
 /* Whether the Fashion-MNIST files are installed (dataset-fashion-mnist; the
  * environment variable ESPALIER_FASHION_MNIST_DIR overrides the directory). */
 gboolean         espalier_dataset_fashion_mnist_available (void);

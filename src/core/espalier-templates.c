@@ -443,16 +443,16 @@ append_float (GString *out, float f)
 }
 
 char *
-espalier_model_to_spec (const EsModel *model)
+espalier_spec_format (const EsLayerSpec *layers, int n_layers)
 {
   GString *out = g_string_new (NULL);
   const EsLayerSpec def_bn = es_layer_spec_default (ES_LAYER_BATCHNORM);
 
-  g_return_val_if_fail (model != NULL, NULL);
+  g_return_val_if_fail (layers != NULL || n_layers == 0, NULL);
 
-  for (int i = 0; i < es_model_n_layers (model); i++)
+  for (int i = 0; i < n_layers; i++)
     {
-      const EsLayerSpec *s = &es_model_layer (model, i)->spec;
+      const EsLayerSpec *s = &layers[i];
 
       if (i > 0)
         g_string_append_c (out, ',');
@@ -495,4 +495,19 @@ espalier_model_to_spec (const EsModel *model)
         }
     }
   return g_string_free (out, FALSE);
+}
+
+char *
+espalier_model_to_spec (const EsModel *model)
+{
+  g_autofree EsLayerSpec *layers = NULL;
+  int n;
+
+  g_return_val_if_fail (model != NULL, NULL);
+
+  n = es_model_n_layers (model);
+  layers = g_new (EsLayerSpec, MAX (n, 1));
+  for (int i = 0; i < n; i++)
+    layers[i] = es_model_layer (model, i)->spec;
+  return espalier_spec_format (layers, n);
 }

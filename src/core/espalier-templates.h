@@ -56,5 +56,9 @@ EsModel           *espalier_model_from_spec      (const char            *spec,
 /* The spec string of a model's layers; espalier_model_from_spec on it and the same
  * input rebuilds the same architecture. */
 char              *espalier_model_to_spec        (const EsModel         *model);
+/* The spec string of layers (n_layers, "" when 0), with defaults filled in as
+ * es_model_new fills them; espalier_spec_parse reads it back. */
+char              *espalier_spec_format          (const EsLayerSpec     *layers,
+                                                  int                    n_layers);
 
 G_END_DECLS

@@ -23,6 +23,7 @@ struct _EspalierTrainer
   GArray               *history;        /* EspalierEpochRecord */
   guint                 micro_batch;
   char                 *plan;
+  double                snapshot_interval;  /* seconds between STEP snapshots, 0: none */
 };
 
 G_DEFINE_FINAL_TYPE (EspalierTrainer, espalier_trainer, G_TYPE_OBJECT)
@@ -99,6 +100,15 @@ espalier_trainer_new (EspalierDataset            *dataset,
   else
     espalier_train_options_init (&self->opts);
   return self;
+}
+
+void
+espalier_trainer_set_snapshot_interval (EspalierTrainer *self, double seconds)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+  g_return_if_fail (seconds >= 0.0);
+
+  self->snapshot_interval = seconds;
 }
 
 GArray *
@@ -282,13 +292,25 @@ typedef struct {
   EspalierProgressFunc func;
   gpointer             data;
   double               last_step;
+  double               last_snapshot;
 } Reporter;
 
+/* Pass p to the callback, then free its snapshot unless the callback took it (the async
+ * path does, see post_progress). */
 static void
-report (Reporter *rep, const EspalierProgress *p)
+report (Reporter *rep, EspalierProgress *p)
 {
   if (rep->func != NULL)
     rep->func (p, rep->data);
+  g_clear_pointer (&p->snapshot, es_model_free);
+}
+
+/* A copy of the weights as they are now on the device. */
+static EsModel *
+snapshot (EsTrainer *tr, EsModel *model)
+{
+  es_trainer_sync (tr);
+  return es_model_copy (model);
 }
 
 static void
@@ -338,7 +360,8 @@ espalier_trainer_run (EspalierTrainer      *self,
   EspalierBatcher *batcher = NULL;
   g_autofree float *best = NULL;
   g_autofree float *bce_targets = NULL;
-  Reporter rep = { func, user_data, 0 };
+  EspalierMetrics vm = { 0 };      /* validation metrics of the current epoch */
+  Reporter rep = { func, user_data, 0, -INFINITY };
   EsError es = { 0 };
   gboolean ok = FALSE, bce, have_best = FALSE;
   double t_start, best_val = INFINITY;
@@ -452,6 +475,12 @@ espalier_trainer_run (EspalierTrainer      *self,
                 .eta = (now - t_start) / done * (o->epochs - done),
               };
               rep.last_step = now;
+              if (self->snapshot_interval > 0
+                  && now - rep.last_snapshot >= self->snapshot_interval)
+                {
+                  p.snapshot = snapshot (tr, self->model);
+                  rep.last_snapshot = now;
+                }
               report (&rep, &p);
             }
           if (g_cancellable_is_cancelled (cancellable))
@@ -467,19 +496,15 @@ espalier_trainer_run (EspalierTrainer      *self,
       rec.lr = es_trainer_current_lr (tr);
       if (self->split->val->len > 0)
         {
-          EspalierMetrics vm = { 0 };
-
           if (!evaluate_rows (tr, self->dataset, (const guint32 *) self->split->val->data,
                               self->split->val->len, MAX (o->batch_size, 256), bce, &vm,
                               cancellable, error))
             {
-              espalier_metrics_clear (&vm);
               es_trainer_sync (tr);
               goto out;
             }
           rec.val_loss = vm.loss;
           rec.val_accuracy = vm.accuracy;
-          espalier_metrics_clear (&vm);
         }
       g_array_append_val (self->history, rec);
       {
@@ -489,9 +514,13 @@ espalier_trainer_run (EspalierTrainer      *self,
           .step = step, .steps = steps_per_epoch, .loss = rec.train_loss,
           .accuracy = rec.train_accuracy, .elapsed = now - t_start,
           .eta = (now - t_start) / epoch * (o->epochs - epoch), .record = &rec,
+          .val_metrics = self->split->val->len > 0 ? &vm : NULL,
         };
+        if (rep.func != NULL)
+          p.snapshot = snapshot (tr, self->model);
         report (&rep, &p);
       }
+      espalier_metrics_clear (&vm);
 
       /* Early stopping on validation loss, keeping the best weights. */
       if (o->patience > 0 && !isnan (rec.val_loss))
@@ -537,6 +566,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   ok = TRUE;
 
 out:
+  espalier_metrics_clear (&vm);
   if (batcher != NULL)
     espalier_batcher_free (batcher);
   es_trainer_free (tr);
@@ -560,8 +590,9 @@ typedef struct {
 } AsyncData;
 
 typedef struct {
-  EspalierProgress    progress;
+  EspalierProgress    progress;     /* owns progress.snapshot */
   EspalierEpochRecord record;
+  EspalierMetrics     val_metrics;  /* owns its confusion matrix */
   char               *message;
   AsyncData          *ad;
   GTask              *task;
@@ -593,6 +624,8 @@ posted_free (gpointer p)
   Posted *posted = p;
 
   g_free (posted->message);
+  g_clear_pointer (&posted->progress.snapshot, es_model_free);
+  espalier_metrics_clear (&posted->val_metrics);
   g_object_unref (posted->task);
   g_free (posted);
 }
@@ -611,6 +644,19 @@ post_progress (const EspalierProgress *progress, gpointer user_data)
       posted->record = *progress->record;
       posted->progress.record = &posted->record;
     }
+  if (progress->val_metrics != NULL)
+    {
+      const EspalierMetrics *vm = progress->val_metrics;
+      gsize cells = (gsize) vm->n_classes * vm->n_classes;
+
+      posted->val_metrics = *vm;
+      if (vm->confusion != NULL)
+        posted->val_metrics.confusion = g_memdup2 (vm->confusion, cells * sizeof (guint));
+      posted->progress.val_metrics = &posted->val_metrics;
+    }
+  /* The snapshot moves to the posted copy; report() frees what is left in the
+   * original. Every record comes from espalier_trainer_run's own non-const locals. */
+  ((EspalierProgress *) progress)->snapshot = NULL;
   posted->message = g_strdup (progress->message);
   posted->progress.message = posted->message;
   posted->ad = ad;

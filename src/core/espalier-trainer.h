@@ -68,6 +68,14 @@ typedef struct {
   double                     elapsed, eta;     /* seconds */
   const EspalierEpochRecord *record;           /* ESPALIER_PROGRESS_EPOCH */
   const char                *message;          /* ESPALIER_PROGRESS_MESSAGE */
+  /* A copy of the model with the current weights, owned by the progress record and
+   * freed after the callback returns (copy it to keep it): set on every EPOCH event and,
+   * with espalier_trainer_set_snapshot_interval, on STEP events at most once per
+   * interval; NULL otherwise. */
+  EsModel                   *snapshot;
+  /* ESPALIER_PROGRESS_EPOCH: the validation metrics with the confusion matrix, NULL
+   * without a validation split. Valid during the callback. */
+  const EspalierMetrics     *val_metrics;
 } EspalierProgress;
 
 typedef void (*EspalierProgressFunc) (const EspalierProgress *progress, gpointer user_data);
@@ -80,6 +88,10 @@ G_DECLARE_FINAL_TYPE (EspalierTrainer, espalier_trainer, ESPALIER, TRAINER, GObj
 EspalierTrainer  *espalier_trainer_new          (EspalierDataset            *dataset,
                                                  EsModel                    *model,
                                                  const EspalierTrainOptions *opts);
+/* Attach a snapshot of the weights to STEP progress at most every `seconds` (0, the
+ * default: snapshots only at epoch ends). Set it before running. */
+void              espalier_trainer_set_snapshot_interval (EspalierTrainer *self,
+                                                          double           seconds);
 /* Train on the calling thread. Progress goes to func on this thread. Cancelling stops
  * at the end of the current step; the model then holds the weights of the last
  * completed step and the call returns FALSE with G_IO_ERROR_CANCELLED. */

@@ -1,0 +1,938 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-window.c: the main window: pages, project actions (new, open, save, recent),
+ * the job bar, toasts, shortcuts, and the question about unsaved changes. */
+#include "config.h"
+
+#include <glib/gi18n.h>
+
+#include "espalier-application.h"
+#include "espalier-data-page.h"
+#include "espalier-export-page.h"
+#include "espalier-generate.h"
+#include "espalier-model-page.h"
+#include "espalier-optimize-page.h"
+#include "espalier-profile-page.h"
+#include "espalier-train-page.h"
+#include "espalier-window.h"
+
+#define PROJECT_MIME_TYPE "application/x-espalier-project"
+#define MAX_RECENT 8
+
+typedef void (*ContinueFunc) (EspalierWindow *self, gpointer data);
+
+static void do_close (EspalierWindow *self, gpointer data);
+
+struct _EspalierWindow
+{
+  AdwApplicationWindow  parent_instance;
+
+  EspalierProject      *project;
+  GPtrArray            *jobs;              /* EspalierJob, running, newest last */
+  EspalierJob          *shown_job;
+  gulong                project_notify_id;
+  gulong                doc_changed_id;
+  gulong                recent_changed_id;   /* on the settings */
+  gboolean              close_after_save;
+  gboolean              closing_confirmed;
+
+  /* Template widgets */
+  AdwViewSwitcherTitle *switcher_title;
+  AdwViewSwitcherBar   *switcher_bar;
+  AdwViewStack         *stack;
+  AdwToastOverlay      *toast_overlay;
+  GtkButton            *train_button;
+  GtkRevealer          *job_revealer;
+  GtkLabel             *job_title;
+  GtkProgressBar       *job_progress;
+  GtkLabel             *job_status;
+  GtkButton            *job_cancel;
+  GMenu                *recent_section;
+  EspalierDataPage     *data_page;
+  EspalierModelPage    *model_page;
+  EspalierTrainPage    *train_page;
+  EspalierProfilePage  *profile_page;
+  EspalierOptimizePage *optimize_page;
+  EspalierExportPage   *export_page;
+};
+
+G_DEFINE_FINAL_TYPE (EspalierWindow, espalier_window, ADW_TYPE_APPLICATION_WINDOW)
+
+static const char *page_names[] = { "data", "model", "train", "profile", "optimize", "export" };
+
+EspalierWindow *
+espalier_window_new (AdwApplication *application)
+{
+  return g_object_new (ESPALIER_TYPE_WINDOW, "application", application, NULL);
+}
+
+/* The project a new window or New starts with: Fashion-MNIST when installed, otherwise
+ * the spiral set, with the reference MLP ready to train. */
+static EspalierProject *
+default_project_new (char **source)
+{
+  EspalierProject *project = espalier_project_new ();
+  EspalierModelDoc *doc = espalier_project_get_model_doc (project);
+  EspalierTrainOptions opts;
+  g_autoptr(GError) error = NULL;
+  EsShape input;
+  guint classes;
+
+  if (espalier_dataset_fashion_mnist_available ())
+    {
+      *source = g_strdup ("fashion-mnist");
+      input = (EsShape) { .rank = 3, .dims = { 1, 28, 28 } };
+      classes = 10;
+    }
+  else
+    {
+      EspalierGenerateParams params;
+
+      espalier_generate_params_init (&params, ESPALIER_GENERATOR_SPIRAL);
+      *source = espalier_generate_params_to_spec (&params);
+      input = (EsShape) { .rank = 1, .dims = { 2 } };
+      classes = params.k;
+    }
+  espalier_model_doc_set_input (doc, &input, classes);
+  if (espalier_model_doc_apply_template (doc, "mlp", &opts, &error))
+    espalier_project_set_train_options (project, &opts);
+  else
+    g_warning ("The reference MLP does not fit the default data: %s", error->message);
+  espalier_model_doc_clear_history (doc);
+  espalier_project_set_dataset_source (project, *source, NULL);
+  espalier_project_set_modified (project, FALSE);
+  return project;
+}
+
+/* Jobs ---------------------------------------------------------------------------- */
+
+static void
+update_job_bar (EspalierWindow *self)
+{
+  EspalierJob *job = self->jobs->len > 0 ? g_ptr_array_index (self->jobs, self->jobs->len - 1)
+                                         : NULL;
+  double fraction;
+
+  self->shown_job = job;
+  gtk_revealer_set_reveal_child (self->job_revealer, job != NULL);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "win.cancel-job", job != NULL);
+  if (job == NULL)
+    return;
+  gtk_label_set_label (self->job_title, espalier_job_get_title (job));
+  gtk_label_set_label (self->job_status, espalier_job_get_status (job) ? espalier_job_get_status (job) : "");
+  fraction = espalier_job_get_fraction (job);
+  if (fraction < 0)
+    gtk_progress_bar_pulse (self->job_progress);
+  else
+    gtk_progress_bar_set_fraction (self->job_progress, fraction);
+}
+
+static void
+on_job_notify (EspalierJob    *job,
+               GParamSpec     *pspec,
+               EspalierWindow *self)
+{
+  if (job == self->shown_job)
+    update_job_bar (self);
+}
+
+static void
+on_job_finished (EspalierJob    *job,
+                 const GError   *error,
+                 EspalierWindow *self)
+{
+  g_signal_handlers_disconnect_by_data (job, self);
+  if (error != NULL)
+    {
+      AdwMessageDialog *dialog;
+      g_autofree char *heading = g_strdup_printf (_("%s Failed"), espalier_job_get_title (job));
+
+      dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self), heading,
+                                                           error->message));
+      adw_message_dialog_add_response (dialog, "close", _("_Close"));
+      gtk_window_present (GTK_WINDOW (dialog));
+    }
+  g_ptr_array_remove (self->jobs, job);
+  update_job_bar (self);
+}
+
+void
+espalier_window_add_job (EspalierWindow *self,
+                         EspalierJob    *job)
+{
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+  g_return_if_fail (ESPALIER_IS_JOB (job));
+
+  if (!espalier_job_get_running (job) || g_ptr_array_find (self->jobs, job, NULL))
+    return;
+  g_ptr_array_add (self->jobs, g_object_ref (job));
+  g_signal_connect (job, "notify", G_CALLBACK (on_job_notify), self);
+  g_signal_connect (job, "finished", G_CALLBACK (on_job_finished), self);
+  update_job_bar (self);
+}
+
+void
+espalier_window_add_toast (EspalierWindow *self,
+                           const char     *message)
+{
+  AdwToast *toast;
+
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+
+  toast = adw_toast_new (message);
+  adw_toast_set_timeout (toast, 5);
+  adw_toast_overlay_add_toast (self->toast_overlay, toast);
+}
+
+static void
+on_job_cancel_clicked (GtkButton      *button,
+                       EspalierWindow *self)
+{
+  if (self->shown_job != NULL)
+    espalier_job_cancel (self->shown_job);
+}
+
+/* Title ---------------------------------------------------------------------------- */
+
+static void
+update_title (EspalierWindow *self)
+{
+  EspalierDataset *dataset = espalier_project_get_dataset (self->project);
+  const char *title = espalier_project_get_title (self->project);
+  g_autofree char *shown = NULL;
+
+  if (espalier_project_get_modified (self->project))
+    shown = g_strdup_printf ("• %s", title);
+  else
+    shown = g_strdup (title);
+  adw_view_switcher_title_set_title (self->switcher_title, shown);
+  adw_view_switcher_title_set_subtitle (self->switcher_title,
+                                        dataset ? espalier_dataset_get_name (dataset) : "");
+  gtk_window_set_title (GTK_WINDOW (self), shown);
+}
+
+static void
+on_project_notify (EspalierProject *project,
+                   GParamSpec      *pspec,
+                   EspalierWindow  *self)
+{
+  update_title (self);
+}
+
+/* Recent projects: a list in GSettings, the most recent first. (GtkRecentManager's
+ * own bookkeeping raises a GLib critical in Debian 12 when it clamps entries by age.) */
+
+static void
+rebuild_recent_menu (EspalierWindow *self)
+{
+  GSettings *settings = espalier_settings_get_default ();
+  g_auto(GStrv) uris = settings ? g_settings_get_strv (settings, "recent-projects") : NULL;
+  guint shown = 0;
+
+  g_menu_remove_all (self->recent_section);
+  for (guint i = 0; uris != NULL && uris[i] != NULL && shown < MAX_RECENT; i++)
+    {
+      g_autoptr(GFile) file = g_file_new_for_uri (uris[i]);
+      g_autofree char *name = g_file_get_basename (file);
+      g_autoptr(GMenuItem) item = NULL;
+
+      if (!g_file_query_exists (file, NULL))
+        continue;
+      item = g_menu_item_new (name, NULL);
+      g_menu_item_set_action_and_target (item, "win.open-recent", "s", uris[i]);
+      g_menu_append_item (self->recent_section, item);
+      shown++;
+    }
+  if (shown == 0)
+    {
+      g_autoptr(GMenuItem) item = g_menu_item_new (_("No Recent Projects"), "win.no-recent");
+
+      g_menu_append_item (self->recent_section, item);
+    }
+}
+
+static void
+add_recent (GFile *file)
+{
+  GSettings *settings = espalier_settings_get_default ();
+  g_autofree char *uri = g_file_get_uri (file);
+  g_auto(GStrv) old = NULL;
+  g_autoptr(GStrvBuilder) builder = NULL;
+  g_auto(GStrv) uris = NULL;
+  guint n = 1;
+
+  if (settings == NULL)
+    return;
+  old = g_settings_get_strv (settings, "recent-projects");
+  builder = g_strv_builder_new ();
+  g_strv_builder_add (builder, uri);
+  for (guint i = 0; old[i] != NULL && n < MAX_RECENT; i++)
+    if (!g_str_equal (old[i], uri))
+      {
+        g_strv_builder_add (builder, old[i]);
+        n++;
+      }
+  uris = g_strv_builder_end (builder);
+  g_settings_set_strv (settings, "recent-projects", (const char * const *) uris);
+}
+
+/* Projects ------------------------------------------------------------------------- */
+
+static void
+load_dataset_of_project (EspalierWindow *self)
+{
+  const char *source = espalier_project_get_dataset_source (self->project);
+
+  if (source != NULL && *source != '\0')
+    espalier_data_page_load (self->data_page, source,
+                             espalier_project_get_load_options (self->project));
+}
+
+static void
+on_doc_changed (EspalierWindow *self)
+{
+  EspalierModelDoc *doc = espalier_project_get_model_doc (self->project);
+
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "win.undo", espalier_model_doc_can_undo (doc));
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "win.redo", espalier_model_doc_can_redo (doc));
+}
+
+void
+espalier_window_set_project (EspalierWindow  *self,
+                             EspalierProject *project)
+{
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+  g_return_if_fail (ESPALIER_IS_PROJECT (project));
+
+  if (self->project != NULL)
+    {
+      g_clear_signal_handler (&self->project_notify_id, self->project);
+      g_clear_signal_handler (&self->doc_changed_id, espalier_project_get_model_doc (self->project));
+    }
+  g_set_object (&self->project, project);
+  self->project_notify_id = g_signal_connect (project, "notify",
+                                              G_CALLBACK (on_project_notify), self);
+  self->doc_changed_id = g_signal_connect_swapped (espalier_project_get_model_doc (project), "changed",
+                                                   G_CALLBACK (on_doc_changed), self);
+  on_doc_changed (self);
+  espalier_data_page_set_project (self->data_page, project);
+  espalier_model_page_set_project (self->model_page, project);
+  espalier_train_page_set_project (self->train_page, project);
+  espalier_profile_page_set_project (self->profile_page, project);
+  espalier_optimize_page_set_project (self->optimize_page, project);
+  espalier_export_page_set_project (self->export_page, project);
+  update_title (self);
+}
+
+EspalierProject *
+espalier_window_get_project (EspalierWindow *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_WINDOW (self), NULL);
+  return self->project;
+}
+
+void
+espalier_window_load_dataset (EspalierWindow            *self,
+                              const char                *source,
+                              const EspalierLoadOptions *options)
+{
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+  espalier_data_page_load (self->data_page, source, options);
+}
+
+/* Run `next` now when nothing is unsaved, or after the user saved or discarded. */
+typedef struct {
+  EspalierWindow *self;
+  ContinueFunc    next;
+  gpointer        data;
+  GDestroyNotify  data_free;
+} Confirm;
+
+static void
+confirm_free (gpointer data,
+              GClosure *closure)
+{
+  Confirm *c = data;
+
+  if (c->data_free)
+    c->data_free (c->data);
+  g_object_unref (c->self);
+  g_free (c);
+}
+
+static void
+on_confirm_response (AdwMessageDialog *dialog,
+                     const char       *response,
+                     Confirm          *c)
+{
+  if (g_str_equal (response, "discard"))
+    c->next (c->self, c->data);
+  else if (g_str_equal (response, "save"))
+    {
+      if (espalier_project_get_file (c->self->project) != NULL)
+        {
+          espalier_window_save_to (c->self, NULL);
+          if (!espalier_project_get_modified (c->self->project))
+            c->next (c->self, c->data);
+        }
+      else
+        {
+          /* After Save As, only closing goes on by itself; New and Open are asked again. */
+          c->self->close_after_save = c->next == do_close;
+          gtk_widget_activate_action (GTK_WIDGET (c->self), "win.save-as", NULL);
+        }
+    }
+}
+
+static void
+confirm_discard (EspalierWindow *self,
+                 ContinueFunc    next,
+                 gpointer        data,
+                 GDestroyNotify  data_free)
+{
+  Confirm *c;
+  AdwMessageDialog *dialog;
+  g_autofree char *body = NULL;
+
+  if (self->project == NULL || !espalier_project_get_modified (self->project))
+    {
+      next (self, data);
+      if (data_free)
+        data_free (data);
+      return;
+    }
+  c = g_new0 (Confirm, 1);
+  c->self = g_object_ref (self);
+  c->next = next;
+  c->data = data;
+  c->data_free = data_free;
+  body = g_strdup_printf (_("“%s” has changes that are not saved. Unsaved changes, "
+                            "including training runs, are lost if you discard them."),
+                          espalier_project_get_title (self->project));
+  dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self),
+                                                       _("Save Changes?"), body));
+  adw_message_dialog_add_responses (dialog,
+                                    "cancel", _("_Cancel"),
+                                    "discard", _("_Discard"),
+                                    "save", _("_Save"),
+                                    NULL);
+  adw_message_dialog_set_response_appearance (dialog, "discard", ADW_RESPONSE_DESTRUCTIVE);
+  adw_message_dialog_set_response_appearance (dialog, "save", ADW_RESPONSE_SUGGESTED);
+  adw_message_dialog_set_default_response (dialog, "save");
+  adw_message_dialog_set_close_response (dialog, "cancel");
+  /* c lives as long as the dialog, answered or not. */
+  g_signal_connect_data (dialog, "response", G_CALLBACK (on_confirm_response), c,
+                         confirm_free, 0);
+  gtk_window_present (GTK_WINDOW (dialog));
+}
+
+static void
+do_new (EspalierWindow *self,
+        gpointer        data)
+{
+  g_autofree char *source = NULL;
+  g_autoptr(EspalierProject) project = default_project_new (&source);
+
+  espalier_window_set_project (self, project);
+  load_dataset_of_project (self);
+  espalier_window_show_page (self, "data");
+}
+
+static void
+new_action (GtkWidget  *widget,
+            const char *action_name,
+            GVariant   *parameter)
+{
+  confirm_discard (ESPALIER_WINDOW (widget), do_new, NULL, NULL);
+}
+
+typedef struct {
+  GWeakRef window;
+  GFile   *file;
+  EspalierJob *job;
+} OpenData;
+
+static void
+open_data_free (OpenData *od)
+{
+  g_weak_ref_clear (&od->window);
+  g_clear_object (&od->file);
+  g_clear_object (&od->job);
+  g_free (od);
+}
+
+static void
+open_thread (GTask        *task,
+             gpointer      source_object,
+             gpointer      task_data,
+             GCancellable *cancellable)
+{
+  OpenData *od = task_data;
+  GError *error = NULL;
+  EspalierProject *project = espalier_project_load (od->file, cancellable, &error);
+
+  if (project == NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, project, g_object_unref);
+}
+
+static void
+open_done (GObject      *source,
+           GAsyncResult *result,
+           gpointer      user_data)
+{
+  OpenData *od = g_task_get_task_data (G_TASK (result));
+  g_autoptr(EspalierWindow) self = g_weak_ref_get (&od->window);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierProject) project = g_task_propagate_pointer (G_TASK (result), &error);
+
+  espalier_job_finish (od->job, error);
+  if (self == NULL || project == NULL)
+    return;
+  espalier_window_set_project (self, project);
+  add_recent (od->file);
+  load_dataset_of_project (self);
+}
+
+static void
+do_open (EspalierWindow *self,
+         gpointer        data)
+{
+  GFile *file = data;
+  OpenData *od = g_new0 (OpenData, 1);
+  g_autoptr(GTask) task = NULL;
+  g_autofree char *name = g_file_get_basename (file);
+  g_autofree char *title = g_strdup_printf (_("Opening %s"), name);
+
+  g_weak_ref_init (&od->window, self);
+  od->file = g_object_ref (file);
+  od->job = espalier_job_new (title);
+  espalier_window_add_job (self, od->job);
+  task = g_task_new (NULL, espalier_job_get_cancellable (od->job), open_done, NULL);
+  g_task_set_task_data (task, od, (GDestroyNotify) open_data_free);
+  g_task_run_in_thread (task, open_thread);
+}
+
+void
+espalier_window_open_file (EspalierWindow *self,
+                           GFile          *file)
+{
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+  g_return_if_fail (G_IS_FILE (file));
+
+  confirm_discard (self, do_open, g_object_ref (file), g_object_unref);
+}
+
+static GtkFileFilter *
+project_filter_new (void)
+{
+  GtkFileFilter *filter = gtk_file_filter_new ();
+
+  gtk_file_filter_set_name (filter, _("Espalier Projects"));
+  gtk_file_filter_add_pattern (filter, "*.espalier");
+  gtk_file_filter_add_mime_type (filter, PROJECT_MIME_TYPE);
+  return filter;
+}
+
+static void
+on_open_response (GtkNativeDialog *dialog,
+                  int              response,
+                  EspalierWindow  *self)
+{
+  if (response == GTK_RESPONSE_ACCEPT)
+    {
+      g_autoptr(GFile) file = gtk_file_chooser_get_file (GTK_FILE_CHOOSER (dialog));
+
+      if (file != NULL)
+        espalier_window_open_file (self, file);
+    }
+  gtk_native_dialog_destroy (dialog);
+  g_object_unref (dialog);
+}
+
+static void
+open_action (GtkWidget  *widget,
+             const char *action_name,
+             GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+  GtkFileChooserNative *dialog;
+  g_autoptr(GtkFileFilter) filter = project_filter_new ();
+
+  dialog = gtk_file_chooser_native_new (_("Open Project"), GTK_WINDOW (self),
+                                        GTK_FILE_CHOOSER_ACTION_OPEN, _("_Open"), _("_Cancel"));
+  gtk_file_chooser_add_filter (GTK_FILE_CHOOSER (dialog), filter);
+  gtk_native_dialog_set_modal (GTK_NATIVE_DIALOG (dialog), TRUE);
+  g_signal_connect (dialog, "response", G_CALLBACK (on_open_response), self);
+  gtk_native_dialog_show (GTK_NATIVE_DIALOG (dialog));
+}
+
+static void
+open_recent_action (GtkWidget  *widget,
+                    const char *action_name,
+                    GVariant   *parameter)
+{
+  g_autoptr(GFile) file = g_file_new_for_uri (g_variant_get_string (parameter, NULL));
+
+  espalier_window_open_file (ESPALIER_WINDOW (widget), file);
+}
+
+void
+espalier_window_save_to (EspalierWindow *self,
+                         GFile          *file)
+{
+  g_autoptr(GError) error = NULL;
+  GFile *target;
+
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+
+  target = file != NULL ? file : espalier_project_get_file (self->project);
+  g_return_if_fail (target != NULL);
+
+  if (!espalier_project_save (self->project, target, NULL, &error))
+    {
+      AdwMessageDialog *dialog;
+
+      dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self),
+                                                           _("The Project Could Not Be Saved"),
+                                                           error->message));
+      adw_message_dialog_format_body (dialog, "%s\n\n%s", error->message,
+                                      _("Nothing was lost: the project is still open. "
+                                        "Choose “Save As…” to save it somewhere else."));
+      adw_message_dialog_add_response (dialog, "close", _("_Close"));
+      gtk_window_present (GTK_WINDOW (dialog));
+      self->close_after_save = FALSE;
+      return;
+    }
+  add_recent (target);
+  {
+    g_autofree char *name = g_file_get_basename (target);
+    g_autofree char *message = g_strdup_printf (_("Saved “%s”"), name);
+
+    espalier_window_add_toast (self, message);
+  }
+  if (self->close_after_save)
+    {
+      self->close_after_save = FALSE;
+      gtk_window_close (GTK_WINDOW (self));
+    }
+}
+
+static void
+on_save_as_response (GtkNativeDialog *dialog,
+                     int              response,
+                     EspalierWindow  *self)
+{
+  if (response == GTK_RESPONSE_ACCEPT)
+    {
+      g_autoptr(GFile) file = gtk_file_chooser_get_file (GTK_FILE_CHOOSER (dialog));
+      g_autofree char *name = file ? g_file_get_basename (file) : NULL;
+
+      if (file != NULL && !g_str_has_suffix (name, ".espalier"))
+        {
+          g_autofree char *with = g_strconcat (name, ".espalier", NULL);
+          g_autoptr(GFile) parent = g_file_get_parent (file);
+
+          g_object_unref (file);
+          file = g_file_get_child (parent, with);
+        }
+      if (file != NULL)
+        espalier_window_save_to (self, file);
+    }
+  else
+    self->close_after_save = FALSE;
+  gtk_native_dialog_destroy (dialog);
+  g_object_unref (dialog);
+}
+
+static void
+save_as_action (GtkWidget  *widget,
+                const char *action_name,
+                GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+  GtkFileChooserNative *dialog;
+  g_autoptr(GtkFileFilter) filter = project_filter_new ();
+  g_autofree char *name = g_strconcat (espalier_project_get_title (self->project), ".espalier", NULL);
+
+  dialog = gtk_file_chooser_native_new (_("Save Project"), GTK_WINDOW (self),
+                                        GTK_FILE_CHOOSER_ACTION_SAVE, _("_Save"), _("_Cancel"));
+  gtk_file_chooser_add_filter (GTK_FILE_CHOOSER (dialog), filter);
+  gtk_file_chooser_set_current_name (GTK_FILE_CHOOSER (dialog), name);
+  gtk_native_dialog_set_modal (GTK_NATIVE_DIALOG (dialog), TRUE);
+  g_signal_connect (dialog, "response", G_CALLBACK (on_save_as_response), self);
+  gtk_native_dialog_show (GTK_NATIVE_DIALOG (dialog));
+}
+
+static void
+save_action (GtkWidget  *widget,
+             const char *action_name,
+             GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+
+  if (espalier_project_get_file (self->project) == NULL)
+    save_as_action (widget, "win.save-as", NULL);
+  else
+    espalier_window_save_to (self, NULL);
+}
+
+void
+espalier_window_show_page (EspalierWindow *self,
+                           const char     *name)
+{
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+
+  if (adw_view_stack_get_child_by_name (self->stack, name) != NULL)
+    adw_view_stack_set_visible_child_name (self->stack, name);
+}
+
+const char *
+espalier_window_get_page (EspalierWindow *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_WINDOW (self), NULL);
+  return adw_view_stack_get_visible_child_name (self->stack);
+}
+
+GtkWidget *
+espalier_window_get_page_widget (EspalierWindow *self,
+                                 const char     *name)
+{
+  g_return_val_if_fail (ESPALIER_IS_WINDOW (self), NULL);
+  return adw_view_stack_get_child_by_name (self->stack, name);
+}
+
+static void
+show_page_action (GtkWidget  *widget,
+                  const char *action_name,
+                  GVariant   *parameter)
+{
+  espalier_window_show_page (ESPALIER_WINDOW (widget), g_variant_get_string (parameter, NULL));
+}
+
+static void
+train_action (GtkWidget  *widget,
+              const char *action_name,
+              GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+
+  if (espalier_train_page_get_training (self->train_page))
+    espalier_train_page_stop (self->train_page);
+  else
+    {
+      espalier_window_show_page (self, "train");
+      espalier_train_page_start (self->train_page);
+    }
+}
+
+static void
+on_training_changed (EspalierTrainPage *page,
+                     GParamSpec        *pspec,
+                     EspalierWindow    *self)
+{
+  gboolean training = espalier_train_page_get_training (page);
+
+  gtk_button_set_icon_name (self->train_button,
+                            training ? "media-playback-stop-symbolic"
+                                     : "media-playback-start-symbolic");
+  gtk_widget_set_tooltip_text (GTK_WIDGET (self->train_button),
+                               training ? _("Stop Training (Ctrl+Enter)")
+                                        : _("Train (Ctrl+Enter)"));
+  if (training)
+    {
+      gtk_widget_remove_css_class (GTK_WIDGET (self->train_button), "suggested-action");
+      gtk_widget_add_css_class (GTK_WIDGET (self->train_button), "destructive-action");
+    }
+  else
+    {
+      gtk_widget_remove_css_class (GTK_WIDGET (self->train_button), "destructive-action");
+      gtk_widget_add_css_class (GTK_WIDGET (self->train_button), "suggested-action");
+    }
+}
+
+static void
+cancel_job_action (GtkWidget  *widget,
+                   const char *action_name,
+                   GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+
+  if (self->shown_job != NULL)
+    espalier_job_cancel (self->shown_job);
+}
+
+static void
+undo_action (GtkWidget  *widget,
+             const char *action_name,
+             GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+  EspalierModelDoc *doc = espalier_project_get_model_doc (self->project);
+
+  if (g_str_equal (action_name, "win.undo"))
+    espalier_model_doc_undo (doc);
+  else
+    espalier_model_doc_redo (doc);
+}
+
+/* Closing ---------------------------------------------------------------------------- */
+
+static void
+do_close (EspalierWindow *self,
+          gpointer        data)
+{
+  self->closing_confirmed = TRUE;
+  gtk_window_close (GTK_WINDOW (self));
+}
+
+static void
+save_window_state (EspalierWindow *self)
+{
+  GSettings *settings = espalier_settings_get_default ();
+  int width, height;
+
+  if (settings == NULL)
+    return;
+  gtk_window_get_default_size (GTK_WINDOW (self), &width, &height);
+  g_settings_set_int (settings, "window-width", width);
+  g_settings_set_int (settings, "window-height", height);
+  g_settings_set_boolean (settings, "window-maximized", gtk_window_is_maximized (GTK_WINDOW (self)));
+}
+
+static gboolean
+espalier_window_close_request (GtkWindow *window)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (window);
+
+  if (!self->closing_confirmed && self->project != NULL &&
+      espalier_project_get_modified (self->project))
+    {
+      confirm_discard (self, do_close, NULL, NULL);
+      return TRUE;
+    }
+  save_window_state (self);
+  /* Stop the work of this window; workers hold only weak references to it. */
+  for (guint i = 0; i < self->jobs->len; i++)
+    espalier_job_cancel (g_ptr_array_index (self->jobs, i));
+  return GTK_WINDOW_CLASS (espalier_window_parent_class)->close_request (window);
+}
+
+static void
+espalier_window_dispose (GObject *object)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (object);
+
+  if (self->recent_changed_id != 0)
+    g_clear_signal_handler (&self->recent_changed_id, espalier_settings_get_default ());
+  if (self->project != NULL)
+    {
+      g_clear_signal_handler (&self->project_notify_id, self->project);
+      g_clear_signal_handler (&self->doc_changed_id, espalier_project_get_model_doc (self->project));
+    }
+  if (self->jobs != NULL)
+    for (guint i = 0; i < self->jobs->len; i++)
+      g_signal_handlers_disconnect_by_data (g_ptr_array_index (self->jobs, i), self);
+  g_clear_pointer (&self->jobs, g_ptr_array_unref);
+  self->shown_job = NULL;
+  gtk_widget_dispose_template (GTK_WIDGET (self), ESPALIER_TYPE_WINDOW);
+  g_clear_object (&self->project);
+  G_OBJECT_CLASS (espalier_window_parent_class)->dispose (object);
+}
+
+static void
+espalier_window_class_init (EspalierWindowClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+  GtkWidgetClass *widget_class = GTK_WIDGET_CLASS (klass);
+  GtkWindowClass *window_class = GTK_WINDOW_CLASS (klass);
+
+  object_class->dispose = espalier_window_dispose;
+  window_class->close_request = espalier_window_close_request;
+
+  g_type_ensure (ESPALIER_TYPE_DATA_PAGE);
+  g_type_ensure (ESPALIER_TYPE_MODEL_PAGE);
+  g_type_ensure (ESPALIER_TYPE_TRAIN_PAGE);
+  g_type_ensure (ESPALIER_TYPE_PROFILE_PAGE);
+  g_type_ensure (ESPALIER_TYPE_OPTIMIZE_PAGE);
+  g_type_ensure (ESPALIER_TYPE_EXPORT_PAGE);
+
+  gtk_widget_class_set_template_from_resource (widget_class, "/io/github/espalier/Espalier/ui/espalier-window.ui");
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, switcher_title);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, switcher_bar);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, stack);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, toast_overlay);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, train_button);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_revealer);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_title);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_progress);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_status);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_cancel);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, recent_section);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, data_page);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, model_page);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, train_page);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, profile_page);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, optimize_page);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, export_page);
+
+  gtk_widget_class_install_action (widget_class, "win.new", NULL, new_action);
+  gtk_widget_class_install_action (widget_class, "win.open", NULL, open_action);
+  gtk_widget_class_install_action (widget_class, "win.open-recent", "s", open_recent_action);
+  gtk_widget_class_install_action (widget_class, "win.save", NULL, save_action);
+  gtk_widget_class_install_action (widget_class, "win.save-as", NULL, save_as_action);
+  gtk_widget_class_install_action (widget_class, "win.show-page", "s", show_page_action);
+  gtk_widget_class_install_action (widget_class, "win.train", NULL, train_action);
+  gtk_widget_class_install_action (widget_class, "win.cancel-job", NULL, cancel_job_action);
+  gtk_widget_class_install_action (widget_class, "win.undo", NULL, undo_action);
+  gtk_widget_class_install_action (widget_class, "win.redo", NULL, undo_action);
+
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_n, GDK_CONTROL_MASK, "win.new", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_o, GDK_CONTROL_MASK, "win.open", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_s, GDK_CONTROL_MASK, "win.save", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_s, GDK_CONTROL_MASK | GDK_SHIFT_MASK, "win.save-as", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Return, GDK_CONTROL_MASK, "win.train", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_KP_Enter, GDK_CONTROL_MASK, "win.train", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Escape, 0, "win.cancel-job", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_z, GDK_CONTROL_MASK, "win.undo", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_z, GDK_CONTROL_MASK | GDK_SHIFT_MASK, "win.redo", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_y, GDK_CONTROL_MASK, "win.redo", NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (page_names); i++)
+    gtk_widget_class_add_binding_action (widget_class, GDK_KEY_1 + i, GDK_ALT_MASK,
+                                         "win.show-page", "s", page_names[i]);
+}
+
+static void
+espalier_window_init (EspalierWindow *self)
+{
+  GSettings *settings = espalier_settings_get_default ();
+  g_autofree char *source = NULL;
+  g_autoptr(EspalierProject) project = NULL;
+
+  gtk_widget_init_template (GTK_WIDGET (self));
+  self->jobs = g_ptr_array_new_with_free_func (g_object_unref);
+
+  g_object_bind_property (self->switcher_title, "title-visible",
+                          self->switcher_bar, "reveal", G_BINDING_SYNC_CREATE);
+  g_signal_connect (self->train_page, "notify::training", G_CALLBACK (on_training_changed), self);
+
+  if (settings != NULL)
+    {
+      gtk_window_set_default_size (GTK_WINDOW (self),
+                                   g_settings_get_int (settings, "window-width"),
+                                   g_settings_get_int (settings, "window-height"));
+      if (g_settings_get_boolean (settings, "window-maximized"))
+        gtk_window_maximize (GTK_WINDOW (self));
+    }
+
+  if (settings != NULL)
+    self->recent_changed_id = g_signal_connect_swapped (settings, "changed::recent-projects",
+                                                        G_CALLBACK (rebuild_recent_menu), self);
+  rebuild_recent_menu (self);
+  g_signal_connect (self->job_cancel, "clicked", G_CALLBACK (on_job_cancel_clicked), self);
+  update_job_bar (self);
+
+  project = default_project_new (&source);
+  espalier_window_set_project (self, project);
+  load_dataset_of_project (self);
+}

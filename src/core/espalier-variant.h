@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-variant.h: one version of the trained model with its measurements: the
+ * trained baseline first, then what pruning, quantization or layer reduction made of it.
+ * Every figure is measured (test accuracy on the test split, latency on the kernels
+ * that run it), never estimated. It owns its weights (an EsModel) when they are loaded.
+ * The Optimize page lists variants; the project saves them. No GTK here. */
+#pragma once
+
+#include <glib-object.h>
+
+#include "es-model.h"
+
+G_BEGIN_DECLS
+
+#define ESPALIER_TYPE_VARIANT (espalier_variant_get_type ())
+G_DECLARE_FINAL_TYPE (EspalierVariant, espalier_variant, ESPALIER, VARIANT, GObject)
+
+/* Properties, all notified: "name" (string, "baseline", "pruned 50%"), "kind" (string:
+ * "baseline", "pruned", "quantized", "reduced"), "description" (string, what was done),
+ * "parent" (string, the name of the variant it came from, or NULL), "accuracy" (double,
+ * test accuracy 0..1, NaN when not measured), "latency-us" (double, batch-1 inference
+ * time in microseconds, NaN when not measured), "size-bytes" (guint64, bytes of the
+ * stored weights), "n-params" (gint64), "nonzeros" (gint64, nonzero weights), "flops"
+ * (gint64, forward FLOPs per sample). */
+
+/* A variant of `model` (taken over; may be NULL for a saved variant whose weights are
+ * not loaded). n-params, nonzeros, flops and size-bytes are counted from the model. */
+EspalierVariant *espalier_variant_new            (const char      *name,
+                                                  const char      *kind,
+                                                  EsModel         *model);
+const char      *espalier_variant_get_name       (EspalierVariant *self);
+void             espalier_variant_set_name       (EspalierVariant *self,
+                                                  const char      *name);
+const char      *espalier_variant_get_kind       (EspalierVariant *self);
+const char      *espalier_variant_get_description(EspalierVariant *self);
+void             espalier_variant_set_description(EspalierVariant *self,
+                                                  const char      *description);
+const char      *espalier_variant_get_parent     (EspalierVariant *self);
+void             espalier_variant_set_parent     (EspalierVariant *self,
+                                                  const char      *parent);
+double           espalier_variant_get_accuracy   (EspalierVariant *self);
+void             espalier_variant_set_accuracy   (EspalierVariant *self,
+                                                  double           accuracy);
+double           espalier_variant_get_latency_us (EspalierVariant *self);
+void             espalier_variant_set_latency_us (EspalierVariant *self,
+                                                  double           latency_us);
+guint64          espalier_variant_get_size_bytes (EspalierVariant *self);
+gint64           espalier_variant_get_n_params   (EspalierVariant *self);
+gint64           espalier_variant_get_nonzeros   (EspalierVariant *self);
+gint64           espalier_variant_get_flops      (EspalierVariant *self);
+/* Fraction of zero weights, 0..1 (0 without parameters). */
+double           espalier_variant_get_sparsity   (EspalierVariant *self);
+/* The weights, or NULL. (transfer none) */
+EsModel         *espalier_variant_get_model      (EspalierVariant *self);
+/* Replace the weights (taken over) and recount the sizes. */
+void             espalier_variant_set_model      (EspalierVariant *self,
+                                                  EsModel         *model);
+/* Measure batch-1 inference latency of the model on the CPU backend (median of
+ * repeated runs, after warm-up, on `threads` threads, 0: 1) and store it in
+ * latency-us. Runs on the calling thread for up to about `seconds` (0: 0.5); call it
+ * from a worker. Fails without a model. The notify is emitted on the calling thread:
+ * from a worker, measure a variant nothing on the main thread watches yet (a new one),
+ * or use espalier_measure_latency and set the result on the main thread. */
+gboolean         espalier_variant_measure_latency (EspalierVariant *self,
+                                                   guint            threads,
+                                                   double           seconds,
+                                                   GError         **error);
+/* The same measurement of any model, touching no object: safe on a worker while
+ * nobody changes the model. */
+gboolean         espalier_measure_latency         (const EsModel   *model,
+                                                   guint            threads,
+                                                   double           seconds,
+                                                   double          *latency_us,
+                                                   GError         **error);
+
+G_END_DECLS

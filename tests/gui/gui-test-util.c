@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* gui-test-util.c: set-up, main-loop waiting and screenshots for the GUI tests. */
+#include "config.h"
+
+#include <glib/gstdio.h>
+
+#include "gui-test-util.h"
+
+void
+gui_test_init (int    *argc,
+               char ***argv)
+{
+  g_setenv ("GSETTINGS_BACKEND", "memory", TRUE);
+  g_setenv ("GTK_A11Y", "test", FALSE);
+  g_setenv ("GSK_RENDERER", "cairo", FALSE);
+  g_setenv ("ESPALIER_NO_CACHE", "1", FALSE);
+  gtk_test_init (argc, argv, NULL);
+  adw_init ();
+}
+
+static gboolean
+timeout_cb (gpointer data)
+{
+  gboolean *done = data;
+
+  *done = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+void
+gui_test_iterate (guint ms)
+{
+  gboolean done = FALSE;
+
+  g_timeout_add (ms, timeout_cb, &done);
+  while (!done)
+    g_main_context_iteration (NULL, TRUE);
+  while (g_main_context_pending (NULL))
+    g_main_context_iteration (NULL, FALSE);
+}
+
+gboolean
+gui_test_wait_until (gboolean (*condition) (gpointer data),
+                     gpointer  data,
+                     guint     timeout_ms)
+{
+  gint64 end = g_get_monotonic_time () + (gint64) timeout_ms * 1000;
+
+  while (!condition (data))
+    {
+      if (g_get_monotonic_time () > end)
+        return FALSE;
+      gui_test_iterate (10);
+    }
+  return TRUE;
+}
+
+char *
+gui_test_screenshot (GtkWidget  *widget,
+                     const char *name)
+{
+  const char *dir = g_getenv ("ESPALIER_SCREENSHOT_DIR");
+  g_autoptr(GdkPaintable) paintable = NULL;
+  g_autoptr(GtkSnapshot) snapshot = NULL;
+  g_autoptr(GskRenderNode) node = NULL;
+  g_autoptr(GdkTexture) texture = NULL;
+  g_autofree char *file = NULL;
+  char *path;
+  GskRenderer *renderer;
+  GtkNative *native;
+  int width = gtk_widget_get_width (widget);
+  int height = gtk_widget_get_height (widget);
+
+  if (width <= 0 || height <= 0)
+    return NULL;
+  if (dir == NULL)
+    dir = g_get_tmp_dir ();
+  g_mkdir_with_parents (dir, 0755);
+
+  paintable = gtk_widget_paintable_new (widget);
+  snapshot = gtk_snapshot_new ();
+  gdk_paintable_snapshot (paintable, snapshot, width, height);
+  node = gtk_snapshot_free_to_node (g_steal_pointer (&snapshot));
+  if (node == NULL)
+    return NULL;
+  native = gtk_widget_get_native (widget);
+  renderer = native ? gtk_native_get_renderer (native) : NULL;
+  if (renderer == NULL)
+    return NULL;
+  texture = gsk_renderer_render_texture (renderer, node,
+                                         &GRAPHENE_RECT_INIT (0, 0, width, height));
+  file = g_strconcat (name, ".png", NULL);
+  path = g_build_filename (dir, file, NULL);
+  if (!gdk_texture_save_to_png (texture, path))
+    g_clear_pointer (&path, g_free);
+  return path;
+}
+
+GtkWindow *
+gui_test_window_new (GtkWidget *child,
+                     int        width,
+                     int        height)
+{
+  GtkWindow *window = GTK_WINDOW (gtk_window_new ());
+
+  gtk_window_set_default_size (window, width, height);
+  gtk_window_set_child (window, child);
+  gtk_window_present (window);
+  while (!gtk_widget_get_mapped (GTK_WIDGET (window)))
+    g_main_context_iteration (NULL, TRUE);
+  gui_test_iterate (50);
+  return window;
+}
