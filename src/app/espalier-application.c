@@ -113,7 +113,7 @@ about_action (GSimpleAction *action,
 {
   EspalierApplication *self = user_data;
   GtkWindow *parent = gtk_application_get_active_window (GTK_APPLICATION (self));
-  static const char *developers[] = { "The Espalier developers", NULL };
+  const char *developers[] = { _("The Espalier developers"), NULL };
   GtkWidget *about;
 
   about = g_object_new (ADW_TYPE_ABOUT_WINDOW,

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* espalier-chart-layer.c: the base class of chart layers: title, colour, visibility and
  * the "changed" signal, the data-to-pixel mapping every layer draws through, the text
- * helpers layers use for labels, and the chart palette. It draws nothing itself. */
+ * helpers layers use for labels, the chart palette, and the helpers the layer classes
+ * share (espalier-chart-layer-private.h). It draws nothing itself. */
 
 #include "config.h"
 
 #include <math.h>
 
-#include "espalier-chart-layer.h"
+#include "espalier-chart-layer-private.h"
+#include "espalier-ui-util.h"
 
 typedef struct
 {
@@ -408,4 +410,87 @@ espalier_chart_palette_color (guint    k,
   color->green = ((c >> 8) & 0xff) / 255.0f;
   color->blue = (c & 0xff) / 255.0f;
   color->alpha = 1.0f;
+}
+
+/* Protected: espalier-chart-layer-private.h */
+
+static void
+on_series_changed (EspalierChartLayer *self)
+{
+  espalier_chart_layer_changed (self);
+}
+
+gboolean
+espalier_chart_layer_set_series_slot (EspalierChartLayer  *self,
+                                      EspalierSeries     **slot,
+                                      EspalierSeries      *series)
+{
+  g_return_val_if_fail (ESPALIER_IS_CHART_LAYER (self), FALSE);
+  g_return_val_if_fail (slot != NULL, FALSE);
+  g_return_val_if_fail (series == NULL || ESPALIER_IS_SERIES (series), FALSE);
+
+  if (!espalier_follow (slot, series, "changed", G_CALLBACK (on_series_changed), self,
+                        G_CONNECT_SWAPPED))
+    return FALSE;
+  /* The legend shows the series' title until the layer gets its own. */
+  if (series != NULL && espalier_chart_layer_get_title (self) == NULL)
+    espalier_chart_layer_set_title (self, espalier_series_get_title (series));
+  return TRUE;
+}
+
+guint
+espalier_chart_layer_nearest_point (const graphene_rect_t *area,
+                                    EspalierChartAxis     *x_axis,
+                                    EspalierChartAxis     *y_axis,
+                                    EspalierSeries        *series,
+                                    double                 px,
+                                    double                 py,
+                                    double                 radius)
+{
+  const double *xs, *ys;
+  double best = radius * radius;
+  guint n, best_i = G_MAXUINT;
+
+  if (series == NULL)
+    return G_MAXUINT;
+
+  n = espalier_series_get_n_points (series);
+  xs = espalier_series_get_x (series);
+  ys = espalier_series_get_y (series);
+  for (guint i = 0; i < n; i++)
+    {
+      double qx, qy, d;
+
+      espalier_chart_layer_map (area, x_axis, y_axis, xs[i], ys[i], &qx, &qy);
+      d = (qx - px) * (qx - px) + (qy - py) * (qy - py);
+      if (d <= best)
+        {
+          best = d;
+          best_i = i;
+        }
+    }
+  return best_i;
+}
+
+const char *
+espalier_chart_layer_axis_name (EspalierChartAxis *axis,
+                                const char        *fallback)
+{
+  const char *title = espalier_chart_axis_get_title (axis);
+
+  return title != NULL && *title != '\0' ? title : fallback;
+}
+
+gboolean
+espalier_chart_layer_target_is_vector (cairo_t *cr)
+{
+  switch (cairo_surface_get_type (cairo_get_target (cr)))
+    {
+    case CAIRO_SURFACE_TYPE_PDF:
+    case CAIRO_SURFACE_TYPE_PS:
+    case CAIRO_SURFACE_TYPE_SVG:
+      return TRUE;
+    default:
+      return FALSE;
+    }
 }

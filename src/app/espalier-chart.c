@@ -17,6 +17,7 @@
 
 #include "espalier-chart.h"
 #include "espalier-chart-layers.h"
+#include "espalier-ui-util.h"
 
 struct _EspalierChart
 {
@@ -120,25 +121,18 @@ make_text (EspalierChart *self,
            const char    *text,
            TextKind       kind)
 {
-  PangoLayout *layout = gtk_widget_create_pango_layout (GTK_WIDGET (self), text);
-  PangoAttrList *attrs = pango_attr_list_new ();
+  GtkWidget *widget = GTK_WIDGET (self);
 
   switch (kind)
     {
     case TEXT_TICK:
-      pango_attr_list_insert (attrs, pango_attr_scale_new (PANGO_SCALE_SMALL));
-      pango_attr_list_insert (attrs, pango_attr_font_features_new ("tnum=1"));
-      break;
+      return espalier_text_layout_new (widget, text, PANGO_SCALE_SMALL, PANGO_WEIGHT_NORMAL, TRUE);
     case TEXT_TITLE:
-      pango_attr_list_insert (attrs, pango_attr_weight_new (PANGO_WEIGHT_BOLD));
-      break;
+      return espalier_text_layout_new (widget, text, 1.0, PANGO_WEIGHT_BOLD, FALSE);
     case TEXT_LABEL:
     default:
-      break;
+      return espalier_text_layout_new (widget, text, 1.0, PANGO_WEIGHT_NORMAL, FALSE);
     }
-  pango_layout_set_attributes (layout, attrs);
-  pango_attr_list_unref (attrs);
-  return layout;
 }
 
 static double
@@ -559,14 +553,6 @@ chart_layout_compute (EspalierChart *self,
 /* Drawing */
 
 static void
-set_source_alpha (cairo_t       *cr,
-                  const GdkRGBA *color,
-                  double         alpha)
-{
-  cairo_set_source_rgba (cr, color->red, color->green, color->blue, color->alpha * alpha);
-}
-
-static void
 draw_axes (EspalierChart     *self,
            cairo_t           *cr,
            const ChartLayout *l,
@@ -580,7 +566,7 @@ draw_axes (EspalierChart     *self,
   cairo_set_line_width (cr, 1);
 
   /* Grid lines at numeric ticks. */
-  set_source_alpha (cr, fg, 0.1);
+  espalier_cairo_set_source (cr, fg, 0.1);
   if (!l->y_category)
     for (guint i = 0; i < l->y_pos->len; i++)
       {
@@ -612,7 +598,7 @@ draw_axes (EspalierChart     *self,
   /* Axis lines: left and bottom, unless both axes are categories (a matrix). */
   if (!(l->x_category && l->y_category))
     {
-      set_source_alpha (cr, fg, 0.35);
+      espalier_cairo_set_source (cr, fg, 0.35);
       cairo_move_to (cr, px0 + 0.5, py0);
       cairo_line_to (cr, px0 + 0.5, py1 + 0.5);
       cairo_line_to (cr, px1, py1 + 0.5);
@@ -620,7 +606,7 @@ draw_axes (EspalierChart     *self,
     }
 
   /* Y labels, right-aligned and centred on their tick. */
-  set_source_alpha (cr, fg, 0.7);
+  espalier_cairo_set_source (cr, fg, 0.7);
   for (guint i = 0; i < l->y_pos->len; i += l->y_stride)
     {
       PangoLayout *text = g_ptr_array_index (l->y_text, i);
@@ -662,7 +648,7 @@ draw_axes (EspalierChart     *self,
     }
 
   /* Axis titles. */
-  set_source_alpha (cr, fg, 0.85);
+  espalier_cairo_set_source (cr, fg, 0.85);
   if (l->x_title != NULL)
     {
       cairo_move_to (cr, round (px0 + (p->size.width - text_width (l->x_title)) / 2),
@@ -722,7 +708,7 @@ draw_legend (cairo_t           *cr,
           cairo_fill (cr);
         }
 
-      set_source_alpha (cr, fg, 0.85);
+      espalier_cairo_set_source (cr, fg, 0.85);
       cairo_move_to (cr, item->x + SWATCH_W + 5, item->y);
       pango_cairo_show_layout (cr, item->layout);
     }
@@ -753,7 +739,7 @@ draw_with_layout (EspalierChart     *self,
       pango_layout_set_width (layout, (int) (MAX (l->width - 2 * PAD, 1) * PANGO_SCALE));
       pango_layout_set_alignment (layout, PANGO_ALIGN_CENTER);
       pango_layout_set_wrap (layout, PANGO_WRAP_WORD_CHAR);
-      set_source_alpha (cr, &fg, 0.55);
+      espalier_cairo_set_source (cr, &fg, 0.55);
       cairo_move_to (cr, PAD, round ((l->height - text_height (layout)) / 2));
       pango_cairo_show_layout (cr, layout);
       return;
@@ -838,14 +824,10 @@ draw_readout (EspalierChart *self,
   y = round (MAX (y, 2));
 
   cairo_new_path (cr);
-  cairo_arc (cr, x + w - r, y + r, r, -G_PI / 2, 0);
-  cairo_arc (cr, x + w - r, y + h - r, r, 0, G_PI / 2);
-  cairo_arc (cr, x + r, y + h - r, r, G_PI / 2, G_PI);
-  cairo_arc (cr, x + r, y + r, r, G_PI, 1.5 * G_PI);
-  cairo_close_path (cr);
-  set_source_alpha (cr, &bg, 0.96);
+  espalier_cairo_rounded_rect (cr, &GRAPHENE_RECT_INIT (x, y, w, h), r);
+  espalier_cairo_set_source (cr, &bg, 0.96);
   cairo_fill_preserve (cr);
-  set_source_alpha (cr, &fg, 0.18);
+  espalier_cairo_set_source (cr, &fg, 0.18);
   cairo_set_line_width (cr, 1);
   cairo_stroke (cr);
 
@@ -1066,7 +1048,7 @@ espalier_chart_snapshot (GtkWidget   *widget,
 
       /* A faint guide under the pointer. */
       get_colors (self, &fg, NULL);
-      set_source_alpha (cr, &fg, 0.2);
+      espalier_cairo_set_source (cr, &fg, 0.2);
       cairo_set_line_width (cr, 1);
       cairo_move_to (cr, round (self->hover_x) + 0.5, l.plot.origin.y);
       cairo_line_to (cr, round (self->hover_x) + 0.5, l.plot.origin.y + l.plot.size.height);

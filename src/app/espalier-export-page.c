@@ -18,6 +18,7 @@
 #include "espalier-job.h"
 #include "espalier-model-file.h"
 #include "espalier-split.h"
+#include "espalier-ui-util.h"
 
 struct _EspalierExportPage
 {
@@ -305,13 +306,7 @@ static void
 watch_variant (EspalierExportPage *self,
                EspalierVariant    *variant)
 {
-  if (self->watched == variant)
-    return;
-  if (self->watched != NULL)
-    g_signal_handlers_disconnect_by_func (self->watched, on_watched_notify, self);
-  g_set_object (&self->watched, variant);
-  if (variant != NULL)
-    g_signal_connect (variant, "notify", G_CALLBACK (on_watched_notify), self);
+  espalier_follow (&self->watched, variant, "notify", G_CALLBACK (on_watched_notify), self, 0);
 }
 
 static void
@@ -335,12 +330,6 @@ on_variants_changed (GListModel         *model,
     adw_combo_row_set_selected (self->variant_row, position + added - 1);
   gtk_stack_set_visible_child_name (self->stack, n > 0 ? "export" : "empty");
   on_selected_changed (self);
-}
-
-static void
-on_train_clicked (EspalierExportPage *self)
-{
-  gtk_widget_activate_action (GTK_WIDGET (self), "win.show-page", "s", "train");
 }
 
 /* "dir/NAME" for a variant: its name with what file systems or shells dislike replaced
@@ -596,7 +585,6 @@ espalier_export_page_class_init (EspalierExportPageClass *klass)
   gtk_widget_class_bind_template_child (widget_class, EspalierExportPage, last_export_group);
   gtk_widget_class_bind_template_child (widget_class, EspalierExportPage, last_export_row);
   gtk_widget_class_bind_template_callback (widget_class, on_selected_changed);
-  gtk_widget_class_bind_template_callback (widget_class, on_train_clicked);
 }
 
 static void

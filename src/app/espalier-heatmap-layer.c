@@ -7,8 +7,11 @@
 
 #include "config.h"
 
+#include <glib/gi18n.h>
+
 #include <math.h>
 
+#include "espalier-chart-layer-private.h"
 #include "espalier-chart-layers.h"
 
 #define NO_CLASS G_MAXUINT
@@ -339,12 +342,8 @@ espalier_heatmap_layer_describe_at (EspalierChartLayer    *layer,
 
   i = r * self->cols + c;
   value = format_value (self->values[i]);
-  x_title = espalier_chart_axis_get_title (x_axis);
-  y_title = espalier_chart_axis_get_title (y_axis);
-  if (x_title == NULL)
-    x_title = "";
-  if (y_title == NULL)
-    y_title = "";
+  x_title = espalier_chart_layer_axis_name (x_axis, "");
+  y_title = espalier_chart_layer_axis_name (y_axis, "");
 
   if (self->row_labels != NULL && self->col_labels != NULL &&
       r < g_strv_length (self->row_labels) && c < g_strv_length (self->col_labels))
@@ -352,9 +351,9 @@ espalier_heatmap_layer_describe_at (EspalierChartLayer    *layer,
                             x_title, self->col_labels[c], value);
 
   if (self->classes != NULL && self->classes[i] != NO_CLASS)
-    return g_strdup_printf ("class %u (%.2f)", self->classes[i], self->values[i]);
+    return g_strdup_printf (_("class %u (%.2f)"), self->classes[i], self->values[i]);
 
-  return g_strdup_printf ("row %u, column %u: %s", r, c, value);
+  return g_strdup_printf (_("row %u, column %u: %s"), r, c, value);
 }
 
 static void

@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "espalier-image-grid.h"
+#include "espalier-ui-util.h"
 
 #define GAP     10 /* pixels between tiles */
 #define LABEL_H 18 /* pixels under a tile for its label */
@@ -169,17 +170,10 @@ espalier_image_grid_snapshot (GtkWidget   *widget,
 
       if (label == NULL)
         continue;
-      layout = gtk_widget_create_pango_layout (widget, label);
+      layout = espalier_text_layout_new (widget, label, 0.8, PANGO_WEIGHT_NORMAL, FALSE);
       pango_layout_set_width (layout, (cell_w - GAP) * PANGO_SCALE);
       pango_layout_set_ellipsize (layout, PANGO_ELLIPSIZE_END);
       pango_layout_set_alignment (layout, PANGO_ALIGN_CENTER);
-      {
-        PangoAttrList *attrs = pango_attr_list_new ();
-
-        pango_attr_list_insert (attrs, pango_attr_scale_new (0.8));
-        pango_layout_set_attributes (layout, attrs);
-        pango_attr_list_unref (attrs);
-      }
       gtk_snapshot_save (snapshot);
       gtk_snapshot_translate (snapshot, &GRAPHENE_POINT_INIT (x, y));
       gtk_snapshot_append_layout (snapshot, layout, &color);

@@ -8,6 +8,7 @@
 
 #include "espalier-layer-editor.h"
 #include "espalier-model-canvas.h"
+#include "espalier-ui-util.h"
 
 /* The settings a layer spec has; each has a row and a spin button in the template. */
 typedef enum {
@@ -488,13 +489,8 @@ espalier_layer_editor_set_doc (EspalierLayerEditor *self,
   g_return_if_fail (ESPALIER_IS_LAYER_EDITOR (self));
   g_return_if_fail (doc == NULL || ESPALIER_IS_MODEL_DOC (doc));
 
-  if (self->doc == doc)
+  if (!espalier_follow (&self->doc, doc, "changed", G_CALLBACK (on_doc_changed), self, 0))
     return;
-  if (self->doc != NULL)
-    g_signal_handlers_disconnect_by_data (self->doc, self);
-  g_set_object (&self->doc, doc);
-  if (doc != NULL)
-    g_signal_connect (doc, "changed", G_CALLBACK (on_doc_changed), self);
   refresh (self);
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_DOC]);
 }

@@ -12,6 +12,7 @@
 
 #include <math.h>
 
+#include "espalier-chart-layer-private.h"
 #include "espalier-chart-layers.h"
 
 struct _EspalierLineLayer
@@ -50,27 +51,12 @@ espalier_line_layer_new (EspalierSeries *series)
 }
 
 static void
-on_series_changed (EspalierLineLayer *self)
-{
-  espalier_chart_layer_changed (ESPALIER_CHART_LAYER (self));
-}
-
-static void
 set_series (EspalierLineLayer *self,
             EspalierSeries    *series)
 {
-  if (self->series == series)
+  if (!espalier_chart_layer_set_series_slot (ESPALIER_CHART_LAYER (self), &self->series, series))
     return;
 
-  if (self->series != NULL)
-    g_signal_handlers_disconnect_by_func (self->series, on_series_changed, self);
-  g_set_object (&self->series, series);
-  if (self->series != NULL)
-    g_signal_connect_object (self->series, "changed",
-                             G_CALLBACK (on_series_changed), self, G_CONNECT_SWAPPED);
-  /* The legend shows the series' title until the layer gets its own. */
-  if (series != NULL && espalier_chart_layer_get_title (ESPALIER_CHART_LAYER (self)) == NULL)
-    espalier_chart_layer_set_title (ESPALIER_CHART_LAYER (self), espalier_series_get_title (series));
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_SERIES]);
   espalier_chart_layer_changed (ESPALIER_CHART_LAYER (self));
 }
@@ -280,20 +266,6 @@ draw_dense (EspalierLineLayer     *self,
   g_free (hi);
 }
 
-static gboolean
-target_is_vector (cairo_t *cr)
-{
-  switch (cairo_surface_get_type (cairo_get_target (cr)))
-    {
-    case CAIRO_SURFACE_TYPE_PDF:
-    case CAIRO_SURFACE_TYPE_PS:
-    case CAIRO_SURFACE_TYPE_SVG:
-      return TRUE;
-    default:
-      return FALSE;
-    }
-}
-
 /* Sparse lines (and dashed ones, and vector output): one cairo path, decimated. */
 static void
 draw_path (EspalierLineLayer     *self,
@@ -396,7 +368,7 @@ espalier_line_layer_draw (EspalierChartLayer    *layer,
     return;
 
   cairo_save (cr);
-  if (n > area->size.width / DENSE_SPACING && !self->dashed && !target_is_vector (cr))
+  if (n > area->size.width / DENSE_SPACING && !self->dashed && !espalier_chart_layer_target_is_vector (cr))
     {
       draw_dense (self, cr, area, x_axis, y_axis, color);
       cairo_restore (cr);
@@ -438,38 +410,20 @@ espalier_line_layer_describe_at (EspalierChartLayer    *layer,
                                  double                 radius)
 {
   EspalierLineLayer *self = ESPALIER_LINE_LAYER (layer);
-  const double *xs, *ys;
-  const char *x_title, *y_title;
-  double best = radius * radius;
-  guint n, best_i = G_MAXUINT;
+  const char *y_title;
+  guint i;
 
-  if (self->series == NULL || (n = espalier_series_get_n_points (self->series)) == 0)
+  i = espalier_chart_layer_nearest_point (area, x_axis, y_axis, self->series, px, py, radius);
+  if (i == G_MAXUINT)
     return NULL;
 
-  xs = espalier_series_get_x (self->series);
-  ys = espalier_series_get_y (self->series);
-  for (guint i = 0; i < n; i++)
-    {
-      double qx, qy, d;
-
-      espalier_chart_layer_map (area, x_axis, y_axis, xs[i], ys[i], &qx, &qy);
-      d = (qx - px) * (qx - px) + (qy - py) * (qy - py);
-      if (d <= best)
-        {
-          best = d;
-          best_i = i;
-        }
-    }
-  if (best_i == G_MAXUINT)
-    return NULL;
-
-  x_title = espalier_chart_axis_get_title (x_axis);
   y_title = espalier_chart_layer_get_title (layer);
   if (y_title == NULL || *y_title == '\0')
-    y_title = espalier_chart_axis_get_title (y_axis);
+    y_title = espalier_chart_layer_axis_name (y_axis, "y");
   return g_strdup_printf ("%s %.6g: %s %.4g",
-                          x_title != NULL && *x_title != '\0' ? x_title : "x", xs[best_i],
-                          y_title != NULL && *y_title != '\0' ? y_title : "y", ys[best_i]);
+                          espalier_chart_layer_axis_name (x_axis, "x"),
+                          espalier_series_get_x (self->series)[i], y_title,
+                          espalier_series_get_y (self->series)[i]);
 }
 
 static void
@@ -477,9 +431,7 @@ espalier_line_layer_dispose (GObject *object)
 {
   EspalierLineLayer *self = ESPALIER_LINE_LAYER (object);
 
-  if (self->series != NULL)
-    g_signal_handlers_disconnect_by_func (self->series, on_series_changed, self);
-  g_clear_object (&self->series);
+  espalier_chart_layer_set_series_slot (ESPALIER_CHART_LAYER (self), &self->series, NULL);
 
   G_OBJECT_CLASS (espalier_line_layer_parent_class)->dispose (object);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "espalier-model-canvas.h"
+#include "espalier-ui-util.h"
 
 #define MARGIN             24.0
 #define MIN_BLOCK_WIDTH    220.0
@@ -106,39 +107,6 @@ espalier_model_canvas_new (void)
 /* Formatting. */
 
 static char *
-format_scaled (gint64      n,
-               const char *space,
-               const char *unit)
-{
-  static const char *const prefixes[] = { "k", "M", "G", "T", "P" };
-  double v = (double) n;
-  int p = -1;
-  char *s;
-
-  if (n < 1000 && n > -1000)
-    return g_strdup_printf ("%" G_GINT64_FORMAT "%s%s", n, space, unit);
-  while (fabs (v) >= 999.95 && p < (int) G_N_ELEMENTS (prefixes) - 1)
-    {
-      v /= 1000.0;
-      p++;
-    }
-  s = g_strdup_printf ("%.1f%s%s%s", v, space, prefixes[p], unit);
-  return s;
-}
-
-char *
-espalier_format_count (gint64 n)
-{
-  return format_scaled (n, "", "");
-}
-
-char *
-espalier_format_flops (gint64 flops)
-{
-  return format_scaled (flops, " ", "FLOPs");
-}
-
-static char *
 format_number (double v)
 {
   return g_strdup_printf ("%g", v);
@@ -217,6 +185,7 @@ layout_clear (Layout *layout)
   g_clear_pointer (&layout->blocks, g_array_unref);
 }
 
+/* Text in the canvas's font, styled (espalier_text_layout_style). */
 static PangoLayout *
 make_text (EspalierModelCanvas *self,
            const char          *text,
@@ -224,20 +193,7 @@ make_text (EspalierModelCanvas *self,
            PangoWeight          weight,
            gboolean             tabular)
 {
-  PangoLayout *pl = gtk_widget_create_pango_layout (GTK_WIDGET (self), NULL);
-  PangoAttrList *attrs = pango_attr_list_new ();
-
-  if (scale != 1.0)
-    pango_attr_list_insert (attrs, pango_attr_scale_new (scale));
-  if (weight != PANGO_WEIGHT_NORMAL)
-    pango_attr_list_insert (attrs, pango_attr_weight_new (weight));
-  if (tabular)
-    pango_attr_list_insert (attrs, pango_attr_font_features_new ("tnum"));
-  pango_layout_set_attributes (pl, attrs);
-  pango_attr_list_unref (attrs);
-  if (text != NULL)
-    pango_layout_set_text (pl, text, -1);
-  return pl;
+  return espalier_text_layout_new (GTK_WIDGET (self), text, scale, weight, tabular);
 }
 
 static PangoLayout *
@@ -761,30 +717,6 @@ get_colors (GtkWidget *widget,
   gdk_rgba_parse (&c->regular, dark ? "#ffa348" : "#e66100");
 }
 
-static void
-set_source (cairo_t       *cr,
-            const GdkRGBA *c,
-            double         alpha)
-{
-  cairo_set_source_rgba (cr, c->red, c->green, c->blue, c->alpha * alpha);
-}
-
-static void
-rounded_rect (cairo_t               *cr,
-              const graphene_rect_t *r,
-              double                 radius)
-{
-  double x = r->origin.x, y = r->origin.y, w = r->size.width, h = r->size.height;
-
-  radius = MIN (radius, MIN (w, h) / 2);
-  cairo_new_sub_path (cr);
-  cairo_arc (cr, x + w - radius, y + radius, radius, -G_PI / 2, 0);
-  cairo_arc (cr, x + w - radius, y + h - radius, radius, 0, G_PI / 2);
-  cairo_arc (cr, x + radius, y + h - radius, radius, G_PI / 2, G_PI);
-  cairo_arc (cr, x + radius, y + radius, radius, G_PI, 3 * G_PI / 2);
-  cairo_close_path (cr);
-}
-
 /* Draw pl with its left edge at x (or its right edge, or its centre) and its middle at y. */
 static void
 show_text (cairo_t       *cr,
@@ -799,7 +731,7 @@ show_text (cairo_t       *cr,
 
   pango_layout_get_pixel_size (pl, &w, &h);
   cairo_move_to (cr, round (x - xalign * w), round (y - h / 2.0));
-  set_source (cr, color, alpha);
+  espalier_cairo_set_source (cr, color, alpha);
   pango_cairo_show_layout (cr, pl);
 }
 
@@ -840,19 +772,19 @@ draw_card (cairo_t               *cr,
 
   /* A soft drop shadow, then the fill and a hairline border. */
   shadow.origin.y += 1;
-  rounded_rect (cr, &shadow, radius);
-  set_source (cr, &c->shade, alpha);
+  espalier_cairo_rounded_rect (cr, &shadow, radius);
+  espalier_cairo_set_source (cr, &c->shade, alpha);
   cairo_fill (cr);
-  rounded_rect (cr, r, radius);
-  set_source (cr, fill, fill_alpha * alpha);
+  espalier_cairo_rounded_rect (cr, r, radius);
+  espalier_cairo_set_source (cr, fill, fill_alpha * alpha);
   cairo_fill (cr);
   if (border != NULL)
     {
       graphene_rect_t inset = *r;
 
       graphene_rect_inset (&inset, border_width / 2, border_width / 2);
-      rounded_rect (cr, &inset, radius - border_width / 2);
-      set_source (cr, border, border_alpha * alpha);
+      espalier_cairo_rounded_rect (cr, &inset, radius - border_width / 2);
+      espalier_cairo_set_source (cr, border, border_alpha * alpha);
       cairo_set_line_width (cr, border_width);
       cairo_stroke (cr);
     }
@@ -890,23 +822,23 @@ draw_layer_block (EspalierModelCanvas   *self,
                  invalid ? 0.9 : 0.14, invalid ? 1.5 : 1.0, alpha);
       if (invalid)
         {
-          rounded_rect (cr, r, radius);
-          set_source (cr, &c->error, 0.08 * alpha);
+          espalier_cairo_rounded_rect (cr, r, radius);
+          espalier_cairo_set_source (cr, &c->error, 0.08 * alpha);
           cairo_fill (cr);
         }
       /* The kind's colour as a stripe along the left edge. */
       cairo_save (cr);
-      rounded_rect (cr, r, radius);
+      espalier_cairo_rounded_rect (cr, r, radius);
       cairo_clip (cr);
       cairo_rectangle (cr, x, y, 5, h);
-      set_source (cr, invalid ? &c->error : stripe_color (c, spec->kind), alpha);
+      espalier_cairo_set_source (cr, invalid ? &c->error : stripe_color (c, spec->kind), alpha);
       cairo_fill (cr);
       cairo_restore (cr);
     }
   if (hovered && !selected)
     {
-      rounded_rect (cr, r, radius);
-      set_source (cr, &c->fg, 0.04 * alpha);
+      espalier_cairo_rounded_rect (cr, r, radius);
+      espalier_cairo_set_source (cr, &c->fg, 0.04 * alpha);
       cairo_fill (cr);
     }
 
@@ -956,8 +888,8 @@ draw_layer_block (EspalierModelCanvas   *self,
       graphene_rect_t outer = *r;
 
       graphene_rect_inset (&outer, -3, -3);
-      rounded_rect (cr, &outer, radius + 3);
-      set_source (cr, &c->accent_bg, alpha);
+      espalier_cairo_rounded_rect (cr, &outer, radius + 3);
+      espalier_cairo_set_source (cr, &c->accent_bg, alpha);
       cairo_set_line_width (cr, 2.0);
       cairo_stroke (cr);
     }
@@ -986,14 +918,14 @@ draw_edge (EspalierModelCanvas *self,
     cairo_set_dash (cr, (double[]) { 3, 3 }, 2, 0);
   cairo_move_to (cr, x, y0);
   cairo_line_to (cr, x, y1 - head);
-  set_source (cr, &c->fg, alpha);
+  espalier_cairo_set_source (cr, &c->fg, alpha);
   cairo_stroke (cr);
   cairo_restore (cr);
   cairo_move_to (cr, x - head, y1 - head - 1);
   cairo_line_to (cr, x + head, y1 - head - 1);
   cairo_line_to (cr, x, y1);
   cairo_close_path (cr);
-  set_source (cr, &c->fg, alpha);
+  espalier_cairo_set_source (cr, &c->fg, alpha);
   cairo_fill (cr);
 
   if (shape != NULL)
@@ -1018,8 +950,8 @@ draw_end_block (EspalierModelCanvas   *self,
   g_autoptr(PangoLayout) pl = make_text (self, NULL, 1.0, PANGO_WEIGHT_NORMAL, TRUE);
 
   draw_card (cr, c, r, r->size.height / 2, &c->card, 1.0, tint, 0.45, 1.0, 1.0);
-  rounded_rect (cr, r, r->size.height / 2);
-  set_source (cr, tint, 0.12);
+  espalier_cairo_rounded_rect (cr, r, r->size.height / 2);
+  espalier_cairo_set_source (cr, tint, 0.12);
   cairo_fill (cr);
   pango_layout_set_markup (pl, markup, -1);
   show_text (cr, pl, r->origin.x + r->size.width / 2, r->origin.y + r->size.height / 2,
@@ -1038,7 +970,7 @@ draw_insertion_line (cairo_t      *cr,
   y = round ((top + bottom) / 2);
   x0 = layout->input.origin.x - 6;
   x1 = layout->input.origin.x + layout->input.size.width + 6;
-  set_source (cr, &c->accent_bg, 1.0);
+  espalier_cairo_set_source (cr, &c->accent_bg, 1.0);
   cairo_set_line_width (cr, 3);
   cairo_set_line_cap (cr, CAIRO_LINE_CAP_ROUND);
   cairo_move_to (cr, x0 + 4, y);
@@ -1090,7 +1022,7 @@ draw_totals (EspalierModelCanvas   *self,
 
           cairo_move_to (cr, sx, r->origin.y + 14);
           cairo_line_to (cr, sx, r->origin.y + r->size.height - 14);
-          set_source (cr, &c->fg, 0.1);
+          espalier_cairo_set_source (cr, &c->fg, 0.1);
           cairo_set_line_width (cr, 1);
           cairo_stroke (cr);
         }
@@ -1110,13 +1042,13 @@ draw_placeholder (EspalierModelCanvas   *self,
   graphene_rect_t inset = *r;
 
   graphene_rect_inset (&inset, 1, 1);
-  rounded_rect (cr, &inset, RADIUS);
-  set_source (cr, target ? &c->accent_bg : &c->fg, target ? 0.12 : 0.03);
+  espalier_cairo_rounded_rect (cr, &inset, RADIUS);
+  espalier_cairo_set_source (cr, target ? &c->accent_bg : &c->fg, target ? 0.12 : 0.03);
   cairo_fill_preserve (cr);
   cairo_save (cr);
   cairo_set_dash (cr, (double[]) { 6, 4 }, 2, 0);
   cairo_set_line_width (cr, target ? 2 : 1.5);
-  set_source (cr, target ? &c->accent_bg : &c->fg, target ? 1.0 : 0.3);
+  espalier_cairo_set_source (cr, target ? &c->accent_bg : &c->fg, target ? 1.0 : 0.3);
   cairo_stroke (cr);
   cairo_restore (cr);
   show_text (cr, line1, r->origin.x + r->size.width / 2, r->origin.y + r->size.height / 2 - 10,
@@ -1216,7 +1148,7 @@ espalier_model_canvas_snapshot (GtkWidget   *widget,
       g_autoptr(PangoLayout) pl = make_error_text (self, reason, layout->error.size.width);
 
       cairo_move_to (cr, layout->error.origin.x, layout->error.origin.y);
-      set_source (cr, &c.error, 1.0);
+      espalier_cairo_set_source (cr, &c.error, 1.0);
       pango_cairo_show_layout (cr, pl);
       self->drawn_error = g_strdup (reason);
       self->drawn_error_index = layout->error_index;
@@ -1470,13 +1402,8 @@ espalier_model_canvas_set_doc (EspalierModelCanvas *self,
   g_return_if_fail (ESPALIER_IS_MODEL_CANVAS (self));
   g_return_if_fail (doc == NULL || ESPALIER_IS_MODEL_DOC (doc));
 
-  if (self->doc == doc)
+  if (!espalier_follow (&self->doc, doc, "changed", G_CALLBACK (on_doc_changed), self, 0))
     return;
-  if (self->doc != NULL)
-    g_signal_handlers_disconnect_by_data (self->doc, self);
-  g_set_object (&self->doc, doc);
-  if (doc != NULL)
-    g_signal_connect (doc, "changed", G_CALLBACK (on_doc_changed), self);
   self->drag_from = -1;
   self->dragging = FALSE;
   self->drop_index = -1;

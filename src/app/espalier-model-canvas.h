@@ -82,10 +82,6 @@ EspalierBlockState  espalier_model_canvas_get_drawn_state  (EspalierModelCanvas 
 const char         *espalier_model_canvas_get_drawn_error  (EspalierModelCanvas *self,
                                                             int                 *index);
 
-/* Human units for the canvas and the pages around it: "101.8k", "1.2M" (count), "200.7
- * kFLOPs". Free with g_free. */
-char               *espalier_format_count                  (gint64               n);
-char               *espalier_format_flops                  (gint64               flops);
 /* A layer's title with its key setting: "Dense 128", "Conv2D 6 5×5". */
 char               *espalier_layer_spec_title              (const EsLayerSpec   *spec);
 /* The colour the canvas marks a kind with (weights blue, pools and Flatten purple,

@@ -14,6 +14,7 @@
 #include "espalier-chart-layers.h"
 #include "espalier-job.h"
 #include "espalier-optimize-page.h"
+#include "espalier-ui-util.h"
 
 /* The table's columns, in order; each cell factory carries its column. */
 typedef enum {
@@ -84,30 +85,6 @@ kind_title (const char *kind)
   return kind != NULL ? kind : "";
 }
 
-/* 1234567 -> "1,234,567" in the user's locale's grouping. */
-static char *
-format_count (gint64 n)
-{
-  return g_strdup_printf ("%'" G_GINT64_FORMAT, n);
-}
-
-/* 1234567 -> "1.23 M": FLOPs read best with an SI prefix. */
-static char *
-format_si (double v)
-{
-  static const char * const prefixes[] = { "", " k", " M", " G", " T", " P" };
-  guint p = 0;
-
-  while (fabs (v) >= 1000.0 && p + 1 < G_N_ELEMENTS (prefixes))
-    {
-      v /= 1000.0;
-      p++;
-    }
-  if (p == 0)
-    return g_strdup_printf ("%.0f", v);
-  return g_strdup_printf ("%.3g%s", v, prefixes[p]);
-}
-
 static char *
 format_cell (EspalierVariant *variant,
              Column           column)
@@ -131,11 +108,11 @@ format_cell (EspalierVariant *variant,
     case COL_SIZE:
       return g_strdup_printf ("%.1f", espalier_variant_get_size_bytes (variant) / 1000.0);
     case COL_PARAMS:
-      return format_count (espalier_variant_get_n_params (variant));
+      return espalier_format_grouped (espalier_variant_get_n_params (variant));
     case COL_SPARSITY:
       return g_strdup_printf ("%.1f", 100.0 * espalier_variant_get_sparsity (variant));
     case COL_FLOPS:
-      return format_si ((double) espalier_variant_get_flops (variant));
+      return espalier_format_si ((double) espalier_variant_get_flops (variant));
     case COL_ACTIONS:
     case N_COLUMNS:
     default:
@@ -358,12 +335,6 @@ on_variants_changed (GListModel           *model,
   refresh_count (self);
 }
 
-static void
-on_train_clicked (EspalierOptimizePage *self)
-{
-  gtk_widget_activate_action (GTK_WIDGET (self), "win.show-page", "s", "train");
-}
-
 /* Cells: a label per figure, bound to the variant's notify so a remeasured variant
  * updates in place; the last column holds the row's action buttons. */
 
@@ -502,15 +473,12 @@ add_column (EspalierOptimizePage *self,
             const char           *property,
             gboolean              expand)
 {
-  GtkListItemFactory *factory = gtk_signal_list_item_factory_new ();
   GtkColumnViewColumn *col;
   GtkSorter *sorter = NULL;
 
-  g_signal_connect (factory, "setup", G_CALLBACK (on_cell_setup), GINT_TO_POINTER (column));
-  g_signal_connect (factory, "bind", G_CALLBACK (on_cell_bind), GINT_TO_POINTER (column));
-  g_signal_connect (factory, "unbind", G_CALLBACK (on_cell_unbind), GINT_TO_POINTER (column));
-  col = gtk_column_view_column_new (title, factory);
-  gtk_column_view_column_set_expand (col, expand);
+  col = espalier_column_view_append (self->variants_view, title, expand,
+                                     G_CALLBACK (on_cell_setup), G_CALLBACK (on_cell_bind),
+                                     G_CALLBACK (on_cell_unbind), GINT_TO_POINTER (column));
   gtk_column_view_column_set_resizable (col, column != COL_ACTIONS);
 
   if (column == COL_NAME || column == COL_KIND)
@@ -526,9 +494,6 @@ add_column (EspalierOptimizePage *self,
       gtk_column_view_column_set_sorter (col, sorter);
       g_object_unref (sorter);
     }
-
-  gtk_column_view_append_column (self->variants_view, col);
-  g_object_unref (col);
 }
 
 /* Actions */
@@ -837,7 +802,6 @@ espalier_optimize_page_class_init (EspalierOptimizePageClass *klass)
   gtk_widget_class_bind_template_child (widget_class, EspalierOptimizePage, chart);
   gtk_widget_class_bind_template_child (widget_class, EspalierOptimizePage, variants_view);
   gtk_widget_class_bind_template_child (widget_class, EspalierOptimizePage, optimizations_group);
-  gtk_widget_class_bind_template_callback (widget_class, on_train_clicked);
 }
 
 static void

@@ -15,6 +15,7 @@
 #include "espalier-chart-layers.h"
 #include "espalier-profile-page.h"
 #include "espalier-split.h"
+#include "espalier-ui-util.h"
 
 /* One row of the layers table: a snapshot of a layer's EsLayerInfo, taken at refresh. */
 #define ESPALIER_TYPE_PROFILE_ROW (espalier_profile_row_get_type ())
@@ -198,29 +199,6 @@ espalier_profile_row_init (EspalierProfileRow *self)
 /* Formatting */
 
 static char *
-format_count (gint64 n)
-{
-  return g_strdup_printf ("%'" G_GINT64_FORMAT, n);
-}
-
-/* 1234567 -> "1.23 M". */
-static char *
-format_si (double v)
-{
-  static const char * const prefixes[] = { "", " k", " M", " G", " T", " P" };
-  guint p = 0;
-
-  while (v >= 1000.0 && p + 1 < G_N_ELEMENTS (prefixes))
-    {
-      v /= 1000.0;
-      p++;
-    }
-  if (p == 0)
-    return g_strdup_printf ("%.0f", v);
-  return g_strdup_printf ("%.3g%s", v, prefixes[p]);
-}
-
-static char *
 format_seconds (double s)
 {
   if (s < 1e-3)
@@ -281,9 +259,9 @@ refresh_layers (EspalierProfilePage *self)
   g_list_store_splice (self->rows, 0, g_list_model_get_n_items (G_LIST_MODEL (self->rows)),
                        rows->pdata, rows->len);
 
-  params_text = format_count (total_params);
-  flops_text = format_si ((double) total_flops);
-  act_text = format_si ((double) total_act);
+  params_text = espalier_format_grouped (total_params);
+  flops_text = espalier_format_si ((double) total_flops);
+  act_text = espalier_format_si ((double) total_act);
   summary = g_strdup_printf (ngettext ("%u layer · %s parameters · %s FLOPs and %s activation floats per sample",
                                        "%u layers · %s parameters · %s FLOPs and %s activation floats per sample",
                                        n),
@@ -442,13 +420,8 @@ static void
 watch_run (EspalierProfilePage *self,
            EspalierRun         *run)
 {
-  if (self->watched_run == run)
-    return;
-  if (self->watched_run != NULL)
-    g_signal_handlers_disconnect_by_func (self->watched_run, on_run_record_added, self);
-  g_set_object (&self->watched_run, run);
-  if (run != NULL)
-    g_signal_connect (run, "record-added", G_CALLBACK (on_run_record_added), self);
+  espalier_follow (&self->watched_run, run, "record-added",
+                   G_CALLBACK (on_run_record_added), self, 0);
 }
 
 static void
@@ -505,7 +478,7 @@ refresh_run (EspalierProfilePage *self)
   rows = train_rows (self, espalier_run_get_options (run));
   if (rows > 0)
     {
-      g_autofree char *rate = format_si (rows / seconds);
+      g_autofree char *rate = espalier_format_si (rows / seconds);
       g_autofree char *text = g_strdup_printf (_("%s rows/s"), rate);
       g_autofree char *sub = g_strdup_printf (_("%'u training rows per epoch"), rows);
 
@@ -568,12 +541,6 @@ on_runs_changed (GListModel          *model,
   refresh_later (self);
 }
 
-static void
-on_model_clicked (EspalierProfilePage *self)
-{
-  gtk_widget_activate_action (GTK_WIDGET (self), "win.show-page", "s", "model");
-}
-
 /* Cells */
 
 static void
@@ -615,13 +582,13 @@ on_cell_bind (GtkSignalListItemFactory *factory,
       text = g_strdup (known ? row->output_shape : "—");
       break;
     case COL_PARAMS:
-      text = known ? format_count (row->n_params) : g_strdup ("—");
+      text = known ? espalier_format_grouped (row->n_params) : g_strdup ("—");
       break;
     case COL_FLOPS:
-      text = known ? format_count (row->flops) : g_strdup ("—");
+      text = known ? espalier_format_grouped (row->flops) : g_strdup ("—");
       break;
     case COL_ACTIVATIONS:
-      text = known ? format_count (row->activations) : g_strdup ("—");
+      text = known ? espalier_format_grouped (row->activations) : g_strdup ("—");
       break;
     case COL_SHARE:
       text = known ? g_strdup_printf ("%.1f %%", 100.0 * row->share) : g_strdup ("—");
@@ -644,16 +611,8 @@ add_column (EspalierProfilePage *self,
             const char          *title,
             gboolean             expand)
 {
-  GtkListItemFactory *factory = gtk_signal_list_item_factory_new ();
-  GtkColumnViewColumn *col;
-
-  g_signal_connect (factory, "setup", G_CALLBACK (on_cell_setup), GINT_TO_POINTER (column));
-  g_signal_connect (factory, "bind", G_CALLBACK (on_cell_bind), GINT_TO_POINTER (column));
-  col = gtk_column_view_column_new (title, factory);
-  gtk_column_view_column_set_expand (col, expand);
-  gtk_column_view_column_set_resizable (col, TRUE);
-  gtk_column_view_append_column (self->layers_view, col);
-  g_object_unref (col);
+  espalier_column_view_append (self->layers_view, title, expand, G_CALLBACK (on_cell_setup),
+                               G_CALLBACK (on_cell_bind), NULL, GINT_TO_POINTER (column));
 }
 
 /* Life cycle */
@@ -757,7 +716,6 @@ espalier_profile_page_class_init (EspalierProfilePageClass *klass)
   gtk_widget_class_bind_template_child (widget_class, EspalierProfilePage, run_label);
   gtk_widget_class_bind_template_child (widget_class, EspalierProfilePage, epoch_time_label);
   gtk_widget_class_bind_template_child (widget_class, EspalierProfilePage, throughput_label);
-  gtk_widget_class_bind_template_callback (widget_class, on_model_clicked);
 }
 
 static void

@@ -8,9 +8,13 @@
 
 #include "config.h"
 
+#include <glib/gi18n.h>
+
 #include <math.h>
 
+#include "espalier-chart-layer-private.h"
 #include "espalier-chart-layers.h"
+#include "espalier-ui-util.h"
 
 #define NO_CLASS G_MAXUINT
 
@@ -48,27 +52,12 @@ espalier_scatter_layer_new (EspalierSeries *series)
 }
 
 static void
-on_series_changed (EspalierScatterLayer *self)
-{
-  espalier_chart_layer_changed (ESPALIER_CHART_LAYER (self));
-}
-
-static void
 set_series (EspalierScatterLayer *self,
             EspalierSeries       *series)
 {
-  if (self->series == series)
+  if (!espalier_chart_layer_set_series_slot (ESPALIER_CHART_LAYER (self), &self->series, series))
     return;
 
-  if (self->series != NULL)
-    g_signal_handlers_disconnect_by_func (self->series, on_series_changed, self);
-  g_set_object (&self->series, series);
-  if (self->series != NULL)
-    g_signal_connect_object (self->series, "changed",
-                             G_CALLBACK (on_series_changed), self, G_CONNECT_SWAPPED);
-  /* The legend shows the series' title until the layer gets its own. */
-  if (series != NULL && espalier_chart_layer_get_title (ESPALIER_CHART_LAYER (self)) == NULL)
-    espalier_chart_layer_set_title (ESPALIER_CHART_LAYER (self), espalier_series_get_title (series));
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_SERIES]);
   espalier_chart_layer_changed (ESPALIER_CHART_LAYER (self));
 }
@@ -179,7 +168,6 @@ draw_labels (EspalierScatterLayer  *self,
   for (guint i = 0; i < n && self->labels[i] != NULL; i++)
     {
       g_autoptr(PangoLayout) layout = NULL;
-      PangoAttrList *attrs;
       double px, py;
       int tw, th;
 
@@ -188,10 +176,7 @@ draw_labels (EspalierScatterLayer  *self,
         continue;
 
       layout = espalier_chart_layer_create_layout (cr, self->labels[i]);
-      attrs = pango_attr_list_new ();
-      pango_attr_list_insert (attrs, pango_attr_scale_new (PANGO_SCALE_SMALL));
-      pango_layout_set_attributes (layout, attrs);
-      pango_attr_list_unref (attrs);
+      espalier_text_layout_style (layout, PANGO_SCALE_SMALL, PANGO_WEIGHT_NORMAL, FALSE);
       pango_layout_get_pixel_size (layout, &tw, &th);
 
       /* Right of the dot, or left of it near the right edge. */
@@ -200,20 +185,6 @@ draw_labels (EspalierScatterLayer  *self,
         px -= 2 * (self->radius + 4) + tw;
       cairo_move_to (cr, round (px), round (py - th / 2.0));
       pango_cairo_show_layout (cr, layout);
-    }
-}
-
-static gboolean
-target_is_vector (cairo_t *cr)
-{
-  switch (cairo_surface_get_type (cairo_get_target (cr)))
-    {
-    case CAIRO_SURFACE_TYPE_PDF:
-    case CAIRO_SURFACE_TYPE_PS:
-    case CAIRO_SURFACE_TYPE_SVG:
-      return TRUE;
-    default:
-      return FALSE;
     }
 }
 
@@ -287,7 +258,7 @@ espalier_scatter_layer_draw (EspalierChartLayer    *layer,
   xs = espalier_series_get_x (self->series);
   ys = espalier_series_get_y (self->series);
   klass = espalier_series_get_class (self->series);
-  vector = target_is_vector (cr);
+  vector = espalier_chart_layer_target_is_vector (cr);
   espalier_chart_layer_get_cairo_bg (cr, &rim);
 
   /* Raster targets: the dots are blended into one image of the plot, painted once. */
@@ -358,35 +329,16 @@ espalier_scatter_layer_describe_at (EspalierChartLayer    *layer,
                                     double                 radius)
 {
   EspalierScatterLayer *self = ESPALIER_SCATTER_LAYER (layer);
-  const double *xs, *ys;
   const guint *klass;
-  const char *x_title, *y_title;
-  double reach = radius + self->radius;
-  double best = reach * reach;
-  guint n, best_i = G_MAXUINT;
+  guint best_i;
   GString *text;
 
-  if (self->series == NULL || (n = espalier_series_get_n_points (self->series)) == 0)
-    return NULL;
-
-  xs = espalier_series_get_x (self->series);
-  ys = espalier_series_get_y (self->series);
-  klass = espalier_series_get_class (self->series);
-  for (guint i = 0; i < n; i++)
-    {
-      double qx, qy, d;
-
-      espalier_chart_layer_map (area, x_axis, y_axis, xs[i], ys[i], &qx, &qy);
-      d = (qx - px) * (qx - px) + (qy - py) * (qy - py);
-      if (d <= best)
-        {
-          best = d;
-          best_i = i;
-        }
-    }
+  best_i = espalier_chart_layer_nearest_point (area, x_axis, y_axis, self->series, px, py,
+                                               radius + self->radius);
   if (best_i == G_MAXUINT)
     return NULL;
 
+  klass = espalier_series_get_class (self->series);
   text = g_string_new (NULL);
   if (self->labels != NULL && best_i < g_strv_length (self->labels))
     g_string_append_printf (text, "%s: ", self->labels[best_i]);
@@ -395,13 +347,13 @@ espalier_scatter_layer_describe_at (EspalierChartLayer    *layer,
       if (self->class_names != NULL && klass[best_i] < g_strv_length (self->class_names))
         g_string_append_printf (text, "%s: ", self->class_names[klass[best_i]]);
       else
-        g_string_append_printf (text, "class %u: ", klass[best_i]);
+        g_string_append_printf (text, _("class %u: "), klass[best_i]);
     }
-  x_title = espalier_chart_axis_get_title (x_axis);
-  y_title = espalier_chart_axis_get_title (y_axis);
   g_string_append_printf (text, "%s %.4g, %s %.4g",
-                          x_title != NULL && *x_title != '\0' ? x_title : "x", xs[best_i],
-                          y_title != NULL && *y_title != '\0' ? y_title : "y", ys[best_i]);
+                          espalier_chart_layer_axis_name (x_axis, "x"),
+                          espalier_series_get_x (self->series)[best_i],
+                          espalier_chart_layer_axis_name (y_axis, "y"),
+                          espalier_series_get_y (self->series)[best_i]);
   return g_string_free (text, FALSE);
 }
 
@@ -410,9 +362,7 @@ espalier_scatter_layer_dispose (GObject *object)
 {
   EspalierScatterLayer *self = ESPALIER_SCATTER_LAYER (object);
 
-  if (self->series != NULL)
-    g_signal_handlers_disconnect_by_func (self->series, on_series_changed, self);
-  g_clear_object (&self->series);
+  espalier_chart_layer_set_series_slot (ESPALIER_CHART_LAYER (self), &self->series, NULL);
 
   G_OBJECT_CLASS (espalier_scatter_layer_parent_class)->dispose (object);
 }

@@ -34,7 +34,7 @@
 #define UI_INTERVAL        (1.0 / 30) /* seconds between label and running-loss updates */
 #define WEIGHTS_INTERVAL   0.25   /* seconds between histogram and confusion updates */
 #define HISTOGRAM_BINS     30
-#define MAX_SCATTER_POINTS 4000
+#define MAX_SCATTER_POINTS 2000
 #define LATENCY_SECONDS    0.5
 
 typedef enum {

@@ -33,6 +33,7 @@ struct _EspalierWindow
   gulong                doc_changed_id;
   gulong                recent_changed_id;   /* on the settings */
   gboolean              close_after_save;
+  gboolean              saving;
   gboolean              closing_confirmed;
 
   /* Template widgets */
@@ -368,18 +369,12 @@ on_confirm_response (AdwMessageDialog *dialog,
     c->next (c->self, c->data);
   else if (g_str_equal (response, "save"))
     {
+      /* After the save, closing goes on by itself; New and Open are chosen again. */
+      c->self->close_after_save = c->next == do_close;
       if (espalier_project_get_file (c->self->project) != NULL)
-        {
-          espalier_window_save_to (c->self, NULL);
-          if (!espalier_project_get_modified (c->self->project))
-            c->next (c->self, c->data);
-        }
+        espalier_window_save_to (c->self, NULL);
       else
-        {
-          /* After Save As, only closing goes on by itself; New and Open are asked again. */
-          c->self->close_after_save = c->next == do_close;
-          gtk_widget_activate_action (GTK_WIDGET (c->self), "win.save-as", NULL);
-        }
+        gtk_widget_activate_action (GTK_WIDGET (c->self), "win.save-as", NULL);
     }
 }
 
@@ -577,45 +572,94 @@ open_recent_action (GtkWidget  *widget,
   espalier_window_open_file (ESPALIER_WINDOW (widget), file);
 }
 
-void
-espalier_window_save_to (EspalierWindow *self,
-                         GFile          *file)
+typedef struct {
+  GWeakRef     window;
+  EspalierJob *job;
+  GFile       *file;
+} SaveData;
+
+static void
+save_data_free (SaveData *sd)
 {
+  g_weak_ref_clear (&sd->window);
+  g_clear_object (&sd->job);
+  g_clear_object (&sd->file);
+  g_free (sd);
+}
+
+static void
+save_done (GObject      *source,
+           GAsyncResult *result,
+           gpointer      user_data)
+{
+  SaveData *sd = user_data;
+  g_autoptr(EspalierWindow) self = g_weak_ref_get (&sd->window);
   g_autoptr(GError) error = NULL;
-  GFile *target;
+  gboolean ok = espalier_project_save_finish (ESPALIER_PROJECT (source), result, &error);
 
-  g_return_if_fail (ESPALIER_IS_WINDOW (self));
-
-  target = file != NULL ? file : espalier_project_get_file (self->project);
-  g_return_if_fail (target != NULL);
-
-  if (!espalier_project_save (self->project, target, NULL, &error))
+  espalier_job_finish (sd->job, NULL);
+  if (self == NULL)
+    {
+      save_data_free (sd);
+      return;
+    }
+  self->saving = FALSE;
+  if (!ok)
     {
       AdwMessageDialog *dialog;
 
       dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self),
                                                            _("The Project Could Not Be Saved"),
-                                                           error->message));
+                                                           NULL));
       adw_message_dialog_format_body (dialog, "%s\n\n%s", error->message,
                                       _("Nothing was lost: the project is still open. "
                                         "Choose “Save As…” to save it somewhere else."));
       adw_message_dialog_add_response (dialog, "close", _("_Close"));
       gtk_window_present (GTK_WINDOW (dialog));
       self->close_after_save = FALSE;
-      return;
     }
-  add_recent (target);
-  {
-    g_autofree char *name = g_file_get_basename (target);
-    g_autofree char *message = g_strdup_printf (_("Saved “%s”"), name);
-
-    espalier_window_add_toast (self, message);
-  }
-  if (self->close_after_save)
+  else
     {
-      self->close_after_save = FALSE;
-      gtk_window_close (GTK_WINDOW (self));
+      g_autofree char *name = g_file_get_basename (sd->file);
+      g_autofree char *message = g_strdup_printf (_("Saved “%s”"), name);
+
+      add_recent (sd->file);
+      espalier_window_add_toast (self, message);
+      if (self->close_after_save)
+        {
+          self->close_after_save = FALSE;
+          gtk_window_close (GTK_WINDOW (self));
+        }
     }
+  save_data_free (sd);
+}
+
+void
+espalier_window_save_to (EspalierWindow *self,
+                         GFile          *file)
+{
+  g_autofree char *name = NULL;
+  g_autofree char *title = NULL;
+  SaveData *sd;
+  GFile *target;
+
+  g_return_if_fail (ESPALIER_IS_WINDOW (self));
+
+  target = file != NULL ? file : espalier_project_get_file (self->project);
+  g_return_if_fail (target != NULL);
+  if (self->saving)
+    return;
+
+  name = g_file_get_basename (target);
+  title = g_strdup_printf (_("Saving %s"), name);
+  sd = g_new0 (SaveData, 1);
+  g_weak_ref_init (&sd->window, self);
+  sd->job = espalier_job_new (title);
+  sd->file = g_object_ref (target);
+  espalier_window_add_job (self, sd->job);
+  self->saving = TRUE;
+  espalier_project_save_async (self->project, target, espalier_job_get_cancellable (sd->job),
+                               save_done, sd);
 }
 
 static void
@@ -903,6 +947,15 @@ espalier_window_class_init (EspalierWindowClass *klass)
 }
 
 static void
+on_export_requested (EspalierOptimizePage *page,
+                     EspalierVariant      *variant,
+                     EspalierWindow       *self)
+{
+  espalier_export_page_select_variant (self->export_page, variant);
+  espalier_window_show_page (self, "export");
+}
+
+static void
 espalier_window_init (EspalierWindow *self)
 {
   GSettings *settings = espalier_settings_get_default ();
@@ -915,6 +968,7 @@ espalier_window_init (EspalierWindow *self)
   g_object_bind_property (self->switcher_title, "title-visible",
                           self->switcher_bar, "reveal", G_BINDING_SYNC_CREATE);
   g_signal_connect (self->train_page, "notify::training", G_CALLBACK (on_training_changed), self);
+  g_signal_connect (self->optimize_page, "export-requested", G_CALLBACK (on_export_requested), self);
 
   if (settings != NULL)
     {

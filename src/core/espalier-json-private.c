@@ -603,19 +603,33 @@ espalier_reader_wrong_type (EspalierReader *r, const char *where, const char *ke
                                expected);
 }
 
-JsonObject *
-espalier_reader_object (EspalierReader *r, JsonObject *obj, const char *where, const char *key)
+/* The member when it is a `type` node (for JSON_NODE_VALUE, one of value_type), or NULL:
+ * missing or of another type, with an error saying it is not `expected`; with nullable,
+ * a JSON null, without an error. */
+static JsonNode *
+member_of_type (EspalierReader *r, JsonObject *obj, const char *where, const char *key,
+                JsonNodeType type, GType value_type, gboolean nullable, const char *expected)
 {
   JsonNode *node = espalier_reader_member (r, obj, where, key);
 
-  if (node == NULL)
+  if (node == NULL || (nullable && JSON_NODE_HOLDS_NULL (node)))
     return NULL;
-  if (!JSON_NODE_HOLDS_OBJECT (node))
+  if (JSON_NODE_TYPE (node) != type
+      || (type == JSON_NODE_VALUE && json_node_get_value_type (node) != value_type))
     {
-      espalier_reader_wrong_type (r, where, key, "an object");
+      espalier_reader_wrong_type (r, where, key, expected);
       return NULL;
     }
-  return json_node_get_object (node);
+  return node;
+}
+
+JsonObject *
+espalier_reader_object (EspalierReader *r, JsonObject *obj, const char *where, const char *key)
+{
+  JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_OBJECT, G_TYPE_INVALID, FALSE,
+                                   "an object");
+
+  return node != NULL ? json_node_get_object (node) : NULL;
 }
 
 /* An array, or NULL; with nullable, a JSON null is NULL without an error. */
@@ -623,16 +637,10 @@ JsonArray *
 espalier_reader_array (EspalierReader *r, JsonObject *obj, const char *where, const char *key,
                        gboolean nullable)
 {
-  JsonNode *node = espalier_reader_member (r, obj, where, key);
+  JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_ARRAY, G_TYPE_INVALID, nullable,
+                                   nullable ? "an array or null" : "an array");
 
-  if (node == NULL || (nullable && JSON_NODE_HOLDS_NULL (node)))
-    return NULL;
-  if (!JSON_NODE_HOLDS_ARRAY (node))
-    {
-      espalier_reader_wrong_type (r, where, key, nullable ? "an array or null" : "an array");
-      return NULL;
-    }
-  return json_node_get_array (node);
+  return node != NULL ? json_node_get_array (node) : NULL;
 }
 
 /* A newly allocated string; with nullable, null gives NULL. */
@@ -640,29 +648,22 @@ char *
 espalier_reader_string (EspalierReader *r, JsonObject *obj, const char *where, const char *key,
                         gboolean nullable)
 {
-  JsonNode *node = espalier_reader_member (r, obj, where, key);
+  JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_VALUE, G_TYPE_STRING, nullable,
+                                   nullable ? "a string or null" : "a string");
 
-  if (node == NULL || (nullable && JSON_NODE_HOLDS_NULL (node)))
-    return NULL;
-  if (json_node_get_value_type (node) != G_TYPE_STRING)
-    {
-      espalier_reader_wrong_type (r, where, key, nullable ? "a string or null" : "a string");
-      return NULL;
-    }
-  return g_strdup (json_node_get_string (node));
+  return node != NULL ? g_strdup (json_node_get_string (node)) : NULL;
 }
 
 gboolean
 espalier_reader_int (EspalierReader *r, JsonObject *obj, const char *where, const char *key,
                      gint64 min, gint64 max, gint64 *out)
 {
-  JsonNode *node = espalier_reader_member (r, obj, where, key);
+  JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_VALUE, G_TYPE_INT64, FALSE,
+                                   "an integer");
   gint64 v;
 
   if (node == NULL)
     return FALSE;
-  if (json_node_get_value_type (node) != G_TYPE_INT64)
-    return espalier_reader_wrong_type (r, where, key, "an integer");
   v = json_node_get_int (node);
   if (v < min || v > max)
     return espalier_reader_fail (r, "the field “%s%s%s” is %" G_GINT64_FORMAT ", outside [%"
@@ -770,12 +771,11 @@ gboolean
 espalier_reader_bool (EspalierReader *r, JsonObject *obj, const char *where, const char *key,
                       gboolean *out)
 {
-  JsonNode *node = espalier_reader_member (r, obj, where, key);
+  JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_VALUE, G_TYPE_BOOLEAN, FALSE,
+                                   "true or false");
 
   if (node == NULL)
     return FALSE;
-  if (json_node_get_value_type (node) != G_TYPE_BOOLEAN)
-    return espalier_reader_wrong_type (r, where, key, "true or false");
   *out = json_node_get_boolean (node);
   return TRUE;
 }

@@ -26,6 +26,7 @@ struct _EspalierProject
   GFile                *file;
   char                 *title;
   gboolean              modified;
+  guint64               generation;     /* counts changes: a save knows what it wrote */
 
   EspalierDataset      *dataset;
   char                 *dataset_source;
@@ -113,6 +114,7 @@ load_options_equal (const EspalierLoadOptions *a, const EspalierLoadOptions *b)
 static void
 changed (EspalierProject *self)
 {
+  self->generation++;
   espalier_project_set_modified (self, TRUE);
   g_signal_emit (self, signals[SIGNAL_CHANGED], 0);
 }
@@ -755,6 +757,86 @@ espalier_project_save (EspalierProject *self, GFile *file, GCancellable *cancell
     return FALSE;
   set_file (self, file);
   espalier_project_set_modified (self, FALSE);
+  return TRUE;
+}
+
+typedef struct {
+  GFile   *file;
+  char    *text;
+  guint64  generation;
+} SaveData;
+
+static void
+save_data_free (SaveData *sd)
+{
+  g_clear_object (&sd->file);
+  g_free (sd->text);
+  g_free (sd);
+}
+
+static void
+save_thread (GTask        *task,
+             gpointer      source_object,
+             gpointer      task_data,
+             GCancellable *cancellable)
+{
+  SaveData *sd = task_data;
+  GError *error = NULL;
+
+  if (write_atomically (sd->file, sd->text, cancellable, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
+void
+espalier_project_save_async (EspalierProject     *self,
+                             GFile               *file,
+                             GCancellable        *cancellable,
+                             GAsyncReadyCallback  callback,
+                             gpointer             user_data)
+{
+  g_autoptr(GTask) task = NULL;
+  g_autoptr(JsonNode) root = NULL;
+  GError *error = NULL;
+  SaveData *sd;
+
+  g_return_if_fail (ESPALIER_IS_PROJECT (self));
+  g_return_if_fail (G_IS_FILE (file));
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, espalier_project_save_async);
+  root = build_project (self);
+  if (!validate_for_save (root, file, &error))
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+  sd = g_new0 (SaveData, 1);
+  sd->file = g_object_ref (file);
+  sd->text = espalier_json_to_text (root, TRUE);
+  sd->generation = self->generation;
+  g_task_set_task_data (task, sd, (GDestroyNotify) save_data_free);
+  g_task_run_in_thread (task, save_thread);
+}
+
+gboolean
+espalier_project_save_finish (EspalierProject  *self,
+                              GAsyncResult     *result,
+                              GError          **error)
+{
+  SaveData *sd;
+
+  g_return_val_if_fail (ESPALIER_IS_PROJECT (self), FALSE);
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+
+  if (!g_task_propagate_boolean (G_TASK (result), error))
+    return FALSE;
+  sd = g_task_get_task_data (G_TASK (result));
+  set_file (self, sd->file);
+  /* Changes made while the file was written are not in it. */
+  if (sd->generation == self->generation)
+    espalier_project_set_modified (self, FALSE);
   return TRUE;
 }
 

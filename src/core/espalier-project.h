@@ -96,6 +96,17 @@ gboolean                    espalier_project_save               (EspalierProject
                                                                  GFile            *file,
                                                                  GCancellable     *cancellable,
                                                                  GError          **error);
+/* The same, with the file written on a worker: the project is serialized on the
+ * calling thread, so later changes do not race with the write; they keep the project
+ * modified. Finish on the calling thread's main context. */
+void                        espalier_project_save_async         (EspalierProject     *self,
+                                                                 GFile               *file,
+                                                                 GCancellable        *cancellable,
+                                                                 GAsyncReadyCallback  callback,
+                                                                 gpointer             user_data);
+gboolean                    espalier_project_save_finish        (EspalierProject     *self,
+                                                                 GAsyncResult        *result,
+                                                                 GError             **error);
 /* Read a project (dataset not loaded: the caller loads the source with the options).
  * ESPALIER_ERROR_FORMAT naming the file and the field when anything is wrong, G_IO_ERROR
  * when it cannot be read. */

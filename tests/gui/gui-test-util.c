@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* gui-test-util.c: set-up, main-loop waiting and screenshots for the GUI tests. */
+/* gui-test-util.c: set-up, main-loop waiting, screenshots, windows and clean-up for the
+ * GUI tests. */
 #include "config.h"
 
 #include <glib/gstdio.h>
+#include <string.h>
 
 #include "gui-test-util.h"
 
@@ -96,6 +98,20 @@ gui_test_screenshot (GtkWidget  *widget,
   return path;
 }
 
+void
+gui_test_save_screenshot (GtkWidget  *widget,
+                          const char *name,
+                          guint       settle_ms)
+{
+  g_autofree char *path = NULL;
+
+  if (settle_ms > 0)
+    gui_test_iterate (settle_ms);
+  path = gui_test_screenshot (widget, name);
+  g_assert_nonnull (path);
+  g_test_message ("screenshot: %s", path);
+}
+
 GtkWindow *
 gui_test_window_new (GtkWidget *child,
                      int        width,
@@ -110,4 +126,67 @@ gui_test_window_new (GtkWidget *child,
     g_main_context_iteration (NULL, TRUE);
   gui_test_iterate (50);
   return window;
+}
+
+void
+gui_test_window_destroy (GtkWindow *window)
+{
+  gtk_window_destroy (window);
+  gui_test_iterate (50);
+}
+
+GtkWidget *
+gui_test_find_label (GtkWidget  *widget,
+                     const char *text)
+{
+  if (GTK_IS_LABEL (widget) && gtk_widget_get_mapped (widget)
+      && strstr (gtk_label_get_label (GTK_LABEL (widget)), text) != NULL)
+    return widget;
+  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
+       child = gtk_widget_get_next_sibling (child))
+    {
+      GtkWidget *found = gui_test_find_label (child, text);
+
+      if (found != NULL)
+        return found;
+    }
+  return NULL;
+}
+
+char *
+gui_test_make_tmp_dir (const char *tmpl)
+{
+  g_autoptr(GError) error = NULL;
+  char *path = g_dir_make_tmp (tmpl, &error);
+
+  g_assert_no_error (error);
+  return path;
+}
+
+void
+gui_test_remove_dir (const char *path)
+{
+  g_autoptr(GDir) dir = g_dir_open (path, 0, NULL);
+  const char *name;
+
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *file = g_build_filename (path, name, NULL);
+
+      g_unlink (file);
+    }
+  g_rmdir (path);
+}
+
+void
+gui_test_tear_down_page (GtkWindow  *window,
+                         gpointer    page,
+                         gpointer    project,
+                         const char *tmp_dir)
+{
+  gui_test_window_destroy (window);
+  g_assert_finalize_object (page);
+  g_assert_finalize_object (project);
+  if (tmp_dir != NULL)
+    gui_test_remove_dir (tmp_dir);
 }

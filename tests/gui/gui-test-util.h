@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* gui-test-util.h: what the GUI tests share: GTK and libadwaita set up for a test
- * (resources, a memory GSettings backend), waiting for the main loop, and screenshots of
- * a widget saved as PNG into ESPALIER_SCREENSHOT_DIR (meson-logs/screenshots). */
+ * (resources, a memory GSettings backend), waiting for the main loop, screenshots of a
+ * widget saved as PNG into ESPALIER_SCREENSHOT_DIR (meson-logs/screenshots), windows,
+ * finding a label, and a temporary directory's removal. */
 #pragma once
 
 #include <adwaita.h>
@@ -20,9 +21,31 @@ gboolean gui_test_wait_until  (gboolean (*condition) (gpointer data),
  * screenshot directory; returns the path (g_free) or NULL when it could not. */
 char    *gui_test_screenshot  (GtkWidget  *widget,
                                const char *name);
+/* The same after settle_ms of main loop (animations), failing the test when no
+ * screenshot could be taken; the path goes to the test log. */
+void     gui_test_save_screenshot (GtkWidget  *widget,
+                                   const char *name,
+                                   guint       settle_ms);
 /* A window of width x height holding child, presented and mapped. */
 GtkWindow *gui_test_window_new (GtkWidget *child,
                                 int        width,
                                 int        height);
+/* Destroy window and run the main loop a little, so that what it held can be checked
+ * with g_assert_finalize_object. */
+void     gui_test_window_destroy (GtkWindow *window);
+/* A mapped GtkLabel in widget or under it whose text contains text, or NULL. */
+GtkWidget *gui_test_find_label (GtkWidget  *widget,
+                                const char *text);
+/* A new directory from tmpl ("name-XXXXXX") in the temporary directory; fails the test
+ * when it cannot be made. Free with g_free after gui_test_remove_dir. */
+char    *gui_test_make_tmp_dir (const char *tmpl);
+/* Delete the files in directory path (not below it) and the directory. */
+void     gui_test_remove_dir  (const char *path);
+/* The end of a page test: destroy window, check that page and project (the fixture's
+ * references) are finalized with it, and remove tmp_dir (may be NULL). */
+void     gui_test_tear_down_page (GtkWindow  *window,
+                                  gpointer    page,
+                                  gpointer    project,
+                                  const char *tmp_dir);
 
 G_END_DECLS

@@ -44,6 +44,12 @@ not_training (gpointer data)
 static EspalierProject *old_project;
 
 static gboolean
+project_saved (gpointer data)
+{
+  return !espalier_project_get_modified (data);
+}
+
+static gboolean
 project_replaced (gpointer data)
 {
   return espalier_window_get_project (data) != old_project;
@@ -193,8 +199,8 @@ test_train_save_open (Fixture       *f,
   /* Save, then open it again in the same window: the same curves come back. */
   file = g_file_new_for_path (path);
   espalier_window_save_to (f->window, file);
+  g_assert_true (gui_test_wait_until (project_saved, project, 30000));
   g_assert_true (g_file_test (path, G_FILE_TEST_IS_REGULAR));
-  g_assert_false (espalier_project_get_modified (project));
   g_assert_cmpstr (espalier_project_get_title (project), ==, "spiral");
 
   espalier_window_open_file (f->window, file);

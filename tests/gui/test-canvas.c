@@ -9,6 +9,7 @@
 #include "espalier-layer-editor.h"
 #include "espalier-model-canvas.h"
 #include "espalier-model-page.h"
+#include "espalier-ui-util.h"
 #include "gui-test-util.h"
 
 typedef struct
@@ -43,8 +44,7 @@ static void
 fixture_teardown (Fixture       *f,
                   gconstpointer  data)
 {
-  gtk_window_destroy (f->window);
-  gui_test_iterate (20);
+  gui_test_window_destroy (f->window);
   g_assert_finalize_object (f->page);
   g_assert_finalize_object (f->canvas);
   g_assert_finalize_object (f->project);
@@ -91,13 +91,8 @@ static void
 screenshot (Fixture    *f,
             const char *name)
 {
-  g_autofree char *path = NULL;
-
   /* Long enough for the properties panel's crossfade; the window draws the background. */
-  gui_test_iterate (400);
-  path = gui_test_screenshot (GTK_WIDGET (f->window), name);
-  g_assert_nonnull (path);
-  g_test_message ("screenshot: %s", path);
+  gui_test_save_screenshot (GTK_WIDGET (f->window), name, 400);
 }
 
 static void
@@ -427,8 +422,7 @@ test_no_project (void)
   espalier_model_page_undo (page);
   g_assert_false (espalier_model_page_apply_template (page, "mlp"));
   g_assert_cmpint (espalier_model_canvas_layer_at (ESPALIER_MODEL_CANVAS (espalier_model_page_get_canvas (page)), 100, 100), ==, -1);
-  gtk_window_destroy (window);
-  gui_test_iterate (20);
+  gui_test_window_destroy (window);
   g_assert_finalize_object (page);
 }
 
@@ -446,6 +440,15 @@ test_format (void)
   g_assert_cmpstr (b, ==, "200.7 kFLOPs");
   g_assert_cmpstr (c, ==, "156");
   g_assert_cmpstr (d, ==, "1.5 MFLOPs");
+  {
+    g_autofree char *si = espalier_format_si (1234567);
+    g_autofree char *small = espalier_format_si (950);
+    g_autofree char *negative = espalier_format_si (-25300);
+
+    g_assert_cmpstr (si, ==, "1.23 M");
+    g_assert_cmpstr (small, ==, "950");
+    g_assert_cmpstr (negative, ==, "-25.3 k");
+  }
   conv.filters = 6;
   conv.kernel = 5;
   e = espalier_layer_spec_title (&conv);

@@ -353,6 +353,48 @@ test_auto_range_and_pixels (void)
   g_object_unref (chart);
 }
 
+/* Awkward data draws without crashing: non-finite and huge values, points outside
+ * fixed ranges, non-positive values on log axes, one point, dense and sparse. */
+static void
+test_awkward_data (void)
+{
+  static const double odd[] = { NAN, INFINITY, -INFINITY, 1e300, -1e300, 0, -3, 5e-320 };
+  EspalierChart *chart = ESPALIER_CHART (g_object_ref_sink (espalier_chart_new ()));
+  g_autoptr(EspalierSeries) series = espalier_series_new ("odd");
+  g_autoptr(EspalierChartLayer) line = espalier_line_layer_new (series);
+  g_autoptr(EspalierChartLayer) scatter = espalier_scatter_layer_new (series);
+  g_autoptr(EspalierChartLayer) bars = espalier_bars_layer_new ();
+  cairo_surface_t *surface = cairo_image_surface_create (CAIRO_FORMAT_ARGB32, 300, 200);
+
+  espalier_chart_add_layer (chart, line);
+  espalier_chart_add_layer (chart, scatter);
+  espalier_chart_add_layer (chart, bars);
+  espalier_bars_layer_set_values (ESPALIER_BARS_LAYER (bars), odd, NULL, G_N_ELEMENTS (odd));
+  for (guint round = 0; round < 4; round++)
+    {
+      espalier_series_clear (series);
+      for (guint i = 0; i < (round % 2 ? 3000u : 1u); i++)
+        espalier_series_append_class (series, odd[i % G_N_ELEMENTS (odd)] * (i % 3),
+                                      odd[(i * 7) % G_N_ELEMENTS (odd)], i % 13);
+      espalier_series_append (series, 1, 1);
+      espalier_chart_axis_set_logarithmic (espalier_chart_get_y_axis (chart), round >= 2);
+      if (round == 3)
+        espalier_chart_axis_set_range (espalier_chart_get_x_axis (chart), 0.5, 0.75);
+
+      for (int size = 1; size <= 300; size += 299)
+        {
+          cairo_t *cr = cairo_create (surface);
+          g_autofree char *text = NULL;
+
+          espalier_chart_draw (chart, cr, size, size * 2 / 3 + 1);
+          cairo_destroy (cr);
+          text = espalier_chart_describe_at (chart, 150, 100);
+        }
+    }
+  cairo_surface_destroy (surface);
+  g_object_unref (chart);
+}
+
 static gboolean
 draw_count_above (gpointer data)
 {
@@ -419,11 +461,9 @@ test_redraw_and_readout (void)
     g_free (gui_test_screenshot (chart, "chart-hover"));
   }
 
-  /* The context menu and its "Save Image…" dialog open and go with the chart. */
+  /* The context menu opens and goes with the chart. */
   g_assert_true (gtk_widget_activate_action (chart, "menu.popup", NULL));
   gui_test_iterate (50);
-  g_assert_true (gtk_widget_activate_action (chart, "chart.save-image", NULL));
-  gui_test_iterate (100);
 
   gtk_window_destroy (window);
   gui_test_iterate (20);
@@ -807,6 +847,7 @@ main (int    argc,
   g_test_add_func ("/chart/axis/fit", test_axis_fit);
   g_test_add_func ("/chart/series", test_series);
   g_test_add_func ("/chart/auto-range-and-pixels", test_auto_range_and_pixels);
+  g_test_add_func ("/chart/awkward-data", test_awkward_data);
   g_test_add_func ("/chart/redraw-and-readout", test_redraw_and_readout);
   g_test_add_func ("/chart/heatmap", test_heatmap_cells);
   g_test_add_func ("/chart/save", test_save);

@@ -6,7 +6,6 @@
  * state go to the screenshot directory. */
 #include "config.h"
 
-#include <glib/gstdio.h>
 #include <string.h>
 
 #include "espalier-chart-layers.h"
@@ -25,10 +24,7 @@ static void
 fixture_set_up (Fixture       *f,
                 gconstpointer  data)
 {
-  g_autoptr(GError) error = NULL;
-
-  f->tmp_dir = g_dir_make_tmp ("espalier-data-page-XXXXXX", &error);
-  g_assert_no_error (error);
+  f->tmp_dir = gui_test_make_tmp_dir ("espalier-data-page-XXXXXX");
   f->project = espalier_project_new ();
   f->page = ESPALIER_DATA_PAGE (g_object_ref_sink (espalier_data_page_new ()));
   espalier_data_page_set_project (f->page, f->project);
@@ -39,21 +35,7 @@ static void
 fixture_tear_down (Fixture       *f,
                    gconstpointer  data)
 {
-  g_autoptr(GDir) dir = g_dir_open (f->tmp_dir, 0, NULL);
-  const char *name;
-
-  gtk_window_destroy (f->window);
-  gui_test_iterate (50);
-  g_assert_finalize_object (f->page);
-  g_assert_finalize_object (f->project);
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree char *path = g_build_filename (f->tmp_dir, name, NULL);
-
-      g_unlink (path);
-    }
-  g_rmdir (f->tmp_dir);
+  gui_test_tear_down_page (f->window, f->page, f->project, f->tmp_dir);
   g_free (f->tmp_dir);
 }
 
@@ -82,25 +64,6 @@ load_and_wait (Fixture                   *f,
   gui_test_iterate (300); /* transitions, the summary worker, a frame */
 }
 
-/* A mapped label under widget whose text contains text, or NULL. */
-static GtkWidget *
-find_label (GtkWidget  *widget,
-            const char *text)
-{
-  if (GTK_IS_LABEL (widget) && gtk_widget_get_mapped (widget)
-      && strstr (gtk_label_get_label (GTK_LABEL (widget)), text) != NULL)
-    return widget;
-  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
-       child = gtk_widget_get_next_sibling (child))
-    {
-      GtkWidget *found = find_label (child, text);
-
-      if (found != NULL)
-        return found;
-    }
-  return NULL;
-}
-
 typedef struct {
   GtkWidget  *root;
   const char *text;
@@ -111,7 +74,7 @@ label_shown (gpointer data)
 {
   LabelQuery *q = data;
 
-  return find_label (q->root, q->text) != NULL;
+  return gui_test_find_label (q->root, q->text) != NULL;
 }
 
 /* Whether a label with text shows up within a few seconds (workers, a frame). */
@@ -128,10 +91,7 @@ static void
 screenshot (Fixture    *f,
             const char *name)
 {
-  g_autofree char *path = gui_test_screenshot (GTK_WIDGET (f->window), name);
-
-  g_assert_nonnull (path);
-  g_test_message ("screenshot: %s", path);
+  gui_test_save_screenshot (GTK_WIDGET (f->window), name, 0);
 }
 
 static char *
@@ -155,7 +115,7 @@ test_empty (Fixture       *f,
   g_assert_null (espalier_data_page_get_dataset (f->page));
   g_assert_cmpstr (espalier_data_page_get_preview_kind (f->page), ==, "empty");
   g_assert_null (espalier_data_page_get_error_text (f->page));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "No Dataset"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "No Dataset"));
   screenshot (f, "data-page-empty");
 }
 
@@ -207,9 +167,9 @@ test_spiral_then_bad_files (Fixture       *f,
   g_assert_cmpfloat_with_epsilon (y1, 100, 1e-9);
 
   /* Summary and report are on the page. */
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "300 points"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "300 points"));
   g_assert_true (wait_for_label (f, "210 / 30 / 60"));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "generated spiral"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "generated spiral"));
   screenshot (f, "data-page-spiral");
 
   /* A ragged CSV: the spiral stays, the loader's message is on the page. */
@@ -220,7 +180,7 @@ test_spiral_then_bad_files (Fixture       *f,
   g_assert_cmpstr (espalier_data_page_get_preview_kind (f->page), ==, "points");
   g_assert_nonnull (espalier_data_page_get_error_text (f->page));
   g_assert_nonnull (strstr (espalier_data_page_get_error_text (f->page), "bad.csv"));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), espalier_data_page_get_error_text (f->page)));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), espalier_data_page_get_error_text (f->page)));
   screenshot (f, "data-page-error");
 
   /* A truncated IDX file: the same. */
@@ -229,7 +189,7 @@ test_spiral_then_bad_files (Fixture       *f,
   g_assert_true (espalier_project_get_dataset (f->project) == spiral);
   g_assert_nonnull (espalier_data_page_get_error_text (f->page));
   g_assert_nonnull (strstr (espalier_data_page_get_error_text (f->page), "bad-images-idx3-ubyte"));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), espalier_data_page_get_error_text (f->page)));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), espalier_data_page_get_error_text (f->page)));
 
   /* A good load clears the error. */
   load_and_wait (f, "moons:n=200,noise=0.1,seed=2", &options, 20000);
@@ -289,8 +249,8 @@ test_csv_ffill (Fixture       *f,
   g_assert_cmpuint (g_list_model_get_n_items (G_LIST_MODEL (gtk_column_view_get_model (table))), ==, 60);
 
   /* The forward-fill step says what it did; the filled cell shows the value above. */
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "forward-fill: 2 cells filled"));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "setosa"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "forward-fill: 2 cells filled"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "setosa"));
   g_assert_true (wait_for_label (f, "42 / 6 / 12"));
   g_assert_true (gtk_widget_get_mapped (GTK_WIDGET (espalier_data_page_get_class_chart (f->page))));
   screenshot (f, "data-page-csv");
@@ -321,9 +281,9 @@ test_fashion_mnist (Fixture       *f,
   g_assert_cmpuint (espalier_image_grid_get_n_images (grid), ==, 64);
   g_assert_cmpstr (espalier_image_grid_get_label (grid, 0), ==,
                    espalier_dataset_get_class_name (dataset, (guint) espalier_dataset_get_labels (dataset)[0]));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "28 × 28"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "28 × 28"));
   g_assert_true (wait_for_label (f, "54000 / 6000 / 10000"));
-  g_assert_nonnull (find_label (GTK_WIDGET (f->page), "First 64 of 70000 images"));
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "First 64 of 70000 images"));
   screenshot (f, "data-page-fashion-mnist");
 }
 

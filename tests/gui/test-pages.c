@@ -9,7 +9,6 @@
  * is destroyed. */
 #include "config.h"
 
-#include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
 
@@ -101,10 +100,8 @@ fixture_set_up (Fixture       *f,
                 gconstpointer  data)
 {
   GType (*get_type) (void) = data;
-  g_autoptr(GError) error = NULL;
 
-  f->tmp_dir = g_dir_make_tmp ("espalier-pages-XXXXXX", &error);
-  g_assert_no_error (error);
+  f->tmp_dir = gui_test_make_tmp_dir ("espalier-pages-XXXXXX");
   f->project = spiral_project ();
   f->page = g_object_ref_sink (g_object_new (get_type (), "project", f->project, NULL));
   f->window = gui_test_window_new (GTK_WIDGET (f->page), 1400, 1000);
@@ -114,21 +111,7 @@ static void
 fixture_tear_down (Fixture       *f,
                    gconstpointer  data)
 {
-  g_autoptr(GDir) dir = g_dir_open (f->tmp_dir, 0, NULL);
-  const char *name;
-
-  gtk_window_destroy (f->window);
-  gui_test_iterate (50);
-  g_assert_finalize_object (f->page);
-  g_assert_finalize_object (f->project);
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree char *path = g_build_filename (f->tmp_dir, name, NULL);
-
-      g_unlink (path);
-    }
-  g_rmdir (f->tmp_dir);
+  gui_test_tear_down_page (f->window, f->page, f->project, f->tmp_dir);
   g_free (f->tmp_dir);
 }
 
@@ -147,11 +130,7 @@ static void
 screenshot (Fixture    *f,
             const char *name)
 {
-  g_autofree char *path = NULL;
-
-  gui_test_iterate (350);   /* past the stacks' crossfade */
-  path = gui_test_screenshot (GTK_WIDGET (f->window), name);
-  g_assert_nonnull (path);
+  gui_test_save_screenshot (GTK_WIDGET (f->window), name, 350);   /* past the stacks' crossfade */
 }
 
 /* Optimize */
@@ -578,8 +557,9 @@ test_export_variant (Fixture       *f,
       }
     if (chooser != NULL)
       {
-        g_assert_cmpstr (gtk_file_chooser_get_current_name (GTK_FILE_CHOOSER (chooser)), ==,
-                         "pruned-50.json");
+        g_autofree char *suggested = gtk_file_chooser_get_current_name (GTK_FILE_CHOOSER (chooser));
+
+        g_assert_cmpstr (suggested, ==, "pruned-50.json");
         gtk_file_chooser_set_current_folder (GTK_FILE_CHOOSER (chooser), folder, NULL);
         gtk_file_chooser_set_current_name (GTK_FILE_CHOOSER (chooser), "dialog.json");
         gtk_dialog_response (GTK_DIALOG (chooser), GTK_RESPONSE_ACCEPT);
