@@ -4,6 +4,11 @@
  * layer (the target: under 4 ms), a 10,000-point scatter layer coloured by 3 classes,
  * and the chart without layers' data cost (an empty series, for the fixed overhead).
  *
+ * The peer, in the same run: the same points drawn the way a plain GtkDrawingArea chart
+ * draws them (GNOME System Monitor's graph, most cairo tutorials): one cairo path through
+ * every point, stroked, and one cairo_arc fill per scatter dot. Its time is the
+ * baseline of the ratios printed.
+ *
  * Usage: bench-chart [--points N] [--runs R]
  * Prints one line per case: the median and best of R draws in milliseconds. Needs a
  * display for GTK (run it under xvfb-run); not a test: numbers depend on the machine. */
@@ -31,12 +36,57 @@ compare_double (const void *a,
   return (x > y) - (x < y);
 }
 
-/* Draw the chart `runs` times onto a fresh surface; median and best in ms. */
+typedef struct {
+  const double *x, *y;
+  guint         n;
+  gboolean      dots;
+} Plain;
+
+/* The peer: every point through cairo directly, mapped to the same 1000 x 600 area. */
 static void
+plain_draw (const Plain *p,
+            cairo_t     *cr)
+{
+  double x_min = INFINITY, x_max = -INFINITY, y_min = INFINITY, y_max = -INFINITY;
+
+  for (guint i = 0; i < p->n; i++)
+    {
+      x_min = MIN (x_min, p->x[i]);
+      x_max = MAX (x_max, p->x[i]);
+      y_min = MIN (y_min, p->y[i]);
+      y_max = MAX (y_max, p->y[i]);
+    }
+  cairo_set_source_rgb (cr, 0.2, 0.4, 0.8);
+  cairo_set_line_width (cr, 2);
+  for (guint i = 0; i < p->n; i++)
+    {
+      double px = 60 + (p->x[i] - x_min) / (x_max - x_min) * (WIDTH - 80);
+      double py = HEIGHT - 40 - (p->y[i] - y_min) / (y_max - y_min) * (HEIGHT - 60);
+
+      if (p->dots)
+        {
+          cairo_new_sub_path (cr);
+          cairo_arc (cr, px, py, 3, 0, 2 * G_PI);
+          cairo_fill (cr);
+        }
+      else if (i == 0)
+        cairo_move_to (cr, px, py);
+      else
+        cairo_line_to (cr, px, py);
+    }
+  if (!p->dots)
+    cairo_stroke (cr);
+}
+
+/* Draw the chart (or, with plain set, the peer) `runs` times onto a fresh surface;
+ * prints median and best in ms and returns the median. */
+static double
 time_draw (const char    *name,
            EspalierChart *chart,
+           const Plain   *plain,
            guint          runs)
 {
+  double median;
   cairo_surface_t *surface = cairo_image_surface_create (CAIRO_FORMAT_ARGB32, WIDTH, HEIGHT);
   double *ms = g_new (double, runs);
 
@@ -49,7 +99,10 @@ time_draw (const char    *name,
       cairo_paint (cr);
       cairo_set_operator (cr, CAIRO_OPERATOR_OVER);
       start = g_get_monotonic_time ();
-      espalier_chart_draw (chart, cr, WIDTH, HEIGHT);
+      if (plain != NULL)
+        plain_draw (plain, cr);
+      else
+        espalier_chart_draw (chart, cr, WIDTH, HEIGHT);
       cairo_surface_flush (surface);
       /* The first two runs warm caches (fonts, glyphs) and are not counted. */
       if (r >= 2)
@@ -58,10 +111,12 @@ time_draw (const char    *name,
     }
 
   qsort (ms, runs, sizeof (double), compare_double);
-  printf ("%-34s median %7.3f ms   best %7.3f ms   (%u runs, %dx%d)\n",
-          name, ms[runs / 2], ms[0], runs, WIDTH, HEIGHT);
+  median = ms[runs / 2];
+  printf ("%-40s median %8.3f ms   best %8.3f ms   (%u runs, %dx%d)\n",
+          name, median, ms[0], runs, WIDTH, HEIGHT);
   g_free (ms);
   cairo_surface_destroy (surface);
+  return median;
 }
 
 int
@@ -134,16 +189,26 @@ main (int    argc,
   /* Fixed costs: axes, labels and legend with a layer that has one point. */
   espalier_series_append (empty_series, 0, 0);
   espalier_chart_add_layer (chart, empty);
-  time_draw ("axes, labels, legend (1 point)", chart, runs);
+  time_draw ("axes, labels, legend (1 point)", chart, NULL, runs);
   espalier_chart_remove_all (chart);
 
-  espalier_chart_add_layer (chart, line);
-  time_draw ("line layer", chart, runs);
-  espalier_chart_remove_all (chart);
+  {
+    Plain line_peer = { espalier_series_get_x (line_series), espalier_series_get_y (line_series), n, FALSE };
+    Plain dots_peer = { espalier_series_get_x (scatter_series), espalier_series_get_y (scatter_series), n, TRUE };
+    double ours, peer;
 
-  espalier_chart_add_layer (chart, scatter);
-  time_draw ("scatter layer (3 classes)", chart, runs);
-  espalier_chart_remove_all (chart);
+    espalier_chart_add_layer (chart, line);
+    ours = time_draw ("line layer, whole chart", chart, NULL, runs);
+    peer = time_draw ("peer: one cairo path, stroked", NULL, &line_peer, runs);
+    printf ("%-40s %.3fx the peer's time\n", "line ratio (ours / peer)", ours / peer);
+    espalier_chart_remove_all (chart);
+
+    espalier_chart_add_layer (chart, scatter);
+    ours = time_draw ("scatter layer (3 classes), whole chart", chart, NULL, runs);
+    peer = time_draw ("peer: cairo_arc fill per dot", NULL, &dots_peer, runs);
+    printf ("%-40s %.3fx the peer's time\n", "scatter ratio (ours / peer)", ours / peer);
+    espalier_chart_remove_all (chart);
+  }
 
   g_object_unref (chart);
   return 0;

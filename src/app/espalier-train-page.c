@@ -26,6 +26,7 @@
 #include "espalier-chart-layers.h"
 #include "espalier-job.h"
 #include "espalier-train-page.h"
+#include "espalier-ui-util.h"
 
 #define SETTINGS_SCHEMA    "io.github.espalier.Espalier"
 #define BOUNDARY_CELLS     100    /* decision-boundary grid cells per side */
@@ -1241,12 +1242,14 @@ update_state (EspalierTrainPage *self)
         {
           gint64 n_params = 0;
           g_autofree char *text = NULL;
+          g_autofree char *params = NULL;
 
           espalier_model_doc_get_totals (espalier_project_get_model_doc (self->project),
                                          &n_params, NULL, NULL);
-          text = g_strdup_printf (_("Ready: %s, %u rows; a model of %'" G_GINT64_FORMAT " parameters"),
+          params = espalier_format_grouped (n_params);
+          text = g_strdup_printf (_("Ready: %s, %u rows; a model of %s parameters"),
                                   espalier_dataset_get_name (ds), espalier_dataset_get_n_rows (ds),
-                                  n_params);
+                                  params);
           gtk_label_set_text (self->status_label, text);
           gtk_widget_remove_css_class (GTK_WIDGET (self->status_label), "error-text");
         }

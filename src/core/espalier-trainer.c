@@ -582,11 +582,17 @@ run_thread (GTask        *task,
             gpointer      task_data,
             GCancellable *cancellable);
 
+/* Progress crosses to the caller's context through one queue and at most one pending
+ * source: a slow main loop receives every epoch event but only the latest of a run of
+ * step events, so the backlog stays bounded however fast the worker reports. */
 typedef struct {
   EspalierProgressFunc func;
   gpointer             data;
   GDestroyNotify       data_free;
   GMainContext        *context;
+  GMutex               lock;
+  GQueue               pending;        /* (Posted) oldest first */
+  gboolean             scheduled;      /* a drain source is attached */
 } AsyncData;
 
 typedef struct {
@@ -599,26 +605,6 @@ typedef struct {
 } Posted;
 
 static void
-async_data_free (gpointer p)
-{
-  AsyncData *ad = p;
-
-  if (ad->data_free != NULL)
-    ad->data_free (ad->data);
-  g_main_context_unref (ad->context);
-  g_free (ad);
-}
-
-static gboolean
-deliver (gpointer p)
-{
-  Posted *posted = p;
-
-  posted->ad->func (&posted->progress, posted->ad->data);
-  return G_SOURCE_REMOVE;
-}
-
-static void
 posted_free (gpointer p)
 {
   Posted *posted = p;
@@ -628,6 +614,42 @@ posted_free (gpointer p)
   espalier_metrics_clear (&posted->val_metrics);
   g_object_unref (posted->task);
   g_free (posted);
+}
+
+static void
+async_data_free (gpointer p)
+{
+  AsyncData *ad = p;
+
+  g_queue_clear_full (&ad->pending, posted_free);
+  g_mutex_clear (&ad->lock);
+  if (ad->data_free != NULL)
+    ad->data_free (ad->data);
+  g_main_context_unref (ad->context);
+  g_free (ad);
+}
+
+/* Caller's context: deliver everything queued, in order. */
+static gboolean
+drain (gpointer p)
+{
+  GTask *task = p;
+  AsyncData *ad = g_task_get_task_data (task);
+  GQueue batch = G_QUEUE_INIT;
+  Posted *posted;
+
+  g_mutex_lock (&ad->lock);
+  batch = ad->pending;
+  g_queue_init (&ad->pending);
+  ad->scheduled = FALSE;
+  g_mutex_unlock (&ad->lock);
+
+  while ((posted = g_queue_pop_head (&batch)) != NULL)
+    {
+      ad->func (&posted->progress, ad->data);
+      posted_free (posted);
+    }
+  return G_SOURCE_REMOVE;
 }
 
 /* Worker-thread side: copy the record and post it to the caller's context. */
@@ -661,17 +683,31 @@ post_progress (const EspalierProgress *progress, gpointer user_data)
   posted->progress.message = posted->message;
   posted->ad = ad;
   posted->task = g_object_ref (task);
-  /* Always through a source: g_main_context_invoke() would run deliver() right here on
-   * the worker when the caller's context happens to be free. */
-  {
-    GSource *source = g_idle_source_new ();
 
-    g_source_set_priority (source, G_PRIORITY_DEFAULT);
-    g_source_set_callback (source, deliver, posted, posted_free);
-    g_source_set_static_name (source, "[espalier] training progress");
-    g_source_attach (source, ad->context);
-    g_source_unref (source);
+  g_mutex_lock (&ad->lock);
+  {
+    Posted *last = g_queue_peek_tail (&ad->pending);
+
+    /* A newer step event makes an undelivered one worthless. */
+    if (last != NULL && last->progress.kind == ESPALIER_PROGRESS_STEP &&
+        posted->progress.kind == ESPALIER_PROGRESS_STEP)
+      posted_free (g_queue_pop_tail (&ad->pending));
   }
+  g_queue_push_tail (&ad->pending, posted);
+  /* Always through a source: g_main_context_invoke() would run drain() right here on
+   * the worker when the caller's context happens to be free. */
+  if (!ad->scheduled)
+    {
+      GSource *source = g_idle_source_new ();
+
+      ad->scheduled = TRUE;
+      g_source_set_priority (source, G_PRIORITY_DEFAULT);
+      g_source_set_callback (source, drain, g_object_ref (task), g_object_unref);
+      g_source_set_static_name (source, "[espalier] training progress");
+      g_source_attach (source, ad->context);
+      g_source_unref (source);
+    }
+  g_mutex_unlock (&ad->lock);
 }
 
 static void
@@ -709,6 +745,8 @@ espalier_trainer_run_async (EspalierTrainer      *self,
   ad->data = user_data;
   ad->data_free = user_data_free;
   ad->context = g_main_context_ref_thread_default ();
+  g_mutex_init (&ad->lock);
+  g_queue_init (&ad->pending);
   task = g_task_new (self, cancellable, callback, callback_data);
   g_task_set_source_tag (task, espalier_trainer_run_async);
   g_task_set_task_data (task, ad, async_data_free);
