@@ -7,10 +7,9 @@
  * When a run ends it measures the model on the test split and its latency (a worker
  * again) and files the run, the model and a "baseline" variant with the project.
  *
- * Pause is honest but not free: the trainer cannot suspend, so pausing cancels after the
- * current step (the weights are kept) and Resume starts a new trainer on those weights
- * for the remaining epochs. The interrupted epoch starts over, the optimizer's state
- * starts afresh, and the learning-rate schedule is carried on from the step reached.
+ * Pause suspends the trainer's worker between two steps (espalier_trainer_set_paused):
+ * weights, optimizer state, data order and schedule stay where they were, and Resume
+ * goes on from the same step.
  *
  * It does not train itself, touch the dataset's rows on the main thread beyond the 2-D
  * scatter, or know about other pages. */
@@ -60,7 +59,6 @@ typedef struct {
   EspalierTrainer      *trainer;         /* the current segment's */
   GCancellable         *cancellable;     /* the current segment's */
   Phase                 phase;
-  gboolean              pause_requested;
   gboolean              stop_requested;
   guint                 segment_base;    /* epochs done before the current segment */
   guint                 epochs_done;     /* records so far */
@@ -1213,18 +1211,15 @@ update_state (EspalierTrainPage *self)
   gtk_widget_set_tooltip_text (GTK_WIDGET (self->start_button),
                                blocker ? blocker : _("Train the model with these settings (Ctrl+Enter)"));
   gtk_widget_set_sensitive (GTK_WIDGET (self->pause_button),
-                            s != NULL && (s->phase == PHASE_PAUSED
-                                          || (s->phase == PHASE_TRAINING && !s->pause_requested
-                                              && !s->stop_requested)));
+                            s != NULL && !s->stop_requested
+                            && (s->phase == PHASE_PAUSED || s->phase == PHASE_TRAINING));
   gtk_button_set_label (self->pause_button,
                         s != NULL && s->phase == PHASE_PAUSED ? _("_Resume") : _("_Pause"));
   gtk_widget_set_tooltip_text (GTK_WIDGET (self->pause_button),
                                s != NULL && s->phase == PHASE_PAUSED
-                               ? _("Continue from the current weights for the remaining epochs")
-                               : _("Pause after the current step, keeping the weights. Resuming "
-                                   "repeats the interrupted epoch and restarts the optimizer's "
-                                   "state (momentum, Adam's moments); the learning-rate schedule "
-                                   "carries on."));
+                               ? _("Go on from the step where the run paused")
+                               : _("Pause after the current step; the weights, the optimizer's "
+                                   "state and the data order wait where they are"));
   gtk_widget_set_sensitive (GTK_WIDGET (self->stop_button),
                             s != NULL && s->phase != PHASE_EVALUATING && !s->stop_requested);
   gtk_widget_set_sensitive (self->options_box, idle);
@@ -1637,7 +1632,6 @@ on_trained (GObject      *source,
 {
   Session *s = data;
   g_autoptr(GError) error = NULL;
-  g_autoptr(EspalierTrainPage) self = NULL;
   gboolean ok = espalier_trainer_run_finish (ESPALIER_TRAINER (source), result, &error);
 
   s->opt_steps_done += (gint64) (s->segment_batches / (guint64) MAX (s->opts.engine.accum_steps, 1));
@@ -1648,23 +1642,7 @@ on_trained (GObject      *source,
   if (ok)
     begin_finish (s);
   else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    {
-      self = session_get_page (s);
-      if (s->pause_requested && !s->stop_requested && self != NULL)
-        {
-          g_autofree char *text = g_strdup_printf (
-              g_dngettext (NULL, "Paused after %u epoch", "Paused after %u epochs", s->epochs_done),
-              s->epochs_done);
-
-          s->phase = PHASE_PAUSED;
-          s->pause_requested = FALSE;
-          set_progress (self, s, (double) s->epochs_done / MAX (s->opts.epochs, 1), text);
-          update_state (self);
-          notify_state (self);
-        }
-      else
-        session_end (s, NULL);
-    }
+    session_end (s, NULL);
   else
     session_end (s, error);
   session_release (s);
@@ -1697,7 +1675,6 @@ start_segment (EspalierTrainPage *self,
   g_clear_object (&s->cancellable);
   s->cancellable = g_cancellable_new ();
   s->phase = PHASE_TRAINING;
-  s->pause_requested = FALSE;
   s->segment_base = s->epochs_done;
   s->last_rate_t = 0;
   s->last_rate_rows = 0;
@@ -1907,10 +1884,8 @@ detach_project (EspalierTrainPage *self)
       Session *s = g_steal_pointer (&self->session);
 
       s->stop_requested = TRUE;
-      if (s->phase == PHASE_TRAINING)
+      if (s->phase == PHASE_TRAINING || s->phase == PHASE_PAUSED)
         g_cancellable_cancel (s->cancellable);
-      else if (s->phase == PHASE_PAUSED)
-        session_end (s, NULL);
       session_release (s);
       notify_state (self);
     }
@@ -2226,14 +2201,10 @@ espalier_train_page_stop (EspalierTrainPage *self)
   if (s == NULL || s->phase == PHASE_EVALUATING || s->stop_requested)
     return;
   s->stop_requested = TRUE;
-  if (s->phase == PHASE_PAUSED)
-    session_end (s, NULL);
-  else
-    {
-      g_cancellable_cancel (s->cancellable);
-      set_progress (self, s, gtk_progress_bar_get_fraction (self->progress_bar), _("Stopping…"));
-      update_state (self);
-    }
+  /* A paused worker wakes up for the cancel too. */
+  g_cancellable_cancel (s->cancellable);
+  set_progress (self, s, gtk_progress_bar_get_fraction (self->progress_bar), _("Stopping…"));
+  update_state (self);
 }
 
 void
@@ -2249,15 +2220,24 @@ espalier_train_page_pause (EspalierTrainPage *self)
   if (s->phase == PHASE_PAUSED)
     {
       set_message (self, NULL, FALSE);
-      start_segment (self, s);
+      s->phase = PHASE_TRAINING;
+      espalier_trainer_set_paused (s->trainer, FALSE);
+      set_progress (self, s, gtk_progress_bar_get_fraction (self->progress_bar), _("Resuming…"));
     }
-  else if (s->phase == PHASE_TRAINING && !s->pause_requested)
+  else if (s->phase == PHASE_TRAINING)
     {
-      s->pause_requested = TRUE;
-      g_cancellable_cancel (s->cancellable);
-      set_progress (self, s, gtk_progress_bar_get_fraction (self->progress_bar), _("Pausing…"));
-      update_state (self);
+      g_autofree char *text = g_strdup_printf (
+          g_dngettext (NULL, "Paused after %u epoch", "Paused after %u epochs", s->epochs_done),
+          s->epochs_done);
+
+      s->phase = PHASE_PAUSED;
+      espalier_trainer_set_paused (s->trainer, TRUE);
+      set_progress (self, s, gtk_progress_bar_get_fraction (self->progress_bar), text);
     }
+  else
+    return;
+  update_state (self);
+  notify_state (self);
 }
 
 gboolean

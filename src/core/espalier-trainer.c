@@ -24,6 +24,10 @@ struct _EspalierTrainer
   guint                 micro_batch;
   char                 *plan;
   double                snapshot_interval;  /* seconds between STEP snapshots, 0: none */
+  /* Pause: the worker waits between steps while `paused` is set (atomic). */
+  gint                  paused;
+  GMutex                pause_lock;
+  GCond                 pause_cond;
 };
 
 G_DEFINE_FINAL_TYPE (EspalierTrainer, espalier_trainer, G_TYPE_OBJECT)
@@ -67,6 +71,8 @@ espalier_trainer_finalize (GObject *object)
   g_clear_pointer (&self->split, espalier_split_free);
   g_clear_pointer (&self->history, g_array_unref);
   g_clear_pointer (&self->plan, g_free);
+  g_mutex_clear (&self->pause_lock);
+  g_cond_clear (&self->pause_cond);
   G_OBJECT_CLASS (espalier_trainer_parent_class)->finalize (object);
 }
 
@@ -80,6 +86,8 @@ static void
 espalier_trainer_init (EspalierTrainer *self)
 {
   self->history = g_array_new (FALSE, TRUE, sizeof (EspalierEpochRecord));
+  g_mutex_init (&self->pause_lock);
+  g_cond_init (&self->pause_cond);
 }
 
 EspalierTrainer *
@@ -109,6 +117,41 @@ espalier_trainer_set_snapshot_interval (EspalierTrainer *self, double seconds)
   g_return_if_fail (seconds >= 0.0);
 
   self->snapshot_interval = seconds;
+}
+
+void
+espalier_trainer_set_paused (EspalierTrainer *self,
+                             gboolean         paused)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+
+  g_mutex_lock (&self->pause_lock);
+  g_atomic_int_set (&self->paused, paused ? 1 : 0);
+  g_cond_broadcast (&self->pause_cond);
+  g_mutex_unlock (&self->pause_lock);
+}
+
+gboolean
+espalier_trainer_get_paused (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
+  return g_atomic_int_get (&self->paused) != 0;
+}
+
+/* Worker: wait while paused, waking for resume or cancel; returns the seconds waited
+ * (they do not count as training time). */
+static double
+wait_while_paused (EspalierTrainer *self,
+                   GCancellable    *cancellable)
+{
+  gint64 start = g_get_monotonic_time ();
+
+  g_mutex_lock (&self->pause_lock);
+  while (g_atomic_int_get (&self->paused) && !g_cancellable_is_cancelled (cancellable))
+    g_cond_wait_until (&self->pause_cond, &self->pause_lock,
+                       g_get_monotonic_time () + 50 * G_TIME_SPAN_MILLISECOND);
+  g_mutex_unlock (&self->pause_lock);
+  return (g_get_monotonic_time () - start) / 1e6;
 }
 
 GArray *
@@ -482,6 +525,13 @@ espalier_trainer_run (EspalierTrainer      *self,
                   rep.last_snapshot = now;
                 }
               report (&rep, &p);
+            }
+          if (g_atomic_int_get (&self->paused))
+            {
+              double waited = wait_while_paused (self, cancellable);
+
+              t_start += waited;
+              t0 += waited;
             }
           if (g_cancellable_is_cancelled (cancellable))
             {

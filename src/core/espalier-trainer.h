@@ -92,6 +92,12 @@ EspalierTrainer  *espalier_trainer_new          (EspalierDataset            *dat
  * default: snapshots only at epoch ends). Set it before running. */
 void              espalier_trainer_set_snapshot_interval (EspalierTrainer *self,
                                                           double           seconds);
+/* Pause a run between two steps, or resume it (any thread). A paused run keeps its
+ * weights, optimizer state and data order on the worker; cancelling still ends it. The
+ * time spent paused does not count in elapsed, ETA or epoch seconds. */
+void              espalier_trainer_set_paused   (EspalierTrainer *self,
+                                                 gboolean         paused);
+gboolean          espalier_trainer_get_paused   (EspalierTrainer *self);
 /* Train on the calling thread. Progress goes to func on this thread. Cancelling stops
  * at the end of the current step; the model then holds the weights of the last
  * completed step and the call returns FALSE with G_IO_ERROR_CANCELLED. */

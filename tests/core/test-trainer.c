@@ -287,6 +287,89 @@ test_async (void)
   es_model_free (model);
 }
 
+/* Pause holds the worker between steps: nothing arrives while paused, and the resumed
+ * run ends with every epoch once; a cancel wakes a paused run. */
+typedef struct {
+  gboolean  done;
+  GError   *error;
+} Finished;
+
+static void
+on_finished (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Finished *fin = data;
+
+  espalier_trainer_run_finish (ESPALIER_TRAINER (source), result, &fin->error);
+  fin->done = TRUE;
+}
+
+static void
+drain_for (guint ms)
+{
+  gint64 end = g_get_monotonic_time () + ms * 1000;
+
+  while (g_get_monotonic_time () < end)
+    {
+      while (g_main_context_iteration (NULL, FALSE))
+        ;
+      g_usleep (5000);
+    }
+}
+
+static void
+test_pause (void)
+{
+  g_autoptr(EspalierDataset) ds = load ("spiral:n=3000,seed=2");
+  EspalierTrainOptions opts;
+  EsModel *model;
+
+  espalier_train_options_init (&opts);
+  model = template_for (ds, "playground", &opts);
+  opts.epochs = 200;
+  for (int cancel = 0; cancel < 2; cancel++)
+    {
+      g_autoptr(EspalierTrainer) tr = espalier_trainer_new (ds, model, &opts);
+      g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+      Seen seen = { 0 };
+      Finished fin = { 0 };
+      guint steps, epochs;
+
+      espalier_trainer_run_async (tr, cancellable, on_progress, &seen, NULL, on_finished, &fin);
+      while (seen.steps == 0)
+        g_main_context_iteration (NULL, TRUE);
+      espalier_trainer_set_paused (tr, TRUE);
+      g_assert_true (espalier_trainer_get_paused (tr));
+      drain_for (200);                 /* what was posted before the pause */
+      steps = seen.steps;
+      epochs = seen.epochs;
+      drain_for (300);
+      g_assert_cmpuint (seen.steps, ==, steps);
+      g_assert_cmpuint (seen.epochs, ==, epochs);
+      g_assert_false (fin.done);
+      if (cancel)
+        g_cancellable_cancel (cancellable);      /* still paused */
+      else
+        espalier_trainer_set_paused (tr, FALSE);
+      while (!fin.done)
+        g_main_context_iteration (NULL, TRUE);
+      while (g_main_context_iteration (NULL, FALSE))
+        ;
+      if (cancel)
+        {
+          g_assert_error (fin.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+          g_assert_cmpuint (seen.epochs, ==, epochs);
+        }
+      else
+        {
+          g_assert_no_error (fin.error);
+          g_assert_cmpuint (seen.epochs, ==, opts.epochs);
+          g_assert_cmpuint (espalier_trainer_get_history (tr)->len, ==, opts.epochs);
+        }
+      g_clear_error (&fin.error);
+    }
+  es_model_free (model);
+}
+
 static void
 test_memory_limit_message (void)
 {
@@ -357,6 +440,7 @@ main (int argc, char **argv)
   g_test_add_func ("/core/trainer/early-stopping", test_early_stopping);
   g_test_add_func ("/core/trainer/best-epoch-kept", test_best_epoch_kept);
   g_test_add_func ("/core/trainer/async", test_async);
+  g_test_add_func ("/core/trainer/pause", test_pause);
   g_test_add_func ("/core/trainer/memory-limit", test_memory_limit_message);
   g_test_add_func ("/core/trainer/refuses-mismatch", test_refuses_mismatch);
   return g_test_run ();
