@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <glib-unix.h>
+#include <glib/gi18n.h>
 #include <json-glib/json-glib.h>
 #include <locale.h>
 #include <math.h>
@@ -88,7 +89,8 @@ json_finish (JsonBuilder *b)
   g_object_unref (b);
 }
 
-/* Say what went wrong, in the chosen output mode. */
+/* Say what went wrong, in the chosen output mode. what: an N_() phrase, translated for
+ * people and kept as it is in JSON. */
 static int
 fail (GError *error, const char *what)
 {
@@ -96,14 +98,15 @@ fail (GError *error, const char *what)
     {
       JsonBuilder *b = json_event ("error");
       json_str (b, "message", error->message);
-      json_str (b, "while", what);
+      json_str (b, "while", what);   /* untranslated: for scripts */
       json_finish (b);
     }
   else
     {
       if (out_mode == OUT_TTY)
         fputs ("\r\033[K", stderr);
-      g_printerr ("espalier-cli: %s: %s\n", what, error->message);
+      /* TRANSLATORS: "espalier-cli: loading the dataset: <the error>" */
+      g_printerr (_("espalier-cli: %s: %s\n"), _(what), error->message);
     }
   g_error_free (error);
   return 1;
@@ -121,9 +124,9 @@ usage_error (GOptionContext *ctx, const char *fmt, ...)
   va_start (ap, fmt);
   msg = g_strdup_vprintf (fmt, ap);
   va_end (ap);
-  g_printerr ("espalier-cli: %s\n", msg);
+  g_printerr (_("espalier-cli: %s\n"), msg);
   if (ctx != NULL)
-    g_printerr ("Try '%s --help'.\n", g_get_prgname ());
+    g_printerr (_("Try '%s --help'.\n"), g_get_prgname ());
   return EXIT_USAGE;
 }
 
@@ -150,16 +153,16 @@ data_entries (DataOpts *d)
 {
   GOptionEntry entries[] = {
     { "data", 'd', 0, G_OPTION_ARG_STRING, &d->data,
-      "Dataset: fashion-mnist, a generator (spiral, moons, circles, xor, blobs, with "
-      "options like spiral:n=300,arms=3,noise=0.2,seed=1), or an IDX or CSV file", "SPEC" },
-    { "label", 0, 0, G_OPTION_ARG_STRING, &d->label, "CSV label column, by name or index (default: the last)", "COL" },
-    { "one-hot", 0, 0, G_OPTION_ARG_NONE, &d->one_hot, "One-hot encode non-numeric CSV columns instead of refusing them", NULL },
-    { "ffill", 0, 0, G_OPTION_ARG_NONE, &d->ffill, "Fill missing values from the row above", NULL },
-    { "mean-fill", 0, 0, G_OPTION_ARG_NONE, &d->mean_fill, "Fill missing values with the column mean", NULL },
-    { "drop-duplicates", 0, 0, G_OPTION_ARG_NONE, &d->drop_dup, "Drop duplicate rows", NULL },
-    { "standardize", 0, 0, G_OPTION_ARG_NONE, &d->standardize, "Z-score features with the training split's statistics", NULL },
-    { "minmax", 0, 0, G_OPTION_ARG_NONE, &d->minmax, "Scale features to 0..1", NULL },
-    { "no-cache", 0, 0, G_OPTION_ARG_NONE, &d->no_cache, "Do not read or write the dataset cache", NULL },
+      _("Dataset: fashion-mnist, a generator (spiral, moons, circles, xor, blobs, with "
+        "options like spiral:n=300,arms=3,noise=0.2,seed=1), or an IDX or CSV file"), "SPEC" },
+    { "label", 0, 0, G_OPTION_ARG_STRING, &d->label, _("CSV label column, by name or index (default: the last)"), "COL" },
+    { "one-hot", 0, 0, G_OPTION_ARG_NONE, &d->one_hot, _("One-hot encode non-numeric CSV columns instead of refusing them"), NULL },
+    { "ffill", 0, 0, G_OPTION_ARG_NONE, &d->ffill, _("Fill missing values from the row above"), NULL },
+    { "mean-fill", 0, 0, G_OPTION_ARG_NONE, &d->mean_fill, _("Fill missing values with the column mean"), NULL },
+    { "drop-duplicates", 0, 0, G_OPTION_ARG_NONE, &d->drop_dup, _("Drop duplicate rows"), NULL },
+    { "standardize", 0, 0, G_OPTION_ARG_NONE, &d->standardize, _("Z-score features with the training split's statistics"), NULL },
+    { "minmax", 0, 0, G_OPTION_ARG_NONE, &d->minmax, _("Scale features to 0..1"), NULL },
+    { "no-cache", 0, 0, G_OPTION_ARG_NONE, &d->no_cache, _("Do not read or write the dataset cache"), NULL },
     { NULL }
   };
   return g_memdup2 (entries, sizeof entries);
@@ -266,10 +269,10 @@ load_data (DataOpts *d, const char *fallback, double val, double test, guint64 s
     {
       GPtrArray *report = espalier_dataset_get_report (ds);
 
-      g_print ("Dataset %s: %u rows of %u values, %u classes%s\n",
+      g_print (_("Dataset %s: %u rows of %u values, %u classes%s\n"),
                espalier_dataset_get_name (ds), espalier_dataset_get_n_rows (ds),
                espalier_dataset_get_row_size (ds), espalier_dataset_get_n_classes (ds),
-               espalier_dataset_is_from_cache (ds) ? " (from cache)" : "");
+               espalier_dataset_is_from_cache (ds) ? _(" (from cache)") : "");
       for (guint i = 0; report != NULL && i < report->len; i++)
         g_print ("  %s\n", (const char *) g_ptr_array_index (report, i));
     }
@@ -319,16 +322,33 @@ parse_size (const char *text, gsize *out)
   return TRUE;
 }
 
+/* The printf field width that pads text to width terminal columns: printf counts bytes,
+ * and a wide (CJK) character is three bytes but two columns. */
+static int
+field_width (const char *text, int width)
+{
+  int cols = 0;
+
+  for (const char *p = text; *p != '\0'; p = g_utf8_next_char (p))
+    cols += g_unichar_iswide (g_utf8_get_char (p)) ? 2 : 1;
+  return width + (int) strlen (text) - cols;
+}
+
 static void
 print_layers (const EsModel *model, const EsTrainConfig *train, guint batch)
 {
   char shape[64], mem[32];
   EsShape in = es_model_input_shape (model);
   EsMemPlan plan;
+  const char *layer = C_("column", "layer"), *output = C_("column", "output");
+  const char *params = C_("column", "params"), *flops = C_("column", "FLOPs/row");
+  const char *act = C_("column", "act/row"), *input = C_("column", "input");
 
-  g_print ("%-3s %-11s %-16s %12s %14s %12s\n", "#", "layer", "output", "params", "FLOPs/row",
-           "act/row");
-  g_print ("%-3s %-11s %-16s %12s %14s %12s\n", "", "input", es_shape_format (&in, shape, sizeof shape),
+  g_print ("%-3s %-*s %-*s %*s %*s %*s\n", "#", field_width (layer, 11), layer,
+           field_width (output, 16), output, field_width (params, 12), params,
+           field_width (flops, 14), flops, field_width (act, 12), act);
+  g_print ("%-3s %-*s %-16s %12s %14s %12s\n", "", field_width (input, 11), input,
+           es_shape_format (&in, shape, sizeof shape),
            "", "", es_format_bytes (mem, sizeof mem, (double) es_shape_size (&in) * 4));
   for (int i = 0; i < es_model_n_layers (model); i++)
     {
@@ -338,24 +358,39 @@ print_layers (const EsModel *model, const EsTrainConfig *train, guint batch)
                es_shape_format (&l->out, shape, sizeof shape), (long long) l->n_params,
                (long long) l->flops, es_format_bytes (mem, sizeof mem, (double) l->out_floats * 4));
     }
-  g_print ("total: %lld parameters (%s), %lld FLOPs per row forward\n",
+  g_print (_("total: %lld parameters (%s), %lld FLOPs per row forward\n"),
            (long long) es_model_n_params (model),
            es_format_bytes (mem, sizeof mem, (double) es_model_n_params (model) * 4),
            (long long) es_model_flops (model));
   if (batch > 0)
     {
       es_mem_plan (model, train, (int) batch, TRUE, &plan);
-      g_print ("memory plan for training at batch %u (%s): ", batch,
+      g_print (_("memory plan for training at batch %u (%s): "), batch,
                es_opt_kind_name (train->optimizer));
-      g_print ("weights %s, ", es_format_bytes (mem, sizeof mem, (double) plan.weights));
-      g_print ("gradients %s, ", es_format_bytes (mem, sizeof mem, (double) plan.gradients));
-      g_print ("optimizer %s, ", es_format_bytes (mem, sizeof mem, (double) plan.optimizer));
-      g_print ("activations %s, ", es_format_bytes (mem, sizeof mem, (double) plan.activations));
+      g_print (_("weights %s, "), es_format_bytes (mem, sizeof mem, (double) plan.weights));
+      g_print (_("gradients %s, "), es_format_bytes (mem, sizeof mem, (double) plan.gradients));
+      g_print (_("optimizer %s, "), es_format_bytes (mem, sizeof mem, (double) plan.optimizer));
+      g_print (_("activations %s, "), es_format_bytes (mem, sizeof mem, (double) plan.activations));
       if (plan.workspace > 0)
-        g_print ("workspace %s, ", es_format_bytes (mem, sizeof mem, (double) plan.workspace));
-      g_print ("data %s; ", es_format_bytes (mem, sizeof mem, (double) plan.data));
-      g_print ("total %s\n", es_format_bytes (mem, sizeof mem, (double) plan.total));
+        g_print (_("workspace %s, "), es_format_bytes (mem, sizeof mem, (double) plan.workspace));
+      g_print (_("data %s; "), es_format_bytes (mem, sizeof mem, (double) plan.data));
+      g_print (_("total %s\n"), es_format_bytes (mem, sizeof mem, (double) plan.total));
     }
+}
+
+/* A split's name as people read it; JSON keeps test, val, train and all. */
+static const char *
+split_title (const char *split)
+{
+  if (g_str_equal (split, "test"))
+    return C_("split", "test");
+  if (g_str_equal (split, "val"))
+    return C_("split", "val");
+  if (g_str_equal (split, "train"))
+    return C_("split", "train");
+  if (g_str_equal (split, "all"))
+    return C_("split", "all");
+  return split;
 }
 
 static void
@@ -392,12 +427,16 @@ print_metrics (const EspalierMetrics *m, EspalierDataset *ds, const char *what)
       return;
     }
   if (m->n_classes > 0)
-    g_print ("%s: %u rows, loss %.4f, accuracy %.2f%%\n", what, m->rows, m->loss, 100 * m->accuracy);
+    g_print (_("%s: %u rows, loss %.4f, accuracy %.2f%%\n"), split_title (what), m->rows, m->loss,
+             100 * m->accuracy);
   else
-    g_print ("%s: %u rows, loss %.4f\n", what, m->rows, m->loss);
+    g_print (_("%s: %u rows, loss %.4f\n"), split_title (what), m->rows, m->loss);
   if (m->confusion != NULL && m->n_classes <= 20)
     {
-      g_print ("  %-14s %9s   confusion (rows: truth, columns: predicted)\n", "class", "accuracy");
+      const char *cls = C_("column", "class"), *acc = C_("column", "accuracy");
+
+      g_print ("  %-*s %*s   %s\n", field_width (cls, 14), cls, field_width (acc, 9), acc,
+               _("confusion (rows: truth, columns: predicted)"));
       for (guint k = 0; k < m->n_classes; k++)
         {
           g_print ("  %-14.14s %8.2f%%  ", espalier_dataset_get_class_name (ds, k),
@@ -433,7 +472,8 @@ draw_bar (const EspalierProgress *p)
   for (int i = 0; i < width; i++)
     bar[i] = i < fill ? '#' : '.';
   bar[width] = '\0';
-  fprintf (stderr, "\r\033[Kepoch %u/%u [%s] %u/%u loss %.4f acc %.2f%% ETA %d:%02d",
+  fputs ("\r\033[K", stderr);
+  fprintf (stderr, _("epoch %u/%u [%s] %u/%u loss %.4f acc %.2f%% ETA %d:%02d"),
            p->epoch, p->epochs, bar, p->step, p->steps, p->loss, 100 * p->accuracy,
            eta / 60, eta % 60);
   fflush (stderr);
@@ -502,12 +542,12 @@ on_progress (const EspalierProgress *p, gpointer user_data)
     case ESPALIER_PROGRESS_EPOCH:
       if (out_mode == OUT_TTY)
         fputs ("\r\033[K", stderr);
-      g_print ("epoch %u/%u: loss %.4f, accuracy %.2f%%", p->epoch, p->epochs,
+      g_print (_("epoch %u/%u: loss %.4f, accuracy %.2f%%"), p->epoch, p->epochs,
                p->record->train_loss, 100 * p->record->train_accuracy);
       if (!isnan (p->record->val_loss))
-        g_print ("; validation loss %.4f, accuracy %.2f%%", p->record->val_loss,
+        g_print (_("; validation loss %.4f, accuracy %.2f%%"), p->record->val_loss,
                  100 * p->record->val_accuracy);
-      g_print (" (%.2f s)\n", p->record->seconds);
+      g_print (_(" (%.2f s)\n"), p->record->seconds);
       break;
     case ESPALIER_PROGRESS_MESSAGE:
       if (out_mode == OUT_TTY)
@@ -556,7 +596,7 @@ parse_augment (const char *text, EspalierAugment *aug, GError **error)
           if (val != NULL && !g_ascii_string_to_unsigned (val, 10, 0, 13, &k, NULL))
             {
               g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                           "shift=%s: give a whole number of pixels from 0 to 13", val);
+                           _("shift=%s: give a whole number of pixels from 0 to 13"), val);
               return FALSE;
             }
           aug->shift_pixels = (guint) k;
@@ -571,7 +611,7 @@ parse_augment (const char *text, EspalierAugment *aug, GError **error)
           if (val != NULL && (end == val || *end != '\0' || !isfinite (sd) || sd < 0))
             {
               g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                           "noise=%s: give a standard deviation such as 0.05", val);
+                           _("noise=%s: give a standard deviation such as 0.05"), val);
               return FALSE;
             }
           aug->noise_std = (float) sd;
@@ -579,7 +619,7 @@ parse_augment (const char *text, EspalierAugment *aug, GError **error)
       else
         {
           g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                       "Unknown augmentation '%s' (known: shift=K, flip, noise=STD)", key);
+                       _("Unknown augmentation '%s' (known: shift=K, flip, noise=STD)"), key);
           return FALSE;
         }
     }
@@ -591,7 +631,7 @@ cmd_train (int argc, char **argv)
 {
   g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("- train a model");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("- train a model"));
   g_autoptr(GError) error = NULL;
   g_autoptr(EspalierDataset) ds = NULL;
   g_autoptr(EspalierTrainer) trainer = NULL;
@@ -612,53 +652,54 @@ cmd_train (int argc, char **argv)
   guint sigint_id;
   int status = 1;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, "Template: mlp, lenet, playground (default: mlp for images, playground for 2-D sets)", "NAME" },
-    { "spec", 0, 0, G_OPTION_ARG_STRING, &spec, "Layers as a spec string, e.g. flatten,dense:128,relu,dense:10,softmax", "LAYERS" },
-    { "init", 0, 0, G_OPTION_ARG_FILENAME, &init, "Continue from a saved model (NAME.json)", "FILE" },
-    { "epochs", 'e', 0, G_OPTION_ARG_INT, &epochs, "Epochs (template default)", "N" },
-    { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Batch size (template default)", "N" },
-    { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "Learning rate (template default)", "LR" },
+    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, _("Template: mlp, lenet, playground (default: mlp for images, playground for 2-D sets)"), "NAME" },
+    { "spec", 0, 0, G_OPTION_ARG_STRING, &spec, _("Layers as a spec string, e.g. flatten,dense:128,relu,dense:10,softmax"), "LAYERS" },
+    { "init", 0, 0, G_OPTION_ARG_FILENAME, &init, _("Continue from a saved model (NAME.json)"), "FILE" },
+    { "epochs", 'e', 0, G_OPTION_ARG_INT, &epochs, _("Epochs (template default)"), "N" },
+    { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, _("Batch size (template default)"), "N" },
+    { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, _("Learning rate (template default)"), "LR" },
     { "optimizer", 0, 0, G_OPTION_ARG_STRING, &optimizer, "sgd, momentum, nesterov, adam, adamw", "NAME" },
     { "loss", 0, 0, G_OPTION_ARG_STRING, &loss, "softmax_cross_entropy, binary_cross_entropy, mse", "NAME" },
-    { "weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &wd, "AdamW decoupled weight decay (0.01)", "WD" },
-    { "l1", 0, 0, G_OPTION_ARG_DOUBLE, &l1, "L1 regularization", "F" },
-    { "l2", 0, 0, G_OPTION_ARG_DOUBLE, &l2, "L2 regularization", "F" },
-    { "clip", 0, 0, G_OPTION_ARG_DOUBLE, &clip, "Clip the gradient's global norm", "NORM" },
-    { "accumulate", 0, 0, G_OPTION_ARG_INT, &accum, "Accumulate gradients over N batches per step", "N" },
-    { "schedule", 0, 0, G_OPTION_ARG_STRING, &schedule, "Learning-rate schedule: constant, step, cosine", "NAME" },
-    { "step-size", 0, 0, G_OPTION_ARG_INT, &step_size, "Steps between decays of the step schedule", "N" },
-    { "warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Linear warm-up steps", "N" },
-    { "patience", 0, 0, G_OPTION_ARG_INT, &patience, "Stop early after N epochs without a better validation loss", "N" },
-    { "min-delta", 0, 0, G_OPTION_ARG_DOUBLE, &min_delta, "Smallest validation-loss improvement that counts", "F" },
-    { "val", 0, 0, G_OPTION_ARG_DOUBLE, &val, "Validation fraction of all rows, or of the training part of a set with its own test part (0.1)", "F" },
-    { "test", 0, 0, G_OPTION_ARG_DOUBLE, &test, "Test fraction, for sets without their own test part (0.2)", "F" },
-    { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Random seed (0)", "N" },
-    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (default: one per core when the model is large enough to gain from it)", "N" },
-    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, "Engine memory budget, e.g. 64M", "SIZE" },
-    { "augment", 0, 0, G_OPTION_ARG_STRING, &augment, "Image augmentation: shift=K,flip,noise=STD", "LIST" },
-    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Save the trained model as NAME.json + NAME.safetensors", "NAME" },
-    { "plan", 0, 0, G_OPTION_ARG_NONE, &plan, "Print the layers and the memory plan before training", NULL },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "One JSON object per event on standard output", NULL },
+    { "weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &wd, _("AdamW decoupled weight decay (0.01)"), "WD" },
+    { "l1", 0, 0, G_OPTION_ARG_DOUBLE, &l1, _("L1 regularization"), "F" },
+    { "l2", 0, 0, G_OPTION_ARG_DOUBLE, &l2, _("L2 regularization"), "F" },
+    { "clip", 0, 0, G_OPTION_ARG_DOUBLE, &clip, _("Clip the gradient's global norm"), "NORM" },
+    { "accumulate", 0, 0, G_OPTION_ARG_INT, &accum, _("Accumulate gradients over N batches per step"), "N" },
+    { "schedule", 0, 0, G_OPTION_ARG_STRING, &schedule, _("Learning-rate schedule: constant, step, cosine"), "NAME" },
+    { "step-size", 0, 0, G_OPTION_ARG_INT, &step_size, _("Steps between decays of the step schedule"), "N" },
+    { "warmup", 0, 0, G_OPTION_ARG_INT, &warmup, _("Linear warm-up steps"), "N" },
+    { "patience", 0, 0, G_OPTION_ARG_INT, &patience, _("Stop early after N epochs without a better validation loss"), "N" },
+    { "min-delta", 0, 0, G_OPTION_ARG_DOUBLE, &min_delta, _("Smallest validation-loss improvement that counts"), "F" },
+    { "val", 0, 0, G_OPTION_ARG_DOUBLE, &val, _("Validation fraction of all rows, or of the training part of a set with its own test part (0.1)"), "F" },
+    { "test", 0, 0, G_OPTION_ARG_DOUBLE, &test, _("Test fraction, for sets without their own test part (0.2)"), "F" },
+    { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, _("Random seed (0)"), "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (default: one per core when the model is large enough to gain from it)"), "N" },
+    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, _("Engine memory budget, e.g. 64M"), "SIZE" },
+    { "augment", 0, 0, G_OPTION_ARG_STRING, &augment, _("Image augmentation: shift=K,flip,noise=STD"), "LIST" },
+    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, _("Save the trained model as NAME.json + NAME.safetensors"), "NAME" },
+    { "plan", 0, 0, G_OPTION_ARG_NONE, &plan, _("Print the layers and the memory plan before training"), NULL },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("One JSON object per event on standard output"), NULL },
     { NULL }
   };
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_add_main_entries (ctx, dentries, NULL);
-  g_option_context_set_summary (ctx, "Trains a model on a dataset and reports test metrics.\n"
-                                     "Default: the mlp template on Fashion-MNIST (spiral when it is not installed).");
+  g_option_context_set_summary (ctx, _("Trains a model on a dataset and reports test metrics.\n"
+                                       "Default: the mlp template on Fashion-MNIST (spiral when it "
+                                       "is not installed)."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
-    return usage_error (ctx, "train: %s", error->message);
+    return usage_error (ctx, _("train: %s"), error->message);
   if (argc > 1)
-    return usage_error (ctx, "train: unexpected argument '%s'", argv[1]);
+    return usage_error (ctx, _("train: unexpected argument '%s'"), argv[1]);
   if (json)
     out_mode = OUT_JSON;
   if ((model_name != NULL) + (spec != NULL) + (init != NULL) > 1)
-    return usage_error (ctx, "train: give only one of --model, --spec and --init");
+    return usage_error (ctx, _("train: give only one of --model, --spec and --init"));
   if (epochs < 0 || batch < 0 || accum < 0 || threads < 0 || patience < 0
       || l1 < 0 || l2 < 0 || clip < 0 || min_delta < 0 || seed < -1)
-    return usage_error (ctx, "train: counts, rates and the seed cannot be negative");
+    return usage_error (ctx, _("train: counts, rates and the seed cannot be negative"));
   if (lr != -1 && !(lr > 0 && isfinite (lr)))
-    return usage_error (ctx, "train: the learning rate must be positive");
+    return usage_error (ctx, _("train: the learning rate must be positive"));
 
   /* Names and sizes are checked before any work starts. */
   {
@@ -669,15 +710,18 @@ cmd_train (int argc, char **argv)
     EspalierAugment ok_aug = { 0 };
 
     if (optimizer && !es_opt_kind_from_name (optimizer, &ok_opt))
-      return usage_error (ctx, "train: unknown optimizer '%s' (sgd, momentum, nesterov, adam, adamw)", optimizer);
+      return usage_error (ctx, _("train: unknown optimizer '%s' (sgd, momentum, nesterov, adam, "
+                                 "adamw)"), optimizer);
     if (loss && !es_loss_kind_from_name (loss, &ok_loss))
-      return usage_error (ctx, "train: unknown loss '%s' (softmax_cross_entropy, binary_cross_entropy, mse)", loss);
+      return usage_error (ctx, _("train: unknown loss '%s' (softmax_cross_entropy, "
+                                 "binary_cross_entropy, mse)"), loss);
     if (schedule && !es_lr_schedule_from_name (schedule, &ok_sched))
-      return usage_error (ctx, "train: unknown schedule '%s' (constant, step, cosine)", schedule);
+      return usage_error (ctx, _("train: unknown schedule '%s' (constant, step, cosine)"),
+                          schedule);
     if (memory && !parse_size (memory, &ok_size))
-      return usage_error (ctx, "train: cannot read the size '%s' (say 64M or 2G)", memory);
+      return usage_error (ctx, _("train: cannot read the size '%s' (say 64M or 2G)"), memory);
     if (augment && !parse_augment (augment, &ok_aug, &error))
-      return usage_error (ctx, "train: %s", error->message);
+      return usage_error (ctx, _("train: %s"), error->message);
   }
 
   espalier_model_info_init (&info);
@@ -686,7 +730,7 @@ cmd_train (int argc, char **argv)
     {
       model = espalier_model_load (init, &info, &error);
       if (model == NULL)
-        return fail (g_steal_pointer (&error), "loading the model");
+        return fail (g_steal_pointer (&error), N_("loading the model"));
       opts = info.train;
       data_opts_from_json (&d, info.preprocessing);
     }
@@ -699,7 +743,7 @@ cmd_train (int argc, char **argv)
     {
       es_model_free (model);
       espalier_model_info_clear (&info);
-      return fail (g_steal_pointer (&error), "loading the dataset");
+      return fail (g_steal_pointer (&error), N_("loading the dataset"));
     }
 
   if (model == NULL)
@@ -721,7 +765,7 @@ cmd_train (int argc, char **argv)
       if (model == NULL)
         {
           espalier_model_info_clear (&info);
-          return fail (g_steal_pointer (&error), "building the model");
+          return fail (g_steal_pointer (&error), N_("building the model"));
         }
       es_model_init (model, load_seed);
     }
@@ -757,7 +801,7 @@ cmd_train (int argc, char **argv)
         {
           es_model_free (model);
           espalier_model_info_clear (&info);
-          return fail (g_steal_pointer (&error), "loading the dataset");
+          return fail (g_steal_pointer (&error), N_("loading the dataset"));
         }
     }
   if (optimizer)
@@ -788,10 +832,10 @@ cmd_train (int argc, char **argv)
         {
           g_clear_error (&st.error);
           g_set_error (&st.error, G_IO_ERROR, G_IO_ERROR_CANCELLED,
-                       "stopped by Ctrl-C in epoch %u after step %u; nothing was saved",
+                       _("stopped by Ctrl-C in epoch %u after step %u; nothing was saved"),
                        st.last_epoch, st.last_step);
         }
-      status = fail (st.error, "training");
+      status = fail (st.error, N_("training"));
       goto out;
     }
 
@@ -801,7 +845,7 @@ cmd_train (int argc, char **argv)
       if (!espalier_evaluate (model, ds, (const guint32 *) split->test->data, split->test->len,
                               opts.engine.loss, opts.threads, &test_metrics, &error))
         {
-          status = fail (g_steal_pointer (&error), "evaluating");
+          status = fail (g_steal_pointer (&error), N_("evaluating"));
           goto out;
         }
       print_metrics (&test_metrics, ds, "test");
@@ -835,7 +879,7 @@ cmd_train (int argc, char **argv)
       info.input_shift = espalier_dataset_is_u8 (ds) ? espalier_dataset_get_shift (ds) : 0.0;
       if (!espalier_model_save (model, &info, output, &error))
         {
-          status = fail (g_steal_pointer (&error), "saving the model");
+          status = fail (g_steal_pointer (&error), N_("saving the model"));
           goto out;
         }
       if (out_mode == OUT_JSON)
@@ -845,7 +889,7 @@ cmd_train (int argc, char **argv)
           json_finish (b);
         }
       else
-        g_print ("Saved %s\n", output);
+        g_print (_("Saved %s\n"), output);
     }
   if (out_mode == OUT_JSON)
     {
@@ -872,7 +916,7 @@ cmd_eval (int argc, char **argv)
 {
   g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("MODEL.json - evaluate a saved model");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - evaluate a saved model"));
   g_autoptr(GError) error = NULL;
   g_autoptr(EspalierDataset) ds = NULL;
   g_autofree char *which = NULL;
@@ -883,37 +927,39 @@ cmd_eval (int argc, char **argv)
   EsModel *model;
   int status = 1;
   GOptionEntry entries[] = {
-    { "split", 's', 0, G_OPTION_ARG_STRING, &which, "Rows to use: test (default), val, train or all", "PART" },
-    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads", "N" },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "JSON output", NULL },
+    { "split", 's', 0, G_OPTION_ARG_STRING, &which, _("Rows to use: test (default), val, train or all"), "PART" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads"), "N" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_add_main_entries (ctx, dentries, NULL);
-  g_option_context_set_summary (ctx, "Loss, accuracy, per-class accuracy and the confusion matrix of a saved model.\n"
-                                     "The dataset defaults to the one it was trained on, split the same way.");
+  g_option_context_set_summary (ctx, _("Loss, accuracy, per-class accuracy and the confusion "
+                                       "matrix of a saved model.\n"
+                                       "The dataset defaults to the one it was trained on, split "
+                                       "the same way."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
-    return usage_error (ctx, "eval: %s", error->message);
+    return usage_error (ctx, _("eval: %s"), error->message);
   if (argc != 2)
-    return usage_error (ctx, "eval: name one model file (NAME.json)");
+    return usage_error (ctx, _("eval: name one model file (NAME.json)"));
   if (which != NULL && !g_strv_contains ((const char *[]) { "test", "val", "train", "all", NULL }, which))
-    return usage_error (ctx, "eval: --split must be test, val, train or all");
+    return usage_error (ctx, _("eval: --split must be test, val, train or all"));
   if (threads < 0)
-    return usage_error (ctx, "eval: --threads cannot be negative");
+    return usage_error (ctx, _("eval: --threads cannot be negative"));
   if (json)
     out_mode = OUT_JSON;
 
   espalier_model_info_init (&info);
   model = espalier_model_load (argv[1], &info, &error);
   if (model == NULL)
-    return fail (g_steal_pointer (&error), "loading the model");
+    return fail (g_steal_pointer (&error), N_("loading the model"));
   data_opts_from_json (&d, info.preprocessing);
   ds = load_data (&d, info.dataset_source, info.train.val_fraction, info.train.test_fraction,
                   info.train.seed, &error);
   if (ds == NULL)
     {
-      status = fail (g_steal_pointer (&error), "loading the dataset");
+      status = fail (g_steal_pointer (&error), N_("loading the dataset"));
       goto out;
     }
   if (which == NULL || !g_str_equal (which, "all"))
@@ -925,7 +971,7 @@ cmd_eval (int argc, char **argv)
 
       if (split == NULL)
         {
-          status = fail (g_steal_pointer (&error), "splitting the dataset");
+          status = fail (g_steal_pointer (&error), N_("splitting the dataset"));
           goto out;
         }
       rows = which == NULL || g_str_equal (which, "test") ? split->test
@@ -933,13 +979,13 @@ cmd_eval (int argc, char **argv)
       if (!espalier_evaluate (model, ds, (const guint32 *) rows->data, rows->len,
                               info.train.engine.loss, (guint) threads, &m, &error))
         {
-          status = fail (g_steal_pointer (&error), "evaluating");
+          status = fail (g_steal_pointer (&error), N_("evaluating"));
           goto out;
         }
     }
   else if (!espalier_evaluate (model, ds, NULL, 0, info.train.engine.loss, (guint) threads, &m, &error))
     {
-      status = fail (g_steal_pointer (&error), "evaluating");
+      status = fail (g_steal_pointer (&error), N_("evaluating"));
       goto out;
     }
   print_metrics (&m, ds, which ? which : "test");
@@ -960,7 +1006,7 @@ cmd_info (int argc, char **argv)
 {
   g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("[MODEL.json] - describe a model");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("[MODEL.json] - describe a model"));
   g_autoptr(GError) error = NULL;
   g_autofree char *model_name = NULL, *spec = NULL;
   int batch = 32;
@@ -968,23 +1014,25 @@ cmd_info (int argc, char **argv)
   EspalierModelInfo info;
   EsModel *model = NULL;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, "A template instead of a file", "NAME" },
-    { "spec", 0, 0, G_OPTION_ARG_STRING, &spec, "A spec string instead of a file", "LAYERS" },
-    { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Batch size for the memory plan (32)", "N" },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "JSON output", NULL },
+    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, _("A template instead of a file"), "NAME" },
+    { "spec", 0, 0, G_OPTION_ARG_STRING, &spec, _("A spec string instead of a file"), "LAYERS" },
+    { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, _("Batch size for the memory plan (32)"), "N" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_add_main_entries (ctx, dentries, NULL);
-  g_option_context_set_summary (ctx, "Layers with output shapes, parameters, FLOPs and activation memory, and the\n"
-                                     "memory plan of training. A template or spec is sized for --data (default data).");
+  g_option_context_set_summary (ctx, _("Layers with output shapes, parameters, FLOPs and "
+                                       "activation memory, and the\n"
+                                       "memory plan of training. A template or spec is sized for "
+                                       "--data (default data)."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
-    return usage_error (ctx, "info: %s", error->message);
+    return usage_error (ctx, _("info: %s"), error->message);
   if ((argc == 2) + (model_name != NULL) + (spec != NULL) != 1 || argc > 2)
-    return usage_error (ctx, "info: name one model file, or give --model or --spec");
+    return usage_error (ctx, _("info: name one model file, or give --model or --spec"));
   if (batch <= 0)
-    return usage_error (ctx, "info: --batch must be at least 1");
+    return usage_error (ctx, _("info: --batch must be at least 1"));
   if (json)
     out_mode = OUT_JSON;
 
@@ -1002,7 +1050,7 @@ cmd_info (int argc, char **argv)
       if (ds == NULL)
         {
           espalier_model_info_clear (&info);
-          return fail (g_steal_pointer (&error), "loading the dataset");
+          return fail (g_steal_pointer (&error), N_("loading the dataset"));
         }
       in = dataset_shape (ds);
       model = spec ? espalier_model_from_spec (spec, &in, &error)
@@ -1011,7 +1059,7 @@ cmd_info (int argc, char **argv)
   if (model == NULL)
     {
       espalier_model_info_clear (&info);
-      return fail (g_steal_pointer (&error), "reading the model");
+      return fail (g_steal_pointer (&error), N_("reading the model"));
     }
 
   if (out_mode == OUT_JSON)
@@ -1057,11 +1105,11 @@ cmd_info (int argc, char **argv)
     {
       if (argc == 2)
         {
-          g_print ("%s: trained on %s for %u epochs", argv[1],
-                   info.dataset_source ? info.dataset_source : "(unknown)",
+          g_print (_("%s: trained on %s for %u epochs"), argv[1],
+                   info.dataset_source ? info.dataset_source : _("(unknown)"),
                    info.history ? info.history->len : 0);
           if (info.test.rows > 0)
-            g_print (", test accuracy %.2f%%", 100 * info.test.accuracy);
+            g_print (_(", test accuracy %.2f%%"), 100 * info.test.accuracy);
           g_print ("\n");
         }
       print_layers (model, &info.train.engine, (guint) batch);
@@ -1077,7 +1125,7 @@ cmd_info (int argc, char **argv)
 static int
 cmd_datasets (int argc, char **argv)
 {
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("- list the datasets known by name");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("- list the datasets known by name"));
   g_autoptr(GError) error = NULL;
   g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
@@ -1085,28 +1133,32 @@ cmd_datasets (int argc, char **argv)
   gboolean json = FALSE;
   GOptionEntry entries[] = {
     { "export-csv", 0, 0, G_OPTION_ARG_FILENAME, &export,
-      "Load --data with its preprocessing and write the processed table as CSV", "FILE" },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "JSON output", NULL },
+      _("Load --data with its preprocessing and write the processed table as CSV"), "FILE" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
   static const struct { const char *name, *about; } gens[] = {
-    { "spiral", "k interleaved spiral arms (n=300, arms=3, noise=0.2, seed=0)" },
-    { "moons", "two interleaving half circles (n, noise, seed)" },
-    { "circles", "a circle inside a ring (n, noise, seed)" },
-    { "xor", "four quadrants, opposite ones alike (n, noise, seed)" },
-    { "blobs", "gaussian blobs (n, centers=3, noise, seed)" },
+    /* N_(): translated in the listing, English in JSON */
+    { "spiral", N_("k interleaved spiral arms (n=300, arms=3, noise=0.2, seed=0)") },
+    { "moons", N_("two interleaving half circles (n, noise, seed)") },
+    { "circles", N_("a circle inside a ring (n, noise, seed)") },
+    { "xor", N_("four quadrants, opposite ones alike (n, noise, seed)") },
+    { "blobs", N_("gaussian blobs (n, centers=3, noise, seed)") },
   };
   gboolean fm = espalier_dataset_fashion_mnist_available ();
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_add_main_entries (ctx, dentries, NULL);
-  g_option_context_set_summary (ctx, "Any IDX (.gz or raw) or CSV file can also be given by its path.\n"
-                                     "With --export-csv, the dataset named by --data is cleaned as asked\n"
-                                     "(--ffill, --mean-fill, --drop-duplicates, --standardize, --minmax) and written out.");
+  g_option_context_set_summary (ctx, _("Any IDX (.gz or raw) or CSV file can also be given by "
+                                       "its path.\n"
+                                       "With --export-csv, the dataset named by --data is cleaned "
+                                       "as asked\n"
+                                       "(--ffill, --mean-fill, --drop-duplicates, --standardize, "
+                                       "--minmax) and written out."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
-    return usage_error (ctx, "datasets: %s", error->message);
+    return usage_error (ctx, _("datasets: %s"), error->message);
   if (argc > 1)
-    return usage_error (ctx, "datasets: unexpected argument '%s'", argv[1]);
+    return usage_error (ctx, _("datasets: unexpected argument '%s'"), argv[1]);
   if (json)
     out_mode = OUT_JSON;
   if (export != NULL)
@@ -1114,14 +1166,14 @@ cmd_datasets (int argc, char **argv)
       g_autoptr(EspalierDataset) ds = NULL;
 
       if (d.data == NULL)
-        return usage_error (ctx, "datasets: --export-csv needs --data");
+        return usage_error (ctx, _("datasets: --export-csv needs --data"));
       if (out_mode == OUT_TTY)
         out_mode = OUT_PLAIN;
       ds = load_data (&d, NULL, 0.1, 0.2, 0, &error);
       if (ds == NULL)
-        return fail (g_steal_pointer (&error), "loading the dataset");
+        return fail (g_steal_pointer (&error), N_("loading the dataset"));
       if (!espalier_dataset_export_csv (ds, export, &error))
-        return fail (g_steal_pointer (&error), "exporting the dataset");
+        return fail (g_steal_pointer (&error), N_("exporting the dataset"));
       if (out_mode == OUT_JSON)
         {
           JsonBuilder *b = json_event ("exported");
@@ -1129,7 +1181,7 @@ cmd_datasets (int argc, char **argv)
           json_finish (b);
         }
       else
-        g_print ("Wrote %s\n", export);
+        g_print (_("Wrote %s\n"), export);
       return 0;
     }
   if (json)
@@ -1157,10 +1209,10 @@ cmd_datasets (int argc, char **argv)
     }
   g_print ("%-14s %s\n", "fashion-mnist",
            fm ? espalier_dataset_fashion_mnist_dir ()
-              : "not installed: apt-get install dataset-fashion-mnist");
+              : _("not installed: apt-get install dataset-fashion-mnist"));
   for (guint i = 0; i < G_N_ELEMENTS (gens); i++)
-    g_print ("%-14s generated: %s\n", gens[i].name, gens[i].about);
-  g_print ("%-14s any IDX or CSV file, by path\n", "FILE");
+    g_print (_("%-14s generated: %s\n"), gens[i].name, _(gens[i].about));
+  g_print (_("%-14s any IDX or CSV file, by path\n"), "FILE");
   return 0;
 }
 
@@ -1179,7 +1231,7 @@ cmd_bench (int argc, char **argv)
 {
   g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("[MODEL.json] - time inference");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("[MODEL.json] - time inference"));
   g_autoptr(GError) error = NULL;
   g_autofree char *model_name = NULL;
   g_autofree float *x = NULL;
@@ -1194,26 +1246,28 @@ cmd_bench (int argc, char **argv)
   g_autofree double *rounds = NULL;
   gint64 D;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, "An untrained template instead of a file (mlp)", "NAME" },
-    { "rows", 'r', 0, G_OPTION_ARG_INT, &rows, "Rows of the large batch (10000)", "N" },
-    { "reps", 0, 0, G_OPTION_ARG_INT, &reps, "Batch-1 repetitions (20000)", "N" },
-    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (default: all cores)", "N" },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "JSON output", NULL },
+    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, _("An untrained template instead of a file (mlp)"), "NAME" },
+    { "rows", 'r', 0, G_OPTION_ARG_INT, &rows, _("Rows of the large batch (10000)"), "N" },
+    { "reps", 0, 0, G_OPTION_ARG_INT, &reps, _("Batch-1 repetitions (20000)"), "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (default: all cores)"), "N" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_add_main_entries (ctx, dentries, NULL);
-  g_option_context_set_summary (ctx, "Batch-1 latency and the time of one large batch on the CPU backend,\n"
-                                     "with inputs of 0.5 as the ONNX Runtime peer uses.");
+  g_option_context_set_summary (ctx, _("Batch-1 latency and the time of one large batch on the "
+                                       "CPU backend,\n"
+                                       "with inputs of 0.5 as the ONNX Runtime peer uses."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
-    return usage_error (ctx, "bench: %s", error->message);
+    return usage_error (ctx, _("bench: %s"), error->message);
   if (argc > 2 || (argc == 2 && model_name != NULL))
-    return usage_error (ctx, "bench: name one model file or give --model");
+    return usage_error (ctx, _("bench: name one model file or give --model"));
   if (argc == 2 && d.data != NULL)
-    return usage_error (ctx, "bench: --data only sizes a --model template; a model file has its own shape");
+    return usage_error (ctx, _("bench: --data only sizes a --model template; a model file has "
+                               "its own shape"));
   if (rows <= 0 || reps <= 0 || threads < 0)
-    return usage_error (ctx, "bench: --rows and --reps must be positive");
+    return usage_error (ctx, _("bench: --rows and --reps must be positive"));
   if (json)
     out_mode = OUT_JSON;
 
@@ -1231,7 +1285,7 @@ cmd_bench (int argc, char **argv)
           out_mode = json ? OUT_JSON : OUT_PLAIN;
           ds = load_data (&d, NULL, 0.1, 0.2, 0, &error);
           if (ds == NULL)
-            return fail (g_steal_pointer (&error), "loading the dataset");
+            return fail (g_steal_pointer (&error), N_("loading the dataset"));
           in = dataset_shape (ds);
         }
       model = espalier_model_from_template (model_name ? model_name : "mlp", &in, 10, NULL, &error);
@@ -1241,7 +1295,7 @@ cmd_bench (int argc, char **argv)
   if (model == NULL)
     {
       espalier_model_info_clear (&info);
-      return fail (g_steal_pointer (&error), "reading the model");
+      return fail (g_steal_pointer (&error), N_("reading the model"));
     }
 
   be = es_cpu_backend_new (threads, NULL, &es);
@@ -1250,7 +1304,7 @@ cmd_bench (int argc, char **argv)
       espalier_error_from_es (&error, &es, NULL);
       es_model_free (model);
       espalier_model_info_clear (&info);
-      return fail (g_steal_pointer (&error), "starting the backend");
+      return fail (g_steal_pointer (&error), N_("starting the backend"));
     }
   {
     EsShape in = es_model_input_shape (model);
@@ -1268,7 +1322,7 @@ cmd_bench (int argc, char **argv)
       es_backend_free (be);
       es_model_free (model);
       espalier_model_info_clear (&info);
-      return fail (g_steal_pointer (&error), "preparing inference");
+      return fail (g_steal_pointer (&error), N_("preparing inference"));
     }
 
   /* Batch 1: the median of 10 rounds of reps/10 calls, after a warm-up. */
@@ -1309,9 +1363,9 @@ cmd_bench (int argc, char **argv)
     }
   else
     {
-      g_print ("threads %d\n", be->n_threads);
-      g_print ("batch-1 latency: %.2f us (median of 10 rounds)\n", lat_us);
-      g_print ("%d rows: %.3f ms (%.0f rows/s)\n", rows, big_ms, rows / (big_ms / 1e3));
+      g_print (_("threads %d\n"), be->n_threads);
+      g_print (_("batch-1 latency: %.2f us (median of 10 rounds)\n"), lat_us);
+      g_print (_("%d rows: %.3f ms (%.0f rows/s)\n"), rows, big_ms, rows / (big_ms / 1e3));
     }
   es_infer_free (big);
   es_infer_free (one);
@@ -1328,27 +1382,30 @@ static const struct {
   int (*run) (int argc, char **argv);
   const char *about;
 } commands[] = {
-  { "train", cmd_train, "train a model on a dataset (default: mlp on Fashion-MNIST)" },
-  { "eval", cmd_eval, "evaluate a saved model: loss, accuracy, confusion matrix" },
-  { "info", cmd_info, "layers, shapes, parameters, FLOPs and the memory plan" },
-  { "datasets", cmd_datasets, "list the datasets known by name" },
-  { "bench", cmd_bench, "time inference: batch-1 latency and a large batch" },
+  { "train", cmd_train, N_("train a model on a dataset (default: mlp on Fashion-MNIST)") },
+  { "eval", cmd_eval, N_("evaluate a saved model: loss, accuracy, confusion matrix") },
+  { "info", cmd_info, N_("layers, shapes, parameters, FLOPs and the memory plan") },
+  { "datasets", cmd_datasets, N_("list the datasets known by name") },
+  { "bench", cmd_bench, N_("time inference: batch-1 latency and a large batch") },
 };
 
 static void
 print_usage (FILE *f)
 {
-  fprintf (f, "Usage: espalier-cli COMMAND [OPTION...]\n\n"
-              "Train, evaluate and measure neural networks without the GUI.\n\nCommands:\n");
+  fputs (_("Usage: espalier-cli COMMAND [OPTION...]\n\n"
+           "Train, evaluate and measure neural networks without the GUI.\n\nCommands:\n"), f);
   for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
-    fprintf (f, "  %-10s %s\n", commands[i].name, commands[i].about);
-  fprintf (f, "\nRun 'espalier-cli COMMAND --help' for a command's options.\n");
+    fprintf (f, "  %-10s %s\n", commands[i].name, _(commands[i].about));
+  fputs (_("\nRun 'espalier-cli COMMAND --help' for a command's options.\n"), f);
 }
 
 int
 main (int argc, char **argv)
 {
   setlocale (LC_ALL, "");
+  bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
+  bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
+  textdomain (GETTEXT_PACKAGE);
   /* Numbers in JSON and CSV stay with a dot whatever the locale. */
   setlocale (LC_NUMERIC, "C");
   g_set_prgname ("espalier-cli");
@@ -1377,7 +1434,7 @@ main (int argc, char **argv)
         g_set_prgname (prg);
         return commands[i].run (argc - 1, argv + 1);
       }
-  fprintf (stderr, "espalier-cli: unknown command '%s'\n\n", argv[1]);
+  fprintf (stderr, _("espalier-cli: unknown command '%s'\n\n"), argv[1]);
   print_usage (stderr);
   return EXIT_USAGE;
 }

@@ -8,6 +8,7 @@
  * Dimension key: N = data rows, C = columns in the file, F = features after one-hot. */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,8 +239,8 @@ parse_table (const char    *text,
                   if (pos >= length)
                     {
                       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
-                                   "%s: line %u, column %u: the quoted field opened here "
-                                   "is never closed", path, open_line, n_fields + 1);
+                                   _("%s: line %u, column %u: the quoted field opened here "
+                                     "is never closed"), path, open_line, n_fields + 1);
                       return FALSE;
                     }
                   if (text[pos] == '"')
@@ -310,7 +311,7 @@ parse_table (const char    *text,
       else if (n_fields != t->n_cols)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_RAGGED,
-                       "%s: line %u, column %u: the row has %u fields where line %u has %u",
+                       _("%s: line %u, column %u: the row has %u fields where line %u has %u"),
                        path, start_line, MIN (n_fields, t->n_cols) + 1, n_fields,
                        first_line, t->n_cols);
           return FALSE;
@@ -417,17 +418,21 @@ resolve_label_column (const CsvTable  *t,
           return TRUE;
         }
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_UNKNOWN_COLUMN,
-                   "%s: there is no label column %s: the file has %u columns (indices 0 to %u)",
+                   _("%s: there is no label column %s: the file has %u columns (indices 0 to %u)"),
                    path, spec, t->n_cols, t->n_cols - 1);
       return FALSE;
     }
   {
     g_autofree char *list = g_strjoinv ("', '", names);
 
-    g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_UNKNOWN_COLUMN,
-                 "%s: line 1: there is no column named '%s' for the label%s%s%s", path, spec,
-                 has_header ? " (the columns are '" : " (the file has no header)",
-                 has_header ? list : "", has_header ? "')" : "");
+    if (has_header)
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_UNKNOWN_COLUMN,
+                   _("%s: line 1: there is no column named '%s' for the label (the columns "
+                     "are '%s')"), path, spec, list);
+    else
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_UNKNOWN_COLUMN,
+                   _("%s: line 1: there is no column named '%s' for the label (the file has "
+                     "no header)"), path, spec);
     return FALSE;
   }
 }
@@ -437,9 +442,10 @@ delimiter_name (char delim)
 {
   switch (delim)
     {
-    case '\t': return "tab";
-    case ';': return "semicolon";
-    default: return "comma";
+    /* TRANSLATORS: a delimiter, in "a %s-separated table" and "(%s-separated, header)" */
+    case '\t': return _("tab");
+    case ';': return _("semicolon");
+    default: return _("comma");
     }
 }
 
@@ -501,7 +507,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
   if (t.lines->len == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
-                   "%s: empty file", path);
+                   _("%s: empty file"), path);
       return NULL;
     }
   C = t.n_cols;
@@ -547,14 +553,14 @@ espalier_csv_load_bytes (GBytes                     *raw,
   if (N == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
-                   "%s: line %u is a header and no data rows follow", path, row_line (&t, 0));
+                   _("%s: line %u is a header and no data rows follow"), path, row_line (&t, 0));
       return NULL;
     }
   if (C < 2)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
-                   "%s: line %u: only one column (a %s-separated table needs features and "
-                   "a label)", path, row_line (&t, 0), delimiter_name (delim));
+                   _("%s: line %u: only one column (a %s-separated table needs features and "
+                     "a label)"), path, row_line (&t, 0), delimiter_name (delim));
       return NULL;
     }
 
@@ -598,8 +604,8 @@ espalier_csv_load_bytes (GBytes                     *raw,
           g_autofree char *shown = quote_cell (cell (&t, bad_row, c));
 
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_NON_NUMERIC,
-                       "%s: line %u, column %u ('%s'): %s is not a number; choose one-hot "
-                       "encoding to use this column", path, row_line (&t, bad_row), c + 1,
+                       _("%s: line %u, column %u ('%s'): %s is not a number; choose one-hot "
+                         "encoding to use this column"), path, row_line (&t, bad_row), c + 1,
                        names[c], shown);
           return NULL;
         }
@@ -617,7 +623,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
   if (F == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
-                   "%s: no features: every column but the label ('%s') is empty", path,
+                   _("%s: no features: every column but the label ('%s') is empty"), path,
                    names[label_col]);
       return NULL;
     }
@@ -684,7 +690,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
                                                            (const char *) g_ptr_array_index (cats, k)));
           g_array_append_val (feature_columns, col1);
         }
-      _espalier_dataset_add_report (ds, "one-hot: column %u ('%s') became %u features",
+      _espalier_dataset_add_report (ds, _("one-hot: column %u ('%s') became %u features"),
                                     col1, names[c], cats->len);
       j += cats->len;
     }
@@ -707,7 +713,7 @@ espalier_csv_load_bytes (GBytes                     *raw,
         if (espalier_csv_is_missing (s))
           {
             g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISSING_VALUE,
-                         "%s: line %u, column %u ('%s'): missing label", path,
+                         _("%s: line %u, column %u ('%s'): missing label"), path,
                          row_line (&t, first + i), label_col + 1, names[label_col]);
             return NULL;
           }
@@ -743,8 +749,8 @@ espalier_csv_load_bytes (GBytes                     *raw,
         else
           {
             all_integer = FALSE;
-            _espalier_dataset_add_report (ds, "label column '%s' has %u distinct integers, "
-                                          "more than %u: read as a regression target",
+            _espalier_dataset_add_report (ds, _("label column '%s' has %u distinct integers, "
+                                            "more than %u: read as a regression target"),
                                           names[label_col], K, ESPALIER_CSV_MAX_INT_CLASSES);
           }
       }
@@ -776,14 +782,14 @@ espalier_csv_load_bytes (GBytes                     *raw,
 
   ds->column_names = g_steal_pointer (&names);
   if (ds->labels != NULL)
-    _espalier_dataset_add_report (ds, "read %u rows from %s (%s-separated, %s): %u features, "
-                                  "label column %u ('%s') with %u classes", N, path,
-                                  delimiter_name (delim), has_header ? "header" : "no header",
+    _espalier_dataset_add_report (ds, _("read %u rows from %s (%s-separated, %s): %u features, "
+                                    "label column %u ('%s') with %u classes"), N, path,
+                                  delimiter_name (delim), has_header ? _("header") : _("no header"),
                                   F, label_col + 1, ds->column_names[label_col], ds->n_classes);
   else
-    _espalier_dataset_add_report (ds, "read %u rows from %s (%s-separated, %s): %u features, "
-                                  "regression target column %u ('%s')", N, path,
-                                  delimiter_name (delim), has_header ? "header" : "no header",
+    _espalier_dataset_add_report (ds, _("read %u rows from %s (%s-separated, %s): %u features, "
+                                    "regression target column %u ('%s')"), N, path,
+                                  delimiter_name (delim), has_header ? _("header") : _("no header"),
                                   F, label_col + 1, ds->column_names[label_col]);
   return g_steal_pointer (&ds);
 }

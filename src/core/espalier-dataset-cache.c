@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <glib/gi18n-lib.h>
 #include <glib/gstdio.h>
 
 #include "espalier-dataset-cache.h"
@@ -525,7 +526,7 @@ espalier_dataset_cache_write (EspalierDataset  *dataset,
     {
       saved = errno;
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot create: %s", tmp, g_strerror (saved));
+                   _("%s: cannot create: %s"), tmp, g_strerror (saved));
       return FALSE;
     }
   ok = write_all (fd, &header, sizeof header) && write_all (fd, meta->data, meta->len);
@@ -547,7 +548,7 @@ espalier_dataset_cache_write (EspalierDataset  *dataset,
     {
       g_unlink (tmp);
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot write: %s", path, g_strerror (saved));
+                   _("%s: cannot write: %s"), path, g_strerror (saved));
       return FALSE;
     }
   return TRUE;
@@ -664,14 +665,14 @@ espalier_dataset_cache_read (const char    *path,
 
       g_set_error (error, ESPALIER_DATA_ERROR,
                    saved == ENOENT ? ESPALIER_DATA_ERROR_NOT_FOUND : ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot open: %s", path, g_strerror (saved));
+                   _("%s: cannot open: %s"), path, g_strerror (saved));
       return NULL;
     }
   if (fstat (fd, &st) != 0 || (gsize) st.st_size < sizeof header)
     {
       close (fd);
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
-                   "%s: shorter than a cache header", path);
+                   _("%s: shorter than a cache header"), path);
       return NULL;
     }
   /* Mapped, not read: the page cache's pages are used as they are, which is several
@@ -682,7 +683,7 @@ espalier_dataset_cache_read (const char    *path,
   if (mapped == NULL)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot map: %s", path, local_error->message);
+                   _("%s: cannot map: %s"), path, local_error->message);
       return NULL;
     }
   data = (const guint8 *) g_mapped_file_get_contents (mapped);
@@ -695,27 +696,27 @@ espalier_dataset_cache_read (const char    *path,
   } G_STMT_END
 
   if (length < sizeof header)
-    FAIL (ESPALIER_DATA_ERROR_TRUNCATED, "%s: shorter than a cache header", path);
+    FAIL (ESPALIER_DATA_ERROR_TRUNCATED, _("%s: shorter than a cache header"), path);
   memcpy (&header, data, sizeof header);
   if (memcmp (header.magic, CACHE_MAGIC, 8) != 0 || header.bom != CACHE_BOM
       || header.version != CACHE_VERSION
       || header.header_hash != espalier_hash64 (&header, offsetof (CacheHeader, header_hash), 0))
-    FAIL (ESPALIER_DATA_ERROR_CORRUPT, "%s: not a cache file of this version", path);
+    FAIL (ESPALIER_DATA_ERROR_CORRUPT, _("%s: not a cache file of this version"), path);
   if (header.key != key)
-    FAIL (ESPALIER_DATA_ERROR_CORRUPT, "%s: written for another source or options", path);
+    FAIL (ESPALIER_DATA_ERROR_CORRUPT, _("%s: written for another source or options"), path);
   if (header.meta_length > MAX_META || header.meta_length % 16 != 0
       || header.payload_length > (guint64) length
       || sizeof header + header.meta_length + header.payload_length != (guint64) length)
-    FAIL (ESPALIER_DATA_ERROR_TRUNCATED, "%s: %" G_GSIZE_FORMAT " bytes, the header says %"
-          G_GUINT64_FORMAT, path, length,
-          (guint64) (sizeof header + header.meta_length + header.payload_length));
+    FAIL (ESPALIER_DATA_ERROR_TRUNCATED, _("%s: %llu bytes, the header says %llu"), path,
+          (unsigned long long) length,
+          (unsigned long long) (sizeof header + header.meta_length + header.payload_length));
 
   at = data + sizeof header;
   if (espalier_hash64 (at, header.meta_length, 0) != header.meta_hash)
-    FAIL (ESPALIER_DATA_ERROR_CORRUPT, "%s: the metadata fails its checksum", path);
+    FAIL (ESPALIER_DATA_ERROR_CORRUPT, _("%s: the metadata fails its checksum"), path);
   ds = parse_meta (at, header.meta_length, header.payload_length, &flags);
   if (ds == NULL)
-    FAIL (ESPALIER_DATA_ERROR_CORRUPT, "%s: inconsistent metadata", path);
+    FAIL (ESPALIER_DATA_ERROR_CORRUPT, _("%s: inconsistent metadata"), path);
   at += header.meta_length;
 
   /* Point the arrays into the mapping, section by section; the mapping is theirs. */
@@ -741,14 +742,14 @@ espalier_dataset_cache_read (const char    *path,
         hash = espalier_hash64 (at, lengths[i], hash);
         for (gsize k = lengths[i]; k < ALIGN16 (lengths[i]); k++)
           if (at[k] != 0)
-            FAIL (ESPALIER_DATA_ERROR_CORRUPT, "%s: damaged padding", path);
+            FAIL (ESPALIER_DATA_ERROR_CORRUPT, _("%s: damaged padding"), path);
         at += ALIGN16 (lengths[i]);
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
           return NULL;
       }
   }
   if (hash != header.payload_hash)
-    FAIL (ESPALIER_DATA_ERROR_CORRUPT, "%s: the data fails its checksum", path);
+    FAIL (ESPALIER_DATA_ERROR_CORRUPT, _("%s: the data fails its checksum"), path);
 #undef FAIL
 
   /* Labels are trusted only inside the classes. */
@@ -757,7 +758,8 @@ espalier_dataset_cache_read (const char    *path,
       if (ds->labels[i] < 0 || (guint) ds->labels[i] >= ds->n_classes)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
-                       "%s: row %u has label %d outside the classes", path, i, ds->labels[i]);
+                       _("%s: row %u has label %d outside the classes"), path, i,
+                       ds->labels[i]);
           return NULL;
         }
   return g_steal_pointer (&ds);

@@ -9,6 +9,7 @@
  * Dimension key: N = rows, F = features per row, T = targets per row. */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,11 +252,11 @@ check_no_missing (EspalierDataset            *self,
     return TRUE;
 
   if (options->ffill && !options->mean_fill)
-    hint = "nothing above it to forward-fill; add mean-fill";
+    hint = _("nothing above it to forward-fill; add mean-fill");
   else if (options->mean_fill)
-    hint = "the column has no value to take a mean of";
+    hint = _("the column has no value to take a mean of");
   else
-    hint = "choose forward-fill or mean-fill";
+    hint = _("choose forward-fill or mean-fill");
 
   for (guint i = 0; i < N; i++)
     for (guint j = 0; j < F; j++)
@@ -268,14 +269,14 @@ check_no_missing (EspalierDataset            *self,
             guint col = self->feature_columns[j];
 
             g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISSING_VALUE,
-                         "%s: line %u, column %u ('%s'): missing value (%s)",
+                         _("%s: line %u, column %u ('%s'): missing value (%s)"),
                          self->origin_path, self->row_lines[i], col,
                          self->column_names[col - 1], hint);
           }
         else
           {
             g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISSING_VALUE,
-                         "%s: row %u, feature %u: missing value (%s)",
+                         _("%s: row %u, feature %u: missing value (%s)"),
                          self->source, i + 1, j + 1, hint);
           }
         return FALSE;
@@ -348,8 +349,8 @@ standardize (EspalierDataset *self,
       self->shift = (float) (-mean / std);
       self->counts.standardized_columns = 1;
       _espalier_dataset_add_report (self,
-                                    "standardize: pixels scaled as (x - %.3f) / %.3f with "
-                                    "the statistics of %u training rows", mean, std, n_train);
+                                    _("standardize: pixels scaled as (x - %.3f) / %.3f with "
+                                      "the statistics of %u training rows"), mean, std, n_train);
       return;
     }
 
@@ -392,10 +393,10 @@ standardize (EspalierDataset *self,
       }
     self->counts.standardized_columns = F;
     _espalier_dataset_add_report (self,
-                                  "standardize: %u columns (%" G_GUINT64_FORMAT " cells) to mean 0 "
-                                  "and std 1 with the statistics of %u training rows%s",
-                                  F, (guint64) N * F, n_train,
-                                  constant > 0 ? " (constant columns only centred)" : "");
+                                  _("standardize: %u columns (%llu cells) to mean 0 and std 1 "
+                                    "with the statistics of %u training rows%s"),
+                                  F, (unsigned long long) N * F, n_train,
+                                  constant > 0 ? _(" (constant columns only centred)") : "");
   }
 }
 
@@ -424,8 +425,8 @@ minmax (EspalierDataset *self,
         }
       self->counts.minmax_columns = 1;
       _espalier_dataset_add_report (self,
-                                    "min-max: pixels scaled as (x - %u) / %u with the "
-                                    "statistics of %u training rows", lo, MAX (hi - lo, 1u),
+                                    _("min-max: pixels scaled as (x - %u) / %u with the "
+                                      "statistics of %u training rows"), lo, MAX (hi - lo, 1u),
                                     n_train);
       return;
     }
@@ -454,9 +455,9 @@ minmax (EspalierDataset *self,
     }
   self->counts.minmax_columns = F;
   _espalier_dataset_add_report (self,
-                                "min-max: %u columns (%" G_GUINT64_FORMAT " cells) scaled to 0..1 "
-                                "with the statistics of %u training rows",
-                                F, (guint64) N * F, n_train);
+                                _("min-max: %u columns (%llu cells) scaled to 0..1 with the "
+                                  "statistics of %u training rows"),
+                                F, (unsigned long long) N * F, n_train);
 }
 
 gboolean
@@ -471,7 +472,7 @@ _espalier_dataset_preprocess (EspalierDataset            *self,
   if (options->standardize && options->minmax)
     {
       g_set_error_literal (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_INVALID,
-                           "Choose standardize or min-max scaling, not both");
+                           _("Choose standardize or min-max scaling, not both"));
       return FALSE;
     }
 
@@ -481,9 +482,9 @@ _espalier_dataset_preprocess (EspalierDataset            *self,
 
       if (self->f32 != NULL)
         self->counts.ffilled_cells = forward_fill (self, &left);
-      _espalier_dataset_add_report (self, "forward-fill: %u cells filled%s",
+      _espalier_dataset_add_report (self, _("forward-fill: %u cells filled%s"),
                                     self->counts.ffilled_cells,
-                                    left > 0 ? ", some with nothing above them left missing" : "");
+                                    left > 0 ? _(", some with nothing above them left missing") : "");
     }
   if (g_cancellable_set_error_if_cancelled (cancellable, error))
     return FALSE;
@@ -493,7 +494,7 @@ _espalier_dataset_preprocess (EspalierDataset            *self,
       self->counts.duplicate_rows = drop_duplicates (self, cancellable);
       if (g_cancellable_set_error_if_cancelled (cancellable, error))
         return FALSE;
-      _espalier_dataset_add_report (self, "drop duplicates: %u rows dropped, %u left",
+      _espalier_dataset_add_report (self, _("drop duplicates: %u rows dropped, %u left"),
                                     self->counts.duplicate_rows, self->n_rows);
     }
 
@@ -518,8 +519,8 @@ _espalier_dataset_preprocess (EspalierDataset            *self,
       if (self->f32 != NULL)
         self->counts.mean_filled_cells = mean_fill (self, train, &columns);
       _espalier_dataset_add_report (self,
-                                    "mean-fill: %u cells in %u columns filled with the means "
-                                    "of %u training rows",
+                                    _("mean-fill: %u cells in %u columns filled with the means "
+                                      "of %u training rows"),
                                     self->counts.mean_filled_cells, columns, n_train);
     }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <glib/gi18n-lib.h>
 #include <glib/gstdio.h>
 #include <zlib.h>
 
@@ -326,7 +327,7 @@ open_regular (const char   *path,
 
       g_set_error (error, ESPALIER_DATA_ERROR,
                    saved == ENOENT ? ESPALIER_DATA_ERROR_NOT_FOUND : ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot open: %s", path, g_strerror (saved));
+                   _("%s: cannot open: %s"), path, g_strerror (saved));
       return -1;
     }
   if (fstat (fd, st) != 0)
@@ -334,15 +335,15 @@ open_regular (const char   *path,
       int saved = errno;
 
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot stat: %s", path, g_strerror (saved));
+                   _("%s: cannot stat: %s"), path, g_strerror (saved));
       close (fd);
       return -1;
     }
   if (!S_ISREG (st->st_mode))
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: not a regular file%s", path,
-                   S_ISDIR (st->st_mode) ? " (a directory)" : "");
+                   _("%s: not a regular file%s"), path,
+                   S_ISDIR (st->st_mode) ? _(" (a directory)") : "");
       close (fd);
       return -1;
     }
@@ -368,7 +369,7 @@ read_some (int          fd,
       int saved = errno;
 
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: read failed: %s", path, g_strerror (saved));
+                   _("%s: read failed: %s"), path, g_strerror (saved));
       return FALSE;
     }
   *n_read = (gsize) got;
@@ -393,8 +394,8 @@ _espalier_data_read_file (const char    *path,
   if (data == NULL)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: not enough memory to read %" G_GINT64_FORMAT " bytes",
-                   path, (gint64) st.st_size);
+                   _("%s: not enough memory to read %lld bytes"),
+                   path, (long long) st.st_size);
       close (fd);
       return NULL;
     }
@@ -407,7 +408,7 @@ _espalier_data_read_file (const char    *path,
       if (got == 0)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                       "%s: read failed: the file shrank while reading", path);
+                       _("%s: read failed: the file shrank while reading"), path);
           goto fail;
         }
       done += got;
@@ -484,7 +485,7 @@ stream_fill (EspalierDataStream  *self,
       if (got == 0)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                       "%s: read failed: the file shrank while reading", self->path);
+                       _("%s: read failed: the file shrank while reading"), self->path);
           return FALSE;
         }
       self->avail += got;
@@ -517,7 +518,7 @@ stream_start (EspalierDataStream  *self,
       if (inflateInit2 (&self->zs, 16 + MAX_WBITS) != Z_OK)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                       "%s: cannot start gzip decompression", self->path);
+                       _("%s: cannot start gzip decompression"), self->path);
           _espalier_data_stream_free (self);
           return NULL;
         }
@@ -637,9 +638,9 @@ stream_member_end (EspalierDataStream  *self,
         if (self->next[i] != 0)
           {
             g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
-                         "%s: %" G_GUINT64_FORMAT " bytes of trailing garbage after "
-                         "the gzip stream (at byte %" G_GUINT64_FORMAT ")",
-                         self->path, left, at);
+                         _("%s: %llu bytes of trailing garbage after the gzip stream "
+                           "(at byte %llu)"),
+                         self->path, (unsigned long long) left, (unsigned long long) at);
             return FALSE;
           }
       stream_consume (self, self->avail);
@@ -705,10 +706,11 @@ _espalier_data_stream_read (EspalierDataStream  *self,
               if (self->avail == 0 && self->pos == self->size && self->zs.avail_out > 0)
                 {
                   g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
-                               "%s: truncated gzip stream: the compressed data ends after "
-                               "%" G_GUINT64_FORMAT " bytes, before the end of the stream "
-                               "(%" G_GUINT64_FORMAT " bytes decompressed)", self->path,
-                               self->size, self->n_out);
+                               _("%s: truncated gzip stream: the compressed data ends after "
+                                 "%llu bytes, before the end of the stream (%llu bytes "
+                                 "decompressed)"), self->path,
+                               (unsigned long long) self->size,
+                               (unsigned long long) self->n_out);
                   return FALSE;
                 }
             }
@@ -717,8 +719,8 @@ _espalier_data_stream_read (EspalierDataStream  *self,
               g_set_error (error, ESPALIER_DATA_ERROR,
                            ret == Z_MEM_ERROR ? ESPALIER_DATA_ERROR_IO
                                               : ESPALIER_DATA_ERROR_CORRUPT,
-                           "%s: corrupt gzip data near byte %" G_GUINT64_FORMAT ": %s",
-                           self->path, self->pos,
+                           _("%s: corrupt gzip data near byte %llu: %s"),
+                           self->path, (unsigned long long) self->pos,
                            self->zs.msg != NULL ? self->zs.msg : zError (ret));
               return FALSE;
             }
@@ -791,7 +793,7 @@ _espalier_data_gunzip (GBytes        *bytes,
   if (out == NULL)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: not enough memory to decompress", path);
+                   _("%s: not enough memory to decompress"), path);
       return NULL;
     }
   for (;;)
@@ -814,7 +816,7 @@ _espalier_data_gunzip (GBytes        *bytes,
         if (grown == NULL)
           {
             g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                         "%s: not enough memory to decompress", path);
+                         _("%s: not enough memory to decompress"), path);
             g_free (out);
             return NULL;
           }
@@ -975,7 +977,7 @@ espalier_dataset_load (const char                 *spec,
   if (options->standardize && options->minmax)
     {
       g_set_error_literal (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_INVALID,
-                           "Choose standardize or min-max scaling, not both");
+                           _("Choose standardize or min-max scaling, not both"));
       return NULL;
     }
 
@@ -996,8 +998,8 @@ espalier_dataset_load (const char                 *spec,
           if (!g_file_test (paths[i], G_FILE_TEST_IS_REGULAR))
             {
               g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_NOT_FOUND,
-                           "Fashion-MNIST is not installed: %s is missing (install the "
-                           "dataset-fashion-mnist package)", paths[i]);
+                           _("Fashion-MNIST is not installed: %s is missing (install the "
+                             "dataset-fashion-mnist package)"), paths[i]);
               n_files = i + 1;
               goto out;
             }
@@ -1011,7 +1013,7 @@ espalier_dataset_load (const char                 *spec,
           g_autofree char *names = g_strjoinv (", ", (char **) espalier_generate_list ());
 
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_NOT_FOUND,
-                       "%s: no such file, and not 'fashion-mnist' or a generator (%s)",
+                       _("%s: no such file, and not 'fashion-mnist' or a generator (%s)"),
                        spec, names);
           return NULL;
         }
@@ -1060,7 +1062,7 @@ espalier_dataset_load (const char                 *spec,
           g_free (ds->source);
           ds->source = g_steal_pointer (&source);
           ds->from_cache = TRUE;
-          _espalier_dataset_add_report (ds, "loaded from cache in %.0f ms",
+          _espalier_dataset_add_report (ds, _("loaded from cache in %.0f ms"),
                                         (g_get_monotonic_time () / 1e6 - t0) * 1e3);
           goto out;
         }
@@ -1121,12 +1123,12 @@ espalier_dataset_load (const char                 *spec,
       g_autoptr(GError) write_error = NULL;
 
       if (g_mkdir_with_parents (cache_dir, 0700) != 0)
-        _espalier_dataset_add_report (ds, "cache not written: cannot create %s: %s",
+        _espalier_dataset_add_report (ds, _("cache not written: cannot create %s: %s"),
                                       cache_dir, g_strerror (errno));
       else if (!espalier_dataset_cache_write (ds, cache_path, key, &write_error))
-        _espalier_dataset_add_report (ds, "cache not written: %s", write_error->message);
+        _espalier_dataset_add_report (ds, _("cache not written: %s"), write_error->message);
     }
-  _espalier_dataset_add_report (ds, "loaded in %.0f ms",
+  _espalier_dataset_add_report (ds, _("loaded in %.0f ms"),
                                 (g_get_monotonic_time () / 1e6 - t0) * 1e3);
 
 out:
@@ -1265,7 +1267,7 @@ espalier_dataset_export_csv (EspalierDataset  *self,
   if (stream == NULL)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: cannot write: %s", path, local_error->message);
+                   _("%s: cannot write: %s"), path, local_error->message);
       return FALSE;
     }
 
@@ -1347,6 +1349,6 @@ fail:
     g_output_stream_close (G_OUTPUT_STREAM (stream), abandon, NULL);
   }
   g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-               "%s: write failed: %s", path, local_error->message);
+               _("%s: write failed: %s"), path, local_error->message);
   return FALSE;
 }

@@ -7,6 +7,7 @@
  * Dimension key: N = rows, K = classes; features (N, 2). */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
 
@@ -135,7 +136,7 @@ espalier_generate_parse_spec (const char              *spec,
   if (!lookup_generator (spec, colon != NULL ? (gsize) (colon - spec) : strlen (spec), &kind))
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_SPEC,
-                   "'%s': unknown generator (spiral, moons, circles, xor, blobs)", spec);
+                   _("'%s': unknown generator (spiral, moons, circles, xor, blobs)"), spec);
       return FALSE;
     }
   espalier_generate_params_init (params, kind);
@@ -158,7 +159,7 @@ espalier_generate_parse_spec (const char              *spec,
       if (eq == NULL)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_SPEC,
-                       "'%s': '%s' is not key=value (keys of %s: %s)", spec, pair, name,
+                       _("'%s': '%s' is not key=value (keys of %s: %s)"), spec, pair, name,
                        keys_of (kind));
           return FALSE;
         }
@@ -204,7 +205,7 @@ espalier_generate_parse_spec (const char              *spec,
       else
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_SPEC,
-                       "'%s': unknown key '%s' (keys of %s: %s)", spec, key, name,
+                       _("'%s': unknown key '%s' (keys of %s: %s)"), spec, key, name,
                        keys_of (kind));
           return FALSE;
         }
@@ -212,19 +213,19 @@ espalier_generate_parse_spec (const char              *spec,
 
     bad_value:
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_SPEC,
-                   "'%s': bad value '%s' for key '%s' (%s)", spec, value, key,
-                   strcmp (key, "n") == 0 ? "an integer from 1 to 10000000"
-                   : strcmp (key, "seed") == 0 ? "an unsigned integer"
-                   : strcmp (key, "noise") == 0 ? "a number from 0 to 100"
-                   : strcmp (key, "factor") == 0 ? "a number between 0 and 1"
-                   : "an integer from 2 to 100");
+                   _("'%s': bad value '%s' for key '%s' (%s)"), spec, value, key,
+                   strcmp (key, "n") == 0 ? _("an integer from 1 to 10000000")
+                   : strcmp (key, "seed") == 0 ? _("an unsigned integer")
+                   : strcmp (key, "noise") == 0 ? _("a number from 0 to 100")
+                   : strcmp (key, "factor") == 0 ? _("a number between 0 and 1")
+                   : _("an integer from 2 to 100"));
       return FALSE;
     }
 
   if (params->n < params->k)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_SPEC,
-                   "'%s': n=%u is fewer rows than the %u classes", spec, params->n,
+                   _("'%s': n=%u is fewer rows than the %u classes"), spec, params->n,
                    params->k);
       return FALSE;
     }
@@ -390,8 +391,8 @@ espalier_generate (const EspalierGenerateParams  *params,
           && !(params->factor > 0 && params->factor < 1)))
     {
       g_set_error_literal (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_SPEC,
-                           "Bad generator parameters: n from 1 to 10000000, at least k rows, "
-                           "k from 2 to 100, noise >= 0, factor between 0 and 1");
+                           _("Bad generator parameters: n from 1 to 10000000, at least k rows, "
+                             "k from 2 to 100, noise >= 0, factor between 0 and 1"));
       return NULL;
     }
 
@@ -405,6 +406,7 @@ espalier_generate (const EspalierGenerateParams  *params,
   ds->n_classes = params->kind == ESPALIER_GENERATOR_SPIRAL
                   || params->kind == ESPALIER_GENERATOR_BLOBS ? params->k : 2;
   ds->class_names = g_new0 (char *, ds->n_classes + 1);
+  /* Not translated: class names go into model files and CSV exports. */
   for (guint c = 0; c < ds->n_classes; c++)
     ds->class_names[c] = g_strdup_printf ("class %u", c);
   ds->feature_names = g_strsplit ("x0 x1", " ", -1);
@@ -429,7 +431,7 @@ espalier_generate (const EspalierGenerateParams  *params,
         ds->labels[row + i] = (gint32) c;
       row += m;
     }
-  _espalier_dataset_add_report (ds, "generated %s: %u rows, %u classes", spec,
+  _espalier_dataset_add_report (ds, _("generated %s: %u rows, %u classes"), spec,
                                 params->n, ds->n_classes);
   return ds;
 }

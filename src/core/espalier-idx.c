@@ -15,6 +15,7 @@
  * Dimension key: N = items (dimension 0), F = elements per item. */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
 
@@ -113,37 +114,37 @@ parse_header (const guint8  *p,
   if (n == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
-                   "%s: empty file", path);
+                   _("%s: empty file"), path);
       return FALSE;
     }
   if (n < 4)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
-                   "%s: header field 'magic' is cut off: the file has only %" G_GSIZE_FORMAT
-                   " bytes", path, n);
+                   _("%s: header field 'magic' is cut off: the file has only %llu bytes"),
+                   path, (unsigned long long) n);
       return FALSE;
     }
   magic = read_be32 (p);
   if (p[0] != 0 || p[1] != 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                   "%s: header field 'magic' is 0x%08X: not an IDX file (the magic is "
-                   "0x0000TTNN, type TT and NN dimensions, e.g. 0x00000803)", path, magic);
+                   _("%s: header field 'magic' is 0x%08X: not an IDX file (the magic is "
+                     "0x0000TTNN, type TT and NN dimensions, e.g. 0x00000803)"), path, magic);
       return FALSE;
     }
   if (espalier_idx_type_size (p[2]) == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                   "%s: header field 'type' (magic 0x%08X) is 0x%02X, not one of 0x08 "
-                   "ubyte, 0x09 sbyte, 0x0B short, 0x0C int, 0x0D float, 0x0E double",
+                   _("%s: header field 'type' (magic 0x%08X) is 0x%02X, not one of 0x08 "
+                     "ubyte, 0x09 sbyte, 0x0B short, 0x0C int, 0x0D float, 0x0E double"),
                    path, magic, p[2]);
       return FALSE;
     }
   if (p[3] == 0 || p[3] > ESPALIER_IDX_MAX_DIMS)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                   "%s: header field 'number of dimensions' (magic 0x%08X) is %u; 1 to %u "
-                   "are supported", path, magic, p[3], ESPALIER_IDX_MAX_DIMS);
+                   _("%s: header field 'number of dimensions' (magic 0x%08X) is %u; 1 to %u "
+                     "are supported"), path, magic, p[3], ESPALIER_IDX_MAX_DIMS);
       return FALSE;
     }
   idx->type = p[2];
@@ -152,9 +153,10 @@ parse_header (const guint8  *p,
   if (n < *header)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
-                   "%s: header field 'dimension %" G_GSIZE_FORMAT "' is cut off: %u "
-                   "dimensions need a %" G_GSIZE_FORMAT "-byte header, the file has %"
-                   G_GSIZE_FORMAT " bytes", path, (n - 4) / 4, idx->ndim, *header, n);
+                   _("%s: header field 'dimension %llu' is cut off: %u dimensions need a "
+                     "%llu-byte header, the file has %llu bytes"), path,
+                   (unsigned long long) (n - 4) / 4, idx->ndim, (unsigned long long) *header,
+                   (unsigned long long) n);
       return FALSE;
     }
   for (guint d = 0; d < idx->ndim; d++)
@@ -164,14 +166,14 @@ parse_header (const guint8  *p,
         {
           g_set_error (error, ESPALIER_DATA_ERROR,
                        d == 0 ? ESPALIER_DATA_ERROR_EMPTY : ESPALIER_DATA_ERROR_BAD_HEADER,
-                       "%s: header field 'dimension %u' is 0%s", path, d,
-                       d == 0 ? ": the file holds no items" : "");
+                       _("%s: header field 'dimension %u' is 0%s"), path, d,
+                       d == 0 ? _(": the file holds no items") : "");
           return FALSE;
         }
       if (!g_size_checked_mul (&n_elements, n_elements, idx->dims[d]))
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                       "%s: header field 'dimension %u' (%u) makes the data too large",
+                       _("%s: header field 'dimension %u' (%u) makes the data too large"),
                        path, d, idx->dims[d]);
           return FALSE;
         }
@@ -197,10 +199,10 @@ check_payload (const EspalierIdx  *idx,
       g_autofree char *dims = format_dims (idx);
 
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_TRUNCATED,
-                   "%s: header fields 'dimensions' (%s %s) promise %" G_GSIZE_FORMAT
-                   " bytes of data after the %" G_GSIZE_FORMAT "-byte header, the file "
-                   "has %" G_GUINT64_FORMAT, path, dims, type_name (idx->type),
-                   idx->n_elements * esize, header, have);
+                   _("%s: header fields 'dimensions' (%s %s) promise %llu bytes of data "
+                     "after the %llu-byte header, the file has %llu"), path, dims,
+                   type_name (idx->type), (unsigned long long) (idx->n_elements * esize),
+                   (unsigned long long) header, (unsigned long long) have);
       return FALSE;
     }
   if (*payload < have)
@@ -208,9 +210,10 @@ check_payload (const EspalierIdx  *idx,
       g_autofree char *dims = format_dims (idx);
 
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
-                   "%s: header fields 'dimensions' (%s %s) describe %" G_GSIZE_FORMAT
-                   " bytes of data but the file has %" G_GUINT64_FORMAT " more",
-                   path, dims, type_name (idx->type), *payload, have - *payload);
+                   _("%s: header fields 'dimensions' (%s %s) describe %llu bytes of data "
+                     "but the file has %llu more"),
+                   path, dims, type_name (idx->type), (unsigned long long) *payload,
+                   (unsigned long long) (have - *payload));
       return FALSE;
     }
   return TRUE;
@@ -307,7 +310,7 @@ idx_reader_check_size (IdxReader     *r,
     {
       /* Not reached: nothing was kept to read the payload from. */
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
-                   "%s: the gzip data decompresses to more than it can", r->path);
+                   _("%s: the gzip data decompresses to more than it can"), r->path);
       return FALSE;
     }
   return FALSE;
@@ -360,8 +363,8 @@ read_idx (GBytes        *raw,
   if (payload == NULL)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: not enough memory for %" G_GSIZE_FORMAT " bytes of data", path,
-                   r.payload);
+                   _("%s: not enough memory for %llu bytes of data"), path,
+                   (unsigned long long) r.payload);
       goto out;
     }
   if (!idx_reader_read (&r, payload, cancellable, error))
@@ -389,8 +392,8 @@ check_images (const EspalierIdx  *img,
   if (img->ndim < 2)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                   "%s: header field 'number of dimensions' is 1: a labels file, not "
-                   "images (items need 2 or more dimensions)", path);
+                   _("%s: header field 'number of dimensions' is 1: a labels file, not "
+                     "images (items need 2 or more dimensions)"), path);
       return FALSE;
     }
   for (guint d = 1; d < img->ndim; d++)
@@ -398,8 +401,8 @@ check_images (const EspalierIdx  *img,
   if (row > G_MAXUINT / 4)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                   "%s: header fields 'dimension 1' and on make items of %" G_GUINT64_FORMAT
-                   " elements, too large", path, row);
+                   _("%s: header fields 'dimension 1' and on make items of %llu elements, "
+                     "too large"), path, (unsigned long long) row);
       return FALSE;
     }
   return TRUE;
@@ -493,22 +496,22 @@ read_labels (const EspalierIdx  *lab,
   if (lab->ndim != 1 && !(lab->ndim == 2 && lab->dims[1] == 1))
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
-                   "%s: header field 'number of dimensions' is %u; a labels file has 1",
+                   _("%s: header field 'number of dimensions' is %u; a labels file has 1"),
                    labels_path, lab->ndim);
       return FALSE;
     }
   if (lab->type == ESPALIER_IDX_FLOAT || lab->type == ESPALIER_IDX_DOUBLE)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_BAD_HEADER,
-                   "%s: header field 'type' is 0x%02X (%s); labels are integers (0x08 ubyte)",
+                   _("%s: header field 'type' is 0x%02X (%s); labels are integers (0x08 ubyte)"),
                    labels_path, lab->type, type_name (lab->type));
       return FALSE;
     }
   if (lab->dims[0] != n_items)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
-                   "%s: header field 'dimension 0' (the number of labels) is %u, but "
-                   "%s has %u items", labels_path, lab->dims[0], images_path, n_items);
+                   _("%s: header field 'dimension 0' (the number of labels) is %u, but "
+                     "%s has %u items"), labels_path, lab->dims[0], images_path, n_items);
       return FALSE;
     }
   for (guint i = 0; i < n_items; i++)
@@ -526,8 +529,8 @@ read_labels (const EspalierIdx  *lab,
       if (v < 0 || v >= max_classes)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_LABEL_RANGE,
-                       "%s: the label of item %u is %" G_GINT64_FORMAT ", out of range "
-                       "(0..%u)", labels_path, i, v, max_classes - 1);
+                       _("%s: the label of item %u is %lld, out of range (0..%u)"),
+                       labels_path, i, (long long) v, max_classes - 1);
           return FALSE;
         }
       out[i] = (gint32) v;
@@ -624,7 +627,7 @@ espalier_idx_load_bytes (GBytes        *images_raw,
       if (u8 == NULL)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                       "%s: not enough memory for %u items", images_path, N);
+                       _("%s: not enough memory for %u items"), images_path, N);
           goto out;
         }
       if (!idx_reader_read (&img, u8, cancellable, error))
@@ -638,7 +641,7 @@ espalier_idx_load_bytes (GBytes        *images_raw,
       if (payload == NULL || f32 == NULL)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                       "%s: not enough memory for %u items", images_path, N);
+                       _("%s: not enough memory for %u items"), images_path, N);
           goto out;
         }
       if (!idx_reader_read (&img, payload, cancellable, error))
@@ -651,10 +654,10 @@ espalier_idx_load_bytes (GBytes        *images_raw,
             gsize per_item = img.idx.n_elements / MAX (N, 1);
 
             g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_CORRUPT,
-                         "%s: item %" G_GSIZE_FORMAT ", value %" G_GSIZE_FORMAT
-                         " is infinite; only finite numbers (or NaN for a missing value) "
-                         "can be trained on", images_path, (gsize) bad / MAX (per_item, 1),
-                         (gsize) bad % MAX (per_item, 1));
+                         _("%s: item %llu, value %llu is infinite; only finite numbers (or "
+                           "NaN for a missing value) can be trained on"), images_path,
+                         (unsigned long long) ((gsize) bad / MAX (per_item, 1)),
+                         (unsigned long long) ((gsize) bad % MAX (per_item, 1)));
             goto out;
           }
       }
@@ -689,15 +692,15 @@ espalier_idx_load_bytes (GBytes        *images_raw,
     {
       ds->labels = g_steal_pointer (&labels);
       _espalier_dataset_set_numbered_classes (ds, n_classes);
-      _espalier_dataset_add_report (ds, "read %s %s items from %s and %u classes from %s",
+      _espalier_dataset_add_report (ds, _("read %s %s items from %s and %u classes from %s"),
                                     dims, type_name (img.idx.type), images_path, n_classes,
                                     labels_path);
     }
   else
     {
       ds->class_names = g_new0 (char *, 1);
-      _espalier_dataset_add_report (ds, "read %s %s items from %s; no labels file found, "
-                                    "the rows have no labels", dims, type_name (img.idx.type),
+      _espalier_dataset_add_report (ds, _("read %s %s items from %s; no labels file found, "
+                                      "the rows have no labels"), dims, type_name (img.idx.type),
                                     images_path);
     }
 
@@ -758,8 +761,8 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
           g_autofree char *dims = format_dims (&img[part].idx);
 
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
-                       "%s: header fields 'type' and 'dimensions' are %s %s; Fashion-MNIST "
-                       "images are N x 28 x 28 ubyte", ipath, dims,
+                       _("%s: header fields 'type' and 'dimensions' are %s %s; Fashion-MNIST "
+                         "images are N x 28 x 28 ubyte"), ipath, dims,
                        type_name (img[part].idx.type));
           goto out;
         }
@@ -773,7 +776,7 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
   if (u8 == NULL)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   "%s: not enough memory for %u images", paths[0], N[0] + N[1]);
+                   _("%s: not enough memory for %u images"), paths[0], N[0] + N[1]);
       goto out;
     }
   for (guint part = 0; part < 2; part++)
@@ -808,8 +811,8 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
   ds->class_names = g_new0 (char *, ds->n_classes + 1);
   for (guint k = 0; k < ds->n_classes; k++)
     ds->class_names[k] = g_strdup (fashion_mnist_classes[k]);
-  _espalier_dataset_add_report (ds, "read Fashion-MNIST: %u training and %u test images of "
-                                "28 x 28, 10 classes", N[0], N[1]);
+  _espalier_dataset_add_report (ds, _("read Fashion-MNIST: %u training and %u test images of "
+                                  "28 x 28, 10 classes"), N[0], N[1]);
 
 out:
   for (guint part = 0; part < 2; part++)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <glib/gi18n-lib.h>
 #include <glib/gstdio.h>
 
 #include "espalier-error.h"
@@ -284,10 +285,11 @@ espalier_json_add_shape (JsonBuilder *b, const char *key, const EsShape *shape)
 }
 
 
+/* format: a translated "Cannot write %s: %s", the path then the system's reason. */
 static gboolean
-set_io_error (GError **error, int errsv, const char *what, const char *path)
+set_io_error (GError **error, int errsv, const char *format, const char *path)
 {
-  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errsv), "Cannot %s %s: %s", what, path,
+  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errsv), format, path,
                g_strerror (errsv));
   return FALSE;
 }
@@ -306,7 +308,7 @@ espalier_atomic_open (EspalierAtomicFile *af, const char *path, GError **error)
       int errsv = errno;
 
       g_clear_pointer (&af->tmp_path, g_free);
-      return set_io_error (error, errsv, "create a temporary file for", path);
+      return set_io_error (error, errsv, _("Cannot create a temporary file for %s: %s"), path);
     }
   return TRUE;
 }
@@ -326,7 +328,7 @@ espalier_atomic_write (EspalierAtomicFile *af, const void *data, gsize len, GChe
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
-        return set_io_error (error, errno, "write", af->tmp_path);
+        return set_io_error (error, errno, _("Cannot write %s: %s"), af->tmp_path);
       p += n;
       len -= (gsize) n;
     }
@@ -375,10 +377,10 @@ espalier_atomic_sync (EspalierAtomicFile *af, GError **error)
       int errsv = errno;
 
       close (fd);
-      return set_io_error (error, errsv, "sync", af->tmp_path);
+      return set_io_error (error, errsv, _("Cannot sync %s: %s"), af->tmp_path);
     }
   if (close (fd) != 0)
-    return set_io_error (error, errno, "close", af->tmp_path);
+    return set_io_error (error, errno, _("Cannot close %s: %s"), af->tmp_path);
   return TRUE;
 }
 
@@ -386,7 +388,7 @@ gboolean
 espalier_atomic_commit (EspalierAtomicFile *af, GError **error)
 {
   if (g_rename (af->tmp_path, af->path) != 0)
-    return set_io_error (error, errno, "replace", af->path);
+    return set_io_error (error, errno, _("Cannot replace %s: %s"), af->path);
   g_clear_pointer (&af->tmp_path, g_free);
   return TRUE;
 }
@@ -517,7 +519,7 @@ espalier_reader_parse (EspalierReader *r, JsonParser *parser, const char *text, 
 
   if (!g_utf8_validate (text, (gssize) len, NULL) || memchr (text, '\0', len) != NULL)
     {
-      espalier_reader_fail (r, "the file is not UTF-8 text");
+      espalier_reader_fail (r, _("the file is not UTF-8 text"));
       return NULL;
     }
   if (!json_parser_load_from_data (parser, text, (gssize) len, &local))
@@ -526,13 +528,13 @@ espalier_reader_parse (EspalierReader *r, JsonParser *parser, const char *text, 
       const char *where = g_str_has_prefix (local->message, "<data>:") ? local->message + 7
                                                                         : local->message;
 
-      espalier_reader_fail (r, "not valid JSON at line %s", where);
+      espalier_reader_fail (r, _("not valid JSON at line %s"), where);
       return NULL;
     }
   root = json_parser_get_root (parser);
   if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
     {
-      espalier_reader_fail (r, "not a JSON object");
+      espalier_reader_fail (r, _("not a JSON object"));
       return NULL;
     }
   return json_node_get_object (root);
@@ -546,11 +548,11 @@ espalier_reader_format (EspalierReader *r, JsonObject *root, const char *format,
   gint64 version = 0;
 
   if (name != NULL && strcmp (name, format) != 0)
-    espalier_reader_fail (r, "“format” is “%s”, not “%s”", name, format);
+    espalier_reader_fail (r, _("“format” is “%s”, not “%s”"), name, format);
   if (espalier_reader_int (r, root, "", "version", 1, G_MAXINT64, &version)
       && version > max_version)
-    espalier_reader_fail (r, "the file has version %" G_GINT64_FORMAT "; this Espalier reads up "
-                          "to %" G_GINT64_FORMAT, version, max_version);
+    espalier_reader_fail (r, _("the file has version %lld; this Espalier reads up to %lld"),
+                          (long long) version, (long long) max_version);
 }
 
 gboolean
@@ -591,7 +593,7 @@ espalier_reader_member (EspalierReader *r, JsonObject *obj, const char *where, c
     return NULL;
   node = json_object_get_member (obj, key);
   if (node == NULL)
-    espalier_reader_fail (r, "the field “%s%s%s” is missing", where, dot (where), key);
+    espalier_reader_fail (r, _("the field “%s%s%s” is missing"), where, dot (where), key);
   return node;
 }
 
@@ -599,7 +601,7 @@ gboolean
 espalier_reader_wrong_type (EspalierReader *r, const char *where, const char *key,
                             const char *expected)
 {
-  return espalier_reader_fail (r, "the field “%s%s%s” is not %s", where, dot (where), key,
+  return espalier_reader_fail (r, _("the field “%s%s%s” is not %s"), where, dot (where), key,
                                expected);
 }
 
@@ -627,7 +629,7 @@ JsonObject *
 espalier_reader_object (EspalierReader *r, JsonObject *obj, const char *where, const char *key)
 {
   JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_OBJECT, G_TYPE_INVALID, FALSE,
-                                   "an object");
+                                   _("an object"));
 
   return node != NULL ? json_node_get_object (node) : NULL;
 }
@@ -638,7 +640,7 @@ espalier_reader_array (EspalierReader *r, JsonObject *obj, const char *where, co
                        gboolean nullable)
 {
   JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_ARRAY, G_TYPE_INVALID, nullable,
-                                   nullable ? "an array or null" : "an array");
+                                   nullable ? _("an array or null") : _("an array"));
 
   return node != NULL ? json_node_get_array (node) : NULL;
 }
@@ -649,7 +651,7 @@ espalier_reader_string (EspalierReader *r, JsonObject *obj, const char *where, c
                         gboolean nullable)
 {
   JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_VALUE, G_TYPE_STRING, nullable,
-                                   nullable ? "a string or null" : "a string");
+                                   nullable ? _("a string or null") : _("a string"));
 
   return node != NULL ? g_strdup (json_node_get_string (node)) : NULL;
 }
@@ -659,16 +661,16 @@ espalier_reader_int (EspalierReader *r, JsonObject *obj, const char *where, cons
                      gint64 min, gint64 max, gint64 *out)
 {
   JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_VALUE, G_TYPE_INT64, FALSE,
-                                   "an integer");
+                                   _("an integer"));
   gint64 v;
 
   if (node == NULL)
     return FALSE;
   v = json_node_get_int (node);
   if (v < min || v > max)
-    return espalier_reader_fail (r, "the field “%s%s%s” is %" G_GINT64_FORMAT ", outside [%"
-                                 G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]", where, dot (where), key,
-                                 v, min, max);
+    return espalier_reader_fail (r, _("the field “%s%s%s” is %lld, outside [%lld, %lld]"), where,
+                                 dot (where), key, (long long) v, (long long) min,
+                                 (long long) max);
   *out = v;
   return TRUE;
 }
@@ -711,12 +713,12 @@ espalier_reader_u64 (EspalierReader *r, JsonObject *obj, const char *where, cons
       guint64 v;
 
       if (!g_ascii_string_to_unsigned (json_node_get_string (node), 10, 0, G_MAXUINT64, &v, NULL))
-        return espalier_reader_wrong_type (r, where, key, "an unsigned 64-bit integer");
+        return espalier_reader_wrong_type (r, where, key, _("an unsigned 64-bit integer"));
       *out = v;
       return TRUE;
     }
   if (json_node_get_value_type (node) != G_TYPE_INT64 || json_node_get_int (node) < 0)
-    return espalier_reader_wrong_type (r, where, key, "an unsigned 64-bit integer");
+    return espalier_reader_wrong_type (r, where, key, _("an unsigned 64-bit integer"));
   *out = (guint64) json_node_get_int (node);
   return TRUE;
 }
@@ -743,12 +745,13 @@ espalier_reader_double (EspalierReader *r, JsonObject *obj, const char *where, c
   else if (type == G_TYPE_INT64)
     v = (double) json_node_get_int (node);
   else
-    return espalier_reader_wrong_type (r, where, key, nullable ? "a number or null" : "a number");
+    return espalier_reader_wrong_type (r, where, key,
+                                       nullable ? _("a number or null") : _("a number"));
   if (!isfinite (v))
-    return espalier_reader_fail (r, "the field “%s%s%s” is not a finite number", where,
+    return espalier_reader_fail (r, _("the field “%s%s%s” is not a finite number"), where,
                                  dot (where), key);
   if (v < min || v > max)
-    return espalier_reader_fail (r, "the field “%s%s%s” is %g, outside [%g, %g]", where,
+    return espalier_reader_fail (r, _("the field “%s%s%s” is %g, outside [%g, %g]"), where,
                                  dot (where), key, v, min, max);
   *out = v;
   return TRUE;
@@ -772,7 +775,7 @@ espalier_reader_bool (EspalierReader *r, JsonObject *obj, const char *where, con
                       gboolean *out)
 {
   JsonNode *node = member_of_type (r, obj, where, key, JSON_NODE_VALUE, G_TYPE_BOOLEAN, FALSE,
-                                   "true or false");
+                                   _("true or false"));
 
   if (node == NULL)
     return FALSE;
@@ -793,8 +796,8 @@ espalier_reader_shape (EspalierReader *r, JsonObject *obj, const char *where, co
     return FALSE;
   n = json_array_get_length (arr);
   if (n != 1 && n != 3)
-    return espalier_reader_fail (r, "the field “%s.%s” has %u dimensions; a shape is [features] or "
-                                 "[channels, height, width]", where, key, n);
+    return espalier_reader_fail (r, _("the field “%s.%s” has %u dimensions; a shape is [features] or "
+                                   "[channels, height, width]"), where, key, n);
   shape->rank = (int) n;
   for (guint i = 0; i < n; i++)
     {
@@ -802,17 +805,17 @@ espalier_reader_shape (EspalierReader *r, JsonObject *obj, const char *where, co
       gint64 d;
 
       if (json_node_get_value_type (e) != G_TYPE_INT64)
-        return espalier_reader_fail (r, "the field “%s.%s” holds something other than integers",
+        return espalier_reader_fail (r, _("the field “%s.%s” holds something other than integers"),
                                      where, key);
       d = json_node_get_int (e);
       if (d < 1 || d > ESPALIER_ARCH_MAX_FIELD)
-        return espalier_reader_fail (r, "the field “%s.%s” has a dimension of %" G_GINT64_FORMAT,
-                                     where, key, d);
+        return espalier_reader_fail (r, _("the field “%s.%s” has a dimension of %lld"),
+                                     where, key, (long long) d);
       shape->dims[i] = (int) d;
       size *= (double) d;
     }
   if (size > ESPALIER_ARCH_MAX_FLOATS)
-    return espalier_reader_fail (r, "the field “%s.%s” is too large", where, key);
+    return espalier_reader_fail (r, _("the field “%s.%s” is too large"), where, key);
   return TRUE;
 }
 
@@ -832,10 +835,10 @@ espalier_reader_training (EspalierReader *r, JsonObject *parent, const char *whe
     return;
   loss = espalier_reader_string (r, obj, w, "loss", FALSE);
   if (loss != NULL && !es_loss_kind_from_name (loss, &c->loss))
-    espalier_reader_fail (r, "“%s.loss” is “%s”, not a known loss", w, loss);
+    espalier_reader_fail (r, _("“%s.loss” is “%s”, not a known loss"), w, loss);
   opt = espalier_reader_string (r, obj, w, "optimizer", FALSE);
   if (opt != NULL && !es_opt_kind_from_name (opt, &c->optimizer))
-    espalier_reader_fail (r, "“%s.optimizer” is “%s”, not a known optimizer", w, opt);
+    espalier_reader_fail (r, _("“%s.optimizer” is “%s”, not a known optimizer"), w, opt);
   espalier_reader_float (r, obj, w, "lr", 0.0, FLT_MAX, &c->lr);
   espalier_reader_float (r, obj, w, "momentum", 0.0, 1.0, &c->momentum);
   espalier_reader_float (r, obj, w, "beta1", 0.0, 1.0, &c->beta1);
@@ -848,7 +851,7 @@ espalier_reader_training (EspalierReader *r, JsonObject *parent, const char *whe
   espalier_reader_int32 (r, obj, w, "accum_steps", 1, G_MAXINT, &c->accum_steps);
   schedule = espalier_reader_string (r, obj, w, "schedule", FALSE);
   if (schedule != NULL && !es_lr_schedule_from_name (schedule, &c->schedule))
-    espalier_reader_fail (r, "“%s.schedule” is “%s”, not a known schedule", w, schedule);
+    espalier_reader_fail (r, _("“%s.schedule” is “%s”, not a known schedule"), w, schedule);
   espalier_reader_int32 (r, obj, w, "step_size", 0, G_MAXINT, &c->step_size);
   espalier_reader_float (r, obj, w, "gamma", 0.0, FLT_MAX, &c->gamma);
   espalier_reader_float (r, obj, w, "min_lr", 0.0, FLT_MAX, &c->min_lr);
@@ -858,9 +861,9 @@ espalier_reader_training (EspalierReader *r, JsonObject *parent, const char *whe
   espalier_reader_u64 (r, obj, w, "dropout_seed", &c->seed);
 
   if (espalier_reader_uint (r, obj, w, "epochs", &o->epochs) && o->epochs == 0)
-    espalier_reader_fail (r, "“%s.epochs” is 0", w);
+    espalier_reader_fail (r, _("“%s.epochs” is 0"), w);
   if (espalier_reader_uint (r, obj, w, "batch_size", &o->batch_size) && o->batch_size == 0)
-    espalier_reader_fail (r, "“%s.batch_size” is 0", w);
+    espalier_reader_fail (r, _("“%s.batch_size” is 0"), w);
   espalier_reader_uint (r, obj, w, "patience", &o->patience);
   espalier_reader_double (r, obj, w, "min_delta", FALSE, 0.0, G_MAXDOUBLE, &o->min_delta);
   espalier_reader_double (r, obj, w, "val_fraction", FALSE, 0.0, 1.0, &o->val_fraction);
@@ -868,8 +871,8 @@ espalier_reader_training (EspalierReader *r, JsonObject *parent, const char *whe
   /* the split's own rule: each below 1, and a training part left over */
   if (o->val_fraction >= 1.0 || o->test_fraction >= 1.0
       || o->val_fraction + o->test_fraction >= 1.0)
-    espalier_reader_fail (r, "“%s.val_fraction” (%g) and “%s.test_fraction” (%g) leave no "
-                          "training rows", w, o->val_fraction, w, o->test_fraction);
+    espalier_reader_fail (r, _("“%s.val_fraction” (%g) and “%s.test_fraction” (%g) leave no "
+                            "training rows"), w, o->val_fraction, w, o->test_fraction);
   espalier_reader_u64 (r, obj, w, "seed", &o->seed);
   espalier_reader_uint (r, obj, w, "threads", &o->threads);
   {
@@ -878,7 +881,7 @@ espalier_reader_training (EspalierReader *r, JsonObject *parent, const char *whe
     if (espalier_reader_u64 (r, obj, w, "memory_limit", &limit))
       {
         if (limit > G_MAXSIZE)
-          espalier_reader_fail (r, "“%s.memory_limit” does not fit this machine's address space",
+          espalier_reader_fail (r, _("“%s.memory_limit” does not fit this machine's address space"),
                                 w);
         o->memory_limit = (gsize) limit;
       }
@@ -912,7 +915,7 @@ espalier_reader_history (EspalierReader *r, JsonObject *parent, const char *wher
 
       if (!JSON_NODE_HOLDS_OBJECT (node))
         {
-          espalier_reader_fail (r, "“%s” is not an object", we);
+          espalier_reader_fail (r, _("“%s” is not an object"), we);
           return;
         }
       obj = json_node_get_object (node);
@@ -947,7 +950,7 @@ espalier_reader_metrics (EspalierReader *r, JsonObject *parent, const char *wher
     return;
   if (json_array_get_length (rows) != m->n_classes || m->n_classes == 0)
     {
-      espalier_reader_fail (r, "“%s.confusion” has %u rows for %u classes", w,
+      espalier_reader_fail (r, _("“%s.confusion” has %u rows for %u classes"), w,
                             json_array_get_length (rows), m->n_classes);
       return;
     }
@@ -960,7 +963,7 @@ espalier_reader_metrics (EspalierReader *r, JsonObject *parent, const char *wher
       if (!JSON_NODE_HOLDS_ARRAY (row)
           || json_array_get_length (json_node_get_array (row)) != m->n_classes)
         {
-          espalier_reader_fail (r, "“%s.confusion[%u]” is not an array of %u counts", w, i,
+          espalier_reader_fail (r, _("“%s.confusion[%u]” is not an array of %u counts"), w, i,
                                 m->n_classes);
           return;
         }
@@ -977,7 +980,7 @@ espalier_reader_metrics (EspalierReader *r, JsonObject *parent, const char *wher
           if (json_node_get_value_type (e) != G_TYPE_INT64 || json_node_get_int (e) < 0
               || json_node_get_int (e) > G_MAXUINT)
             {
-              espalier_reader_fail (r, "“%s.confusion[%u][%u]” is not a count", w, i, j);
+              espalier_reader_fail (r, _("“%s.confusion[%u][%u]” is not a count"), w, i, j);
               return;
             }
           m->confusion[(gsize) i * m->n_classes + j] = (guint) json_node_get_int (e);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <gio/gio.h>
+#include <glib/gi18n-lib.h>
 #include <json-glib/json-glib.h>
 
 #include "espalier-error.h"
@@ -334,8 +335,8 @@ espalier_model_save (const EsModel *model, const EspalierModelInfo *info, const 
       if (preprocessing == NULL)
         {
           g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                       "Cannot save %s: the preprocessing options are not JSON: %s", json_path,
-                       local != NULL ? local->message : "empty text");
+                       _("Cannot save %s: the preprocessing options are not JSON: %s"), json_path,
+                       local != NULL ? local->message : _("empty text"));
           g_clear_error (&local);
           return FALSE;
         }
@@ -388,13 +389,13 @@ read_layer (EspalierReader *r, JsonNode *node, guint i, EsLayerSpec *spec)
   EsLayerKind kind;
 
   if (!JSON_NODE_HOLDS_OBJECT (node))
-    return espalier_reader_fail (r, "“%s” is not an object", where);
+    return espalier_reader_fail (r, _("“%s” is not an object"), where);
   obj = json_node_get_object (node);
   kind_name = espalier_reader_string (r, obj, where, "kind", FALSE);
   if (kind_name == NULL)
     return FALSE;
   if (!es_layer_kind_from_name (kind_name, &kind))
-    return espalier_reader_fail (r, "“%s.kind” is “%s”, not a known layer kind", where,
+    return espalier_reader_fail (r, _("“%s.kind” is “%s”, not a known layer kind"), where,
                                  kind_name);
 
   *spec = es_layer_spec_default (kind);
@@ -420,7 +421,7 @@ read_layer (EspalierReader *r, JsonNode *node, guint i, EsLayerSpec *spec)
     case ES_LAYER_DROPOUT:
       if (espalier_reader_float (r, obj, where, "rate", 0.0, 1.0, &spec->rate)
           && spec->rate >= 1.0f)
-        espalier_reader_fail (r, "“%s.rate” is 1; a dropout rate is below 1", where);
+        espalier_reader_fail (r, _("“%s.rate” is 1; a dropout rate is below 1"), where);
       break;
     case ES_LAYER_BATCHNORM:
       espalier_reader_float (r, obj, where, "momentum", FLT_MIN, 1.0, &spec->momentum);
@@ -448,14 +449,16 @@ check_architecture_size (EspalierReader *r, const EsShape *input, const EsLayerS
       if (i == too_large)
         {
           r->file = json_path;
-          return espalier_reader_fail (r, "“architecture.layers[%d]” is too large to be a real "
-                                       "model", i);
+          return espalier_reader_fail (r, _("“architecture.layers[%d]” is too large to be a real "
+                                         "model"), i);
         }
       if (floats[i] * 4.0 > (double) weight_bytes)
-        return espalier_reader_fail (r, "the file has %" G_GSIZE_FORMAT " bytes of data, but up "
-                                     "to its layer %d the architecture in %s needs %.0f floats: "
-                                     "the file is truncated, or the architecture is corrupt",
-                                     weight_bytes, i + 1, json_path, floats[i]);
+        return espalier_reader_fail (r, _("the file has %llu bytes of data, but up to its "
+                                          "layer %d the architecture in %s needs %.0f floats: "
+                                          "the file is truncated, or the architecture is "
+                                          "corrupt"),
+                                     (unsigned long long) weight_bytes, i + 1, json_path,
+                                     floats[i]);
     }
   return TRUE;
 }
@@ -473,7 +476,7 @@ read_dataset (EspalierReader *r, JsonObject *root, EspalierModelInfo *info)
   if (pre != NULL && !JSON_NODE_HOLDS_NULL (pre))
     {
       if (!JSON_NODE_HOLDS_OBJECT (pre))
-        espalier_reader_wrong_type (r, "dataset", "preprocessing", "an object or null");
+        espalier_reader_wrong_type (r, "dataset", "preprocessing", _("an object or null"));
       else
         info->preprocessing = espalier_json_to_text (pre, FALSE);
     }
@@ -499,7 +502,7 @@ read_class_names (EspalierReader *r, JsonObject *root, EspalierModelInfo *info)
 
       if (json_node_get_value_type (e) != G_TYPE_STRING)
         {
-          espalier_reader_fail (r, "“class_names[%u]” is not a string", i);
+          espalier_reader_fail (r, _("“class_names[%u]” is not a string"), i);
           return;
         }
       info->class_names[i] = g_strdup (json_node_get_string (e));
@@ -532,11 +535,11 @@ read_weights_ref (EspalierReader *r, JsonObject *root, WeightsRef *ref)
   if (ref->file != NULL
       && (ref->file[0] == '\0' || strchr (ref->file, '/') != NULL || strchr (ref->file, '\\') != NULL
           || strcmp (ref->file, ".") == 0 || strcmp (ref->file, "..") == 0))
-    espalier_reader_fail (r, "“weights.file” is “%s”, not a file name beside the model file",
+    espalier_reader_fail (r, _("“weights.file” is “%s”, not a file name beside the model file"),
                           ref->file);
   format = espalier_reader_string (r, obj, "weights", "format", FALSE);
   if (format != NULL && strcmp (format, "safetensors") != 0)
-    espalier_reader_fail (r, "“weights.format” is “%s”; only safetensors is known", format);
+    espalier_reader_fail (r, _("“weights.format” is “%s”; only safetensors is known"), format);
   espalier_reader_int (r, obj, "weights", "size", 8, G_MAXINT64, &ref->size);
   ref->sha256 = espalier_reader_string (r, obj, "weights", "sha256", FALSE);
   if (ref->sha256 != NULL)
@@ -546,7 +549,7 @@ read_weights_ref (EspalierReader *r, JsonObject *root, WeightsRef *ref)
       for (const char *p = ref->sha256; hex && *p != '\0'; p++)
         hex = g_ascii_isxdigit (*p);
       if (!hex)
-        espalier_reader_fail (r, "“weights.sha256” is not 64 hexadecimal digits");
+        espalier_reader_fail (r, _("“weights.sha256” is not 64 hexadecimal digits"));
     }
 }
 
@@ -584,12 +587,12 @@ read_architecture (EspalierReader *r, JsonObject *root, EsShape *input, EsLayerS
   n = json_array_get_length (layers);
   if (n == 0)
     {
-      espalier_reader_fail (r, "“architecture.layers” is empty");
+      espalier_reader_fail (r, _("“architecture.layers” is empty"));
       return;
     }
   if (n > 100000)
     {
-      espalier_reader_fail (r, "“architecture.layers” has %u layers", n);
+      espalier_reader_fail (r, _("“architecture.layers” has %u layers"), n);
       return;
     }
   *specs = g_new0 (EsLayerSpec, n);
@@ -609,17 +612,17 @@ check_architecture_counts (EspalierReader *r, JsonObject *root, const EsModel *m
   gint64 n_params = 0, n_buffers = 0;
 
   if (out != NULL && !shapes_match (out, &out_shape))
-    espalier_reader_fail (r, "“architecture.output_shape” does not match the layers");
+    espalier_reader_fail (r, _("“architecture.output_shape” does not match the layers"));
   if (espalier_reader_int (r, arch, "architecture", "n_params", 0, G_MAXINT64, &n_params)
       && n_params != es_model_n_params (model))
-    espalier_reader_fail (r, "“architecture.n_params” is %" G_GINT64_FORMAT " but the layers "
-                          "have %" G_GINT64_FORMAT " parameters", n_params,
-                          (gint64) es_model_n_params (model));
+    espalier_reader_fail (r, _("“architecture.n_params” is %lld but the layers have %lld "
+                               "parameters"), (long long) n_params,
+                          (long long) es_model_n_params (model));
   if (espalier_reader_int (r, arch, "architecture", "n_buffers", 0, G_MAXINT64, &n_buffers)
       && n_buffers != es_model_n_buffers (model))
-    espalier_reader_fail (r, "“architecture.n_buffers” is %" G_GINT64_FORMAT
-                          " but the layers have %" G_GINT64_FORMAT " buffer values", n_buffers,
-                          (gint64) es_model_n_buffers (model));
+    espalier_reader_fail (r, _("“architecture.n_buffers” is %lld but the layers have %lld "
+                               "buffer values"), (long long) n_buffers,
+                          (long long) es_model_n_buffers (model));
 }
 
 /* Everything in the JSON file but the architecture. */
@@ -668,33 +671,33 @@ read_safetensors_header (EspalierReader *r, const guint8 *bytes, gsize len, Json
 
   if (len < 8)
     {
-      espalier_reader_fail (r, "the file is %" G_GSIZE_FORMAT
-                            " bytes, too short for a safetensors header", len);
+      espalier_reader_fail (r, _("the file is %llu bytes, too short for a safetensors header"),
+                            (unsigned long long) len);
       return NULL;
     }
   memcpy (&header_len, bytes, 8);
   header_len = GUINT64_FROM_LE (header_len);
   if (header_len < 2 || header_len > SAFETENSORS_MAX_HEADER || header_len > len - 8)
     {
-      espalier_reader_fail (r, "the header length %" G_GUINT64_FORMAT " does not fit the %"
-                            G_GSIZE_FORMAT "-byte file", header_len, len);
+      espalier_reader_fail (r, _("the header length %llu does not fit the %llu-byte file"),
+                            (unsigned long long) header_len, (unsigned long long) len);
       return NULL;
     }
   if (bytes[8] != '{' || memchr (bytes + 8, '\0', header_len) != NULL
       || !g_utf8_validate ((const char *) bytes + 8, (gssize) header_len, NULL))
     {
-      espalier_reader_fail (r, "the header is not a JSON object");
+      espalier_reader_fail (r, _("the header is not a JSON object"));
       return NULL;
     }
   if (!json_parser_load_from_data (parser, (const char *) bytes + 8, (gssize) header_len, &local))
     {
-      espalier_reader_fail (r, "the header is not valid JSON: %s", local->message);
+      espalier_reader_fail (r, _("the header is not valid JSON: %s"), local->message);
       return NULL;
     }
   root = json_parser_get_root (parser);
   if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
     {
-      espalier_reader_fail (r, "the header is not a JSON object");
+      espalier_reader_fail (r, _("the header is not a JSON object"));
       return NULL;
     }
   *data_start = 8 + (gsize) header_len;
@@ -730,12 +733,12 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
           g_autoptr(GList) meta = NULL;
 
           if (!JSON_NODE_HOLDS_OBJECT (node))
-            return espalier_reader_fail (r, "“__metadata__” is not an object");
+            return espalier_reader_fail (r, _("“__metadata__” is not an object"));
           meta = json_object_get_members (json_node_get_object (node));
           for (GList *m = meta; m != NULL; m = m->next)
             if (json_node_get_value_type (json_object_get_member (json_node_get_object (node),
                                                                   m->data)) != G_TYPE_STRING)
-              return espalier_reader_fail (r, "“__metadata__.%s” is not a string",
+              return espalier_reader_fail (r, _("“__metadata__.%s” is not a string"),
                                            (const char *) m->data);
           continue;
         }
@@ -743,23 +746,23 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
         if (strcmp (es_model_tensor (model, ti)->name, key) == 0)
           break;
       if (ti == n_tensors)
-        return espalier_reader_fail (r, "the tensor “%s” is not part of the architecture", key);
+        return espalier_reader_fail (r, _("the tensor “%s” is not part of the architecture"), key);
       t = es_model_tensor (model, ti);
       if (!JSON_NODE_HOLDS_OBJECT (node))
-        return espalier_reader_fail (r, "the entry of tensor “%s” is not an object", key);
+        return espalier_reader_fail (r, _("the entry of tensor “%s” is not an object"), key);
       dtype = espalier_reader_string (r, json_node_get_object (node), key, "dtype", FALSE);
       if (dtype == NULL)
         return FALSE;
       if (strcmp (dtype, "F32") != 0)
-        return espalier_reader_fail (r, "the tensor “%s” has dtype %s; Espalier models are F32",
+        return espalier_reader_fail (r, _("the tensor “%s” has dtype %s; Espalier models are F32"),
                                      key, dtype);
       shape = espalier_reader_array (r, json_node_get_object (node), key, "shape", FALSE);
       if (shape == NULL)
         return FALSE;
       /* Tensors have up to 4 dimensions; EsShape holds 3, so compare by hand. */
       if (json_array_get_length (shape) != (guint) t->rank)
-        return espalier_reader_fail (r, "the tensor “%s” has %u dimensions; the architecture "
-                                     "needs %d", key, json_array_get_length (shape), t->rank);
+        return espalier_reader_fail (r, _("the tensor “%s” has %u dimensions; the architecture "
+                                       "needs %d"), key, json_array_get_length (shape), t->rank);
       for (int k = 0; k < t->rank; k++)
         {
           JsonNode *e = json_array_get_element (shape, (guint) k);
@@ -772,8 +775,8 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
                 g_string_append_printf (need, q ? ", %" G_GINT64_FORMAT : "%" G_GINT64_FORMAT,
                                         (gint64) t->dims[q]);
               g_string_append_c (need, ']');
-              espalier_reader_fail (r, "the tensor “%s” has the wrong shape; the architecture "
-                                    "needs %s", key, need->str);
+              espalier_reader_fail (r, _("the tensor “%s” has the wrong shape; the architecture "
+                                      "needs %s"), key, need->str);
               g_string_free (need, TRUE);
               return FALSE;
             }
@@ -784,26 +787,25 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
       if (json_array_get_length (offsets) != 2
           || json_node_get_value_type (json_array_get_element (offsets, 0)) != G_TYPE_INT64
           || json_node_get_value_type (json_array_get_element (offsets, 1)) != G_TYPE_INT64)
-        return espalier_reader_fail (r, "the tensor “%s” has malformed data_offsets", key);
+        return espalier_reader_fail (r, _("the tensor “%s” has malformed data_offsets"), key);
       begin = json_array_get_int_element (offsets, 0);
       end = json_array_get_int_element (offsets, 1);
       if (begin < 0 || end < begin)
-        return espalier_reader_fail (r, "the tensor “%s” has data_offsets [%" G_GINT64_FORMAT ", %"
-                                     G_GINT64_FORMAT "]", key, begin, end);
+        return espalier_reader_fail (r, _("the tensor “%s” has data_offsets [%lld, %lld]"), key,
+                                     (long long) begin, (long long) end);
       if ((guint64) end > data_len)
-        return espalier_reader_fail (r, "the tensor “%s” ends at byte %" G_GINT64_FORMAT " of %"
-                                     G_GSIZE_FORMAT " data bytes: the file is truncated", key, end,
-                                     data_len);
+        return espalier_reader_fail (r, _("the tensor “%s” ends at byte %lld of %llu data "
+                                          "bytes: the file is truncated"), key, (long long) end,
+                                     (unsigned long long) data_len);
       if (end - begin != t->size * 4)
-        return espalier_reader_fail (r, "the tensor “%s” has %" G_GINT64_FORMAT
-                                     " bytes; its shape needs %" G_GINT64_FORMAT, key, end - begin,
-                                     (gint64) (t->size * 4));
+        return espalier_reader_fail (r, _("the tensor “%s” has %lld bytes; its shape needs %lld"),
+                                     key, (long long) (end - begin), (long long) (t->size * 4));
       seen[ti] = TRUE;
       ranges[n_ranges++] = (Range) { begin, end, ti };
     }
   for (int ti = 0; ti < n_tensors; ti++)
     if (!seen[ti])
-      return espalier_reader_fail (r, "the tensor “%s” is missing",
+      return espalier_reader_fail (r, _("the tensor “%s” is missing"),
                                    es_model_tensor (model, ti)->name);
 
   /* The byte ranges must tile the data exactly, as the safetensors format requires. */
@@ -813,17 +815,17 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
       gint64 expected = i == 0 ? 0 : ranges[i - 1].end;
 
       if (ranges[i].begin < expected)
-        return espalier_reader_fail (r, "the tensors “%s” and “%s” overlap",
+        return espalier_reader_fail (r, _("the tensors “%s” and “%s” overlap"),
                                      es_model_tensor (model, ranges[i - 1].tensor)->name,
                                      es_model_tensor (model, ranges[i].tensor)->name);
       if (ranges[i].begin > expected)
-        return espalier_reader_fail (r, "there is a gap before the tensor “%s”",
+        return espalier_reader_fail (r, _("there is a gap before the tensor “%s”"),
                                      es_model_tensor (model, ranges[i].tensor)->name);
     }
   if ((gsize) (n_ranges > 0 ? ranges[n_ranges - 1].end : 0) != data_len)
-    return espalier_reader_fail (r, "the file has %" G_GSIZE_FORMAT
-                                 " bytes of data, but its tensors use %" G_GINT64_FORMAT, data_len,
-                                 n_ranges > 0 ? ranges[n_ranges - 1].end : 0);
+    return espalier_reader_fail (r, _("the file has %llu bytes of data, but its tensors use %lld"),
+                                 (unsigned long long) data_len,
+                                 (long long) (n_ranges > 0 ? ranges[n_ranges - 1].end : 0));
 
   for (int i = 0; i < n_ranges; i++)
     espalier_floats_from_le (es_model_tensor_data (model, ranges[i].tensor),
@@ -850,8 +852,8 @@ validate_for_save (JsonNode *root, const char *json_path, GError **error)
   weights_ref_clear (&ref);
   if (r.error == NULL)
     return TRUE;
-  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID, "Not saved, it could not be read "
-               "back: %s", r.error->message);
+  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+               _("Not saved, it could not be read back: %s"), r.error->message);
   g_clear_error (&r.error);
   return FALSE;
 }
@@ -907,7 +909,7 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
           if (mapped == NULL)
             {
               g_set_error (&r.error, G_IO_ERROR, g_io_error_from_file_error (local->code),
-                           "%s (the weights of %s)", local->message, json_path);
+                           _("%s (the weights of %s)"), local->message, json_path);
               goto fail;
             }
           bytes = (const guint8 *) g_mapped_file_get_contents (mapped);
@@ -920,7 +922,7 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
               r.file = json_path;
               model = es_model_new (&input, specs, n_layers, &es_err);
               if (model == NULL)
-                espalier_reader_fail (&r, "the architecture does not build: %s", es_err.message);
+                espalier_reader_fail (&r, _("the architecture does not build: %s"), es_err.message);
               else
                 check_architecture_counts (&r, obj, model);
             }
@@ -934,16 +936,16 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
     goto fail;
   if ((gint64) len != ref.size)
     {
-      espalier_reader_fail (&r, "the file is %" G_GSIZE_FORMAT " bytes, but %s records %"
-                            G_GINT64_FORMAT, len, json_path, ref.size);
+      espalier_reader_fail (&r, _("the file is %llu bytes, but %s records %lld"),
+                            (unsigned long long) len, json_path, (long long) ref.size);
       goto fail;
     }
   sum = g_checksum_new (G_CHECKSUM_SHA256);
   g_checksum_update (sum, bytes, (gssize) len);
   if (g_ascii_strcasecmp (g_checksum_get_string (sum), ref.sha256) != 0)
     {
-      espalier_reader_fail (&r, "the SHA-256 is %s, but %s records %s: the weights are corrupt "
-                            "or belong to another model", g_checksum_get_string (sum), json_path,
+      espalier_reader_fail (&r, _("the SHA-256 is %s, but %s records %s: the weights are corrupt "
+                              "or belong to another model"), g_checksum_get_string (sum), json_path,
                             ref.sha256);
       goto fail;
     }

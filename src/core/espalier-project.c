@@ -863,7 +863,7 @@ read_load_options (EspalierReader *r, JsonObject *parent, EspalierLoadOptions *o
         if (strcmp (header, csv_header_names[k]) == 0)
           break;
       if (k == G_N_ELEMENTS (csv_header_names))
-        espalier_reader_fail (r, "“%s.csv_header” is “%s”, not auto, present or absent", w, header);
+        espalier_reader_fail (r, _("“%s.csv_header” is “%s”, not auto, present or absent"), w, header);
       else
         o->csv_header = (EspalierCsvHeader) k;
     }
@@ -876,8 +876,8 @@ read_load_options (EspalierReader *r, JsonObject *parent, EspalierLoadOptions *o
   espalier_reader_double (r, obj, w, "val_fraction", FALSE, 0.0, 1.0, &o->val_fraction);
   espalier_reader_double (r, obj, w, "test_fraction", FALSE, 0.0, 1.0, &o->test_fraction);
   if (r->error == NULL && o->val_fraction + o->test_fraction >= 1.0)
-    espalier_reader_fail (r, "“%s.val_fraction” (%g) and “%s.test_fraction” (%g) leave no "
-                          "training rows", w, o->val_fraction, w, o->test_fraction);
+    espalier_reader_fail (r, _("“%s.val_fraction” (%g) and “%s.test_fraction” (%g) leave no "
+                            "training rows"), w, o->val_fraction, w, o->test_fraction);
   espalier_reader_u64 (r, obj, w, "split_seed", &o->split_seed);
   espalier_reader_bool (r, obj, w, "use_cache", &o->use_cache);
   o->cache_dir = espalier_reader_string (r, obj, w, "cache_dir", TRUE);
@@ -900,7 +900,7 @@ read_model (EspalierReader *r, JsonObject *root, EspalierModelDoc *doc)
     return;
   espalier_model_doc_set_input (doc, &input, n_outputs);
   if (!espalier_model_doc_set_spec (doc, spec, &local))
-    espalier_reader_fail (r, "“model.spec” does not read: %s", local->message);
+    espalier_reader_fail (r, _("“model.spec” does not read: %s"), local->message);
 }
 
 static EspalierRun *
@@ -916,7 +916,7 @@ read_run (EspalierReader *r, JsonNode *node, const char *where)
 
   if (!JSON_NODE_HOLDS_OBJECT (node))
     {
-      espalier_reader_fail (r, "“%s” is not an object", where);
+      espalier_reader_fail (r, _("“%s” is not an object"), where);
       return NULL;
     }
   obj = json_node_get_object (node);
@@ -990,7 +990,7 @@ read_variant_model (EspalierReader *r, JsonObject *obj, const char *where)
           JsonNode *m = espalier_reader_member (r, obj, where, keys[k]);
 
           if (m != NULL && !JSON_NODE_HOLDS_NULL (m))
-            espalier_reader_fail (r, "“%s.%s” is set but “%s.weights” is null", where, keys[k],
+            espalier_reader_fail (r, _("“%s.%s” is set but “%s.weights” is null"), where, keys[k],
                                   where);
         }
       return NULL;
@@ -1005,12 +1005,12 @@ read_variant_model (EspalierReader *r, JsonObject *obj, const char *where)
   specs = espalier_spec_parse (spec, &n, &local);
   if (specs == NULL)
     {
-      espalier_reader_fail (r, "“%s.spec” does not read: %s", where, local->message);
+      espalier_reader_fail (r, _("“%s.spec” does not read: %s"), where, local->message);
       return NULL;
     }
   if (!is_base64 (weights))
     {
-      espalier_reader_fail (r, "“%s.weights” is not base64", where);
+      espalier_reader_fail (r, _("“%s.weights” is not base64"), where);
       return NULL;
     }
   bytes = g_base64_decode (weights, &len);
@@ -1018,8 +1018,8 @@ read_variant_model (EspalierReader *r, JsonObject *obj, const char *where)
   sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, bytes, len);
   if (g_ascii_strcasecmp (sum, sha256) != 0)
     {
-      espalier_reader_fail (r, "“%s.weights” has the SHA-256 %s, but “%s.sha256” records %s: "
-                            "the weights are corrupt", where, sum, where, sha256);
+      espalier_reader_fail (r, _("“%s.weights” has the SHA-256 %s, but “%s.sha256” records %s: "
+                              "the weights are corrupt"), where, sum, where, sha256);
       return NULL;
     }
 
@@ -1028,22 +1028,22 @@ read_variant_model (EspalierReader *r, JsonObject *obj, const char *where)
   if (espalier_arch_check_size (&input, specs, n, floats) >= 0
       || floats[n - 1] * 4.0 > (double) len)
     {
-      espalier_reader_fail (r, "“%s.weights” has %" G_GSIZE_FORMAT " bytes, too few for “%s.spec”",
-                            where, len, where);
+      espalier_reader_fail (r, _("“%s.weights” has %llu bytes, too few for “%s.spec”"),
+                            where, (unsigned long long) len, where);
       return NULL;
     }
   model = es_model_new (&input, specs, n, &es);
   if (model == NULL)
     {
-      espalier_reader_fail (r, "“%s.spec” does not build on input “%s.input”: %s", where, where,
+      espalier_reader_fail (r, _("“%s.spec” does not build on input “%s.input”: %s"), where, where,
                             es.message);
       return NULL;
     }
   need = 4 * (es_model_n_params (model) + es_model_n_buffers (model));
   if ((gint64) len != need)
     {
-      espalier_reader_fail (r, "“%s.weights” has %" G_GSIZE_FORMAT " bytes; “%s.spec” needs %"
-                            G_GINT64_FORMAT, where, len, where, need);
+      espalier_reader_fail (r, _("“%s.weights” has %llu bytes; “%s.spec” needs %lld"),
+                            where, (unsigned long long) len, where, (long long) need);
       es_model_free (model);
       return NULL;
     }
@@ -1070,18 +1070,18 @@ read_variant (EspalierReader *r, JsonNode *node, const char *where)
 
   if (!JSON_NODE_HOLDS_OBJECT (node))
     {
-      espalier_reader_fail (r, "“%s” is not an object", where);
+      espalier_reader_fail (r, _("“%s” is not an object"), where);
       return NULL;
     }
   obj = json_node_get_object (node);
   name = espalier_reader_string (r, obj, where, "name", FALSE);
   if (name != NULL && name[0] == '\0')
-    espalier_reader_fail (r, "“%s.name” is empty", where);
+    espalier_reader_fail (r, _("“%s.name” is empty"), where);
   kind = espalier_reader_string (r, obj, where, "kind", FALSE);
   for (gsize k = 0; kind != NULL && k < G_N_ELEMENTS (kinds); k++)
     known |= strcmp (kind, kinds[k]) == 0;
   if (kind != NULL && !known)
-    espalier_reader_fail (r, "“%s.kind” is “%s”, not baseline, pruned, quantized or reduced",
+    espalier_reader_fail (r, _("“%s.kind” is “%s”, not baseline, pruned, quantized or reduced"),
                           where, kind);
   description = espalier_reader_string (r, obj, where, "description", TRUE);
   parent = espalier_reader_string (r, obj, where, "parent", TRUE);
@@ -1154,7 +1154,7 @@ read_project (EspalierReader *r, JsonObject *root, EspalierProject *self)
                                                                     k);
 
           if (strcmp (espalier_variant_get_name (other), espalier_variant_get_name (v)) == 0)
-            espalier_reader_fail (r, "“%s.name” is “%s”, the name of an earlier variant", where,
+            espalier_reader_fail (r, _("“%s.name” is “%s”, the name of an earlier variant"), where,
                                   espalier_variant_get_name (v));
         }
       if (r->error == NULL)

@@ -6,6 +6,7 @@
  * whatever the classes. */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
 
@@ -117,8 +118,8 @@ espalier_split_new (EspalierDataset  *dataset,
       || (!predefined && val_fraction + test_fraction >= 1))
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_INVALID,
-                   "Bad split: validation %g and test %g must be fractions in [0, 1) "
-                   "leaving some rows for training", val_fraction, test_fraction);
+                   _("Bad split: validation %g and test %g must be fractions in [0, 1) "
+                     "leaving some rows for training"), val_fraction, test_fraction);
       return NULL;
     }
   if (predefined)
@@ -136,7 +137,7 @@ espalier_split_new (EspalierDataset  *dataset,
       if (c < 0 || (guint) c >= K)
         {
           g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_LABEL_RANGE,
-                       "%s: row %u has label %d, outside 0..%u",
+                       _("%s: row %u has label %d, outside 0..%u"),
                        espalier_dataset_get_name (dataset), i, c, K - 1);
           return NULL;
         }
@@ -184,8 +185,8 @@ espalier_split_new (EspalierDataset  *dataset,
   if (split->train->len == 0)
     {
       g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_INVALID,
-                   "%s: %u rows are too few to split with validation %g and test %g: no "
-                   "training rows are left", espalier_dataset_get_name (dataset), pool,
+                   _("%s: %u rows are too few to split with validation %g and test %g: no "
+                     "training rows are left"), espalier_dataset_get_name (dataset), pool,
                    val_fraction, test_fraction);
       return NULL;
     }

@@ -7,6 +7,7 @@
 #include "espalier-format.h"
 #include "espalier-templates.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
 
@@ -15,6 +16,8 @@
 /* Spec arguments above this are typos, and would overflow shape arithmetic. */
 #define SPEC_MAX_INT      (1 << 24)
 #define SPEC_MAX_INT_TEXT 16777216
+/* The messages spell SPEC_MAX_INT_TEXT out, so that they can be translated. */
+G_STATIC_ASSERT (SPEC_MAX_INT == SPEC_MAX_INT_TEXT);
 
 typedef struct {
   const char *name;
@@ -22,9 +25,9 @@ typedef struct {
 } TemplateInfo;
 
 static const TemplateInfo templates[] = {
-  { "mlp", "Flatten, Dense 128, ReLU, Dense, Softmax: the reference model (Adam 1e-3, batch 32, 10 epochs)" },
-  { "lenet", "Two 3x3 convolutions (16 and 32 filters) with max pooling, Dense 128: a small CNN for images (Adam 1e-3, batch 64, 10 epochs)" },
-  { "playground", "Dense 8, Tanh, Dense 8, Tanh, Dense, Softmax: for the 2-D teaching sets (Adam 0.03, batch 16, 300 epochs)" },
+  { "mlp", N_("Flatten, Dense 128, ReLU, Dense, Softmax: the reference model (Adam 1e-3, batch 32, 10 epochs)") },
+  { "lenet", N_("Two 3x3 convolutions (16 and 32 filters) with max pooling, Dense 128: a small CNN for images (Adam 1e-3, batch 64, 10 epochs)") },
+  { "playground", N_("Dense 8, Tanh, Dense 8, Tanh, Dense, Softmax: for the 2-D teaching sets (Adam 0.03, batch 16, 300 epochs)") },
 };
 
 static const char *const template_names[] = { "mlp", "lenet", "playground", NULL };
@@ -43,7 +46,7 @@ espalier_template_describe (const char *name)
 
   for (gsize i = 0; i < G_N_ELEMENTS (templates); i++)
     if (strcmp (templates[i].name, name) == 0)
-      return templates[i].description;
+      return _(templates[i].description);
   return NULL;
 }
 
@@ -103,7 +106,7 @@ shape_error (GError **error, const char *name, const EsShape *input, const char 
   char shape[64];
 
   g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
-               "The %s template does not suit input of shape %s: %s", name,
+               _("The %s template does not suit input of shape %s: %s"), name,
                es_shape_format (input, shape, sizeof shape), advice);
   return FALSE;
 }
@@ -126,20 +129,22 @@ espalier_model_from_template (const char *name, const EsShape *input, guint n_ou
       g_autofree char *known = g_strjoinv (", ", (char **) template_names);
 
       g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                   "There is no model template “%s”; the templates are %s", name, known);
+                   _("There is no model template “%s”; the templates are %s"), name, known);
       return NULL;
     }
   if (n_outputs < 2)
     {
       g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                   "The %s template classifies into 2 or more classes, not %u", name, n_outputs);
+                   _("The %s template classifies into 2 or more classes, not %u"), name,
+                   n_outputs);
       return NULL;
     }
 
   espalier_train_options_init (&defaults);
   defaults.engine.loss = ES_LOSS_SOFTMAX_XENT;
   defaults.engine.optimizer = ES_OPT_ADAM;
-  what = g_strdup_printf ("The %s template", name);
+  /* TRANSLATORS: the start of an error message, "The mlp template: ..." */
+  what = g_strdup_printf (_("The %s template"), name);
 
   if (strcmp (name, "mlp") == 0)
     {
@@ -167,12 +172,13 @@ espalier_model_from_template (const char *name, const EsShape *input, guint n_ou
       if (input->rank != 3)
         {
           shape_error (error, name, input,
-                       "it needs images of shape (channels, height, width); use mlp");
+                       _("it needs images of shape (channels, height, width); use mlp"));
           return NULL;
         }
       if (input->dims[1] < 4 || input->dims[2] < 4)
         {
-          shape_error (error, name, input, "its two 2x2 poolings need images of at least 4x4");
+          shape_error (error, name, input,
+                       _("its two 2x2 poolings need images of at least 4x4"));
           return NULL;
         }
       model = build (what, input, layers, G_N_ELEMENTS (layers), error);
@@ -190,8 +196,8 @@ espalier_model_from_template (const char *name, const EsShape *input, guint n_ou
       if (input->rank != 1)
         {
           shape_error (error, name, input,
-                       "it is for points with a few features, such as the 2-D teaching sets; "
-                       "use mlp or lenet");
+                       _("it is for points with a few features, such as the 2-D teaching "
+                         "sets; use mlp or lenet"));
           return NULL;
         }
       model = build (what, input, layers, G_N_ELEMENTS (layers), error);
@@ -227,8 +233,8 @@ spec_error (GError **error, const char *token, gsize position, int index, const 
   msg = g_strdup_vprintf (fmt, ap);
   va_end (ap);
   g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-               "Model spec, layer %d “%s” at position %" G_GSIZE_FORMAT ": %s", index + 1, token,
-               position + 1, msg);
+               _("Model spec, layer %d “%s” at position %llu: %s"), index + 1, token,
+               (unsigned long long) position + 1, msg);
   return FALSE;
 }
 
@@ -275,7 +281,7 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
 
       for (int k = 0; k < ES_LAYER_N_KINDS; k++)
         g_string_append_printf (known, k ? ", %s" : "%s", es_layer_kind_name ((EsLayerKind) k));
-      spec_error (error, token, position, index, "“%s” is not a layer kind; the kinds are %s",
+      spec_error (error, token, position, index, _("“%s” is not a layer kind; the kinds are %s"),
                   parts[0], known->str);
       g_string_free (known, TRUE);
       return FALSE;
@@ -294,13 +300,15 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
     }
   if (n_args < min_args || n_args > max_args)
     {
-      g_autofree char *count = max_args == 0 ? g_strdup ("no arguments")
-                               : min_args == max_args ? g_strdup_printf ("%u argument%s", max_args,
-                                                                         max_args == 1 ? "" : "s")
-                               : min_args == 0 ? g_strdup_printf ("up to %u arguments", max_args)
-                               : g_strdup_printf ("%u to %u arguments", min_args, max_args);
+      g_autofree char *count = max_args == 0 ? g_strdup (_("no arguments"))
+                               : min_args == max_args
+                               ? g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "%u argument",
+                                                               "%u arguments", max_args), max_args)
+                               : min_args == 0 ? g_strdup_printf (_("up to %u arguments"), max_args)
+                               : g_strdup_printf (_("%u to %u arguments"), min_args, max_args);
 
-      return spec_error (error, token, position, index, "%s takes %s; write it as %s",
+      /* TRANSLATORS: "dense takes 1 argument; write it as dense:UNITS" */
+      return spec_error (error, token, position, index, _("%s takes %s; write it as %s"),
                          es_layer_kind_name (kind), count, usage);
     }
 
@@ -308,7 +316,7 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
     {
       const char *arg = args[a];
       gboolean ok = TRUE;
-      const char *need = "a whole number from 1 to " G_STRINGIFY (SPEC_MAX_INT_TEXT);
+      const char *need = _("a whole number from 1 to 16777216");
 
       switch (kind)
         {
@@ -324,7 +332,7 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
             ok = parse_int (arg, 1, SPEC_MAX_INT, &spec->stride);
           else
             {
-              need = "a whole number from 0 to " G_STRINGIFY (SPEC_MAX_INT_TEXT);
+              need = _("a whole number from 0 to 16777216");
               ok = parse_int (arg, 0, SPEC_MAX_INT, &spec->padding);
             }
           break;
@@ -339,22 +347,22 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
             ok = parse_int (arg, 1, SPEC_MAX_INT, &spec->stride);
           break;
         case ES_LAYER_LEAKY_RELU:
-          need = "a number";
+          need = _("a number");
           ok = parse_float (arg, -1e30, 1e30, &spec->alpha);
           break;
         case ES_LAYER_DROPOUT:
-          need = "a rate in [0, 1)";
+          need = _("a rate in [0, 1)");
           ok = parse_float (arg, 0.0, 1.0, &spec->rate) && spec->rate < 1.0f;
           break;
         case ES_LAYER_BATCHNORM:
           if (a == 0)
             {
-              need = "a momentum in (0, 1]";
+              need = _("a momentum in (0, 1]");
               ok = parse_float (arg, 0.0, 1.0, &spec->momentum) && spec->momentum > 0.0f;
             }
           else
             {
-              need = "an epsilon above 0";
+              need = _("an epsilon above 0");
               ok = parse_float (arg, 0.0, 1e30, &spec->eps) && spec->eps > 0.0f;
             }
           break;
@@ -362,7 +370,7 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
           break;
         }
       if (!ok)
-        return spec_error (error, token, position, index, "argument %u “%s” is not %s",
+        return spec_error (error, token, position, index, _("argument %u “%s” is not %s"),
                            a + 1, arg, need);
     }
   return TRUE;
@@ -382,7 +390,8 @@ espalier_spec_parse (const char *spec, int *n_layers, GError **error)
   if (strspn (spec, " \t\n") == len)
     {
       g_set_error_literal (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                           "The model spec is empty; write layers like “flatten,dense:128,relu,dense:10,softmax”");
+                           _("The model spec is empty; write layers like "
+                             "“flatten,dense:128,relu,dense:10,softmax”"));
       return NULL;
     }
   while (start <= len)
@@ -397,8 +406,8 @@ espalier_spec_parse (const char *spec, int *n_layers, GError **error)
 
       if (token[0] == '\0')
         {
-          spec_error (error, token, start + lead, index, "the layer is empty (two commas in a row, "
-                      "or a comma at the start or the end)");
+          spec_error (error, token, start + lead, index, _("the layer is empty (two commas in a "
+                                                           "row, or a comma at the start or the end)"));
           return NULL;
         }
       parts = g_strsplit (token, ":", -1);

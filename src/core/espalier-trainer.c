@@ -4,6 +4,7 @@
  * cancellation. It never touches GTK. */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
 
@@ -175,6 +176,19 @@ espalier_trainer_get_micro_batch (EspalierTrainer *self)
   return self->micro_batch;
 }
 
+/* Append label and pad it to width columns; a wide (CJK) character takes two. */
+static void
+append_padded (GString *s, const char *label, guint width)
+{
+  guint used = 0;
+
+  for (const char *p = label; *p != '\0'; p = g_utf8_next_char (p))
+    used += g_unichar_iswide (g_utf8_get_char (p)) ? 2 : 1;
+  g_string_append (s, label);
+  for (; used < width; used++)
+    g_string_append_c (s, ' ');
+}
+
 char *
 espalier_trainer_describe_plan (EspalierTrainer *self)
 {
@@ -188,14 +202,15 @@ espalier_trainer_describe_plan (EspalierTrainer *self)
   batch = self->micro_batch ? self->micro_batch : self->opts.batch_size;
   es_mem_plan (self->model, &self->opts.engine, (int) batch, TRUE, &plan);
   s = g_string_new (NULL);
-#define LINE(label, v) g_string_append_printf (s, "%-12s %10s\n", label, es_format_bytes (a, sizeof a, (double) (v)))
-  LINE ("weights", plan.weights);
-  LINE ("gradients", plan.gradients);
-  LINE ("optimizer", plan.optimizer);
-  LINE ("activations", plan.activations);
-  LINE ("workspace", plan.workspace);
-  LINE ("data", plan.data);
-  LINE ("total", plan.total);
+#define LINE(label, v) (append_padded (s, label, 12), \
+                       g_string_append_printf (s, " %10s\n", es_format_bytes (a, sizeof a, (double) (v))))
+  LINE (C_("memory plan", "weights"), plan.weights);
+  LINE (C_("memory plan", "gradients"), plan.gradients);
+  LINE (C_("memory plan", "optimizer"), plan.optimizer);
+  LINE (C_("memory plan", "activations"), plan.activations);
+  LINE (C_("memory plan", "workspace"), plan.workspace);
+  LINE (C_("memory plan", "data"), plan.data);
+  LINE (C_("memory plan", "total"), plan.total);
 #undef LINE
   return g_string_free (s, FALSE);
 }
@@ -210,7 +225,8 @@ check_fit (EsModel *model, EspalierDataset *ds, const EsTrainConfig *cfg, GError
   if ((guint) es_shape_size (&in) != espalier_dataset_get_row_size (ds))
     {
       g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
-                   "The model takes inputs of shape %s (%lld values) but %s has rows of %u values",
+                   _("The model takes inputs of shape %s (%lld values) but %s has rows of %u "
+                     "values"),
                    es_shape_format (&in, a, sizeof a), (long long) es_shape_size (&in),
                    espalier_dataset_get_name (ds), espalier_dataset_get_row_size (ds));
       return FALSE;
@@ -220,14 +236,15 @@ check_fit (EsModel *model, EspalierDataset *ds, const EsTrainConfig *cfg, GError
       if (espalier_dataset_get_labels (ds) == NULL || espalier_dataset_get_n_classes (ds) == 0)
         {
           g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                       "Cross-entropy needs class labels, and %s has none: use the MSE loss",
+                       _("Cross-entropy needs class labels, and %s has none: use the MSE loss"),
                        espalier_dataset_get_name (ds));
           return FALSE;
         }
       if ((guint) es_shape_size (&out) != espalier_dataset_get_n_classes (ds))
         {
           g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
-                       "The model outputs %s but %s has %u classes: make the last Dense layer %u units",
+                       _("The model outputs %s but %s has %u classes: make the last Dense layer "
+                         "%u units"),
                        es_shape_format (&out, b, sizeof b), espalier_dataset_get_name (ds),
                        espalier_dataset_get_n_classes (ds), espalier_dataset_get_n_classes (ds));
           return FALSE;
@@ -240,7 +257,7 @@ check_fit (EsModel *model, EspalierDataset *ds, const EsTrainConfig *cfg, GError
             && espalier_dataset_get_n_classes (ds) == 2))
         {
           g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
-                       "The model outputs %s but %s has %u targets per row",
+                       _("The model outputs %s but %s has %u targets per row"),
                        es_shape_format (&out, b, sizeof b), espalier_dataset_get_name (ds),
                        espalier_dataset_get_n_targets (ds));
           return FALSE;
@@ -384,7 +401,7 @@ make_backend (guint threads, EsBudget *budget, GError **error)
   EsBackend *be = es_cpu_backend_new ((int) threads, budget, &es);
 
   if (be == NULL)
-    espalier_error_from_es (error, &es, "Could not start the CPU backend");
+    espalier_error_from_es (error, &es, _("Could not start the CPU backend"));
   return be;
 }
 
@@ -421,7 +438,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   if (o->epochs == 0 || o->batch_size == 0)
     {
       g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
-                   "Epochs and batch size must be at least 1");
+                   _("Epochs and batch size must be at least 1"));
       return FALSE;
     }
   if (!check_fit (self->model, self->dataset, &cfg, error))
@@ -433,8 +450,8 @@ espalier_trainer_run (EspalierTrainer      *self,
     return FALSE;
   g_array_set_size (self->history, 0);
   if (o->patience > 0 && self->split->val->len == 0)
-    report_message (&rep, "Early stopping is off: it watches the validation loss and this run "
-                          "has no validation split (set a validation fraction)");
+    report_message (&rep, _("Early stopping is off: it watches the validation loss and this "
+                            "run has no validation split (set a validation fraction)"));
 
   steps_per_epoch = (self->split->train->len + o->batch_size - 1) / o->batch_size;
   if (cfg.schedule == ES_LR_COSINE && cfg.total_steps <= 0)
@@ -449,7 +466,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   tr = es_trainer_new (self->model, be, &cfg, (int) o->batch_size, &es);
   if (tr == NULL)
     {
-      espalier_error_from_es (error, &es, "Training cannot start");
+      espalier_error_from_es (error, &es, _("Training cannot start"));
       goto out;
     }
   self->micro_batch = (guint) es_trainer_micro_batch (tr);
@@ -457,8 +474,8 @@ espalier_trainer_run (EspalierTrainer      *self,
   if (self->micro_batch < o->batch_size)
     {
       g_autofree char *msg = g_strdup_printf (
-          "The memory budget holds %u rows at a time, not %u: training on micro-batches of %u "
-          "and accumulating %u of them, so every step still sees %u rows",
+          _("The memory budget holds %u rows at a time, not %u: training on micro-batches of "
+            "%u and accumulating %u of them, so every step still sees %u rows"),
           self->micro_batch, o->batch_size, self->micro_batch,
           (o->batch_size + self->micro_batch - 1) / self->micro_batch, o->batch_size);
       report_message (&rep, msg);
@@ -501,7 +518,7 @@ espalier_trainer_run (EspalierTrainer      *self,
               es_trainer_sync (tr);
               espalier_error_from_es (error, &es, NULL);
               if (es.code == ES_ERR_NUMERIC)
-                g_prefix_error (error, "Training stopped in epoch %u: ", epoch);
+                g_prefix_error (error, _("Training stopped in epoch %u: "), epoch);
               goto out;
             }
           step++;
@@ -589,8 +606,8 @@ espalier_trainer_run (EspalierTrainer      *self,
           else if (++bad_epochs >= o->patience)
             {
               g_autofree char *msg = g_strdup_printf (
-                  "Stopped early after epoch %u: the validation loss has not improved for %u "
-                  "epochs; keeping the weights of its best epoch (loss %.4f)",
+                  _("Stopped early after epoch %u: the validation loss has not improved for "
+                    "%u epochs; keeping the weights of its best epoch (loss %.4f)"),
                   epoch, o->patience, best_val);
               memcpy (es_model_params (self->model), best, n_params * sizeof (float));
               memcpy (es_model_buffers (self->model), best + n_params,
@@ -607,7 +624,8 @@ espalier_trainer_run (EspalierTrainer      *self,
   if (have_best && best_epoch < o->epochs)
     {
       g_autofree char *msg = g_strdup_printf (
-          "Keeping the weights of epoch %u, the best on validation loss (%.4f)", best_epoch, best_val);
+          _("Keeping the weights of epoch %u, the best on validation loss (%.4f)"), best_epoch,
+          best_val);
       memcpy (es_model_params (self->model), best, n_params * sizeof (float));
       memcpy (es_model_buffers (self->model), best + n_params,
               (gsize) es_model_n_buffers (self->model) * sizeof (float));
@@ -852,7 +870,7 @@ espalier_evaluate (EsModel          *model,
   tr = es_trainer_new (model, be, &cfg, (int) batch, &es);
   if (tr == NULL)
     {
-      espalier_error_from_es (error, &es, "Evaluation cannot start");
+      espalier_error_from_es (error, &es, _("Evaluation cannot start"));
       es_backend_free (be);
       return FALSE;
     }
