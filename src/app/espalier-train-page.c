@@ -1594,7 +1594,8 @@ on_progress (const EspalierProgress *p,
   Session *s = data;
   g_autoptr(EspalierTrainPage) self = session_get_page (s);
 
-  if (self == NULL || s->phase != PHASE_TRAINING)
+  /* A paused worker may still have progress on its way: it belongs to the run. */
+  if (self == NULL || (s->phase != PHASE_TRAINING && s->phase != PHASE_PAUSED))
     return;
   switch (p->kind)
     {
