@@ -8,7 +8,9 @@
 
 #include <glib-object.h>
 
+#include "es-exec.h"
 #include "es-model.h"
+#include "es-quant.h"
 
 G_BEGIN_DECLS
 
@@ -72,5 +74,56 @@ gboolean         espalier_measure_latency         (const EsModel   *model,
                                                    double           seconds,
                                                    double          *latency_us,
                                                    GError         **error);
+
+/* ---- optimized variants (issue 4) ------------------------------------------------
+ * More properties, all notified: "format" (string: "fp32", "fp16", "bf16",
+ * "int8-static", "int8-dynamic"), "exec" (string: the kernels its latency and accuracy
+ * were measured on: "dense", "sparse", "int8"), "latency-p95-us" (double, 95th
+ * percentile of batch-1 latency, NaN: not measured), "rows-per-second" (double, large
+ * batch throughput, NaN), "dense-latency-us" and "sparse-latency-us" (double, batch-1
+ * median on dense and on CSR kernels, NaN unless the variant is sparse enough that both
+ * were measured).  size-bytes follows the format (es_quant_weight_bytes). */
+
+/* Latency figures of one measurement. */
+typedef struct {
+  double median_us, p95_us;       /* batch 1 */
+  double rows_per_second;         /* batch `large_batch` */
+  double dense_us, sparse_us;     /* batch-1 medians of both kernels, NaN unless measured */
+  EsExecKind exec;                /* the kernels chosen: the faster where both ran */
+} EspalierLatency;
+
+/* The quantization, or NULL for float variants. (transfer none) */
+const EsQuant   *espalier_variant_get_quant      (EspalierVariant *self);
+/* Replace the quantization (taken over; NULL: float); sets format and recounts
+ * size-bytes. The model must be set first and match it. */
+void             espalier_variant_set_quant      (EspalierVariant *self,
+                                                  EsQuant         *quant);
+const char      *espalier_variant_get_format     (EspalierVariant *self);
+const char      *espalier_variant_get_exec       (EspalierVariant *self);
+double           espalier_variant_get_latency_p95_us   (EspalierVariant *self);
+double           espalier_variant_get_rows_per_second  (EspalierVariant *self);
+double           espalier_variant_get_dense_latency_us (EspalierVariant *self);
+double           espalier_variant_get_sparse_latency_us(EspalierVariant *self);
+/* Store a measurement's figures (latency-us, latency-p95-us, rows-per-second,
+ * dense/sparse latency, exec) on the main thread. */
+void             espalier_variant_set_latency    (EspalierVariant       *self,
+                                                  const EspalierLatency *latency);
+/* Fraction of zero prunable weights of layer i (0 for layers without). */
+double           espalier_variant_get_layer_sparsity (EspalierVariant *self,
+                                                      guint            layer);
+
+/* Measure model with quant (may be NULL) through es-exec on the CPU backend with
+ * `threads` threads (0: 1): batch-1 median and 95th percentile after warm-up, rows/s at
+ * batch large_batch (0: 256), for about `seconds` in all (0: 1). When the model's Dense
+ * layers are at least half zeros, both dense and CSR kernels are timed and the faster
+ * is chosen per the whole model; otherwise only one. Touches no object: call it from a
+ * worker. */
+gboolean         espalier_measure_variant        (const EsModel   *model,
+                                                  const EsQuant   *quant,
+                                                  guint            threads,
+                                                  guint            large_batch,
+                                                  double           seconds,
+                                                  EspalierLatency *latency,
+                                                  GError         **error);
 
 G_END_DECLS

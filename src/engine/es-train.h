@@ -115,6 +115,29 @@ bool        es_trainer_train_batch  (EsTrainer *tr, const EsBatch *batch, EsStep
  * pred (B) receives the argmax when not NULL. */
 bool        es_trainer_eval_batch   (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
                                      int32_t *pred, EsError *err);
+/* Pruning: keep the weights mask (n_params bytes on the host, 1 keep, 0 pruned;
+ * es-prune.h) zero. The device parameters are multiplied by it now and after every
+ * optimizer step, so pruned weights stay zero through fine-tuning. Call it again after
+ * changing the mask (gradual pruning); NULL removes it. */
+bool        es_trainer_set_mask     (EsTrainer *tr, const uint8_t *mask, EsError *err);
+/* Quantization-aware training: the Dense/Conv2D layers chosen by layers (n_layers; NULL
+ * turns it off) see their weights and inputs fake-quantized in the forward pass as the
+ * int8 kernels will quantize them (es-quant.h: per-channel symmetric weights, uint8
+ * inputs over a range tracked as an exponential moving average of each batch's min and
+ * max), and the backward pass lets gradients straight through (inside the input range)
+ * to the fp32 master weights. Evaluation runs fake-quantized too. */
+bool        es_trainer_set_fake_quant (EsTrainer *tr, const bool *layers, bool reduce_range,
+                                       EsError *err);
+/* The input range QAT tracked for layer i; false when it tracks none. */
+bool        es_trainer_get_input_range (const EsTrainer *tr, int layer, float *lo, float *hi);
+/* Knowledge distillation from teacher (borrowed; it must outlive the trainer; same
+ * input and output shapes): its logits (a final Softmax skipped) on each micro-batch,
+ * run in inference mode on the same backend, soften at temperature T, and the loss
+ * becomes (1 - alpha) CE(labels) + alpha T^2 KL(softmax(teacher / T) || softmax(student
+ * / T)) (Hinton et al. 2015). Only with ES_LOSS_SOFTMAX_XENT; NULL turns it off. Stats
+ * report the mixed loss. */
+bool        es_trainer_set_teacher  (EsTrainer *tr, const EsModel *teacher, float temperature,
+                                     float alpha, EsError *err);
 /* Copy the device parameters and buffers back into the model. */
 void        es_trainer_sync         (EsTrainer *tr);
 /* Copy the model's parameters to the device (after the caller changed them) and

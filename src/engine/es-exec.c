@@ -1,0 +1,2 @@
+/* es-exec.c: see es-exec.h. */
+#include "es-exec.h"

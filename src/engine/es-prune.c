@@ -1,0 +1,2 @@
+/* es-prune.c: see es-prune.h. */
+#include "es-prune.h"

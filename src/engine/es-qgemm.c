@@ -1,0 +1,2 @@
+/* es-qgemm.c: see es-qgemm.h. */
+#include "es-qgemm.h"

@@ -1,0 +1,2 @@
+/* es-quant.c: see es-quant.h. */
+#include "es-quant.h"

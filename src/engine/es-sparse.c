@@ -1,0 +1,2 @@
+/* es-sparse.c: see es-sparse.h. */
+#include "es-sparse.h"
