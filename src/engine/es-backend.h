@@ -170,6 +170,10 @@ struct EsBackend {
  * on one thread pool of n_threads (0: the number of cores) with BLAS pinned to one
  * thread so pools never oversubscribe. budget may be NULL (no limit). */
 EsBackend *es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err);
+/* The thread pool of a CPU backend (for CPU-only runners such as es-exec.h, so they
+ * share its threads instead of starting a second pool); NULL for other backends. */
+struct EsPool;
+struct EsPool *es_cpu_backend_pool (EsBackend *be);
 /* The matrix-product path the CPU backends of this process use: "avx512" (CPUs with
  * AVX-512F) or "cblas" (others, or ESPALIER_GEMM=blas in the environment). */
 const char *es_cpu_backend_gemm_path (void);

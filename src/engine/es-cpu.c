@@ -2513,3 +2513,11 @@ es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err)
   cpu->be.impl = cpu;
   return &cpu->be;
 }
+
+EsPool *
+es_cpu_backend_pool (EsBackend *be)
+{
+  if (be == NULL || strcmp (be->iface->name, "cpu") != 0)
+    return NULL;
+  return cpu_of (be)->pool;
+}
