@@ -31,6 +31,11 @@ typedef enum {
   ES_OP_BATCHNORM,
   ES_OP_SGD,
   ES_OP_ADAM,
+  ES_OP_MASK_APPLY,          /* pruning masks */
+  ES_OP_MIN_MAX,             /* QAT range tracking */
+  ES_OP_FAKE_QUANT_WEIGHTS,  /* QAT */
+  ES_OP_FAKE_QUANT_ACT,      /* QAT: fake_quant_act and its backward */
+  ES_OP_DISTILL,             /* distillation loss, forward and backward */
   ES_OP_N_OPS
 } EsOp;
 
@@ -157,6 +162,40 @@ struct EsBackendIface {
   void   (*adam_step)   (EsBackend *be, float *param, float *m, float *v, const float *grad,
                          float lr, float beta1, float beta2, float eps, float weight_decay,
                          float bc1, float bc2, int64_t N);
+
+  /* slimming a model: pruning, quantization-aware training, distillation ----------- */
+  /* x (N) = mask ? x : 0, mask (N) bytes in backend memory (nonzero keeps): holds
+   * pruned parameters, and their gradients, at exactly zero. Runs twice a training
+   * step over every parameter. */
+  void   (*mask_apply)  (EsBackend *be, float *x, const uint8_t *mask, int64_t N);
+  /* The smallest and largest value of x (N > 0) into host memory *lo, *hi, NaN
+   * skipped (+inf, -inf when every value is NaN): the batch range QAT tracks. */
+  void   (*min_max)     (EsBackend *be, float *lo, float *hi, const float *x, int64_t N);
+  /* out (rows, cols) = w through int8 and back as es-quant.h quantizes weights: per
+   * row s = es_quant_weight_scale (max |w_row|), out = es_quant_weight (w, 1/s) * s,
+   * bit for bit. out may be w. */
+  void   (*fake_quant_weights) (EsBackend *be, float *out, const float *w, int rows,
+                                int cols);
+  /* out (N) = inp through uint8 and back as an int8 layer quantizes its input over
+   * the range [lo, hi]: es_quant_act_params (lo, hi, qmax, &s, &z), out =
+   * (es_quant_act (x, 1/s, z, qmax) - z) * s, bit for bit. out may be inp. */
+  void   (*fake_quant_act)     (EsBackend *be, float *out, const float *inp, float lo,
+                                float hi, int qmax, int64_t N);
+  /* Its straight-through gradient: dinp (N) = dout where min(lo,0) <= inp <= max(hi,0)
+   * (inp the input before fake quantization), 0 elsewhere. dinp may be dout. */
+  void   (*fake_quant_act_backward) (EsBackend *be, float *dinp, const float *dout,
+                                     const float *inp, float lo, float hi, int64_t N);
+  /* Distillation loss on student logits (B,C) and teacher logits (B,C) with labels (B),
+   * temperature temp and mix alpha (es-ref.h's distill_forward): probs, soft_s, soft_t
+   * (B,C) are kept for backward, losses (B) may be NULL; returns the mean loss to the
+   * host. Backward overwrites dlogits (B,C) with the gradient of scale * sum(losses). */
+  float  (*distill_forward)  (EsBackend *be, float *probs, float *soft_s, float *soft_t,
+                              float *losses, const float *logits, const float *teacher,
+                              const int32_t *labels, float temp, float alpha, int B, int C);
+  void   (*distill_backward) (EsBackend *be, float *dlogits, const float *probs,
+                              const float *soft_s, const float *soft_t,
+                              const int32_t *labels, float temp, float alpha, float scale,
+                              int B, int C);
 };
 
 struct EsBackend {

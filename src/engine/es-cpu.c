@@ -17,7 +17,10 @@
  * whenever it can, each core keeps its part in its own cache from step to step.
  * Pools and softmax call the es-ref.h kernels on slices of the batch (in parallel when
  * large; softmax of up to 16 classes has an AVX-512 kernel); the losses and BatchNorm
- * call them as they are.
+ * call them as they are. The slimming ops (pruning masks, min/max, fake quantization
+ * and its straight-through gradient) are element-wise loops too, equal bit for bit to
+ * the reference (es-quant.h's rounding in a form that vectorizes); the distillation
+ * loss is the reference.
  *
  * What it is not: a GEMM library, a graph executor, or for two threads at once: one
  * thread drives a backend at a time (the conv workspace is shared).
@@ -32,6 +35,7 @@
  * OH/OW = output height/width, CKK = C*K*K, OHW = OH*OW, N = elements. */
 #include "es-backend.h"
 #include "es-pool.h"
+#include "es-quant.h"
 #include "es-ref.h"
 
 #include <cblas.h>
@@ -73,7 +77,7 @@ typedef struct {
   EsBackend  be;
   EsPool    *pool;
   int        n_threads;
-  double    *partial;    /* (n_threads) per-thread sums */
+  double    *partial;    /* (2, n_threads) per-thread sums, or minima then maxima */
   float     *ws;         /* workspace for im2col and partial gradients (ws_bytes) */
   size_t     ws_bytes;
 } EsCpu;
@@ -2387,6 +2391,307 @@ cpu_adam_step (EsBackend *be, float *param, float *m, float *v, const float *gra
                                .wd = weight_decay, .bc1 = bc1, .bc2 = bc2 });
 }
 
+/* ---- pruning masks, fake quantization, distillation ------------------------------------ */
+
+/* x = mask ? x : 0 (a select: a pruned inf or NaN becomes 0 too; x read first, or
+ * the conditional load keeps the loop scalar) */
+ES_CLONES static void
+k_mask_apply (float *restrict x, const uint8_t *restrict mask, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++)
+    {
+      const float v = x[i];
+      x[i] = mask[i] ? v : 0.0f;
+    }
+}
+
+/* 16 floats in GCC's vector extension, for the min/max reductions: written as loops,
+ * IEEE comparisons against NaN keep GCC from turning them into vector min/max, and
+ * it keeps them scalar. SEL16 (m, a, b) = m ? a : b per lane, m a comparison. */
+typedef float EsV16f __attribute__ ((vector_size (64)));
+typedef int32_t EsV16i __attribute__ ((vector_size (64)));
+#define SEL16(m, a, b) ((EsV16f) (((EsV16i) (a) & (m)) | ((EsV16i) (b) & ~(m))))
+
+typedef struct {
+  float         *x;
+  const uint8_t *mask;
+} MaskArgs;
+
+static void
+mask_range (const void *p, int64_t i0, int64_t i1)
+{
+  const MaskArgs *a = p;
+
+  k_mask_apply (a->x + i0, a->mask + i0, i1 - i0);
+}
+
+/* x (N) = mask ? x : 0, in the same contiguous parts as the optimizer's loops. */
+static void
+cpu_mask_apply (EsBackend *be, float *x, const uint8_t *mask, int64_t N)
+{
+  cpu_enter ();
+  parallel_range (cpu_of (be), N, mask_range, &(MaskArgs) { x, mask });
+}
+
+/* The smallest and largest of x (n), NaN skipped (a comparison with NaN is false), in
+ * 16 lanes. */
+ES_CLONES static void
+k_min_max (float *lo, float *hi, const float *x, int64_t n)
+{
+  EsV16f l, h;
+  float rl = INFINITY, rh = -INFINITY;
+  int64_t i = 0;
+
+  for (int j = 0; j < 16; j++)
+    {
+      l[j] = INFINITY;
+      h[j] = -INFINITY;
+    }
+  for (; i + 16 <= n; i += 16)
+    {
+      EsV16f v;
+
+      memcpy (&v, x + i, sizeof v);
+      l = SEL16 (v < l, v, l);
+      h = SEL16 (v > h, v, h);
+    }
+  for (; i < n; i++)
+    {
+      rl = x[i] < rl ? x[i] : rl;
+      rh = x[i] > rh ? x[i] : rh;
+    }
+  for (int j = 0; j < 16; j++)
+    {
+      rl = l[j] < rl ? l[j] : rl;
+      rh = h[j] > rh ? h[j] : rh;
+    }
+  *lo = rl;
+  *hi = rh;
+}
+
+typedef struct {
+  const float *x;
+  int64_t      n;
+  double      *lo, *hi;   /* (nt) per-thread results */
+} MinMaxJob;
+
+static void
+min_max_job_run (void *data, int t, int nt)
+{
+  const MinMaxJob *j = data;
+  int64_t i0, i1;
+  float lo = INFINITY, hi = -INFINITY;
+
+  es_pool_chunk (j->n, CHUNK_ALIGN, t, nt, &i0, &i1);
+  if (i0 < i1)
+    k_min_max (&lo, &hi, j->x + i0, i1 - i0);
+  j->lo[t] = lo;
+  j->hi[t] = hi;
+}
+
+/* lo, hi (host) = min and max of x (N), NaN skipped; exact, so any split agrees. */
+static void
+cpu_min_max (EsBackend *be, float *lo, float *hi, const float *x, int64_t N)
+{
+  EsCpu *cpu = cpu_of (be);
+  int nt;
+  float l = INFINITY, h = -INFINITY;
+
+  cpu_enter ();
+  nt = threads_for (cpu, (double) N, PAR_MIN_ELEMS);
+  if (nt <= 1)
+    {
+      if (N > 0)
+        k_min_max (&l, &h, x, N);
+    }
+  else
+    {
+      es_pool_run_n (cpu->pool, nt, min_max_job_run,
+                     &(MinMaxJob) { x, N, cpu->partial, cpu->partial + cpu->n_threads });
+      for (int t = 0; t < nt; t++)
+        {
+          const float tl = (float) cpu->partial[t], th = (float) cpu->partial[cpu->n_threads + t];
+
+          l = tl < l ? tl : l;
+          h = th > h ? th : h;
+        }
+    }
+  *lo = l;
+  *hi = h;
+}
+
+/* rint (v) as lrintf gives it on x86-64, for the clamps of es-quant.h that follow: a
+ * value out of long's range (and NaN, inf) is LONG_MIN there, so it becomes the lowest
+ * code; others saturate at +-2^22 (beyond every code) and round to nearest even by
+ * the 1.5 * 2^23 trick, which stays a vector operation where lrintf is a libm call. */
+static inline float
+rint_like_lrintf (float v)
+{
+  v = fabsf (v) < 0x1p63f ? v : -0x1p22f;
+  v = v > 0x1p22f ? 0x1p22f : v;
+  v = v < -0x1p22f ? -0x1p22f : v;
+  return (v + 0x1.8p23f) - 0x1.8p23f;
+}
+
+/* out = es_quant_weight (w, inv) * s over n, bit for bit (the reference is the test) */
+ES_CLONES static void
+k_fake_quant_row (float *out, const float *w, float inv, float s, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++)
+    {
+      int32_t q = (int32_t) rint_like_lrintf (w[i] * inv);
+
+      q = q < -127 ? -127 : q > 127 ? 127 : q;
+      out[i] = (float) q * s;
+    }
+}
+
+/* max |w| over n (0 for none), NaN skipped, 16 lanes */
+ES_CLONES static float
+k_abs_max (const float *w, int64_t n)
+{
+  EsV16f lane = { 0 };
+  float m = 0.0f;
+  int64_t i = 0;
+
+  for (; i + 16 <= n; i += 16)
+    {
+      EsV16f v, a;
+
+      memcpy (&v, w + i, sizeof v);
+      a = (EsV16f) ((EsV16i) v & 0x7fffffff);
+      lane = SEL16 (a > lane, a, lane);
+    }
+  for (; i < n; i++)
+    m = fabsf (w[i]) > m ? fabsf (w[i]) : m;
+  for (int j = 0; j < 16; j++)
+    m = lane[j] > m ? lane[j] : m;
+  return m;
+}
+
+typedef struct {
+  float       *out;
+  const float *w;
+  int64_t      cols;
+} FqWeightArgs;
+
+static void
+fq_weight_rows (const void *p, int64_t r0, int64_t r1)
+{
+  const FqWeightArgs *a = p;
+
+  for (int64_t r = r0; r < r1; r++)
+    {
+      const float *wr = a->w + r * a->cols;
+      const float s = es_quant_weight_scale (k_abs_max (wr, a->cols));
+
+      k_fake_quant_row (a->out + r * a->cols, wr, 1.0f / s, s, a->cols);
+    }
+}
+
+/* out (rows, cols) = each row of w through int8 and back, rows cut across threads. */
+static void
+cpu_fake_quant_weights (EsBackend *be, float *out, const float *w, int rows, int cols)
+{
+  cpu_enter ();
+  parallel_range_ex (cpu_of (be), rows, 1, ES_MAX (1, PAR_MIN_ELEMS / ES_MAX (cols, 1)),
+                     fq_weight_rows, &(FqWeightArgs) { out, w, cols });
+}
+
+/* out = (es_quant_act (x, inv, z, qmax) - z) * s over n, bit for bit */
+ES_CLONES static void
+k_fake_quant_act (float *out, const float *inp, float inv, float s, int32_t z, int32_t qmax,
+                  int64_t n)
+{
+  for (int64_t i = 0; i < n; i++)
+    {
+      int32_t q = (int32_t) rint_like_lrintf (inp[i] * inv) + z;
+
+      q = q < 0 ? 0 : q > qmax ? qmax : q;
+      out[i] = (float) (q - z) * s;
+    }
+}
+
+/* dinp = dout where l <= inp <= h, else 0 */
+ES_CLONES static void
+k_ste (float *dinp, const float *dout, const float *inp, float l, float h, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++)
+    dinp[i] = inp[i] >= l && inp[i] <= h ? dout[i] : 0.0f;
+}
+
+typedef struct {
+  float       *out;
+  const float *a, *b;   /* forward: a = inp; backward: a = dout, b = inp */
+  float        inv, s, l, h;
+  int32_t      z, qmax;
+} FqActArgs;
+
+static void
+fq_act_range (const void *p, int64_t i0, int64_t i1)
+{
+  const FqActArgs *x = p;
+
+  k_fake_quant_act (x->out + i0, x->a + i0, x->inv, x->s, x->z, x->qmax, i1 - i0);
+}
+
+static void
+ste_range (const void *p, int64_t i0, int64_t i1)
+{
+  const FqActArgs *x = p;
+
+  k_ste (x->out + i0, x->a + i0, x->b + i0, x->l, x->h, i1 - i0);
+}
+
+/* out (N) = inp through uint8 over [lo, hi] and back (es-quant.h's arithmetic). */
+static void
+cpu_fake_quant_act (EsBackend *be, float *out, const float *inp, float lo, float hi, int qmax,
+                    int64_t N)
+{
+  float s;
+  int32_t z;
+
+  cpu_enter ();
+  es_quant_act_params (lo, hi, qmax, &s, &z);
+  parallel_range (cpu_of (be), N, fq_act_range,
+                  &(FqActArgs) { .out = out, .a = inp, .inv = 1.0f / s, .s = s, .z = z,
+                                 .qmax = qmax });
+}
+
+/* dinp (N) = dout inside [min(lo,0), max(hi,0)], 0 outside (dinp may be dout). */
+static void
+cpu_fake_quant_act_backward (EsBackend *be, float *dinp, const float *dout, const float *inp,
+                             float lo, float hi, int64_t N)
+{
+  cpu_enter ();
+  if (dinp == NULL)
+    return;
+  parallel_range (cpu_of (be), N, ste_range,
+                  &(FqActArgs) { .out = dinp, .a = dout, .b = inp, .l = fminf (lo, 0.0f),
+                                 .h = fmaxf (hi, 0.0f) });
+}
+
+/* The distillation loss: the reference (B*C values, small next to the layers). */
+static float
+cpu_distill_forward (EsBackend *be, float *probs, float *soft_s, float *soft_t, float *losses,
+                     const float *logits, const float *teacher, const int32_t *labels,
+                     float temp, float alpha, int B, int C)
+{
+  cpu_enter ();
+  return es_ref_distill_forward_f32 (probs, soft_s, soft_t, losses, logits, teacher, labels,
+                                     temp, alpha, B, C);
+}
+
+static void
+cpu_distill_backward (EsBackend *be, float *dlogits, const float *probs, const float *soft_s,
+                      const float *soft_t, const int32_t *labels, float temp, float alpha,
+                      float scale, int B, int C)
+{
+  cpu_enter ();
+  es_ref_distill_backward_f32 (dlogits, probs, soft_s, soft_t, labels, temp, alpha, scale,
+                               B, C);
+}
+
 /* ---- the backend ------------------------------------------------------------------------ */
 
 static const EsBackendIface cpu_iface = {
@@ -2437,6 +2742,14 @@ static const EsBackendIface cpu_iface = {
   .regularize = cpu_regularize,
   .sgd_step = cpu_sgd_step,
   .adam_step = cpu_adam_step,
+
+  .mask_apply = cpu_mask_apply,
+  .min_max = cpu_min_max,
+  .fake_quant_weights = cpu_fake_quant_weights,
+  .fake_quant_act = cpu_fake_quant_act,
+  .fake_quant_act_backward = cpu_fake_quant_act_backward,
+  .distill_forward = cpu_distill_forward,
+  .distill_backward = cpu_distill_backward,
 };
 
 /* See es-backend.h. Pins BLAS to one thread, picks the product kernels, sets FTZ/DAZ on
@@ -2492,7 +2805,7 @@ es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err)
 
   cpu = calloc (1, sizeof *cpu);
   if (cpu != NULL)
-    cpu->partial = calloc ((size_t) n_threads, sizeof *cpu->partial);
+    cpu->partial = calloc (2 * (size_t) n_threads, sizeof *cpu->partial);
   if (cpu == NULL || cpu->partial == NULL)
     {
       free (cpu);

@@ -720,6 +720,167 @@ FN (batchnorm_backward) (T *dinp, T *dgamma, T *dbeta, const T *dout, const T *i
     }
 }
 
+/* ---- pruning, fake quantization, distillation ---------------------------------- */
+
+/* x (N) = mask ? x : 0: a select, not a product, so a pruned inf or NaN becomes 0 too. */
+void
+FN (mask_apply) (T *x, const uint8_t *mask, int64_t N)
+{
+  for (int64_t i = 0; i < N; i++)
+    x[i] = mask[i] ? x[i] : (T) 0;
+}
+
+/* lo, hi = the smallest and largest of x (N), NaN skipped: +inf and -inf when every
+ * value is NaN. */
+void
+FN (min_max) (T *lo, T *hi, const T *x, int64_t N)
+{
+  T l = (T) INFINITY, h = (T) -INFINITY;
+
+  for (int64_t i = 0; i < N; i++)
+    {
+      l = x[i] < l ? x[i] : l;
+      h = x[i] > h ? x[i] : h;
+    }
+  *lo = l;
+  *hi = h;
+}
+
+/* Each row of w (rows, cols) through int8 and back, in float whatever T is (es-quant.h
+ * is the definition): s = es_quant_weight_scale (max |w_row|), q = es_quant_weight
+ * (w, 1/s), out = q * s. NaN weights do not count towards the maximum. */
+void
+FN (fake_quant_weights) (T *out, const T *w, int rows, int cols)
+{
+  for (int r = 0; r < rows; r++)
+    {
+      const T *wr = w + (int64_t) r * cols;
+      T *o = out + (int64_t) r * cols;
+      float m = 0.0f;
+      for (int c = 0; c < cols; c++)
+        {
+          const float a = fabsf ((float) wr[c]);
+          m = a > m ? a : m;
+        }
+      const float s = es_quant_weight_scale (m);
+      const float inv = 1.0f / s;
+      for (int c = 0; c < cols; c++)
+        o[c] = (T) ((float) es_quant_weight ((float) wr[c], inv) * s);
+    }
+}
+
+/* out (N) = (es_quant_act (x, 1/s, z, qmax) - z) * s with s, z = es_quant_act_params
+ * (lo, hi, qmax): the value an int8 layer's uint8 input code stands for. */
+void
+FN (fake_quant_act) (T *out, const T *inp, T lo, T hi, int qmax, int64_t N)
+{
+  float s;
+  int32_t z;
+
+  es_quant_act_params ((float) lo, (float) hi, qmax, &s, &z);
+  const float inv = 1.0f / s;
+  for (int64_t i = 0; i < N; i++)
+    out[i] = (T) ((float) (es_quant_act ((float) inp[i], inv, z, qmax) - z) * s);
+}
+
+/* The straight-through estimator of fake_quant_act: the rounding counts as the
+ * identity, the clipping does not: dinp = dout inside [min(lo,0), max(hi,0)], the range
+ * es_quant_act_params quantizes over, and 0 outside (NaN inputs too). */
+void
+FN (fake_quant_act_backward) (T *dinp, const T *dout, const T *inp, T lo, T hi, int64_t N)
+{
+  const T l = lo < (T) 0 ? lo : (T) 0;
+  const T h = hi > (T) 0 ? hi : (T) 0;
+
+  if (dinp == NULL)
+    return;
+  for (int64_t i = 0; i < N; i++)
+    dinp[i] = inp[i] >= l && inp[i] <= h ? dout[i] : (T) 0;
+}
+
+/* softmax (C) of x / temp into p; returns logsumexp(x / temp). */
+static inline T
+LOCAL (soft_row) (T *p, const T *x, T temp, int C)
+{
+  T m = x[0];
+  for (int c = 1; c < C; c++)
+    m = x[c] > m ? x[c] : m;
+  const T mt = m / temp;
+  ACC sum = 0.0;
+  for (int c = 0; c < C; c++)
+    {
+      p[c] = ES_REF_EXP (x[c] / temp - mt);
+      sum += (ACC) p[c];
+    }
+  for (int c = 0; c < C; c++)
+    p[c] = (T) ((ACC) p[c] / sum);
+  return mt + ES_REF_LOG ((T) sum);
+}
+
+/* Per row: the hard part is softmax_xent_forward's computation, step for step (so
+ * alpha = 0 gives its loss and probabilities bit for bit); the soft part is
+ * KL = sum_c pt_c (log pt_c - log ps_c), both logs taken as x/temp - logsumexp(x/temp)
+ * so they stay finite where a probability underflows (its term is then 0). */
+T
+FN (distill_forward) (T *probs, T *soft_s, T *soft_t, T *losses, const T *logits,
+                      const T *teacher, const int32_t *labels, T temp, T alpha, int B, int C)
+{
+  ACC total = 0.0;
+
+  for (int b = 0; b < B; b++)
+    {
+      const T *x = logits + (int64_t) b * C;
+      const T *t = teacher + (int64_t) b * C;
+      T *p = probs + (int64_t) b * C;
+      T *ps = soft_s + (int64_t) b * C;
+      T *pt = soft_t + (int64_t) b * C;
+
+      /* hard: as softmax_xent_forward */
+      T m = x[0];
+      for (int c = 1; c < C; c++)
+        m = x[c] > m ? x[c] : m;
+      ACC sum = 0.0;
+      for (int c = 0; c < C; c++)
+        {
+          p[c] = ES_REF_EXP (x[c] - m);
+          sum += (ACC) p[c];
+        }
+      for (int c = 0; c < C; c++)
+        p[c] = (T) ((ACC) p[c] / sum);
+      const T lse = m + ES_REF_LOG ((T) sum);
+      const T ce = lse - x[labels[b]];
+
+      /* soft */
+      const T lse_s = LOCAL (soft_row) (ps, x, temp, C);
+      const T lse_t = LOCAL (soft_row) (pt, t, temp, C);
+      ACC kl = 0.0;
+      for (int c = 0; c < C; c++)
+        kl += (ACC) pt[c] * (((ACC) t[c] / temp - (ACC) lse_t) - ((ACC) x[c] / temp - (ACC) lse_s));
+
+      const T loss = ((T) 1 - alpha) * ce + alpha * temp * temp * (T) kl;
+      if (losses != NULL)
+        losses[b] = loss;
+      total += (ACC) loss;
+    }
+  return B > 0 ? (T) (total / B) : (T) 0;
+}
+
+/* dlogits (B,C) = ((1 - alpha)(probs - onehot) + alpha temp (soft_s - soft_t)) * scale:
+ * d KL / d logits = (soft_s - soft_t) / temp, times the temp^2 of the loss. */
+void
+FN (distill_backward) (T *dlogits, const T *probs, const T *soft_s, const T *soft_t,
+                       const int32_t *labels, T temp, T alpha, T scale, int B, int C)
+{
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++)
+      {
+        const int64_t j = (int64_t) b * C + c;
+        const T onehot = c == labels[b] ? (T) 1 : (T) 0;
+        dlogits[j] = (((T) 1 - alpha) * (probs[j] - onehot)
+                      + alpha * temp * (soft_s[j] - soft_t[j])) * scale;
+      }
+}
+
 #undef FN
 #undef LOCAL
 #undef ACC

@@ -2,6 +2,7 @@
  * double (_f64) from the one generic source, es-ref-impl.h. Nothing else lives here:
  * no dispatch, no threading, no checks (see es-ref-impl.h for why). */
 #include "es-ref.h"
+#include "es-quant.h"   /* the quantization arithmetic the fake-quant kernels use */
 
 #include <math.h>
 

@@ -1,4 +1,5 @@
-/* es-ref.h: the portable reference kernels of every layer, forward and backward, in
+/* es-ref.h: the portable reference kernels of every layer, forward and backward, and of
+ * the trainer's model-slimming ops (pruning masks, fake quantization, distillation), in
  * float (_f32) and double (_f64) from one source (es-ref-impl.h). They are plain loops:
  * the gradient checks run the _f64 versions against finite differences, and every fast
  * kernel (BLAS, AVX-512, CUDA) is tested against the _f32 ones. Not for speed.
@@ -97,7 +98,36 @@ extern "C" {
                                              int B, int CH, int SP);                      \
   void es_ref_batchnorm_backward_##SFX (T *dinp, T *dgamma, T *dbeta, const T *dout,      \
                                         const T *inp, const T *gamma, const T *mean,      \
-                                        const T *rstd, int B, int CH, int SP);
+                                        const T *rstd, int B, int CH, int SP);            \
+  /* pruning: x (N) = mask ? x : 0 (mask bytes: nonzero keeps) */                        \
+  void es_ref_mask_apply_##SFX (T *x, const uint8_t *mask, int64_t N);                    \
+  /* the smallest and largest value of x (N > 0), NaN skipped (+inf, -inf when all are) */ \
+  void es_ref_min_max_##SFX (T *lo, T *hi, const T *x, int64_t N);                        \
+  /* Fake quantization (QAT) in es-quant.h's float arithmetic, whatever T is:             \
+   * weights (rows, cols) per row: s = es_quant_weight_scale (max |w_row|),               \
+   * out = es_quant_weight (w, 1/s) * s; out may be w. */                                 \
+  void es_ref_fake_quant_weights_##SFX (T *out, const T *w, int rows, int cols);          \
+  /* activations (N) over [lo, hi]: es_quant_act_params (lo, hi, qmax, &s, &z),           \
+   * out = (es_quant_act (x, 1/s, z, qmax) - z) * s; out may be inp. */                   \
+  void es_ref_fake_quant_act_##SFX (T *out, const T *inp, T lo, T hi, int qmax, int64_t N);\
+  /* its straight-through gradient: dinp (N) = dout where min(lo,0) <= inp <= max(hi,0),  \
+   * else 0 (the range es_quant_act_params quantizes over; dinp may be dout) */           \
+  void es_ref_fake_quant_act_backward_##SFX (T *dinp, const T *dout, const T *inp, T lo,  \
+                                             T hi, int64_t N);                            \
+  /* Knowledge distillation (Hinton et al. 2015) on student logits (B,C), teacher logits  \
+   * (B,C), labels (B), temperature temp > 0, alpha in [0,1]: probs = softmax(logits)     \
+   * exactly as softmax_xent_forward writes them, soft_s = softmax(logits / temp),        \
+   * soft_t = softmax(teacher / temp) (each (B,C)); losses (B, may be NULL) =              \
+   * (1 - alpha) CE + alpha temp^2 KL(soft_t || soft_s); returns their mean. Backward:     \
+   * dlogits = ((1 - alpha)(probs - onehot) + alpha temp (soft_s - soft_t)) * scale,      \
+   * the gradient of scale * sum(losses) (overwritten). */                                \
+  T    es_ref_distill_forward_##SFX (T *probs, T *soft_s, T *soft_t, T *losses,            \
+                                     const T *logits, const T *teacher,                   \
+                                     const int32_t *labels, T temp, T alpha, int B,       \
+                                     int C);                                              \
+  void es_ref_distill_backward_##SFX (T *dlogits, const T *probs, const T *soft_s,         \
+                                      const T *soft_t, const int32_t *labels, T temp,     \
+                                      T alpha, T scale, int B, int C);
 
 ES_REF_DECLARE (float, f32)
 ES_REF_DECLARE (double, f64)

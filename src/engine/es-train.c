@@ -1,5 +1,8 @@
 /* es-train.c: the engine's training and inference runners over a backend. One batch
- * at a time; epochs and datasets are core's business.
+ * at a time; epochs and datasets are core's business. The trainer also slims models
+ * while they train: pruning masks held through the optimizer steps, quantization-aware
+ * training (fake quantization with a straight-through estimator) and knowledge
+ * distillation from a teacher run beside the student, all through backend ops.
  *
  * Dimension key: B = micro-batch rows, D = input floats per row, F_i = output floats
  * per row of layer i, P = trainable parameters, Q = buffers (running statistics).
@@ -26,7 +29,43 @@ typedef struct {
   int32_t *argmax;           /* MaxPool: (B, F_i) */
   uint8_t *mask;             /* Dropout: (B, F_i) */
   float   *bn_mean, *bn_rstd;/* BatchNorm: (CH) saved for backward */
+
+  /* quantization-aware training (Dense, Conv2D) */
+  bool     qat;              /* weights and input fake-quantized */
+  float   *wq;               /* (OUT, IN) or (OC, C*K*K) fake-quantized weights */
+  float   *qin;              /* (B, in floats) fake-quantized input */
+  uint64_t wq_gen;           /* the parameter generation wq was made from */
+  bool     q_tracked;        /* q_lo, q_hi hold a range */
+  float    q_lo, q_hi;       /* the tracked input range */
+  bool     q_tracked_saved;  /* the range before the current batch */
+  float    q_lo_saved, q_hi_saved;
+  float    q_use_lo, q_use_hi; /* the range the last forward quantized over */
 } Exec;
+
+/* Device allocations, kept to be freed together. */
+typedef struct {
+  struct { void *ptr; EsMemKind kind; size_t bytes; } *items;
+  int n, cap;
+} AllocList;
+
+/* The teacher of distillation: its parameters on the device and an inference-only
+ * execution list whose outputs alternate between two buffers. */
+typedef struct {
+  const EsModel *model;
+  Exec          *exec;        /* (n_layers) */
+  int            n_exec;      /* layers run: a final Softmax is skipped (logits) */
+  float         *params;      /* (P_teacher) */
+  float         *buffers;     /* (Q_teacher) */
+  float         *bufA, *bufB; /* (B, widest output) ping-pong */
+  int32_t       *argmax;      /* (B, widest MaxPool output) */
+  float         *soft_s;      /* (B, F_out) softmax(student / T) */
+  float         *soft_t;      /* (B, F_out) softmax(teacher / T) */
+  float          temp, alpha;
+  AllocList      allocs;
+} Teacher;
+
+/* Exponential moving average of the QAT input ranges: range = m range + (1 - m) batch. */
+#define QAT_RANGE_MOMENTUM 0.99f
 
 struct EsTrainer {
   EsModel       *model;
@@ -55,9 +94,14 @@ struct EsTrainer {
   int64_t  steps;             /* optimizer steps */
   float    lr;                /* current learning rate */
 
-  /* every allocation, for free */
-  struct { void *ptr; EsMemKind kind; size_t bytes; } *allocs;
-  int      n_allocs, cap_allocs;
+  uint8_t *mask;              /* (P) pruning mask on the device, or NULL */
+  bool     mask_on;
+  bool     qat_on;            /* some layer has exec[i].qat */
+  int      qmax;              /* QAT activation codes 0..qmax */
+  uint64_t param_gen;         /* bumped whenever params change */
+  Teacher *teacher;           /* distillation, or NULL */
+
+  AllocList allocs;           /* every allocation but the teacher's, for free */
   float   *buffers_saved;     /* (Q) running statistics before the current batch */
   int      min_micro;         /* smallest micro-batch the model trains correctly with */
   int      r0;                /* first row of the current micro-batch, for dropout seeds */
@@ -233,6 +277,37 @@ activation_bytes (const EsModel *model, int B, bool training)
   return bytes;
 }
 
+/* What the trainer allocates for the features cfg plans for: the mask (P bytes), per
+ * fake-quantized layer its weights and a batch of its input, and the teacher's
+ * parameters, its two activation buffers and the softened probabilities (2 B F). */
+static void
+plan_slimming (const EsModel *model, const EsTrainConfig *cfg, int batch, EsMemPlan *plan)
+{
+  if (cfg->plan_mask)
+    plan->weights += (size_t) es_model_n_params (model);
+  if (cfg->plan_fake_quant)
+    for (int i = 0; i < es_model_n_layers (model); i++)
+      {
+        const EsLayerInfo *l = es_model_layer (model, i);
+
+        if (l->spec.kind == ES_LAYER_DENSE || l->spec.kind == ES_LAYER_CONV2D)
+          {
+            plan->weights += (size_t) es_model_tensor (model, l->first_tensor)->size
+                             * sizeof (float);
+            plan->activations += (size_t) batch * (size_t) es_shape_size (&l->in) * sizeof (float);
+          }
+      }
+  if (cfg->plan_teacher != NULL)
+    {
+      const EsModel *t = cfg->plan_teacher;
+      EsShape out = es_model_output_shape (model);
+
+      plan->weights += (size_t) (es_model_n_params (t) + es_model_n_buffers (t)) * sizeof (float);
+      plan->activations += activation_bytes (t, batch, false)
+                           + 2 * (size_t) batch * (size_t) es_shape_size (&out) * sizeof (float);
+    }
+}
+
 void
 es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool training,
              EsMemPlan *plan)
@@ -268,6 +343,8 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
           plan->workspace = ES_MAX (plan->workspace, ws);
         }
     }
+  if (training)
+    plan_slimming (model, cfg, batch, plan);
   plan->total = plan->weights + plan->gradients + plan->optimizer + plan->activations
                 + plan->workspace + plan->data;
 }
@@ -275,42 +352,79 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
 /* ------------------------------------------------------------------------------ */
 /* trainer */
 
+/* Backend memory recorded in list l. */
 static void *
-tr_alloc (EsTrainer *tr, EsMemKind kind, size_t bytes, EsError *err)
+list_alloc (EsBackend *be, AllocList *l, EsMemKind kind, size_t bytes, EsError *err)
 {
   void *p;
 
   if (bytes == 0)
     bytes = 64;
-  if (tr->n_allocs == tr->cap_allocs)
+  if (l->n == l->cap)
     {
-      int cap = tr->cap_allocs ? 2 * tr->cap_allocs : 32;
-      void *grown = realloc (tr->allocs, (size_t) cap * sizeof *tr->allocs);
+      int cap = l->cap ? 2 * l->cap : 32;
+      void *grown = realloc (l->items, (size_t) cap * sizeof *l->items);
 
       if (grown == NULL)
         {
           es_error_set (err, ES_ERR_NOMEM, "Out of memory planning the trainer");
           return NULL;
         }
-      tr->allocs = grown;
-      tr->cap_allocs = cap;
+      l->items = grown;
+      l->cap = cap;
     }
-  p = tr->be->iface->alloc (tr->be, kind, bytes, err);
+  p = be->iface->alloc (be, kind, bytes, err);
   if (p == NULL)
     return NULL;
-  tr->allocs[tr->n_allocs].ptr = p;
-  tr->allocs[tr->n_allocs].kind = kind;
-  tr->allocs[tr->n_allocs].bytes = bytes;
-  tr->n_allocs++;
+  l->items[l->n].ptr = p;
+  l->items[l->n].kind = kind;
+  l->items[l->n].bytes = bytes;
+  l->n++;
   return p;
+}
+
+/* Frees everything in l, newest first; l stays usable. */
+static void
+list_release (EsBackend *be, AllocList *l)
+{
+  for (int i = l->n - 1; i >= 0; i--)
+    be->iface->free (be, l->items[i].kind, l->items[i].ptr, l->items[i].bytes);
+  l->n = 0;
+}
+
+static void *
+tr_alloc (EsTrainer *tr, EsMemKind kind, size_t bytes, EsError *err)
+{
+  return list_alloc (tr->be, &tr->allocs, kind, bytes, err);
 }
 
 static void
 tr_release_all (EsTrainer *tr)
 {
-  for (int i = tr->n_allocs - 1; i >= 0; i--)
-    tr->be->iface->free (tr->be, tr->allocs[i].kind, tr->allocs[i].ptr, tr->allocs[i].bytes);
-  tr->n_allocs = 0;
+  list_release (tr->be, &tr->allocs);
+}
+
+/* Point e's parameter, gradient and running-statistics fields into the blocks (grads
+ * may be NULL: inference). */
+static void
+exec_bind (Exec *e, const EsModel *m, float *params, float *grads, float *buffers)
+{
+  const EsLayerInfo *l = e->info;
+  const EsTensorInfo *tw, *tb;
+
+  if (l->n_tensors == 0)
+    return;
+  tw = es_model_tensor (m, l->first_tensor);
+  tb = es_model_tensor (m, l->first_tensor + 1);
+  e->w = params + tw->offset;
+  e->b = params + tb->offset;
+  if (grads != NULL)
+    {
+      e->dw = grads + tw->offset;
+      e->db = grads + tb->offset;
+    }
+  if (l->spec.kind == ES_LAYER_BATCHNORM)
+    e->running = buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
 }
 
 static bool
@@ -370,18 +484,7 @@ tr_allocate (EsTrainer *tr, EsError *err)
           ALLOC (e->bn_mean, ES_MEM_ACTIVATIONS, (size_t) l->in.dims[0] * sizeof (float));
           ALLOC (e->bn_rstd, ES_MEM_ACTIVATIONS, (size_t) l->in.dims[0] * sizeof (float));
         }
-      if (l->n_tensors > 0)
-        {
-          const EsTensorInfo *tw = es_model_tensor (m, l->first_tensor);
-          const EsTensorInfo *tb = es_model_tensor (m, l->first_tensor + 1);
-
-          e->w = tr->params + tw->offset;
-          e->b = tr->params + tb->offset;
-          e->dw = tr->grads + tw->offset;
-          e->db = tr->grads + tb->offset;
-          if (l->spec.kind == ES_LAYER_BATCHNORM)
-            e->running = tr->buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
-        }
+      exec_bind (e, m, tr->params, tr->grads, tr->buffers);
       prev = e->out;
     }
 #undef ALLOC
@@ -502,6 +605,8 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
   tr->fused_last = last_is_fused (model, cfg->loss);
   tr->n_exec = es_model_n_layers (model) - (tr->fused_last ? 1 : 0);
   tr->lr = cfg->lr;
+  tr->qmax = 255;
+  tr->param_gen = 1;
   tr->first_grad = -1;
   for (int i = 0; i < es_model_n_layers (model); i++)
     {
@@ -571,14 +676,17 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
   return tr;
 }
 
+static void teacher_free (EsTrainer *tr);
+
 void
 es_trainer_free (EsTrainer *tr)
 {
   if (tr == NULL)
     return;
+  teacher_free (tr);
   tr_release_all (tr);
   free (tr->exec);
-  free (tr->allocs);
+  free (tr->allocs.items);
   free (tr);
 }
 
@@ -633,6 +741,9 @@ es_trainer_reload (EsTrainer *tr, bool reset_optimizer)
   b->upload (tr->be, tr->params, es_model_params (tr->model), P);
   b->upload (tr->be, tr->buffers, es_model_buffers (tr->model),
              (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+  if (tr->mask_on)
+    b->mask_apply (tr->be, tr->params, tr->mask, es_model_n_params (tr->model));
+  tr->param_gen++;
   b->zero (tr->be, tr->grads, P);
   tr->accum_done = 0;
   if (reset_optimizer)
@@ -703,28 +814,92 @@ act_op (EsLayerKind k)
     }
 }
 
-/* Forward layers [0, n) on B rows; train selects dropout and batch statistics. */
+/* QAT: layer e's input inp (N) fake-quantized into e->qin. Training first folds this
+ * batch's range into the tracked one; evaluation uses the tracked range as it is, or
+ * the batch's own while none is tracked. */
+static const float *
+qat_input (EsTrainer *tr, Exec *e, const float *inp, int64_t N, bool train)
+{
+  EsBackend *be = tr->be;
+  float lo = e->q_lo, hi = e->q_hi;
+
+  if (train || !e->q_tracked)
+    {
+      float blo, bhi;
+
+      be->iface->min_max (be, &blo, &bhi, inp, N);
+      if (train && blo <= bhi)  /* not all NaN */
+        {
+          if (!e->q_tracked)
+            {
+              e->q_lo = blo;
+              e->q_hi = bhi;
+              e->q_tracked = true;
+            }
+          else
+            {
+              e->q_lo = QAT_RANGE_MOMENTUM * e->q_lo + (1.0f - QAT_RANGE_MOMENTUM) * blo;
+              e->q_hi = QAT_RANGE_MOMENTUM * e->q_hi + (1.0f - QAT_RANGE_MOMENTUM) * bhi;
+            }
+        }
+      lo = e->q_tracked ? e->q_lo : blo;
+      hi = e->q_tracked ? e->q_hi : bhi;
+    }
+  if (!(lo <= hi))
+    lo = hi = 0.0f;
+  e->q_use_lo = lo;
+  e->q_use_hi = hi;
+  be->iface->fake_quant_act (be, e->qin, inp, lo, hi, tr->qmax, N);
+  return e->qin;
+}
+
+/* QAT: e->wq = e->w (rows, cols) fake-quantized, redone only after the parameters
+ * changed (micro-batches of one step and evaluations share it). */
+static const float *
+qat_weights (EsTrainer *tr, Exec *e, int rows, int cols)
+{
+  if (e->wq_gen != tr->param_gen)
+    {
+      tr->be->iface->fake_quant_weights (tr->be, e->wq, e->w, rows, cols);
+      e->wq_gen = tr->param_gen;
+    }
+  return e->wq;
+}
+
+/* Forward layers [0, n) of exec on B rows of x; train selects dropout, batch
+ * statistics and the update of QAT ranges. */
 static void
-forward (EsTrainer *tr, int n, int B, bool train)
+forward_exec (EsTrainer *tr, Exec *exec, int n, const float *x, int B, bool train)
 {
   EsBackend *be = tr->be;
   const EsBackendIface *b = be->iface;
-  const float *inp = tr->x;
+  const float *inp = x;
 
   for (int i = 0; i < n; i++)
     {
-      Exec *e = &tr->exec[i];
+      Exec *e = &exec[i];
       const EsLayerSpec *s = &e->info->spec;
       const EsShape *is = &e->info->in;
       int64_t N = (int64_t) B * e->info->out_floats;
+      const float *w = e->w;
 
       switch (s->kind)
         {
         case ES_LAYER_DENSE:
-          b->dense_forward (be, e->out, inp, e->w, e->b, B, is->dims[0], s->units);
+          if (e->qat)
+            {
+              inp = qat_input (tr, e, inp, (int64_t) B * is->dims[0], train);
+              w = qat_weights (tr, e, s->units, is->dims[0]);
+            }
+          b->dense_forward (be, e->out, inp, w, e->b, B, is->dims[0], s->units);
           break;
         case ES_LAYER_CONV2D:
-          b->conv2d_forward (be, e->out, inp, e->w, e->b, B, is->dims[0], is->dims[1],
+          if (e->qat)
+            {
+              inp = qat_input (tr, e, inp, (int64_t) B * es_shape_size (is), train);
+              w = qat_weights (tr, e, s->filters, is->dims[0] * s->kernel * s->kernel);
+            }
+          b->conv2d_forward (be, e->out, inp, w, e->b, B, is->dims[0], is->dims[1],
                              is->dims[2], s->filters, s->kernel, s->stride, s->padding);
           break;
         case ES_LAYER_MAXPOOL2D:
@@ -779,6 +954,13 @@ forward (EsTrainer *tr, int n, int B, bool train)
     }
 }
 
+/* Forward the trainer's layers [0, n) on its input. */
+static void
+forward (EsTrainer *tr, int n, int B, bool train)
+{
+  forward_exec (tr, tr->exec, n, tr->x, B, train);
+}
+
 /* Backward from dlogits (in tr->dA) through layers [0, n). */
 static void
 backward (EsTrainer *tr, int n, int B)
@@ -799,12 +981,21 @@ backward (EsTrainer *tr, int n, int B)
       switch (s->kind)
         {
         case ES_LAYER_DENSE:
-          b->dense_backward (be, dinp, e->dw, e->db, dout, inp, e->w, B, is->dims[0], s->units);
+          /* QAT: the float layer's gradients at the fake-quantized weights and input
+           * (straight through the rounding), the input's zeroed outside its range */
+          b->dense_backward (be, dinp, e->dw, e->db, dout, e->qat ? e->qin : inp,
+                             e->qat ? e->wq : e->w, B, is->dims[0], s->units);
+          if (e->qat && dinp != NULL)
+            b->fake_quant_act_backward (be, dinp, dinp, inp, e->q_use_lo, e->q_use_hi,
+                                        (int64_t) B * is->dims[0]);
           break;
         case ES_LAYER_CONV2D:
-          b->conv2d_backward (be, dinp, e->dw, e->db, dout, inp, e->w, B, is->dims[0],
-                              is->dims[1], is->dims[2], s->filters, s->kernel, s->stride,
-                              s->padding);
+          b->conv2d_backward (be, dinp, e->dw, e->db, dout, e->qat ? e->qin : inp,
+                              e->qat ? e->wq : e->w, B, is->dims[0], is->dims[1], is->dims[2],
+                              s->filters, s->kernel, s->stride, s->padding);
+          if (e->qat && dinp != NULL)
+            b->fake_quant_act_backward (be, dinp, dinp, inp, e->q_use_lo, e->q_use_hi,
+                                        (int64_t) B * es_shape_size (is));
           break;
         case ES_LAYER_MAXPOOL2D:
           b->maxpool2d_backward (be, dinp, dout, e->argmax, B, is->dims[0], is->dims[1],
@@ -858,6 +1049,16 @@ loss_forward (EsTrainer *tr, int B)
   const float *logits = tr->n_exec > 0 ? tr->exec[tr->n_exec - 1].out : tr->x;
   int F = (int) tr->F_out;
 
+  if (tr->teacher != NULL)
+    {
+      Teacher *t = tr->teacher;
+      const float *tl;
+
+      forward_exec (tr, t->exec, t->n_exec, tr->x, B, false);
+      tl = t->n_exec > 0 ? t->exec[t->n_exec - 1].out : tr->x;
+      return b->distill_forward (be, tr->probs, t->soft_s, t->soft_t, tr->losses, logits, tl,
+                                 tr->labels, t->temp, t->alpha, B, F);
+    }
   switch (tr->cfg.loss)
     {
     case ES_LOSS_SOFTMAX_XENT:
@@ -877,6 +1078,14 @@ loss_backward (EsTrainer *tr, int B, float scale)
   const float *logits = tr->n_exec > 0 ? tr->exec[tr->n_exec - 1].out : tr->x;
   int F = (int) tr->F_out;
 
+  if (tr->teacher != NULL)
+    {
+      const Teacher *t = tr->teacher;
+
+      b->distill_backward (be, tr->dA, tr->probs, t->soft_s, t->soft_t, tr->labels, t->temp,
+                           t->alpha, scale, B, F);
+      return;
+    }
   switch (tr->cfg.loss)
     {
     case ES_LOSS_SOFTMAX_XENT:
@@ -935,6 +1144,9 @@ optimizer_step (EsTrainer *tr)
   float lr = scheduled_lr (c, tr->steps);
 
   tr->lr = lr;
+  /* pruned weights get no gradient (take no part in the norm, gather no state) */
+  if (tr->mask_on)
+    b->mask_apply (be, tr->grads, tr->mask, P);
   if (c->clip_norm > 0.0f)
     {
       double norm = sqrt (b->sum_squares (be, tr->grads, P));
@@ -966,8 +1178,12 @@ optimizer_step (EsTrainer *tr)
       }
       break;
     }
+  /* and stay zero whatever momentum they had */
+  if (tr->mask_on)
+    b->mask_apply (be, tr->params, tr->mask, P);
   b->zero (be, tr->grads, (size_t) P * sizeof (float));
   tr->steps++;
+  tr->param_gen++;
 }
 
 /* A batch must carry inputs and what the loss compares them with. */
@@ -1010,6 +1226,16 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
   if (tr->buffers_saved != NULL)
     tr->be->iface->copy (tr->be, tr->buffers_saved, tr->buffers,
                          (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+  /* so do the QAT ranges */
+  if (tr->qat_on)
+    for (int i = 0; i < tr->n_exec; i++)
+      {
+        Exec *e = &tr->exec[i];
+
+        e->q_tracked_saved = e->q_tracked;
+        e->q_lo_saved = e->q_lo;
+        e->q_hi_saved = e->q_hi;
+      }
   scale = 1.0f / ((float) B * (float) tr->cfg.accum_steps);
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
@@ -1026,6 +1252,15 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
           if (tr->buffers_saved != NULL)
             tr->be->iface->copy (tr->be, tr->buffers, tr->buffers_saved,
                                  (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+          if (tr->qat_on)
+            for (int i = 0; i < tr->n_exec; i++)
+              {
+                Exec *e = &tr->exec[i];
+
+                e->q_tracked = e->q_tracked_saved;
+                e->q_lo = e->q_lo_saved;
+                e->q_hi = e->q_hi_saved;
+              }
           tr->accum_done = 0;
           es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
                         isnan (loss) ? "NaN" : "infinite", (long long) tr->steps + 1);
@@ -1088,6 +1323,276 @@ es_trainer_eval_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, 
       stats->correct += correct;
       stats->rows += B;
     }
+  return true;
+}
+
+bool
+es_trainer_predict (EsTrainer *tr, const float *x, int B, float *out, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  int n = es_model_n_layers (tr->model);
+  size_t F = (size_t) tr->F_out;
+
+  if (B <= 0 || x == NULL || out == NULL)
+    {
+      es_error_set (err, ES_ERR_INVALID, "Prediction needs at least one row of input and an output");
+      return false;
+    }
+  for (int r0 = 0; r0 < B; r0 += tr->micro)
+    {
+      int mb = ES_MIN (tr->micro, B - r0);
+      EsBatch rows = { .B = B, .x_f32 = x };
+
+      load_rows (tr, &rows, r0, mb);
+      /* every layer: a fused last one writes into probs */
+      forward (tr, n, mb, false);
+      b->download (tr->be, out + (size_t) r0 * F, tr->exec[n - 1].out,
+                   (size_t) mb * F * sizeof (float));
+    }
+  return true;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* slimming: pruning masks, quantization-aware training, distillation */
+
+static bool
+require_op (EsBackend *be, EsOp op, const char *what, EsError *err)
+{
+  if (be->iface->supports_op (be, op))
+    return true;
+  es_error_set (err, ES_ERR_UNSUPPORTED, "The %s backend cannot run %s", be->iface->name, what);
+  return false;
+}
+
+bool
+es_trainer_set_mask (EsTrainer *tr, const uint8_t *mask, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  int64_t P = es_model_n_params (tr->model);
+
+  if (mask == NULL)
+    {
+      tr->mask_on = false;
+      return true;
+    }
+  if (!require_op (tr->be, ES_OP_MASK_APPLY, "pruning masks", err))
+    return false;
+  if (tr->mask == NULL && (tr->mask = tr_alloc (tr, ES_MEM_WEIGHTS, (size_t) P, err)) == NULL)
+    return false;
+  b->upload (tr->be, tr->mask, mask, (size_t) P);
+  tr->mask_on = true;
+  b->mask_apply (tr->be, tr->params, tr->mask, P);
+  tr->param_gen++;
+  return true;
+}
+
+static bool
+qat_layer_kind (EsLayerKind k)
+{
+  return k == ES_LAYER_DENSE || k == ES_LAYER_CONV2D;
+}
+
+bool
+es_trainer_set_fake_quant (EsTrainer *tr, const bool *layers, bool reduce_range, EsError *err)
+{
+  int n = es_model_n_layers (tr->model), chosen = 0;
+
+  if (layers == NULL)
+    {
+      for (int i = 0; i < n; i++)
+        tr->exec[i].qat = tr->exec[i].q_tracked = false;
+      tr->qat_on = false;
+      return true;
+    }
+  if (!require_op (tr->be, ES_OP_MIN_MAX, "quantization-aware training", err)
+      || !require_op (tr->be, ES_OP_FAKE_QUANT_WEIGHTS, "quantization-aware training", err)
+      || !require_op (tr->be, ES_OP_FAKE_QUANT_ACT, "quantization-aware training", err))
+    return false;
+  /* buffers first, so a failure leaves the previous choice as it was */
+  for (int i = 0; i < n; i++)
+    {
+      Exec *e = &tr->exec[i];
+      const EsLayerInfo *l = e->info;
+      size_t w_floats, in_floats;
+
+      if (!layers[i] || !qat_layer_kind (l->spec.kind))
+        continue;
+      w_floats = (size_t) es_model_tensor (tr->model, l->first_tensor)->size;
+      in_floats = (size_t) tr->micro * (size_t) es_shape_size (&l->in);
+      chosen++;
+      if (e->wq == NULL
+          && (e->wq = tr_alloc (tr, ES_MEM_WEIGHTS, w_floats * sizeof (float), err)) == NULL)
+        return false;
+      if (e->qin == NULL
+          && (e->qin = tr_alloc (tr, ES_MEM_ACTIVATIONS, in_floats * sizeof (float), err)) == NULL)
+        return false;
+    }
+  if (chosen == 0)
+    {
+      es_error_set (err, ES_ERR_INVALID, "Quantization-aware training needs a Dense or Conv2D layer");
+      return false;
+    }
+  for (int i = 0; i < n; i++)
+    {
+      Exec *e = &tr->exec[i];
+      bool on = layers[i] && qat_layer_kind (e->info->spec.kind);
+
+      if (on && !e->qat)
+        e->wq_gen = 0;  /* not made yet */
+      if (!on)
+        e->q_tracked = false;
+      e->qat = on;
+    }
+  tr->qmax = reduce_range ? 127 : 255;
+  tr->qat_on = true;
+  return true;
+}
+
+bool
+es_trainer_get_input_range (const EsTrainer *tr, int layer, float *lo, float *hi)
+{
+  const Exec *e;
+
+  if (layer < 0 || layer >= es_model_n_layers (tr->model))
+    return false;
+  e = &tr->exec[layer];
+  if (!e->qat || !e->q_tracked)
+    return false;
+  *lo = e->q_lo;
+  *hi = e->q_hi;
+  return true;
+}
+
+static void
+teacher_free (EsTrainer *tr)
+{
+  Teacher *t = tr->teacher;
+
+  if (t == NULL)
+    return;
+  list_release (tr->be, &t->allocs);
+  free (t->allocs.items);
+  free (t->exec);
+  free (t);
+  tr->teacher = NULL;
+}
+
+/* The teacher's device copy and its inference execution list for micro-batches. */
+static Teacher *
+teacher_new (EsTrainer *tr, const EsModel *model, EsError *err)
+{
+  EsBackend *be = tr->be;
+  int n = es_model_n_layers (model);
+  size_t B = (size_t) tr->micro;
+  size_t P = (size_t) es_model_n_params (model), Q = (size_t) es_model_n_buffers (model);
+  int64_t widest = 1, widest_pool = 0;
+  Teacher *t = calloc (1, sizeof *t);
+  const float *prev = NULL;
+
+  if (t == NULL || (t->exec = calloc ((size_t) n, sizeof *t->exec)) == NULL)
+    {
+      free (t);
+      es_error_set (err, ES_ERR_NOMEM, "Out of memory creating the teacher");
+      return NULL;
+    }
+  t->model = model;
+  t->n_exec = n - (es_model_layer (model, n - 1)->spec.kind == ES_LAYER_SOFTMAX ? 1 : 0);
+  for (int i = 0; i < n; i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+
+      if (!infer_identity (l->spec.kind))
+        widest = ES_MAX (widest, l->out_floats);
+      if (l->spec.kind == ES_LAYER_MAXPOOL2D)
+        widest_pool = ES_MAX (widest_pool, l->out_floats);
+    }
+#define T_ALLOC(dst, kind, bytes) \
+  do { if (((dst) = list_alloc (be, &t->allocs, kind, bytes, err)) == NULL) goto fail; } while (0)
+  T_ALLOC (t->params, ES_MEM_WEIGHTS, P * sizeof (float));
+  T_ALLOC (t->buffers, ES_MEM_WEIGHTS, Q * sizeof (float));
+  T_ALLOC (t->bufA, ES_MEM_ACTIVATIONS, B * (size_t) widest * sizeof (float));
+  T_ALLOC (t->bufB, ES_MEM_ACTIVATIONS, B * (size_t) widest * sizeof (float));
+  if (widest_pool > 0)
+    T_ALLOC (t->argmax, ES_MEM_ACTIVATIONS, B * (size_t) widest_pool * sizeof (int32_t));
+  T_ALLOC (t->soft_s, ES_MEM_ACTIVATIONS, B * (size_t) tr->F_out * sizeof (float));
+  T_ALLOC (t->soft_t, ES_MEM_ACTIVATIONS, B * (size_t) tr->F_out * sizeof (float));
+#undef T_ALLOC
+  for (int i = 0; i < n; i++)
+    {
+      Exec *e = &t->exec[i];
+
+      e->info = es_model_layer (model, i);
+      exec_bind (e, model, t->params, NULL, t->buffers);
+      e->argmax = t->argmax;
+      /* identity layers read through (forward_exec points them at their input) */
+      if (!infer_identity (e->info->spec.kind))
+        {
+          e->out = prev == t->bufA ? t->bufB : t->bufA;
+          prev = e->out;
+        }
+    }
+  be->iface->upload (be, t->params, es_model_params_const (model), P * sizeof (float));
+  be->iface->upload (be, t->buffers, es_model_buffers_const (model), Q * sizeof (float));
+  return t;
+
+fail:
+  list_release (be, &t->allocs);
+  free (t->allocs.items);
+  free (t->exec);
+  free (t);
+  return NULL;
+}
+
+bool
+es_trainer_set_teacher (EsTrainer *tr, const EsModel *teacher, float temperature, float alpha,
+                        EsError *err)
+{
+  EsShape si = es_model_input_shape (tr->model), so = es_model_output_shape (tr->model);
+  EsShape ti, to;
+  EsLayerKind last;
+
+  teacher_free (tr);
+  if (teacher == NULL)
+    return true;
+  ti = es_model_input_shape (teacher);
+  to = es_model_output_shape (teacher);
+  last = es_model_layer (teacher, es_model_n_layers (teacher) - 1)->spec.kind;
+  if (tr->cfg.loss != ES_LOSS_SOFTMAX_XENT)
+    {
+      es_error_set (err, ES_ERR_INVALID, "Distillation needs the softmax_cross_entropy loss (not %s)",
+                    es_loss_kind_name (tr->cfg.loss));
+      return false;
+    }
+  if (!(temperature > 0.0f) || !isfinite (temperature) || !(alpha >= 0.0f && alpha <= 1.0f))
+    {
+      es_error_set (err, ES_ERR_INVALID,
+                    "Distillation needs a positive temperature and alpha in [0, 1] (got %g and %g)",
+                    temperature, alpha);
+      return false;
+    }
+  if (!es_shape_equal (&si, &ti) || !es_shape_equal (&so, &to))
+    {
+      char a[64], b[64], c[64], d[64];
+
+      es_error_set (err, ES_ERR_SHAPE,
+                    "The teacher maps %s to %s but the student %s to %s",
+                    es_shape_format (&ti, a, sizeof a), es_shape_format (&to, b, sizeof b),
+                    es_shape_format (&si, c, sizeof c), es_shape_format (&so, d, sizeof d));
+      return false;
+    }
+  if (last == ES_LAYER_SIGMOID)
+    {
+      es_error_set (err, ES_ERR_INVALID, "A teacher ending in Sigmoid has no class logits to distill");
+      return false;
+    }
+  if (!check_supported (teacher, tr->be, NULL, err)
+      || !require_op (tr->be, ES_OP_DISTILL, "the distillation loss", err))
+    return false;
+  tr->teacher = teacher_new (tr, teacher, err);
+  if (tr->teacher == NULL)
+    return false;
+  tr->teacher->temp = temperature;
+  tr->teacher->alpha = alpha;
   return true;
 }
 

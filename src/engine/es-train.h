@@ -53,6 +53,13 @@ typedef struct {
   int64_t      total_steps;   /* ES_LR_COSINE length in optimizer steps */
   int          warmup_steps;  /* linear warm-up from 0 over this many steps (0) */
   uint64_t     seed;          /* dropout masks */
+  /* For planning only: what es_mem_plan and the trainer's micro-batch halving count
+   * for features switched on later (es_trainer_set_mask, es_trainer_set_fake_quant
+   * on every Dense/Conv2D layer, es_trainer_set_teacher with this teacher). Those
+   * calls allocate what they need whatever these say (false, false, NULL). */
+  bool           plan_mask;
+  bool           plan_fake_quant;
+  const EsModel *plan_teacher;
 } EsTrainConfig;
 
 void        es_train_config_default (EsTrainConfig *cfg);
@@ -117,27 +124,50 @@ bool        es_trainer_eval_batch   (EsTrainer *tr, const EsBatch *batch, EsStep
                                      int32_t *pred, EsError *err);
 /* Pruning: keep the weights mask (n_params bytes on the host, 1 keep, 0 pruned;
  * es-prune.h) zero. The device parameters are multiplied by it now and after every
- * optimizer step, so pruned weights stay zero through fine-tuning. Call it again after
- * changing the mask (gradual pruning); NULL removes it. */
+ * optimizer step, so pruned weights stay zero through fine-tuning (with accumulation
+ * too); the gradients are masked before each step as well, as if the forward pass
+ * multiplied the weights by the mask (TF-MOT, torch.nn.utils.prune), so pruned weights
+ * take no part in clipping and gather no optimizer state. es_trainer_reload masks the
+ * reloaded parameters. Call it again after changing the mask (gradual pruning); NULL
+ * removes it, and pruned weights may grow back. */
 bool        es_trainer_set_mask     (EsTrainer *tr, const uint8_t *mask, EsError *err);
 /* Quantization-aware training: the Dense/Conv2D layers chosen by layers (n_layers; NULL
  * turns it off) see their weights and inputs fake-quantized in the forward pass as the
  * int8 kernels will quantize them (es-quant.h: per-channel symmetric weights, uint8
  * inputs over a range tracked as an exponential moving average of each batch's min and
  * max), and the backward pass lets gradients straight through (inside the input range)
- * to the fp32 master weights. Evaluation runs fake-quantized too. */
+ * to the fp32 master weights. Evaluation runs fake-quantized too.
+ * In detail: the range of each training micro-batch's input updates the tracked one as
+ * range = 0.99 range + 0.01 batch (the first one sets it) before the batch is quantized
+ * over it; evaluation and es_trainer_predict quantize over the tracked range without
+ * updating it (over the batch's own range while none is tracked yet). Weight and input
+ * gradients are those of the float layer at the fake-quantized weights and inputs,
+ * the input gradient zeroed where the input lies outside [min(lo,0), max(hi,0)].
+ * Entries of layers for other kinds of layers are ignored; choosing no Dense or Conv2D
+ * layer is ES_ERR_INVALID. A layer chosen again keeps its tracked range; reduce_range
+ * quantizes inputs to 0..127 instead of 0..255. */
 bool        es_trainer_set_fake_quant (EsTrainer *tr, const bool *layers, bool reduce_range,
                                        EsError *err);
-/* The input range QAT tracked for layer i; false when it tracks none. */
+/* The input range QAT tracked for layer i (before the widening to contain 0 that
+ * es_quant_act_params does); false when it tracks none. */
 bool        es_trainer_get_input_range (const EsTrainer *tr, int layer, float *lo, float *hi);
 /* Knowledge distillation from teacher (borrowed; it must outlive the trainer; same
  * input and output shapes): its logits (a final Softmax skipped) on each micro-batch,
  * run in inference mode on the same backend, soften at temperature T, and the loss
  * becomes (1 - alpha) CE(labels) + alpha T^2 KL(softmax(teacher / T) || softmax(student
  * / T)) (Hinton et al. 2015). Only with ES_LOSS_SOFTMAX_XENT; NULL turns it off. Stats
- * report the mixed loss. */
+ * report the mixed loss.
+ * In detail: the teacher's parameters are copied to the device now (call again after
+ * changing them); evaluation reports the mixed loss too. A student ending in Softmax
+ * has it fused into the loss as with plain cross-entropy. temperature > 0, alpha in
+ * [0, 1]; a teacher ending in Sigmoid is refused. On failure distillation is off. */
 bool        es_trainer_set_teacher  (EsTrainer *tr, const EsModel *teacher, float temperature,
                                      float alpha, EsError *err);
+/* The model's outputs (B, out) on B rows of x (B, D), into host memory out: forward in
+ * inference mode as es_trainer_eval_batch runs it (QAT fake-quantized, a final Softmax
+ * or Sigmoid applied), in micro-batches. */
+bool        es_trainer_predict      (EsTrainer *tr, const float *x, int B, float *out,
+                                     EsError *err);
 /* Copy the device parameters and buffers back into the model. */
 void        es_trainer_sync         (EsTrainer *tr);
 /* Copy the model's parameters to the device (after the caller changed them) and
