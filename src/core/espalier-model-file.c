@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-model-file.c: saving and loading a model as NAME.json + NAME.safetensors.
+/* espalier-model-file.c: saving and loading a model or a quantized variant as
+ * NAME.json + NAME.safetensors.
  *
  * The safetensors file is the standard layout: an 8-byte little-endian header length N,
  * N bytes of JSON ({"layers.1.weight": {"dtype": "F32", "shape": [...], "data_offsets":
  * [begin, end]}, ..., "__metadata__": {string: string}}) padded with spaces so the data
- * starts 8-aligned, then the tensors' little-endian bytes, contiguous, in es_model_tensor
- * order. The JSON file describes everything else and records the weights' size and
+ * starts 8-aligned, then the tensors' little-endian bytes, contiguous: for a float model
+ * every tensor F32 in es_model_tensor order; for a variant the F32 tensors first, then
+ * F16/BF16, then I8 (file_entries), so each is aligned to its element size. The JSON file describes everything else and records the weights' size and
  * SHA-256, so a pair that does not belong together is caught at load.
  *
  * The JSON text, the atomic writes and the validating reader are shared with the
@@ -27,6 +29,7 @@
 
 #include "espalier-error.h"
 #include "espalier-json-private.h"
+#include "espalier-quant-json-private.h"
 
 #define MODEL_FORMAT_NAME        "espalier-model"
 /* The safetensors library refuses headers above 100 MB; so do we. */
@@ -86,6 +89,94 @@ espalier_model_paths (const char *path, char **json_path, char **safetensors_pat
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* The tensors of the safetensors file */
+
+typedef enum {
+  DT_F32,
+  DT_F16,
+  DT_BF16,
+  DT_I8,
+} Dtype;
+
+static const char *const dtype_names[] = { "F32", "F16", "BF16", "I8" };
+static const int dtype_bytes[] = { 4, 2, 2, 1 };
+
+/* One tensor of the file: a model tensor as F32 or as 16-bit floats, an int8 layer's
+ * codes (I8, the weight's shape) or its per-channel scales (F32, "layers.N.weight_scale"). */
+typedef struct {
+  char     name[48];
+  Dtype    dtype;
+  int      rank;
+  gint64   dims[4];
+  gint64   count;       /* elements */
+  int      tensor;      /* the model tensor it holds (or names, for codes), -1 for scales */
+  int      layer;       /* the int8 layer of codes and scales, else -1 */
+  gint64   begin, end;  /* bytes into the data */
+} Entry;
+
+static void
+add_entry (GArray *entries, const char *name, Dtype dtype, int rank, const gint64 *dims,
+           int tensor, int layer)
+{
+  Entry e = { .dtype = dtype, .rank = rank, .tensor = tensor, .layer = layer, .count = 1 };
+
+  g_strlcpy (e.name, name, sizeof e.name);
+  for (int k = 0; k < rank; k++)
+    {
+      e.dims[k] = dims[k];
+      e.count *= dims[k];
+    }
+  g_array_append_val (entries, e);
+}
+
+/* The file's tensors for model stored as q (NULL: float), in data order: the F32 ones
+ * (an int8 layer's scales where its weight would be) first, then the 16-bit ones, then
+ * I8, each group in es_model_tensor order, so every tensor is aligned to its element
+ * size. A float model's file is what it always was: every tensor F32, in order. */
+static GArray *
+file_entries (const EsModel *model, const EsQuant *q)
+{
+  GArray *entries = g_array_new (FALSE, TRUE, sizeof (Entry));
+  gint64 offset = 0;
+
+  for (Dtype group = DT_F32; group <= DT_I8; group++)
+    for (int layer = 0; layer < es_model_n_layers (model); layer++)
+      {
+        const EsLayerInfo *li = es_model_layer (model, layer);
+
+        for (int i = li->first_tensor; i < li->first_tensor + li->n_tensors; i++)
+          {
+            const EsTensorInfo *t = es_model_tensor (model, i);
+            gboolean is_weight = i == li->first_tensor;
+            Dtype dtype = DT_F32;
+
+            if (is_weight && espalier_quant_layer_is_int8 (q, layer))
+              dtype = DT_I8;
+            else if (espalier_quant_tensor_is_16 (q, model, i))
+              dtype = q->mode == ES_QUANT_FP16 ? DT_F16 : DT_BF16;
+            if (dtype == DT_I8 && group == DT_F32)
+              {
+                g_autofree char *name = g_strdup_printf ("layers.%d.weight_scale", layer);
+                gint64 rows = t->dims[0];
+
+                add_entry (entries, name, DT_F32, 1, &rows, -1, layer);
+              }
+            if (dtype == group)
+              add_entry (entries, t->name, dtype, t->rank, t->dims, i,
+                         dtype == DT_I8 ? layer : -1);
+          }
+      }
+  for (guint k = 0; k < entries->len; k++)
+    {
+      Entry *e = &g_array_index (entries, Entry, k);
+
+      e->begin = offset;
+      e->end = offset += e->count * dtype_bytes[e->dtype];
+    }
+  return entries;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Saving */
 
 static const float *
@@ -94,14 +185,13 @@ tensor_data_const (const EsModel *model, const EsTensorInfo *t)
   return (t->trainable ? es_model_params_const (model) : es_model_buffers_const (model)) + t->offset;
 }
 
-/* The safetensors header, padded with spaces to a multiple of 8 bytes. */
+/* The safetensors header of entries, padded with spaces to a multiple of 8 bytes. */
 static char *
-safetensors_header (const EsModel *model, const char *name, const char *producer, gsize *len)
+safetensors_header (GArray *entries, const char *name, const char *producer, gsize *len)
 {
   g_autoptr(JsonBuilder) b = json_builder_new ();
   g_autoptr(JsonNode) root = NULL;
   GString *text = g_string_new (NULL);
-  gint64 offset = 0;
 
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "__metadata__");
@@ -111,25 +201,24 @@ safetensors_header (const EsModel *model, const char *name, const char *producer
   espalier_json_add_string (b, "producer", producer);
   espalier_json_add_string (b, "model", name);
   json_builder_end_object (b);
-  for (int i = 0; i < es_model_n_tensors (model); i++)
+  for (guint i = 0; i < entries->len; i++)
     {
-      const EsTensorInfo *t = es_model_tensor (model, i);
+      const Entry *e = &g_array_index (entries, Entry, i);
 
-      json_builder_set_member_name (b, t->name);
+      json_builder_set_member_name (b, e->name);
       json_builder_begin_object (b);
-      espalier_json_add_string (b, "dtype", "F32");
+      espalier_json_add_string (b, "dtype", dtype_names[e->dtype]);
       json_builder_set_member_name (b, "shape");
       json_builder_begin_array (b);
-      for (int k = 0; k < t->rank; k++)
-        json_builder_add_int_value (b, t->dims[k]);
+      for (int k = 0; k < e->rank; k++)
+        json_builder_add_int_value (b, e->dims[k]);
       json_builder_end_array (b);
       json_builder_set_member_name (b, "data_offsets");
       json_builder_begin_array (b);
-      json_builder_add_int_value (b, offset * 4);
-      json_builder_add_int_value (b, (offset + t->size) * 4);
+      json_builder_add_int_value (b, e->begin);
+      json_builder_add_int_value (b, e->end);
       json_builder_end_array (b);
       json_builder_end_object (b);
-      offset += t->size;
     }
   json_builder_end_object (b);
   root = json_builder_get_root (b);
@@ -144,28 +233,62 @@ safetensors_header (const EsModel *model, const char *name, const char *producer
   return g_string_free (text, FALSE);
 }
 
+/* src (n) as little-endian IEEE half or bfloat16. */
+static gboolean
+write_halves (EspalierAtomicFile *af, const float *src, gint64 n, Dtype dtype, GChecksum *sum,
+              GError **error)
+{
+  guint16 buf[2048];
+
+  for (gint64 i = 0; i < n; i += G_N_ELEMENTS (buf))
+    {
+      gint64 m = MIN (n - i, (gint64) G_N_ELEMENTS (buf));
+
+      for (gint64 k = 0; k < m; k++)
+        buf[k] = GUINT16_TO_LE (dtype == DT_F16 ? es_f32_to_f16 (src[i + k])
+                                                : es_f32_to_bf16 (src[i + k]));
+      if (!espalier_atomic_write (af, buf, (gsize) m * 2, sum, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
 /* Write the safetensors file to af; its SHA-256 goes to sha256 (65 bytes) and its
  * length to *size. */
 static gboolean
-write_safetensors (EspalierAtomicFile *af, const EsModel *model, const char *name,
-                   const char *producer, char *sha256, gint64 *size, GError **error)
+write_safetensors (EspalierAtomicFile *af, const EsModel *model, const EsQuant *q,
+                   const char *name, const char *producer, char *sha256, gint64 *size,
+                   GError **error)
 {
   g_autoptr(GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+  g_autoptr(GArray) entries = file_entries (model, q);
   gsize header_len;
-  g_autofree char *header = safetensors_header (model, name, producer, &header_len);
+  g_autofree char *header = safetensors_header (entries, name, producer, &header_len);
   guint64 len_le = GUINT64_TO_LE ((guint64) header_len);
 
   *size = 8 + (gint64) header_len;
   if (!espalier_atomic_write (af, &len_le, 8, sum, error)
       || !espalier_atomic_write (af, header, header_len, sum, error))
     return FALSE;
-  for (int i = 0; i < es_model_n_tensors (model); i++)
+  for (guint i = 0; i < entries->len; i++)
     {
-      const EsTensorInfo *t = es_model_tensor (model, i);
+      const Entry *e = &g_array_index (entries, Entry, i);
+      gboolean ok;
 
-      if (!espalier_atomic_write_floats (af, tensor_data_const (model, t), t->size, sum, error))
+      if (e->dtype == DT_I8)
+        ok = espalier_atomic_write (af, q->layers[e->layer].w_q, (gsize) e->count, sum, error);
+      else if (e->tensor < 0)
+        ok = espalier_atomic_write_floats (af, q->layers[e->layer].w_scale, e->count, sum, error);
+      else if (e->dtype == DT_F32)
+        ok = espalier_atomic_write_floats (af, tensor_data_const (model, es_model_tensor (model,
+                                                                                          e->tensor)),
+                                           e->count, sum, error);
+      else
+        ok = write_halves (af, tensor_data_const (model, es_model_tensor (model, e->tensor)),
+                           e->count, e->dtype, sum, error);
+      if (!ok)
         return FALSE;
-      *size += t->size * 4;
+      *size += e->end - e->begin;
     }
   g_strlcpy (sha256, g_checksum_get_string (sum), 65);
   return TRUE;
@@ -209,9 +332,9 @@ build_layer (JsonBuilder *b, const EsLayerSpec *s)
 }
 
 static JsonNode *
-build_model_json (const EsModel *model, const EspalierModelInfo *info, const char *name,
-                  const char *producer, JsonNode *preprocessing, const char *weights_file,
-                  const char *sha256, gint64 weights_size)
+build_model_json (const EsModel *model, const EsQuant *quant, const EspalierModelInfo *info,
+                  const char *name, const char *producer, JsonNode *preprocessing,
+                  const char *weights_file, const char *sha256, gint64 weights_size)
 {
   g_autoptr(JsonBuilder) b = json_builder_new ();
   EsShape in = es_model_input_shape (model), out = es_model_output_shape (model);
@@ -244,6 +367,8 @@ build_model_json (const EsModel *model, const EspalierModelInfo *info, const cha
     build_layer (b, &es_model_layer (model, i)->spec);
   json_builder_end_array (b);
   json_builder_end_object (b);
+
+  espalier_json_add_quant (b, "quantization", quant, NULL, NULL);
 
   json_builder_set_member_name (b, "training");
   espalier_json_build_training (b, &info->train);
@@ -296,11 +421,19 @@ build_model_json (const EsModel *model, const EspalierModelInfo *info, const cha
   return json_builder_get_root (b);
 }
 
-static gboolean validate_for_save (JsonNode *root, const char *json_path, GError **error);
+static gboolean validate_for_save (JsonNode *root, const char *json_path, const char *st_path,
+                                   const EsModel *model, const EsQuant *quant, GError **error);
 
 gboolean
 espalier_model_save (const EsModel *model, const EspalierModelInfo *info, const char *path,
                      GError **error)
+{
+  return espalier_model_save_variant (model, NULL, info, path, error);
+}
+
+gboolean
+espalier_model_save_variant (const EsModel *model, const EsQuant *quant,
+                             const EspalierModelInfo *info, const char *path, GError **error)
 {
   g_autofree char *json_path = NULL, *st_path = NULL, *name = NULL, *st_file = NULL;
   g_autofree char *producer = NULL, *text = NULL;
@@ -345,8 +478,10 @@ espalier_model_save (const EsModel *model, const EspalierModelInfo *info, const 
   /* Refuse what espalier_model_load would refuse, before writing anything. */
   memset (sha256, '0', 64);
   sha256[64] = '\0';
-  root = build_model_json (model, info, name, producer, preprocessing, st_file, sha256, 8);
-  if (!validate_for_save (root, json_path, error))
+  if (!espalier_quant_is_stored (quant))
+    quant = NULL;
+  root = build_model_json (model, quant, info, name, producer, preprocessing, st_file, sha256, 8);
+  if (!validate_for_save (root, json_path, st_path, model, quant, error))
     return FALSE;
   g_clear_pointer (&root, json_node_unref);
 
@@ -354,11 +489,12 @@ espalier_model_save (const EsModel *model, const EspalierModelInfo *info, const 
    * second rename can leave new weights beside the old JSON file, and loading that pair
    * then fails on the checksum rather than mixing them. */
   if (!espalier_atomic_open (&st, st_path, error)
-      || !write_safetensors (&st, model, name, producer, sha256, &st_size, error)
+      || !write_safetensors (&st, model, quant, name, producer, sha256, &st_size, error)
       || !espalier_atomic_sync (&st, error))
     goto out;
 
-  root = build_model_json (model, info, name, producer, preprocessing, st_file, sha256, st_size);
+  root = build_model_json (model, quant, info, name, producer, preprocessing, st_file, sha256,
+                           st_size);
   text = espalier_json_to_text (root, TRUE);
   if (!espalier_atomic_open (&js, json_path, error)
       || !espalier_atomic_write (&js, text, strlen (text), NULL, error)
@@ -434,12 +570,13 @@ read_layer (EspalierReader *r, JsonNode *node, guint i, EsLayerSpec *spec)
 }
 
 /* A corrupt file must not make the engine's int arithmetic overflow, nor allocate more
- * parameters than the weights file's data (weight_bytes) can hold: checked with
+ * parameters than the weights file's data (weight_bytes, at least min_bytes a float:
+ * 4, or 1 for a quantized file) can hold: checked with
  * espalier_arch_check_size before es_model_new, whose exact checks and messages come
  * after. The size errors name the weights file (r->file); the others the JSON file. */
 static gboolean
 check_architecture_size (EspalierReader *r, const EsShape *input, const EsLayerSpec *specs, int n,
-                         gsize weight_bytes, const char *json_path)
+                         gsize weight_bytes, double min_bytes, const char *json_path)
 {
   g_autofree double *floats = g_new (double, MAX (n, 1));   /* (n) */
   int too_large = espalier_arch_check_size (input, specs, n, floats);
@@ -452,7 +589,7 @@ check_architecture_size (EspalierReader *r, const EsShape *input, const EsLayerS
           return espalier_reader_fail (r, _("“architecture.layers[%d]” is too large to be a real "
                                          "model"), i);
         }
-      if (floats[i] * 4.0 > (double) weight_bytes)
+      if (floats[i] * min_bytes > (double) weight_bytes)
         return espalier_reader_fail (r, _("the file has %llu bytes of data, but up to its "
                                           "layer %d the architecture in %s needs %.0f floats: "
                                           "the file is truncated, or the architecture is "
@@ -630,8 +767,19 @@ static void
 read_info (EspalierReader *r, JsonObject *root, EspalierModelInfo *info, WeightsRef *ref)
 {
   JsonObject *prov;
+  gint64 version = 1;
 
   espalier_reader_format (r, root, MODEL_FORMAT_NAME, ESPALIER_MODEL_FORMAT_VERSION);
+  /* From version 2 on the quantization is there (null for float), checked here for its
+   * type: the size checks before the model is built depend on it. Its fields are read
+   * with the model (read_quantization). */
+  if (espalier_reader_int (r, root, "", "version", 1, G_MAXINT64, &version) && version >= 2)
+    {
+      JsonNode *quant = espalier_reader_member (r, root, "", "quantization");
+
+      if (quant != NULL && !JSON_NODE_HOLDS_NULL (quant) && !JSON_NODE_HOLDS_OBJECT (quant))
+        espalier_reader_wrong_type (r, "", "quantization", _("an object or null"));
+    }
   info->name = espalier_reader_string (r, root, "", "name", FALSE);
   info->template_name = espalier_reader_string (r, root, "", "template", TRUE);
   espalier_reader_training (r, root, "", "training", &info->train);
@@ -704,26 +852,41 @@ read_safetensors_header (EspalierReader *r, const guint8 *bytes, gsize len, Json
   return json_node_get_object (root);
 }
 
-/* Validate the safetensors header obj against model's tensors and copy the data in. */
+/* n little-endian IEEE half or bfloat16 values into dst. */
+static void
+halves_from_le (float *dst, const guint8 *src, gint64 n, Dtype dtype)
+{
+  for (gint64 i = 0; i < n; i++)
+    {
+      guint16 h = (guint16) (src[2 * i] | (src[2 * i + 1] << 8));
+
+      dst[i] = dtype == DT_F16 ? es_f16_to_f32 (h) : es_bf16_to_f32 (h);
+    }
+}
+
+/* Validate the safetensors header obj against the tensors of model stored as q (its
+ * int8 layers allocated) and copy the data in: float and 16-bit tensors into the
+ * model, int8 codes and scales into q. */
 static gboolean
 read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize data_len,
-                  EsModel *model)
+                  EsModel *model, EsQuant *q)
 {
+  g_autoptr(GArray) entries = file_entries (model, q);
   g_autofree Range *ranges = NULL;
   g_autofree gboolean *seen = NULL;
   g_autoptr(GList) members = NULL;
-  int n_tensors = es_model_n_tensors (model);
+  int n_entries = (int) entries->len;
   int n_ranges = 0;
 
-  seen = g_new0 (gboolean, MAX (n_tensors, 1));
-  ranges = g_new0 (Range, MAX (n_tensors, 1));
+  seen = g_new0 (gboolean, MAX (n_entries, 1));
+  ranges = g_new0 (Range, MAX (n_entries, 1));
   members = json_object_get_members (obj);
   for (GList *l = members; l != NULL; l = l->next)
     {
       const char *key = l->data;
       JsonNode *node = json_object_get_member (obj, key);
       g_autofree char *dtype = NULL;
-      const EsTensorInfo *t = NULL;
+      const Entry *t = NULL;
       JsonArray *shape, *offsets;
       gint64 begin, end;
       int ti;
@@ -742,20 +905,26 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
                                            (const char *) m->data);
           continue;
         }
-      for (ti = 0; ti < n_tensors; ti++)
-        if (strcmp (es_model_tensor (model, ti)->name, key) == 0)
+      for (ti = 0; ti < n_entries; ti++)
+        if (strcmp (g_array_index (entries, Entry, ti).name, key) == 0)
           break;
-      if (ti == n_tensors)
+      if (ti == n_entries)
         return espalier_reader_fail (r, _("the tensor “%s” is not part of the architecture"), key);
-      t = es_model_tensor (model, ti);
+      t = &g_array_index (entries, Entry, ti);
       if (!JSON_NODE_HOLDS_OBJECT (node))
         return espalier_reader_fail (r, _("the entry of tensor “%s” is not an object"), key);
       dtype = espalier_reader_string (r, json_node_get_object (node), key, "dtype", FALSE);
       if (dtype == NULL)
         return FALSE;
-      if (strcmp (dtype, "F32") != 0)
-        return espalier_reader_fail (r, _("the tensor “%s” has dtype %s; Espalier models are F32"),
-                                     key, dtype);
+      if (strcmp (dtype, dtype_names[t->dtype]) != 0)
+        {
+          if (q == NULL)
+            return espalier_reader_fail (r, _("the tensor “%s” has dtype %s; Espalier models are "
+                                              "F32"), key, dtype);
+          return espalier_reader_fail (r, _("the tensor “%s” has dtype %s; the %s model stores it "
+                                            "as %s"), key, dtype, es_quant_mode_name (q->mode),
+                                       dtype_names[t->dtype]);
+        }
       shape = espalier_reader_array (r, json_node_get_object (node), key, "shape", FALSE);
       if (shape == NULL)
         return FALSE;
@@ -771,9 +940,9 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
             {
               GString *need = g_string_new ("[");
 
-              for (int q = 0; q < t->rank; q++)
-                g_string_append_printf (need, q ? ", %" G_GINT64_FORMAT : "%" G_GINT64_FORMAT,
-                                        (gint64) t->dims[q]);
+              for (int j = 0; j < t->rank; j++)
+                g_string_append_printf (need, j ? ", %" G_GINT64_FORMAT : "%" G_GINT64_FORMAT,
+                                        t->dims[j]);
               g_string_append_c (need, ']');
               espalier_reader_fail (r, _("the tensor “%s” has the wrong shape; the architecture "
                                       "needs %s"), key, need->str);
@@ -797,16 +966,17 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
         return espalier_reader_fail (r, _("the tensor “%s” ends at byte %lld of %llu data "
                                           "bytes: the file is truncated"), key, (long long) end,
                                      (unsigned long long) data_len);
-      if (end - begin != t->size * 4)
+      if (end - begin != t->count * dtype_bytes[t->dtype])
         return espalier_reader_fail (r, _("the tensor “%s” has %lld bytes; its shape needs %lld"),
-                                     key, (long long) (end - begin), (long long) (t->size * 4));
+                                     key, (long long) (end - begin),
+                                     (long long) (t->count * dtype_bytes[t->dtype]));
       seen[ti] = TRUE;
       ranges[n_ranges++] = (Range) { begin, end, ti };
     }
-  for (int ti = 0; ti < n_tensors; ti++)
+  for (int ti = 0; ti < n_entries; ti++)
     if (!seen[ti])
       return espalier_reader_fail (r, _("the tensor “%s” is missing"),
-                                   es_model_tensor (model, ti)->name);
+                                   g_array_index (entries, Entry, ti).name);
 
   /* The byte ranges must tile the data exactly, as the safetensors format requires. */
   qsort (ranges, (gsize) n_ranges, sizeof *ranges, range_compare);
@@ -816,11 +986,11 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
 
       if (ranges[i].begin < expected)
         return espalier_reader_fail (r, _("the tensors “%s” and “%s” overlap"),
-                                     es_model_tensor (model, ranges[i - 1].tensor)->name,
-                                     es_model_tensor (model, ranges[i].tensor)->name);
+                                     g_array_index (entries, Entry, ranges[i - 1].tensor).name,
+                                     g_array_index (entries, Entry, ranges[i].tensor).name);
       if (ranges[i].begin > expected)
         return espalier_reader_fail (r, _("there is a gap before the tensor “%s”"),
-                                     es_model_tensor (model, ranges[i].tensor)->name);
+                                     g_array_index (entries, Entry, ranges[i].tensor).name);
     }
   if ((gsize) (n_ranges > 0 ? ranges[n_ranges - 1].end : 0) != data_len)
     return espalier_reader_fail (r, _("the file has %llu bytes of data, but its tensors use %lld"),
@@ -828,15 +998,56 @@ read_safetensors (EspalierReader *r, JsonObject *obj, const guint8 *data, gsize 
                                  (long long) (n_ranges > 0 ? ranges[n_ranges - 1].end : 0));
 
   for (int i = 0; i < n_ranges; i++)
-    espalier_floats_from_le (es_model_tensor_data (model, ranges[i].tensor),
-                             data + ranges[i].begin, (ranges[i].end - ranges[i].begin) / 4);
+    {
+      const Entry *e = &g_array_index (entries, Entry, ranges[i].tensor);
+      const guint8 *src = data + ranges[i].begin;
+
+      if (e->dtype == DT_I8)
+        memcpy (q->layers[e->layer].w_q, src, (gsize) e->count);
+      else if (e->tensor < 0)
+        espalier_floats_from_le (q->layers[e->layer].w_scale, src, e->count);
+      else if (e->dtype == DT_F32)
+        espalier_floats_from_le (es_model_tensor_data (model, e->tensor), src, e->count);
+      else
+        halves_from_le (es_model_tensor_data (model, e->tensor), src, e->count, e->dtype);
+    }
   return TRUE;
 }
 
-/* Read the JSON about to be written as espalier_model_load would, so that a value it
- * would refuse (a batch size of 0, a NaN learning rate) is refused now instead. */
+/* The quantization object of root for model: required (an object, or null for float
+ * weights) from version 2 on; a version 1 file is float. */
+static EsQuant *
+read_quantization (EspalierReader *r, JsonObject *root, const EsModel *model)
+{
+  gint64 version = 1;
+  JsonNode *node;
+
+  if (!espalier_reader_int (r, root, "", "version", 1, G_MAXINT64, &version))
+    return NULL;
+  if (version >= 2)
+    return espalier_reader_quant (r, root, "", "quantization", model, NULL);
+  node = json_object_get_member (root, "quantization");
+  if (node != NULL && !JSON_NODE_HOLDS_NULL (node))
+    espalier_reader_fail (r, _("“quantization” is set in a version 1 file; quantized models are "
+                               "version 2"));
+  return NULL;
+}
+
+/* Whether root says its weights are quantized (then they may take 1 byte a value). */
 static gboolean
-validate_for_save (JsonNode *root, const char *json_path, GError **error)
+json_is_quantized (JsonObject *root)
+{
+  JsonNode *node = json_object_get_member (root, "quantization");
+
+  return node != NULL && JSON_NODE_HOLDS_OBJECT (node);
+}
+
+/* Read the JSON about to be written as espalier_model_load would, so that a value it
+ * would refuse (a batch size of 0, a NaN learning rate, an int8 scale of 0) is refused
+ * now instead. */
+static gboolean
+validate_for_save (JsonNode *root, const char *json_path, const char *st_path,
+                   const EsModel *model, const EsQuant *quant, GError **error)
 {
   g_autofree EsLayerSpec *specs = NULL;
   EspalierModelInfo tmp;
@@ -848,6 +1059,17 @@ validate_for_save (JsonNode *root, const char *json_path, GError **error)
   espalier_model_info_init (&tmp);
   read_info (&r, json_node_get_object (root), &tmp, &ref);
   read_architecture (&r, json_node_get_object (root), &input, &specs, &n_layers);
+  if (r.error == NULL)
+    {
+      EsQuant *q = read_quantization (&r, json_node_get_object (root), model);
+
+      g_clear_pointer (&q, es_quant_free);
+    }
+  if (r.error == NULL && quant != NULL)
+    {
+      r.file = st_path;
+      espalier_quant_check_weights (&r, quant, model, "");
+    }
   espalier_model_info_clear (&tmp);
   weights_ref_clear (&ref);
   if (r.error == NULL)
@@ -869,6 +1091,13 @@ load_file (const char *path, char **contents, gsize *len, GError **error)
 EsModel *
 espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
 {
+  return espalier_model_load_variant (path, info, NULL, error);
+}
+
+EsModel *
+espalier_model_load_variant (const char *path, EspalierModelInfo *info, EsQuant **quant,
+                             GError **error)
+{
   g_autofree char *json_path = NULL, *st_path = NULL, *dir = NULL, *text = NULL;
   g_autofree EsLayerSpec *specs = NULL;
   g_autoptr(JsonParser) parser = NULL;
@@ -880,6 +1109,7 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
   WeightsRef ref = { 0 };
   EspalierReader r = { 0 };
   EsModel *model = NULL;
+  EsQuant *q = NULL;
   EsShape input = { 0 };
   EsError es_err = { 0 };
   JsonObject *obj, *header = NULL;
@@ -917,7 +1147,8 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
           r.file = st_path;
           header = read_safetensors_header (&r, bytes, len, st_parser, &data_start);
           if (header != NULL
-              && check_architecture_size (&r, &input, specs, n_layers, len - data_start, json_path))
+              && check_architecture_size (&r, &input, specs, n_layers, len - data_start,
+                                          json_is_quantized (obj) ? 1.0 : 4.0, json_path))
             {
               r.file = json_path;
               model = es_model_new (&input, specs, n_layers, &es_err);
@@ -925,6 +1156,8 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
                 espalier_reader_fail (&r, _("the architecture does not build: %s"), es_err.message);
               else
                 check_architecture_counts (&r, obj, model);
+              if (r.error == NULL)
+                q = read_quantization (&r, obj, model);
             }
         }
     }
@@ -932,7 +1165,7 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
     goto fail;
 
   r.file = st_path;
-  if (!read_safetensors (&r, header, bytes + data_start, len - data_start, model))
+  if (!read_safetensors (&r, header, bytes + data_start, len - data_start, model, q))
     goto fail;
   if ((gint64) len != ref.size)
     {
@@ -949,8 +1182,28 @@ espalier_model_load (const char *path, EspalierModelInfo *info, GError **error)
                             ref.sha256);
       goto fail;
     }
+  if (q != NULL && !espalier_quant_check_weights (&r, q, model, ""))
+    goto fail;
+
+  /* The float weights of int8 layers are their codes times their scales. */
+  if (q != NULL && (q->mode == ES_QUANT_INT8_STATIC || q->mode == ES_QUANT_INT8_DYNAMIC))
+    {
+      EsModel *dequantized = es_quant_dequantized_model (model, q);
+
+      if (dequantized == NULL)
+        {
+          espalier_reader_fail (&r, _("out of memory for the dequantized weights"));
+          goto fail;
+        }
+      es_model_free (model);
+      model = dequantized;
+    }
 
   weights_ref_clear (&ref);
+  if (quant != NULL)
+    *quant = q;
+  else
+    g_clear_pointer (&q, es_quant_free);
   if (info != NULL)
     {
       espalier_model_info_clear (info);
@@ -964,6 +1217,7 @@ fail:
   g_propagate_error (error, r.error);
   weights_ref_clear (&ref);
   espalier_model_info_clear (&tmp);
+  g_clear_pointer (&q, es_quant_free);
   es_model_free (model);
   return NULL;
 }

@@ -15,6 +15,7 @@
 
 #include "espalier-error.h"
 #include "espalier-json-private.h"
+#include "espalier-quant-json-private.h"
 #include "espalier-templates.h"
 
 #define PROJECT_FORMAT_NAME "espalier-project"
@@ -601,10 +602,58 @@ model_weights (EsModel *model, gsize *len)
   return bytes;
 }
 
+/* The int8 weights of q: each int8 layer's scales (rows) as little-endian float32, then
+ * its codes (rows, cols), layer after layer. */
+static gsize
+quant_weights_size (const EsQuant *q)
+{
+  gsize n = 0;
+
+  for (int i = 0; i < q->n_layers; i++)
+    if (espalier_quant_layer_is_int8 (q, i))
+      n += (gsize) q->layers[i].rows * (4 + (gsize) q->layers[i].cols);
+  return n;
+}
+
+static guint8 *
+quant_weights (const EsQuant *q, gsize *len)
+{
+  guint8 *bytes = g_malloc (MAX (quant_weights_size (q), 1)), *p = bytes;
+
+  for (int i = 0; i < q->n_layers; i++)
+    {
+      const EsQuantLayer *l = &q->layers[i];
+
+      if (!espalier_quant_layer_is_int8 (q, i))
+        continue;
+      espalier_floats_to_le (p, l->w_scale, l->rows);
+      p += (gsize) l->rows * 4;
+      memcpy (p, l->w_q, (gsize) l->rows * l->cols);
+      p += (gsize) l->rows * l->cols;
+    }
+  *len = (gsize) (p - bytes);
+  return bytes;
+}
+
+/* Inside the quantization object: its int8 weights and their SHA-256. */
+static void
+build_quant_weights (JsonBuilder *b, gpointer data)
+{
+  const EsQuant *q = data;
+  gsize len;
+  g_autofree guint8 *bytes = quant_weights (q, &len);
+  g_autofree char *base64 = g_base64_encode (bytes, len);
+  g_autofree char *sha256 = g_compute_checksum_for_data (G_CHECKSUM_SHA256, bytes, len);
+
+  espalier_json_add_string (b, "weights", base64);
+  espalier_json_add_string (b, "sha256", sha256);
+}
+
 static void
 build_variant (JsonBuilder *b, EspalierVariant *v)
 {
   EsModel *model = espalier_variant_get_model (v);
+  const EsQuant *quant = espalier_variant_get_quant (v);
 
   json_builder_begin_object (b);
   espalier_json_add_string (b, "name", espalier_variant_get_name (v));
@@ -613,6 +662,12 @@ build_variant (JsonBuilder *b, EspalierVariant *v)
   espalier_json_add_string (b, "parent", espalier_variant_get_parent (v));
   espalier_json_add_double (b, "accuracy", espalier_variant_get_accuracy (v));
   espalier_json_add_double (b, "latency_us", espalier_variant_get_latency_us (v));
+  espalier_json_add_double (b, "latency_p95_us", espalier_variant_get_latency_p95_us (v));
+  espalier_json_add_double (b, "rows_per_second", espalier_variant_get_rows_per_second (v));
+  espalier_json_add_double (b, "dense_latency_us", espalier_variant_get_dense_latency_us (v));
+  espalier_json_add_double (b, "sparse_latency_us", espalier_variant_get_sparse_latency_us (v));
+  espalier_json_add_string (b, "exec", espalier_variant_get_exec (v));
+  espalier_json_add_string (b, "format", espalier_variant_get_format (v));
   if (model != NULL)
     {
       g_autofree char *spec = espalier_model_to_spec (model);
@@ -628,6 +683,7 @@ build_variant (JsonBuilder *b, EspalierVariant *v)
       espalier_json_add_shape (b, "input", &in);
       espalier_json_add_string (b, "weights", base64);
       espalier_json_add_string (b, "sha256", sha256);
+      espalier_json_add_quant (b, "quantization", quant, build_quant_weights, (gpointer) quant);
     }
   else
     {
@@ -636,6 +692,7 @@ build_variant (JsonBuilder *b, EspalierVariant *v)
       espalier_json_add_string (b, "input", NULL);
       espalier_json_add_string (b, "weights", NULL);
       espalier_json_add_string (b, "sha256", NULL);
+      espalier_json_add_quant (b, "quantization", NULL, NULL, NULL);
     }
   json_builder_end_object (b);
 }
@@ -1057,14 +1114,87 @@ read_variant_model (EspalierReader *r, JsonObject *obj, const char *where)
   return model;
 }
 
+/* A field that version 2 added: required from version 2 on, optional before. */
+static gboolean
+has_v2_field (JsonObject *obj, const char *key, gint64 version)
+{
+  return version >= 2 || json_object_has_member (obj, key);
+}
+
+/* The quantization of a variant with weights (model), or NULL for float; with its int8
+ * weights from base64 checked against their SHA-256. */
+static EsQuant *
+read_variant_quant (EspalierReader *r, JsonObject *obj, const char *where, const EsModel *model)
+{
+  g_autofree char *qwhere = espalier_reader_path (where, "quantization");
+  g_autofree char *prefix = g_strconcat (qwhere, ".", NULL);
+  g_autofree char *weights = NULL, *sha256 = NULL, *sum = NULL;
+  g_autofree guint8 *bytes = NULL;
+  JsonObject *qobj = NULL;
+  EsQuant *q;
+  gsize len = 0, offset = 0;
+
+  q = espalier_reader_quant (r, obj, where, "quantization", model, &qobj);
+  if (q == NULL)
+    return NULL;
+  weights = espalier_reader_string (r, qobj, qwhere, "weights", FALSE);
+  sha256 = espalier_reader_string (r, qobj, qwhere, "sha256", FALSE);
+  if (r->error != NULL)
+    goto fail;
+  if (!is_base64 (weights))
+    {
+      espalier_reader_fail (r, _("“%s.weights” is not base64"), qwhere);
+      goto fail;
+    }
+  bytes = g_base64_decode (weights, &len);
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, bytes, len);
+  if (g_ascii_strcasecmp (sum, sha256) != 0)
+    {
+      espalier_reader_fail (r, _("“%s.weights” has the SHA-256 %s, but “%s.sha256” records %s: "
+                                 "the weights are corrupt"), qwhere, sum, qwhere, sha256);
+      goto fail;
+    }
+  if (len != quant_weights_size (q))
+    {
+      espalier_reader_fail (r, _("“%s.weights” has %llu bytes; its int8 layers need %llu"), qwhere,
+                            (unsigned long long) len,
+                            (unsigned long long) quant_weights_size (q));
+      goto fail;
+    }
+  for (int i = 0; i < q->n_layers; i++)
+    {
+      EsQuantLayer *l = &q->layers[i];
+
+      if (!espalier_quant_layer_is_int8 (q, i))
+        continue;
+      espalier_floats_from_le (l->w_scale, bytes + offset, l->rows);
+      offset += (gsize) l->rows * 4;
+      memcpy (l->w_q, bytes + offset, (gsize) l->rows * l->cols);
+      offset += (gsize) l->rows * l->cols;
+    }
+  if (!espalier_quant_check_weights (r, q, model, prefix))
+    goto fail;
+  return q;
+
+fail:
+  es_quant_free (q);
+  return NULL;
+}
+
 static EspalierVariant *
-read_variant (EspalierReader *r, JsonNode *node, const char *where)
+read_variant (EspalierReader *r, JsonNode *node, const char *where, gint64 version)
 {
   static const char *const kinds[] = { "baseline", "pruned", "quantized", "reduced" };
+  static const char *const figures[] = { "latency_p95_us", "rows_per_second",
+                                         "dense_latency_us", "sparse_latency_us" };
   g_autofree char *name = NULL, *kind = NULL, *description = NULL, *parent = NULL;
+  g_autofree char *format = g_strdup ("fp32"), *exec = NULL;
   EspalierVariant *v;
   EsModel *model;
+  EsQuant *quant = NULL;
+  EsQuantMode mode = ES_QUANT_FP32;
   double accuracy = NAN, latency = NAN;
+  double figure[G_N_ELEMENTS (figures)] = { NAN, NAN, NAN, NAN };
   JsonObject *obj;
   gboolean known = FALSE;
 
@@ -1087,16 +1217,65 @@ read_variant (EspalierReader *r, JsonNode *node, const char *where)
   parent = espalier_reader_string (r, obj, where, "parent", TRUE);
   espalier_reader_double (r, obj, where, "accuracy", TRUE, 0.0, 1.0, &accuracy);
   espalier_reader_double (r, obj, where, "latency_us", TRUE, 0.0, G_MAXDOUBLE, &latency);
+  for (gsize k = 0; k < G_N_ELEMENTS (figures); k++)
+    if (has_v2_field (obj, figures[k], version))
+      espalier_reader_double (r, obj, where, figures[k], TRUE, 0.0, G_MAXDOUBLE, &figure[k]);
+  if (has_v2_field (obj, "exec", version))
+    {
+      exec = espalier_reader_string (r, obj, where, "exec", TRUE);
+      if (exec != NULL && strcmp (exec, es_exec_kind_name (ES_EXEC_DENSE)) != 0
+          && strcmp (exec, es_exec_kind_name (ES_EXEC_SPARSE)) != 0
+          && strcmp (exec, es_exec_kind_name (ES_EXEC_INT8)) != 0)
+        espalier_reader_fail (r, _("“%s.exec” is “%s”, not dense, sparse or int8"), where, exec);
+    }
+  if (has_v2_field (obj, "format", version))
+    {
+      g_free (format);
+      format = espalier_reader_string (r, obj, where, "format", FALSE);
+      if (format != NULL && !es_quant_mode_from_name (format, &mode))
+        espalier_reader_fail (r, _("“%s.format” is “%s”, not fp32, fp16, bf16, int8-static or "
+                                   "int8-dynamic"), where, format);
+    }
   if (r->error != NULL)
     return NULL;
   model = read_variant_model (r, obj, where);
   if (r->error != NULL)
     return NULL;
+  if (has_v2_field (obj, "quantization", version))
+    {
+      JsonNode *qnode = espalier_reader_member (r, obj, where, "quantization");
+
+      if (model == NULL && qnode != NULL && !JSON_NODE_HOLDS_NULL (qnode))
+        espalier_reader_fail (r, _("“%s.quantization” is set but “%s.weights” is null"), where,
+                              where);
+      else if (model != NULL)
+        quant = read_variant_quant (r, obj, where, model);
+    }
+  /* The format is the quantization's; float weights are fp32. */
+  if (r->error == NULL && model != NULL
+      && mode != (quant != NULL ? quant->mode : ES_QUANT_FP32))
+    espalier_reader_fail (r, _("“%s.format” is “%s”, but the weights are %s"), where, format,
+                          quant != NULL ? es_quant_mode_name (quant->mode) : "fp32");
+  if (r->error != NULL)
+    {
+      g_clear_pointer (&quant, es_quant_free);
+      es_model_free (model);
+      return NULL;
+    }
   v = espalier_variant_new (name, kind, model);
+  if (quant != NULL)
+    espalier_variant_set_quant (v, quant);
+  else
+    g_object_set (v, "format", format, NULL);
   espalier_variant_set_description (v, description);
   espalier_variant_set_parent (v, parent);
   espalier_variant_set_accuracy (v, accuracy);
-  espalier_variant_set_latency_us (v, latency);
+  /* NaN (not measured) goes through set_latency: a double property refuses it. */
+  espalier_variant_set_latency (v, &(EspalierLatency) {
+    .median_us = latency, .p95_us = figure[0], .rows_per_second = figure[1],
+    .dense_us = figure[2], .sparse_us = figure[3], .exec = ES_EXEC_DENSE,
+  });
+  g_object_set (v, "exec", exec, NULL);
   return v;
 }
 
@@ -1109,8 +1288,10 @@ read_project (EspalierReader *r, JsonObject *root, EspalierProject *self)
   EspalierTrainOptions training;
   JsonObject *dataset;
   JsonArray *runs, *variants;
+  gint64 version = 1;
 
   espalier_reader_format (r, root, PROJECT_FORMAT_NAME, ESPALIER_PROJECT_FORMAT_VERSION);
+  espalier_reader_int (r, root, "", "version", 1, ESPALIER_PROJECT_FORMAT_VERSION, &version);
   producer = espalier_reader_string (r, root, "", "producer", FALSE);
 
   dataset = espalier_reader_object (r, root, "", "dataset");
@@ -1143,7 +1324,8 @@ read_project (EspalierReader *r, JsonObject *root, EspalierProject *self)
        i++)
     {
       g_autofree char *where = g_strdup_printf ("variants[%u]", i);
-      g_autoptr(EspalierVariant) v = read_variant (r, json_array_get_element (variants, i), where);
+      g_autoptr(EspalierVariant) v = read_variant (r, json_array_get_element (variants, i), where,
+                                                  version);
 
       if (v == NULL)
         break;

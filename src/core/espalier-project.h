@@ -2,18 +2,27 @@
 /* espalier-project.h: what a user works on and keeps as NAME.espalier: the dataset
  * reference and its preprocessing, the model being edited (an EspalierModelDoc), the
  * training options, the training runs with their curves, and the variants with their
- * measurements and weights. The file is one JSON document (format below), written
- * atomically; variant weights are stored in it as base64 of little-endian float32 in
- * es_model_tensor order, with their SHA-256, so the project is one file to move.
+ * measurements, weights and quantization. The file is one JSON document (format below),
+ * written atomically; variant weights are stored in it as base64 of little-endian
+ * float32 in es_model_tensor order, with their SHA-256, so the project is one file to
+ * move. A quantized variant keeps its float weights too, and its quantization as in
+ * model files (espalier-quant-json-private.h) with the int8 layers' weights in base64
+ * (per int8 layer: scales (rows) as little-endian float32, then codes (rows, cols)) and
+ * their SHA-256. Version 2 added the variants' format, exec, latency_p95_us,
+ * rows_per_second, dense/sparse_latency_us and quantization; version 1 files still load.
  *
- *   { "format": "espalier-project", "version": 1, "producer": "Espalier 0.1.0",
+ *   { "format": "espalier-project", "version": 2, "producer": "Espalier 0.1.0",
  *     "dataset": { "source": "spiral:n=300,...", "options": { "ffill": false, ... } },
  *     "model": { "input": [2], "n_outputs": 3, "spec": "dense:8,relu,..." },
  *     "training": { ...EspalierTrainOptions as in model files... },
  *     "runs": [ { "name", "spec", "created", "finished", "options", "history": [..],
  *                 "test": {...} } ],
  *     "variants": [ { "name", "kind", "description", "parent", "accuracy",
- *                     "latency_us", "spec", "input", "weights": "base64", "sha256" } ] }
+ *                     "latency_us", "latency_p95_us", "rows_per_second",
+ *                     "dense_latency_us", "sparse_latency_us", "exec", "format", "spec",
+ *                     "input", "weights": "base64", "sha256",
+ *                     "quantization": null or { "mode", "reduce_range", "layers": [..],
+ *                                               "weights": "base64", "sha256" } } ] }
  *
  * The dataset itself is not saved: a project names it and loads it again. The project
  * holds the loaded dataset while the app runs (espalier_project_set_dataset). No GTK. */
@@ -29,7 +38,7 @@
 
 G_BEGIN_DECLS
 
-#define ESPALIER_PROJECT_FORMAT_VERSION 1
+#define ESPALIER_PROJECT_FORMAT_VERSION 2
 
 #define ESPALIER_TYPE_PROJECT (espalier_project_get_type ())
 G_DECLARE_FINAL_TYPE (EspalierProject, espalier_project, ESPALIER, PROJECT, GObject)

@@ -82,7 +82,12 @@ gboolean         espalier_measure_latency         (const EsModel   *model,
  * percentile of batch-1 latency, NaN: not measured), "rows-per-second" (double, large
  * batch throughput, NaN), "dense-latency-us" and "sparse-latency-us" (double, batch-1
  * median on dense and on CSR kernels, NaN unless the variant is sparse enough that both
- * were measured).  size-bytes follows the format (es_quant_weight_bytes). */
+ * were measured).  size-bytes follows the format (es_quant_weight_bytes). exec is NULL
+ * until measured. All six are writable (for loaders): "format" only to a name
+ * es_quant_mode_from_name knows and, once weights are set, only to their own format
+ * (fp32 without a quantization); "exec" to NULL or a kernel name; a value that breaks
+ * this is refused with a warning. NaN is set through espalier_variant_set_latency (a
+ * double property refuses it). */
 
 /* Latency figures of one measurement. */
 typedef struct {
@@ -95,7 +100,9 @@ typedef struct {
 /* The quantization, or NULL for float variants. (transfer none) */
 const EsQuant   *espalier_variant_get_quant      (EspalierVariant *self);
 /* Replace the quantization (taken over; NULL: float); sets format and recounts
- * size-bytes. The model must be set first and match it. */
+ * size-bytes. The model must be set first and match it (es_quant_check; otherwise a
+ * critical and quant is freed). espalier_variant_set_model drops a quantization that no
+ * longer fits the new weights. */
 void             espalier_variant_set_quant      (EspalierVariant *self,
                                                   EsQuant         *quant);
 const char      *espalier_variant_get_format     (EspalierVariant *self);
@@ -116,8 +123,12 @@ double           espalier_variant_get_layer_sparsity (EspalierVariant *self,
  * `threads` threads (0: 1): batch-1 median and 95th percentile after warm-up, rows/s at
  * batch large_batch (0: 256), for about `seconds` in all (0: 1). When the model's Dense
  * layers are at least half zeros, both dense and CSR kernels are timed and the faster
- * is chosen per the whole model; otherwise only one. Touches no object: call it from a
- * worker. */
+ * is chosen per the whole model (CSR for the Dense layers that are themselves at least
+ * half zeros); otherwise only one. int8 quantizations run on int8 kernels (no sparse
+ * try), fp16/bf16 on dense kernels with the rounded weights. The input is the same
+ * seeded random batch for every variant of a model. Touches no object: call it from a
+ * worker. espalier_measure_latency and espalier_variant_measure_latency are this
+ * measurement (the variant's with its quantization, storing every figure). */
 gboolean         espalier_measure_variant        (const EsModel   *model,
                                                   const EsQuant   *quant,
                                                   guint            threads,

@@ -17,6 +17,7 @@
 #include "espalier-error.h"
 #include "espalier-model-file.h"
 #include "espalier-templates.h"
+#include "quant-test-util.h"
 
 static const EsShape image_28 = { .rank = 3, .dims = { 1, 28, 28 } };
 static const EsShape points_2 = { .rank = 1, .dims = { 2 } };
@@ -750,6 +751,7 @@ typedef struct {
   GBytes            *json;   /* the pristine files */
   GBytes            *st;
   EsModel           *model;
+  EsQuant           *quant;  /* the quantized fixture's, else NULL */
   EspalierModelInfo  info;
 } Fixture;
 
@@ -775,6 +777,7 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   g_bytes_unref (f->json);
   g_bytes_unref (f->st);
   es_model_free (f->model);
+  g_clear_pointer (&f->quant, es_quant_free);
   espalier_model_info_clear (&f->info);
 }
 
@@ -1433,6 +1436,465 @@ test_fuzz_values (void)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* quantized variants */
+
+static const EsShape image_8 = { .rank = 3, .dims = { 1, 8, 8 } };
+
+/* One variant of each format: an MLP with its last layer kept in float (static), a
+ * small CNN (dynamic), BatchNorm buffers beside 16-bit weights (fp16, bf16). */
+static const struct {
+  const char  *name;
+  EsQuantMode  mode;
+  const char  *spec;
+  gboolean     keep_last;
+} qvariants[] = {
+  { "int8-static", ES_QUANT_INT8_STATIC, "flatten,dense:32,relu,dense:16,relu,dense:10", TRUE },
+  { "int8-dynamic", ES_QUANT_INT8_DYNAMIC, "conv2d:4:3,relu,maxpool2d:2,flatten,dense:10", FALSE },
+  { "fp16", ES_QUANT_FP16, "flatten,dense:16,batchnorm,relu,dense:10", FALSE },
+  { "bf16", ES_QUANT_BF16, "conv2d:4:3,batchnorm,relu,flatten,dense:10", FALSE },
+};
+
+/* The model of qvariants[i], initialized, with running statistics that are not 0 and 1. */
+static EsModel *
+qvariant_model (guint i, EsQuant **quant)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree bool *keep = NULL;
+  EsModel *model = espalier_model_from_spec (qvariants[i].spec, &image_8, &error);
+  int n;
+
+  g_assert_no_error (error);
+  es_model_init (model, 11 + i);
+  for (gint64 k = 0; k < es_model_n_buffers (model); k++)
+    es_model_buffers (model)[k] = 0.25f + (float) k / 7.0f;
+  n = es_model_n_layers (model);
+  keep = g_new0 (bool, n);
+  keep[n - 1] = qvariants[i].keep_last;
+  *quant = qtu_quant (model, qvariants[i].mode, keep, 21 + i);
+  return model;
+}
+
+/* The safetensors header of path as a JSON node (freed by the caller); *data_len gets
+ * the bytes after it. */
+static JsonNode *
+st_header (const char *path, gsize *data_len)
+{
+  g_autoptr(GBytes) bytes = read_bytes (path);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (bytes, &len);
+  guint64 n;
+  g_autofree char *text = NULL;
+  JsonNode *node;
+
+  memcpy (&n, data, 8);
+  n = GUINT64_FROM_LE (n);
+  text = g_strndup ((const char *) data + 8, n);
+  node = json_from_string (text, NULL);
+  g_assert_nonnull (node);
+  *data_len = len - 8 - n;
+  return node;
+}
+
+/* Every tensor has the dtype and size its storage says (int8 weights I8 with F32
+ * scales; every trainable tensor 16-bit in fp16/bf16; the rest F32), and the data is
+ * exactly their sum. */
+static void
+check_variant_header (const char *st_path, const EsModel *model, const EsQuant *q)
+{
+  gsize data_len;
+  g_autoptr(JsonNode) root = st_header (st_path, &data_len);
+  JsonObject *h = json_node_get_object (root);
+  gsize expected = 0;
+
+  for (int l = 0; l < es_model_n_layers (model); l++)
+    {
+      const EsLayerInfo *li = es_model_layer (model, l);
+      gboolean weights = li->spec.kind == ES_LAYER_DENSE || li->spec.kind == ES_LAYER_CONV2D;
+
+      for (int t = li->first_tensor; t < li->first_tensor + li->n_tensors; t++)
+        {
+          const EsTensorInfo *ti = es_model_tensor (model, t);
+          JsonObject *e = json_object_get_object_member (h, ti->name);
+          const char *dtype = "F32";
+
+          g_assert_nonnull (e);
+          if (t == li->first_tensor && weights && q->mode != ES_QUANT_FP32 && q->layers[l].int8)
+            {
+              g_autofree char *scale = g_strdup_printf ("layers.%d.weight_scale", l);
+              JsonObject *se = json_object_get_object_member (h, scale);
+
+              dtype = "I8";
+              g_assert_nonnull (se);
+              g_assert_cmpstr (json_object_get_string_member (se, "dtype"), ==, "F32");
+              g_assert_cmpint (json_array_get_int_element (json_object_get_array_member (se, "shape"),
+                                                           0), ==, ti->dims[0]);
+              expected += ti->size + 4 * ti->dims[0];
+            }
+          else if (ti->trainable && q->mode == ES_QUANT_FP16)
+            dtype = "F16", expected += 2 * ti->size;
+          else if (ti->trainable && q->mode == ES_QUANT_BF16)
+            dtype = "BF16", expected += 2 * ti->size;
+          else
+            expected += 4 * ti->size;
+          g_assert_cmpstr (json_object_get_string_member (e, "dtype"), ==, dtype);
+        }
+    }
+  g_assert_cmpuint (data_len, ==, expected);
+}
+
+static void
+test_variant_round_trip (gconstpointer data)
+{
+  guint i = GPOINTER_TO_UINT (data);
+  g_autofree char *dir = make_tmp_dir ();
+  g_autofree char *path = g_build_filename (dir, qvariants[i].name, NULL);
+  g_autofree char *json_path = NULL, *st_path = NULL, *listing = NULL, *expected = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) root = NULL;
+  g_autoptr(GBytes) json = NULL;
+  EspalierModelInfo info, loaded;
+  EsQuant *q = NULL, *lq = NULL, *again_q = NULL;
+  EsModel *model = qvariant_model (i, &q), *deq = es_quant_dequantized_model (model, q);
+  EsModel *back, *again;
+  JsonObject *qobj;
+
+  espalier_model_paths (path, &json_path, &st_path);
+  espalier_model_info_init (&info);
+  fill_info (&info, "mlp", 10, 2);
+  g_assert_true (espalier_model_save_variant (model, q, &info, path, &error));
+  g_assert_no_error (error);
+  listing = dir_listing (dir);
+  expected = g_strdup_printf ("%s.json %s.safetensors", qvariants[i].name, qvariants[i].name);
+  g_assert_cmpstr (listing, ==, expected);
+  check_variant_header (st_path, model, q);
+
+  /* the JSON says version 2 and how the weights are stored */
+  json = read_bytes (json_path);
+  root = json_from_string (g_bytes_get_data (json, NULL), NULL);
+  g_assert_cmpint (json_object_get_int_member (json_node_get_object (root), "version"), ==, 2);
+  qobj = json_object_get_object_member (json_node_get_object (root), "quantization");
+  g_assert_cmpstr (json_object_get_string_member (qobj, "mode"), ==, qvariants[i].name);
+
+  /* back: the same quantization, and the model is its dequantized weights */
+  espalier_model_info_init (&loaded);
+  back = espalier_model_load_variant (json_path, &loaded, &lq, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (back);
+  qtu_assert_quants_equal (q, lq);
+  assert_models_equal (deq, back);
+  assert_infos_equal (&info, &loaded);
+  es_model_free (back);
+
+  /* without asking for the quantization, or through the float API: the same model */
+  back = espalier_model_load_variant (path, NULL, NULL, &error);
+  g_assert_no_error (error);
+  assert_models_equal (deq, back);
+  es_model_free (back);
+  back = espalier_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  assert_models_equal (deq, back);
+
+  /* what was loaded saves and loads to itself */
+  g_assert_true (espalier_model_save_variant (back, lq, &loaded, path, &error));
+  g_assert_no_error (error);
+  again = espalier_model_load_variant (path, NULL, &again_q, &error);
+  g_assert_no_error (error);
+  qtu_assert_quants_equal (q, again_q);
+  assert_models_equal (deq, again);
+
+  es_model_free (again);
+  es_model_free (back);
+  es_model_free (deq);
+  es_model_free (model);
+  es_quant_free (again_q);
+  es_quant_free (lq);
+  es_quant_free (q);
+  espalier_model_info_clear (&loaded);
+  espalier_model_info_clear (&info);
+  remove_tree (dir);
+}
+
+/* A float model through the variant API: no quantization, F32 as before. */
+static void
+test_variant_float (void)
+{
+  g_autofree char *dir = make_tmp_dir ();
+  g_autofree char *path = g_build_filename (dir, "f", NULL);
+  g_autoptr(GError) error = NULL;
+  EspalierModelInfo info;
+  EsQuant *q = (EsQuant *) 0x1;
+  EsModel *model, *back;
+
+  espalier_model_info_init (&info);
+  model = save_mlp (dir, &info);
+  g_assert_true (espalier_model_save_variant (model, NULL, &info, path, &error));
+  g_assert_no_error (error);
+  back = espalier_model_load_variant (path, NULL, &q, &error);
+  g_assert_no_error (error);
+  g_assert_null (q);
+  assert_models_equal (model, back);
+  es_model_free (back);
+  es_model_free (model);
+  espalier_model_info_clear (&info);
+  remove_tree (dir);
+}
+
+/* What cannot be loaded back is not saved, and nothing is written. */
+static void
+test_variant_save_refused (void)
+{
+  g_autofree char *dir = make_tmp_dir ();
+  g_autofree char *path = g_build_filename (dir, "v", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *listing = NULL;
+  EspalierModelInfo info;
+  EsQuant *q = NULL, *other_q = NULL, *raw;
+  EsModel *model = qvariant_model (0, &q), *other = qvariant_model (1, &other_q);
+  EsError es = { 0 };
+
+  espalier_model_info_init (&info);
+
+  /* static int8 without calibration */
+  raw = es_quant_new (model, ES_QUANT_INT8_STATIC, NULL, false, &es);
+  g_assert_nonnull (raw);
+  g_assert_false (espalier_model_save_variant (model, raw, &info, path, &error));
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID);
+  g_test_message ("%s", error->message);
+  g_clear_error (&error);
+  es_quant_free (raw);
+
+  /* a quantization of another model */
+  g_assert_false (espalier_model_save_variant (model, other_q, &info, path, &error));
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID);
+  g_test_message ("%s", error->message);
+  g_clear_error (&error);
+
+  /* a scale that is not a scale */
+  q->layers[1].w_scale[3] = NAN;
+  g_assert_false (espalier_model_save_variant (model, q, &info, path, &error));
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID);
+  g_assert_nonnull (strstr (error->message, "layers.1.weight_scale"));
+  g_clear_error (&error);
+  q->layers[1].w_scale[3] = 0.0f;
+  g_assert_false (espalier_model_save_variant (model, q, &info, path, &error));
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID);
+  g_clear_error (&error);
+  q->layers[1].w_scale[3] = 0.5f;
+
+  /* an input scale that is not the range's */
+  q->layers[1].in_scale *= 2.0f;
+  g_assert_false (espalier_model_save_variant (model, q, &info, path, &error));
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID);
+  g_assert_nonnull (strstr (error->message, "quantization.layers[1].in_scale"));
+  g_clear_error (&error);
+
+  listing = dir_listing (dir);
+  g_assert_cmpstr (listing, ==, "");
+
+  es_model_free (other);
+  es_model_free (model);
+  es_quant_free (other_q);
+  es_quant_free (q);
+  espalier_model_info_clear (&info);
+  remove_tree (dir);
+}
+
+/* The fixture for corrupt quantized files: qvariants[0] saved as dir/mlp. */
+static void
+fixture_set_up_quant (Fixture *f, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+
+  f->dir = make_tmp_dir ();
+  f->json_path = g_build_filename (f->dir, "mlp.json", NULL);
+  f->st_path = g_build_filename (f->dir, "mlp.safetensors", NULL);
+  espalier_model_info_init (&f->info);
+  fill_info (&f->info, NULL, 10, 2);
+  f->model = qvariant_model (0, &f->quant);
+  g_assert_true (espalier_model_save_variant (f->model, f->quant, &f->info, f->json_path,
+                                              &error));
+  g_assert_no_error (error);
+  f->json = read_bytes (f->json_path);
+  f->st = read_bytes (f->st_path);
+}
+
+static JsonObject *
+quant_layer (JsonObject *root, guint i)
+{
+  return json_array_get_object_element (
+    json_object_get_array_member (json_object_get_object_member (root, "quantization"), "layers"), i);
+}
+
+static void q_scale_zero (JsonObject *root) { json_object_set_int_member (quant_layer (root, 1), "in_scale", 0); }
+static void q_scale_negative (JsonObject *root) { json_object_set_double_member (quant_layer (root, 1), "in_scale", -0.5); }
+static void q_zero_range (JsonObject *root) { json_object_set_int_member (quant_layer (root, 1), "in_zero", 256); }
+static void q_zero_string (JsonObject *root) { json_object_set_string_member (quant_layer (root, 1), "in_zero", "3"); }
+static void q_lo_above_hi (JsonObject *root) { json_object_set_double_member (quant_layer (root, 1), "in_lo", 1000.5); }
+static void q_hi_missing (JsonObject *root) { json_object_remove_member (quant_layer (root, 1), "in_hi"); }
+static void q_mode (JsonObject *root) { json_object_set_string_member (json_object_get_object_member (root, "quantization"), "mode", "int4"); }
+static void q_mode_fp32 (JsonObject *root) { json_object_set_string_member (json_object_get_object_member (root, "quantization"), "mode", "fp32"); }
+static void q_reduce (JsonObject *root) { json_object_set_string_member (json_object_get_object_member (root, "quantization"), "reduce_range", "no"); }
+static void q_int8_relu (JsonObject *root) { json_object_set_boolean_member (quant_layer (root, 2), "int8", TRUE); }
+static void q_missing (JsonObject *root) { json_object_remove_member (root, "quantization"); }
+static void q_type (JsonObject *root) { json_object_set_int_member (root, "quantization", 8); }
+static void q_version_1 (JsonObject *root) { json_object_set_int_member (root, "version", 1); }
+
+static void
+q_scale_mismatch (JsonObject *root)
+{
+  JsonObject *l = quant_layer (root, 1);
+
+  json_object_set_double_member (l, "in_scale", json_object_get_double_member (l, "in_scale") * 2);
+}
+
+static void
+q_short_layers (JsonObject *root)
+{
+  json_array_remove_element (json_object_get_array_member (
+    json_object_get_object_member (root, "quantization"), "layers"), 0);
+}
+
+/* The JSON says layer 1 is float; the weights file still holds its codes. */
+static void
+q_float_layer (JsonObject *root)
+{
+  JsonObject *l = quant_layer (root, 1);
+
+  json_object_set_boolean_member (l, "int8", FALSE);
+}
+
+static void
+test_quant_json_errors (Fixture *f, gconstpointer data)
+{
+  static const struct {
+    EditJson    edit;
+    const char *what;
+    gboolean    in_weights;   /* the error names the safetensors file */
+  } cases[] = {
+    { q_scale_zero, "“quantization.layers[1].in_scale”", FALSE },
+    { q_scale_negative, "“quantization.layers[1].in_scale”", FALSE },
+    { q_scale_mismatch, "“quantization.layers[1].in_scale”", FALSE },
+    { q_zero_range, "“quantization.layers[1].in_zero”", FALSE },
+    { q_zero_string, "“quantization.layers[1].in_zero”", FALSE },
+    { q_lo_above_hi, "“quantization.layers[1].in_lo”", FALSE },
+    { q_hi_missing, "“quantization.layers[1].in_hi” is missing", FALSE },
+    { q_mode, "int4", FALSE },
+    { q_mode_fp32, "“quantization.mode”", FALSE },
+    { q_reduce, "“quantization.reduce_range”", FALSE },
+    { q_int8_relu, "“quantization.layers[2].int8”", FALSE },
+    { q_short_layers, "“quantization.layers”", FALSE },
+    { q_missing, "“quantization” is missing", FALSE },
+    { q_type, "“quantization”", FALSE },
+    { q_version_1, "version 1", FALSE },
+    { q_float_layer, "layers.1.weight", TRUE },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      edit_json (f, cases[i].edit);
+      assert_format_error (f, cases[i].in_weights ? f->st_path : f->json_path, cases[i].what);
+    }
+}
+
+static void
+h_dtype (JsonObject *h)
+{
+  json_object_set_string_member (json_object_get_object_member (h, "layers.1.weight"), "dtype",
+                                 "F32");
+}
+
+static void
+h_scale_shape (JsonObject *h)
+{
+  JsonArray *shape = json_array_new ();
+
+  json_array_add_int_element (shape, 31);
+  json_object_set_array_member (json_object_get_object_member (h, "layers.1.weight_scale"),
+                                "shape", shape);
+}
+
+static void
+h_no_scale (JsonObject *h)
+{
+  json_object_remove_member (h, "layers.3.weight_scale");
+}
+
+/* Change `n` bytes of tensor `name` at byte `at` to `bytes`, and record the new file's
+ * size and SHA-256 in the JSON so that only the values are wrong. */
+static void
+rewrite_tensor (Fixture *f, const char *name, gsize at, const void *bytes, gsize n)
+{
+  gsize len, data_len;
+  g_autofree guint8 *st = g_memdup2 (g_bytes_get_data (f->st, &len), g_bytes_get_size (f->st));
+  g_autoptr(JsonNode) header = NULL, root = NULL;
+  g_autofree char *sum = NULL, *text = NULL;
+  JsonArray *offsets;
+  JsonObject *weights;
+
+  write_bytes (f->st_path, st, len);
+  header = st_header (f->st_path, &data_len);
+  offsets = json_object_get_array_member (json_object_get_object_member (
+    json_node_get_object (header), name), "data_offsets");
+  memcpy (st + (len - data_len) + json_array_get_int_element (offsets, 0) + at, bytes, n);
+  write_bytes (f->st_path, st, len);
+
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, st, len);
+  root = json_from_string (g_bytes_get_data (f->json, NULL), NULL);
+  weights = json_object_get_object_member (json_node_get_object (root), "weights");
+  json_object_set_string_member (weights, "sha256", sum);
+  text = json_to_string (root, TRUE);
+  write_bytes (f->json_path, text, strlen (text));
+}
+
+static void
+test_quant_weight_errors (Fixture *f, gconstpointer data)
+{
+  float zero = 0.0f, nan = NAN, inf = INFINITY, neg = -1.0f;
+  gint8 min = -128;
+
+  edit_header (f, h_dtype);
+  assert_format_error (f, f->st_path, "“layers.1.weight” has dtype F32");
+  edit_header (f, h_scale_shape);
+  assert_format_error (f, f->st_path, "layers.1.weight_scale");
+  edit_header (f, h_no_scale);
+  assert_format_error (f, f->st_path, "“layers.3.weight_scale” is missing");
+
+  rewrite_tensor (f, "layers.1.weight_scale", 8, &zero, 4);
+  assert_format_error (f, f->st_path, "“layers.1.weight_scale” [2]");
+  rewrite_tensor (f, "layers.1.weight_scale", 0, &nan, 4);
+  assert_format_error (f, f->st_path, "“layers.1.weight_scale” [0]");
+  rewrite_tensor (f, "layers.3.weight_scale", 4, &inf, 4);
+  assert_format_error (f, f->st_path, "“layers.3.weight_scale” [1]");
+  rewrite_tensor (f, "layers.3.weight_scale", 4, &neg, 4);
+  assert_format_error (f, f->st_path, "“layers.3.weight_scale” [1]");
+  rewrite_tensor (f, "layers.3.weight", 5, &min, 1);
+  assert_format_error (f, f->st_path, "“layers.3.weight” [5]");
+}
+
+/* Version 1 files (float, no quantization) still load. */
+static void
+version_1 (JsonObject *root)
+{
+  json_object_set_int_member (root, "version", 1);
+  json_object_remove_member (root, "quantization");
+}
+
+static void
+test_version_1 (Fixture *f, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  EsQuant *q = (EsQuant *) 0x1;
+  EsModel *model;
+
+  edit_json (f, version_1);
+  model = espalier_model_load_variant (f->json_path, NULL, &q, &error);
+  g_assert_no_error (error);
+  g_assert_null (q);
+  assert_models_equal (f->model, model);
+  es_model_free (model);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* templates */
 
 static void
@@ -1662,6 +2124,21 @@ main (int argc, char **argv)
               fixture_tear_down);
   g_test_add_func ("/model-file/load/fuzz", test_fuzz);
   g_test_add_func ("/model-file/load/fuzz-values", test_fuzz_values);
+  for (guint i = 0; i < G_N_ELEMENTS (qvariants); i++)
+    {
+      g_autofree char *name = g_strdup_printf ("/model-file/variant/round-trip/%s",
+                                               qvariants[i].name);
+
+      g_test_add_data_func (name, GUINT_TO_POINTER (i), test_variant_round_trip);
+    }
+  g_test_add_func ("/model-file/variant/float", test_variant_float);
+  g_test_add_func ("/model-file/variant/save-refused", test_variant_save_refused);
+  g_test_add ("/model-file/variant/json-errors", Fixture, NULL, fixture_set_up_quant,
+              test_quant_json_errors, fixture_tear_down);
+  g_test_add ("/model-file/variant/weight-errors", Fixture, NULL, fixture_set_up_quant,
+              test_quant_weight_errors, fixture_tear_down);
+  g_test_add ("/model-file/load/version-1", Fixture, NULL, fixture_set_up, test_version_1,
+              fixture_tear_down);
   g_test_add_func ("/templates/names", test_template_names);
   g_test_add_func ("/templates/mlp", test_template_mlp);
   g_test_add_func ("/templates/lenet", test_template_lenet);

@@ -16,6 +16,7 @@
 #include "espalier-project.h"
 #include "espalier-split.h"
 #include "espalier-templates.h"
+#include "quant-test-util.h"
 
 static const EsShape points = { .rank = 1, .dims = { 2 } };
 
@@ -245,6 +246,20 @@ assert_projects_equal (EspalierProject *a, EspalierProject *b)
       g_assert_cmpint (espalier_variant_get_n_params (x), ==, espalier_variant_get_n_params (y));
       g_assert_cmpint (espalier_variant_get_nonzeros (x), ==, espalier_variant_get_nonzeros (y));
       g_assert_cmpint (espalier_variant_get_flops (x), ==, espalier_variant_get_flops (y));
+      g_assert_cmpstr (espalier_variant_get_format (x), ==, espalier_variant_get_format (y));
+      g_assert_cmpstr (espalier_variant_get_exec (x), ==, espalier_variant_get_exec (y));
+      g_assert_true (same_double (espalier_variant_get_latency_p95_us (x),
+                                  espalier_variant_get_latency_p95_us (y)));
+      g_assert_true (same_double (espalier_variant_get_rows_per_second (x),
+                                  espalier_variant_get_rows_per_second (y)));
+      g_assert_true (same_double (espalier_variant_get_dense_latency_us (x),
+                                  espalier_variant_get_dense_latency_us (y)));
+      g_assert_true (same_double (espalier_variant_get_sparse_latency_us (x),
+                                  espalier_variant_get_sparse_latency_us (y)));
+      g_assert_cmpint (espalier_variant_get_quant (x) == NULL, ==,
+                       espalier_variant_get_quant (y) == NULL);
+      if (espalier_variant_get_quant (x) != NULL)
+        qtu_assert_quants_equal (espalier_variant_get_quant (x), espalier_variant_get_quant (y));
       g_assert_cmpint (espalier_variant_get_model (x) == NULL, ==,
                        espalier_variant_get_model (y) == NULL);
       if (espalier_variant_get_model (x) != NULL)
@@ -755,6 +770,223 @@ test_corrupt_text (void)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Optimized variants: formats, quantizations and measurements */
+
+/* make_project's variants, then (from variants[3]) one of each quantized format with
+ * measurements, and a quantized variant saved without weights. */
+static EspalierProject *
+make_optimized_project (void)
+{
+  static const EsQuantMode modes[] = { ES_QUANT_INT8_STATIC, ES_QUANT_INT8_DYNAMIC,
+                                       ES_QUANT_FP16, ES_QUANT_BF16 };
+  EspalierProject *p = make_project ();
+  g_autoptr(EspalierVariant) bare = NULL;
+
+  for (gsize i = 0; i < G_N_ELEMENTS (modes); i++)
+    {
+      g_autoptr(EspalierVariant) v = NULL;
+      EsModel *m = model_from_spec (i == 3 ? "dense:8,batchnorm,relu,dense:3"
+                                           : "dense:8,relu,dense:3", 30 + i);
+      EspalierLatency lat = {
+        .median_us = 1.5 + i, .p95_us = 2.75 + i, .rows_per_second = 1e6 / 3.0,
+        .dense_us = i == 1 ? 1.0 / 3.0 : NAN, .sparse_us = i == 1 ? 0.25 : NAN,
+        .exec = i < 2 ? ES_EXEC_INT8 : ES_EXEC_DENSE,
+      };
+
+      v = espalier_variant_new (es_quant_mode_name (modes[i]), "quantized", m);
+      espalier_variant_set_quant (v, qtu_quant (m, modes[i], NULL, 40 + i));
+      espalier_variant_set_parent (v, "baseline");
+      espalier_variant_set_accuracy (v, 0.875);
+      if (i != 2)
+        espalier_variant_set_latency (v, &lat);
+      espalier_project_add_variant (p, v);
+    }
+  bare = espalier_variant_new ("bare int8", "quantized", NULL);
+  g_object_set (bare, "format", "int8-dynamic", "exec", "int8", "rows-per-second", 12.5, NULL);
+  espalier_project_add_variant (p, bare);
+  return p;
+}
+
+static void
+test_optimized_round_trip (void)
+{
+  g_autoptr(EspalierProject) p = make_optimized_project ();
+  g_autoptr(EspalierProject) q = NULL, r = NULL;
+  g_autoptr(GFile) file = tmp_file ("optimized.espalier");
+  g_autoptr(GFile) again = tmp_file ("optimized-again.espalier");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierVariant) v = NULL;
+
+  g_assert_true (espalier_project_save (p, file, NULL, &error));
+  g_assert_no_error (error);
+  q = espalier_project_load (file, NULL, &error);
+  g_assert_no_error (error);
+  assert_projects_equal (p, q);
+
+  /* the static int8 variant as it came back */
+  v = g_list_model_get_item (espalier_project_get_variants (q), 3);
+  g_assert_cmpstr (espalier_variant_get_format (v), ==, "int8-static");
+  g_assert_cmpstr (espalier_variant_get_exec (v), ==, "int8");
+  g_assert_cmpuint (espalier_variant_get_size_bytes (v), ==,
+                    es_quant_weight_bytes (espalier_variant_get_model (v),
+                                           espalier_variant_get_quant (v)));
+  g_clear_object (&v);
+  v = g_list_model_get_item (espalier_project_get_variants (q), 7);
+  g_assert_cmpstr (espalier_variant_get_format (v), ==, "int8-dynamic");
+  g_assert_null (espalier_variant_get_model (v));
+
+  g_assert_true (espalier_project_save (q, again, NULL, &error));
+  g_assert_no_error (error);
+  r = espalier_project_load (again, NULL, &error);
+  g_assert_no_error (error);
+  assert_projects_equal (p, r);
+}
+
+static char *
+saved_optimized_text (void)
+{
+  g_autoptr(EspalierProject) p = make_optimized_project ();
+  g_autoptr(GFile) file = tmp_file ("optimized-base.espalier");
+  g_autoptr(GError) error = NULL;
+  char *text = NULL;
+
+  g_assert_true (espalier_project_save (p, file, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (g_file_load_contents (file, NULL, &text, NULL, NULL, &error));
+  return text;
+}
+
+static void
+q_in_zero (JsonObject *root)
+{
+  JsonArray *layers = json_object_get_array_member (obj_at (root, "variants[3].quantization"),
+                                                    "layers");
+
+  json_object_set_int_member (json_array_get_object_element (layers, 0), "in_zero", 300);
+}
+
+static void
+q_sha (JsonObject *root)
+{
+  char zeros[65];
+
+  memset (zeros, '0', 64);
+  zeros[64] = '\0';
+  json_object_set_string_member (obj_at (root, "variants[3].quantization"), "sha256", zeros);
+}
+
+/* Replace the int8 weights of variants[i] with `edit` of them, with a matching SHA-256. */
+static void
+set_quant_bytes (JsonObject *root, const char *path, gsize cut, gsize zero_at)
+{
+  JsonObject *q = obj_at (root, path);
+  gsize len;
+  g_autofree guint8 *bytes = g_base64_decode (json_object_get_string_member (q, "weights"), &len);
+  g_autofree char *text = NULL, *sum = NULL;
+
+  if (zero_at != G_MAXSIZE)
+    memset (bytes + zero_at, 0, 4);
+  text = g_base64_encode (bytes, len - cut);
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, bytes, len - cut);
+  json_object_set_string_member (q, "weights", text);
+  json_object_set_string_member (q, "sha256", sum);
+}
+
+static void q_short (JsonObject *root) { set_quant_bytes (root, "variants[4].quantization", 1, G_MAXSIZE); }
+static void q_zero_scale (JsonObject *root) { set_quant_bytes (root, "variants[3].quantization", 0, 4); }
+static void q_format (JsonObject *root) { json_object_set_string_member (obj_at (root, "variants[3]"), "format", "fp16"); }
+static void q_float_format (JsonObject *root) { json_object_set_string_member (obj_at (root, "variants[0]"), "format", "bf16"); }
+static void q_unknown_format (JsonObject *root) { json_object_set_string_member (obj_at (root, "variants[7]"), "format", "int4"); }
+static void q_exec (JsonObject *root) { json_object_set_string_member (obj_at (root, "variants[4]"), "exec", "gpu"); }
+static void q_rows (JsonObject *root) { json_object_set_double_member (obj_at (root, "variants[3]"), "rows_per_second", -1.0); }
+static void q_p95_missing (JsonObject *root) { json_object_remove_member (obj_at (root, "variants[0]"), "latency_p95_us"); }
+static void q_quant_missing (JsonObject *root) { json_object_remove_member (obj_at (root, "variants[1]"), "quantization"); }
+static void q_mode (JsonObject *root) { json_object_set_string_member (obj_at (root, "variants[5].quantization"), "mode", "int2"); }
+
+static void
+q_bare_quant (JsonObject *root)
+{
+  JsonNode *copy = json_node_copy (json_object_get_member (obj_at (root, "variants[4]"),
+                                                           "quantization"));
+
+  json_object_set_member (obj_at (root, "variants[7]"), "quantization", copy);
+}
+
+static const struct {
+  const char *name;
+  Corrupt     corrupt;
+  const char *field;
+  const char *also;
+} quant_corruptions[] = {
+  { "in-zero", q_in_zero, "variants[3].quantization.layers[0].in_zero", "300" },
+  { "quant-sha", q_sha, "variants[3].quantization", "SHA-256" },
+  { "quant-short", q_short, "variants[4].quantization.weights", "bytes" },
+  { "quant-scale", q_zero_scale, "variants[3].quantization.layers.0.weight_scale", "[1]" },
+  { "format", q_format, "variants[3].format", "int8-static" },
+  { "float-format", q_float_format, "variants[0].format", "fp32" },
+  { "unknown-format", q_unknown_format, "variants[7].format", "int4" },
+  { "exec", q_exec, "variants[4].exec", "gpu" },
+  { "rows", q_rows, "variants[3].rows_per_second", "" },
+  { "p95-missing", q_p95_missing, "variants[0].latency_p95_us", "missing" },
+  { "quant-missing", q_quant_missing, "variants[1].quantization", "missing" },
+  { "mode", q_mode, "variants[5].quantization.mode", "int2" },
+  { "bare-quant", q_bare_quant, "variants[7].quantization", "weights" },
+};
+
+static void
+test_optimized_corrupt (gconstpointer data)
+{
+  guint which = GPOINTER_TO_UINT (data);
+  g_autofree char *text = saved_optimized_text ();
+  g_autoptr(JsonNode) root = json_from_string (text, NULL);
+  g_autofree char *bad = NULL;
+
+  g_assert_nonnull (root);
+  quant_corruptions[which].corrupt (json_node_get_object (root));
+  bad = espalier_json_to_text (root, TRUE);
+  assert_load_fails (bad, -1, quant_corruptions[which].field, quant_corruptions[which].also);
+}
+
+/* A version 1 file (no formats, figures or quantizations) still loads: float variants,
+ * not measured beyond latency_us. */
+static void
+test_version_1 (void)
+{
+  static const char *const v2_fields[] = { "latency_p95_us", "rows_per_second",
+                                           "dense_latency_us", "sparse_latency_us", "exec",
+                                           "format", "quantization" };
+  g_autoptr(EspalierProject) p = make_project ();
+  g_autoptr(EspalierProject) q = NULL;
+  g_autoptr(GFile) file = tmp_file ("v1.espalier");
+  g_autofree char *path = g_file_get_path (file);
+  g_autofree char *text = NULL, *old = NULL;
+  g_autoptr(JsonNode) root = NULL;
+  g_autoptr(GError) error = NULL;
+  JsonArray *variants;
+
+  g_assert_true (espalier_project_save (p, file, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (g_file_load_contents (file, NULL, &text, NULL, NULL, &error));
+  root = json_from_string (text, NULL);
+  json_object_set_int_member (json_node_get_object (root), "version", 1);
+  variants = json_object_get_array_member (json_node_get_object (root), "variants");
+  for (guint i = 0; i < json_array_get_length (variants); i++)
+    for (gsize k = 0; k < G_N_ELEMENTS (v2_fields); k++)
+      {
+        JsonObject *v = json_array_get_object_element (variants, i);
+
+        g_assert_true (json_object_has_member (v, v2_fields[k]));
+        json_object_remove_member (v, v2_fields[k]);
+      }
+  old = espalier_json_to_text (root, TRUE);
+  g_assert_true (g_file_set_contents (path, old, -1, NULL));
+
+  q = espalier_project_load (file, NULL, &error);
+  g_assert_no_error (error);
+  assert_projects_equal (p, q);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Variants */
 
 static guint notified;
@@ -1056,6 +1288,15 @@ main (int argc, char **argv)
 
       g_test_add_data_func (path, GUINT_TO_POINTER (i), test_corrupt);
     }
+  g_test_add_func ("/core/project/optimized/round-trip", test_optimized_round_trip);
+  for (guint i = 0; i < G_N_ELEMENTS (quant_corruptions); i++)
+    {
+      g_autofree char *path = g_strdup_printf ("/core/project/optimized/corrupt/%s",
+                                               quant_corruptions[i].name);
+
+      g_test_add_data_func (path, GUINT_TO_POINTER (i), test_optimized_corrupt);
+    }
+  g_test_add_func ("/core/project/version-1", test_version_1);
   g_test_add_func ("/core/variant/counts", test_variant_counts);
   g_test_add_func ("/core/trainer/snapshots", test_trainer_snapshots);
   g_test_add_func ("/core/trainer/interval", test_trainer_interval);
