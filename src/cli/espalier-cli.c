@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-cli.c: the headless front end over core: train, eval, info, datasets and
- * bench. Output is a progress bar with ETA on a terminal, plain lines otherwise, or
- * one JSON object per event with --json. Exit status: 0 success, 1 failure, 2 bad
- * usage. Ctrl-C stops training at the end of the current step and writes nothing. */
+/* espalier-cli.c: the headless front end over core: train, eval, info, datasets, bench,
+ * and the optimization commands prune, quantize, reduce, sensitivity and compare, which
+ * make measured variants of a saved model (espalier-optimize.h). Output is a progress
+ * bar with ETA on a terminal, plain lines otherwise, or one JSON object per event with
+ * --json. Exit status: 0 success, 1 failure, 2 bad usage. Ctrl-C stops training or
+ * fine-tuning at the end of the current step and writes nothing. */
 #include "config.h"
 
 #include <glib-unix.h>
@@ -19,6 +21,7 @@
 #include "espalier-dataset.h"
 #include "espalier-error.h"
 #include "espalier-model-file.h"
+#include "espalier-optimize.h"
 #include "espalier-split.h"
 #include "espalier-templates.h"
 #include "espalier-trainer.h"
@@ -1376,6 +1379,978 @@ cmd_bench (int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------------------ */
+/* prune, quantize, reduce, sensitivity, compare */
+
+/* An integer option not given (doubles use NaN). */
+#define UNSET_INT G_MININT
+
+/* "1,3" (1-based, as `info` numbers layers) into a selection of n_layers; every chosen
+ * layer must satisfy weight_only (a Dense or Conv2D layer). */
+static gboolean
+parse_layer_list (const char     *text,
+                  const EsModel  *model,
+                  gboolean      **sel,
+                  GError        **error)
+{
+  g_auto(GStrv) parts = g_strsplit (text, ",", -1);
+  int n = es_model_n_layers (model);
+  g_autofree gboolean *v = g_new0 (gboolean, n);
+
+  if (parts[0] == NULL)
+    {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, _("an empty list"));
+      return FALSE;
+    }
+  for (int i = 0; parts[i] != NULL; i++)
+    {
+      guint64 k;
+      char *p = g_strstrip (parts[i]);
+
+      if (!g_ascii_string_to_unsigned (p, 10, 1, (guint64) n, &k, NULL))
+        {
+          g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                       _("'%s' is not a layer number from 1 to %d"), p, n);
+          return FALSE;
+        }
+      if (!es_prune_layer_is_prunable (model, (int) k - 1))
+        {
+          g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                       _("layer %s is a %s layer, not Dense or Conv2D"), p,
+                       es_layer_kind_title (es_model_layer (model, (int) k - 1)->spec.kind));
+          return FALSE;
+        }
+      v[k - 1] = TRUE;
+    }
+  *sel = g_steal_pointer (&v);
+  return TRUE;
+}
+
+/* "0.5,0.7,0.9" into an array of doubles in [0, 1). */
+static gboolean
+parse_levels (const char *text, GArray **levels)
+{
+  g_auto(GStrv) parts = g_strsplit (text, ",", -1);
+  g_autoptr(GArray) a = g_array_new (FALSE, FALSE, sizeof (double));
+
+  for (int i = 0; parts[i] != NULL; i++)
+    {
+      char *p = g_strstrip (parts[i]), *end;
+      double v = g_ascii_strtod (p, &end);
+
+      if (end == p || *end != '\0' || !(v >= 0 && v < 1))
+        return FALSE;
+      g_array_append_val (a, v);
+    }
+  if (a->len == 0)
+    return FALSE;
+  *levels = g_steal_pointer (&a);
+  return TRUE;
+}
+
+/* A model file with everything loading it brought. */
+typedef struct {
+  EspalierModelInfo info;
+  EsModel          *model;
+  EsQuant          *quant;
+} LoadedModel;
+
+static void
+loaded_model_clear (LoadedModel *lm)
+{
+  espalier_model_info_clear (&lm->info);
+  g_clear_pointer (&lm->model, es_model_free);
+  g_clear_pointer (&lm->quant, es_quant_free);
+}
+
+static gboolean
+load_model_file (const char *path, LoadedModel *lm, GError **error)
+{
+  espalier_model_info_init (&lm->info);
+  lm->model = espalier_model_load_variant (path, &lm->info, &lm->quant, error);
+  return lm->model != NULL;
+}
+
+/* The name a model file goes by: its saved name, or its base name. */
+static char *
+model_file_name (const char *path, const EspalierModelInfo *info)
+{
+  g_autofree char *base = g_path_get_basename (path);
+
+  if (info->name != NULL && info->name[0] != '\0')
+    return g_strdup (info->name);
+  if (g_str_has_suffix (base, ".json"))
+    base[strlen (base) - 5] = '\0';
+  return g_steal_pointer (&base);
+}
+
+/* The dataset a saved model was trained on, split and preprocessed the same way. */
+static EspalierDataset *
+load_model_data (DataOpts *d, const EspalierModelInfo *info, GError **error)
+{
+  data_opts_from_json (d, info->preprocessing);
+  return load_data (d, info->dataset_source, info->train.val_fraction,
+                    info->train.test_fraction, info->train.seed, error);
+}
+
+/* "dir/mlp.json" + "-pruned" -> "dir/mlp-pruned.json". */
+static char *
+derived_output (const char *input, const char *suffix)
+{
+  g_autofree char *json = NULL;
+
+  espalier_model_paths (input, &json, NULL);
+  if (g_str_has_suffix (json, ".json"))
+    json[strlen (json) - 5] = '\0';
+  return g_strconcat (json, suffix, ".json", NULL);
+}
+
+static void
+print_variant (EspalierVariant *v, double parent_accuracy, guint64 parent_bytes)
+{
+  char a[32], b[32];
+  double acc = espalier_variant_get_accuracy (v);
+  gint64 params = espalier_variant_get_n_params (v);
+
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *j = json_event ("variant");
+
+      json_str (j, "name", espalier_variant_get_name (v));
+      json_str (j, "kind", espalier_variant_get_kind (v));
+      json_str (j, "parent", espalier_variant_get_parent (v));
+      json_str (j, "description", espalier_variant_get_description (v));
+      json_str (j, "format", espalier_variant_get_format (v));
+      json_str (j, "exec", espalier_variant_get_exec (v));
+      json_double (j, "accuracy", acc);
+      json_double (j, "parent_accuracy", parent_accuracy);
+      json_double (j, "latency_us", espalier_variant_get_latency_us (v));
+      json_double (j, "latency_p95_us", espalier_variant_get_latency_p95_us (v));
+      json_double (j, "rows_per_second", espalier_variant_get_rows_per_second (v));
+      json_double (j, "dense_latency_us", espalier_variant_get_dense_latency_us (v));
+      json_double (j, "sparse_latency_us", espalier_variant_get_sparse_latency_us (v));
+      json_int (j, "size_bytes", (gint64) espalier_variant_get_size_bytes (v));
+      json_int (j, "n_params", params);
+      json_int (j, "nonzeros", espalier_variant_get_nonzeros (v));
+      json_double (j, "sparsity", espalier_variant_get_sparsity (v));
+      json_int (j, "flops", espalier_variant_get_flops (v));
+      json_finish (j);
+      return;
+    }
+  if (out_mode == OUT_TTY)
+    fputs ("\r\033[K", stderr);
+  g_print (_("Variant “%s” (%s) of “%s”\n"), espalier_variant_get_name (v),
+           espalier_variant_get_kind (v),
+           espalier_variant_get_parent (v) ? espalier_variant_get_parent (v) : "");
+  g_print ("  %s\n", espalier_variant_get_description (v));
+  if (isfinite (parent_accuracy))
+    g_print (_("  test accuracy    %.2f%% (parent %.2f%%, %+.2f points)\n"), 100 * acc,
+             100 * parent_accuracy, 100 * (acc - parent_accuracy));
+  else
+    g_print (_("  test accuracy    %.2f%%\n"), 100 * acc);
+  g_print (_("  latency          %.2f us median, %.2f us 95th percentile at batch 1 (%s "
+             "kernels)\n"),
+           espalier_variant_get_latency_us (v), espalier_variant_get_latency_p95_us (v),
+           espalier_variant_get_exec (v) ? espalier_variant_get_exec (v) : "?");
+  if (isfinite (espalier_variant_get_dense_latency_us (v))
+      && isfinite (espalier_variant_get_sparse_latency_us (v)))
+    g_print (_("  dense / sparse   %.2f us / %.2f us at batch 1\n"),
+             espalier_variant_get_dense_latency_us (v),
+             espalier_variant_get_sparse_latency_us (v));
+  g_print (_("  throughput       %.0f rows/s at a large batch\n"),
+           espalier_variant_get_rows_per_second (v));
+  if (parent_bytes > 0)
+    g_print (_("  size             %s (%s format; parent %s, %.2fx smaller)\n"),
+             es_format_bytes (a, sizeof a, (double) espalier_variant_get_size_bytes (v)),
+             espalier_variant_get_format (v), es_format_bytes (b, sizeof b, (double) parent_bytes),
+             (double) parent_bytes / MAX (espalier_variant_get_size_bytes (v), 1));
+  else
+    g_print (_("  size             %s (%s format)\n"),
+             es_format_bytes (a, sizeof a, (double) espalier_variant_get_size_bytes (v)),
+             espalier_variant_get_format (v));
+  g_print (_("  parameters       %lld, %lld nonzero (%.1f%% zeros)\n"), (long long) params,
+           (long long) espalier_variant_get_nonzeros (v), 100 * espalier_variant_get_sparsity (v));
+  g_print (_("  FLOPs            %lld per row forward\n"),
+           (long long) espalier_variant_get_flops (v));
+}
+
+typedef struct {
+  RunState         run;
+  EspalierVariant *variant;
+} OptimizeState;
+
+static void
+on_optimized (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  OptimizeState *st = user_data;
+
+  st->variant = espalier_optimize_finish (result, &st->run.error);
+  st->run.ok = st->variant != NULL;
+  g_main_loop_quit (st->run.loop);
+}
+
+/* Run one job on a worker with progress and Ctrl-C, as train does. */
+static EspalierVariant *
+run_job (EspalierDataset               *ds,
+         EspalierVariant               *parent,
+         const EspalierTrainOptions    *train,
+         const EspalierOptimizeOptions *opts,
+         const char * const            *taken,
+         GError                       **error)
+{
+  OptimizeState st = { .variant = NULL };
+  guint sigint_id;
+
+  st.run.loop = g_main_loop_new (NULL, FALSE);
+  st.run.cancellable = g_cancellable_new ();
+  sigint_id = g_unix_signal_add (SIGINT, on_sigint, &st.run);
+  espalier_optimize_async (ds, parent, train, opts, taken, st.run.cancellable, on_progress,
+                           &st.run, NULL, on_optimized, &st);
+  g_main_loop_run (st.run.loop);
+  g_source_remove (sigint_id);
+  g_main_loop_unref (st.run.loop);
+  g_object_unref (st.run.cancellable);
+  if (out_mode == OUT_TTY)
+    fputs ("\r\033[K", stderr);
+  if (!st.run.ok)
+    {
+      if (st.run.interrupted)
+        {
+          g_clear_error (&st.run.error);
+          g_set_error (&st.run.error, G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                       _("stopped by Ctrl-C; nothing was saved"));
+        }
+      g_propagate_error (error, st.run.error);
+      return NULL;
+    }
+  return st.variant;
+}
+
+/* Save v as path with the parent file's information (training options, so eval splits
+ * the same way) and the variant's own test metrics. */
+static gboolean
+save_variant (EspalierVariant         *v,
+              EspalierDataset         *ds,
+              const EspalierModelInfo *parent_info,
+              const char              *path,
+              GError                 **error)
+{
+  EspalierModelInfo info = *parent_info;
+  g_autoptr(EspalierSplit) split = NULL;
+  EspalierMetrics m = { 0 };
+  gboolean ok;
+
+  split = espalier_split_new (ds, parent_info->train.val_fraction,
+                              parent_info->train.test_fraction, parent_info->train.seed, error);
+  if (split == NULL)
+    return FALSE;
+  if (split->test->len > 0
+      && !espalier_evaluate_exec (espalier_variant_get_model (v), espalier_variant_get_quant (v),
+                                  NULL, ds, (const guint32 *) split->test->data,
+                                  split->test->len, 1, &m, error))
+    return FALSE;
+  /* Borrowed strings from the parent's info; only name and test are the variant's. */
+  info.name = NULL;
+  info.created = NULL;
+  info.producer = NULL;
+  info.test = m;
+  ok = espalier_model_save_variant (espalier_variant_get_model (v), espalier_variant_get_quant (v),
+                                    &info, path, error);
+  espalier_metrics_clear (&m);
+  if (ok)
+    {
+      if (out_mode == OUT_JSON)
+        {
+          JsonBuilder *b = json_event ("saved");
+          json_str (b, "path", path);
+          json_finish (b);
+        }
+      else
+        g_print (_("Saved %s\n"), path);
+    }
+  return ok;
+}
+
+/* What prune, quantize and reduce share after parsing: load, run, print, save. */
+typedef struct {
+  const char              *command;
+  const char              *input;
+  const char              *output;      /* NULL: derived with suffix */
+  const char              *suffix;
+  const char              *layers;      /* --layers text, or NULL */
+  const char              *keep_float;  /* --keep-float text, or NULL */
+  int                      epochs;      /* -1: default */
+  double                   lr;          /* -1: default */
+  int                      threads;
+  double                   seconds;
+  gboolean                 compare;     /* reduce: the other recovery too */
+} OptimizeRun;
+
+static int
+optimize_command (GOptionContext          *ctx,
+                  DataOpts                *d,
+                  const OptimizeRun       *run,
+                  EspalierOptimizeOptions *opts)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(EspalierVariant) parent = NULL, variant = NULL, other = NULL;
+  g_autofree char *output = NULL, *parent_name = NULL;
+  LoadedModel lm = { 0 };
+  double parent_acc;
+  guint64 parent_bytes;
+  int status = 1;
+
+  if (load_model_file (run->input, &lm, &error) == FALSE)
+    return fail (g_steal_pointer (&error), N_("loading the model"));
+  if (run->layers != NULL && !parse_layer_list (run->layers, lm.model, &opts->layers, &error))
+    {
+      loaded_model_clear (&lm);
+      return usage_error (ctx, _("%s: --layers %s: %s"), run->command, run->layers,
+                          error->message);
+    }
+  if (run->keep_float != NULL
+      && !parse_layer_list (run->keep_float, lm.model, &opts->keep_float, &error))
+    {
+      loaded_model_clear (&lm);
+      return usage_error (ctx, _("%s: --keep-float %s: %s"), run->command, run->keep_float,
+                          error->message);
+    }
+  if (opts->kind == ESPALIER_OPTIMIZE_REDUCE && opts->remove_layer >= 0
+      && (opts->remove_layer >= es_model_n_layers (lm.model)
+          || !es_prune_layer_is_prunable (lm.model, opts->remove_layer)))
+    {
+      int n = es_model_n_layers (lm.model);
+
+      status = opts->remove_layer >= n
+                 ? usage_error (ctx, _("%s: --layer %d: the model has %d layers"), run->command,
+                                opts->remove_layer + 1, n)
+                 : usage_error (ctx, _("%s: --layer %d is a %s layer, not Dense or Conv2D"),
+                                run->command, opts->remove_layer + 1,
+                                es_layer_kind_title (es_model_layer (lm.model, opts->remove_layer)->spec.kind));
+      loaded_model_clear (&lm);
+      return status;
+    }
+  if (run->epochs != UNSET_INT)
+    opts->epochs = (guint) run->epochs;
+  if (!isnan (run->lr))
+    opts->lr = run->lr;
+  opts->threads = (guint) MAX (run->threads, 1);
+  if (run->seconds > 0)
+    opts->latency_seconds = run->seconds;
+
+  ds = load_model_data (d, &lm.info, &error);
+  if (ds == NULL)
+    {
+      loaded_model_clear (&lm);
+      return fail (g_steal_pointer (&error), N_("loading the dataset"));
+    }
+  parent_name = model_file_name (run->input, &lm.info);
+  parent = espalier_variant_new (parent_name, "baseline", g_steal_pointer (&lm.model));
+  if (lm.quant != NULL)
+    espalier_variant_set_quant (parent, g_steal_pointer (&lm.quant));
+  parent_acc = lm.info.test.rows > 0 ? lm.info.test.accuracy : NAN;
+  parent_bytes = espalier_variant_get_size_bytes (parent);
+
+  variant = run_job (ds, parent, &lm.info.train, opts, NULL, &error);
+  if (variant == NULL)
+    {
+      status = fail (g_steal_pointer (&error), N_("optimizing"));
+      goto out;
+    }
+  print_variant (variant, parent_acc, parent_bytes);
+  output = run->output ? g_strdup (run->output) : derived_output (run->input, run->suffix);
+  if (!save_variant (variant, ds, &lm.info, output, &error))
+    {
+      status = fail (g_steal_pointer (&error), N_("saving the variant"));
+      goto out;
+    }
+
+  if (run->compare)
+    {
+      /* The other way of recovering, from the same start: what distillation is worth. */
+      const char *taken[] = { espalier_variant_get_name (variant), NULL };
+      g_autofree char *other_out = NULL, *base = NULL;
+      double kd, ft;
+
+      opts->distill = !opts->distill;
+      if (out_mode != OUT_JSON)
+        g_print (opts->distill ? _("For comparison: the same recovery by distillation\n")
+                               : _("For comparison: the same recovery by plain fine-tuning\n"));
+      other = run_job (ds, parent, &lm.info.train, opts, taken, &error);
+      if (other == NULL)
+        {
+          status = fail (g_steal_pointer (&error), N_("optimizing"));
+          goto out;
+        }
+      print_variant (other, parent_acc, parent_bytes);
+      base = g_strdup (output);
+      if (g_str_has_suffix (base, ".json"))
+        base[strlen (base) - 5] = '\0';
+      other_out = g_strconcat (base, opts->distill ? "-distilled" : "-finetuned", ".json", NULL);
+      if (!save_variant (other, ds, &lm.info, other_out, &error))
+        {
+          status = fail (g_steal_pointer (&error), N_("saving the variant"));
+          goto out;
+        }
+      kd = espalier_variant_get_accuracy (opts->distill ? other : variant);
+      ft = espalier_variant_get_accuracy (opts->distill ? variant : other);
+      if (out_mode == OUT_JSON)
+        {
+          JsonBuilder *b = json_event ("comparison");
+          json_double (b, "parent_accuracy", parent_acc);
+          json_double (b, "distilled_accuracy", kd);
+          json_double (b, "finetuned_accuracy", ft);
+          json_double (b, "recovered_fraction",
+                       isfinite (parent_acc) && parent_acc > ft ? (kd - ft) / (parent_acc - ft) : NAN);
+          json_finish (b);
+        }
+      else
+        {
+          g_print (_("Distillation %.2f%%, plain fine-tuning %.2f%%"), 100 * kd, 100 * ft);
+          if (isfinite (parent_acc) && parent_acc > ft)
+            g_print (_(", parent %.2f%%: distillation recovered %.0f%% of the %.2f points "
+                       "fine-tuning alone left lost\n"),
+                     100 * parent_acc, 100 * (kd - ft) / (parent_acc - ft), 100 * (parent_acc - ft));
+          else
+            g_print ("\n");
+        }
+    }
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("done");
+      json_finish (b);
+    }
+  status = 0;
+
+out:
+  loaded_model_clear (&lm);
+  return status;
+}
+
+/* Options every optimize command takes, beside the data options. */
+#define OPTIMIZE_ENTRIES(r, json) \
+  { "epochs", 'e', 0, G_OPTION_ARG_INT, &(r).epochs, _("Fine-tuning epochs (2)"), "N" }, \
+  { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &(r).lr, _("Fine-tuning learning rate (the training rate)"), "LR" }, \
+  { "output", 'o', 0, G_OPTION_ARG_FILENAME, &(r).output, _("Save the variant as NAME.json + NAME.safetensors (default: next to the input)"), "NAME" }, \
+  { "threads", 't', 0, G_OPTION_ARG_INT, &(r).threads, _("Threads for the latency measurement (1)"), "N" }, \
+  { "seconds", 0, 0, G_OPTION_ARG_DOUBLE, &(r).seconds, _("Seconds spent measuring latency (1)"), "S" }, \
+  { "json", 0, 0, G_OPTION_ARG_NONE, &(json), _("One JSON object per event on standard output"), NULL }
+
+/* Common checks after parsing; 0 when fine. */
+static int
+check_optimize_args (GOptionContext *ctx, const char *cmd, int argc, char **argv,
+                     OptimizeRun *r)
+{
+  if (argc != 2)
+    return usage_error (ctx, _("%s: name one model file (NAME.json)"), cmd);
+  if (r->epochs != UNSET_INT && r->epochs < 0)
+    return usage_error (ctx, _("%s: --epochs cannot be negative"), cmd);
+  if (!isnan (r->lr) && !(r->lr > 0 && isfinite (r->lr)))
+    return usage_error (ctx, _("%s: --lr must be positive, not %g"), cmd, r->lr);
+  if (r->threads < 0)
+    return usage_error (ctx, _("%s: --threads cannot be negative"), cmd);
+  if (r->seconds < 0 || !isfinite (r->seconds))
+    return usage_error (ctx, _("%s: --seconds cannot be negative"), cmd);
+  r->command = cmd;
+  r->input = argv[1];
+  return 0;
+}
+
+static int
+cmd_prune (int argc, char **argv)
+{
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - prune a saved model"));
+  g_autoptr(GError) error = NULL;
+  g_autofree char *scope = NULL, *method = NULL, *norm = NULL, *layers = NULL;
+  double sparsity = NAN, keep = NAN, initial = NAN;
+  int events = UNSET_INT;
+  gboolean json = FALSE;
+  OptimizeRun r = { .epochs = UNSET_INT, .lr = NAN };
+  EspalierOptimizeOptions opts;
+  int status;
+  GOptionEntry entries[] = {
+    { "sparsity", 's', 0, G_OPTION_ARG_DOUBLE, &sparsity, _("Fraction of weights to prune, from 0 to below 1 (0.9)"), "F" },
+    { "scope", 0, 0, G_OPTION_ARG_STRING, &scope, _("layer: each layer reaches the sparsity; global: one threshold over all (global)"), "layer|global" },
+    { "method", 0, 0, G_OPTION_ARG_STRING, &method, _("magnitude (one shot), gradual (cubic schedule while fine-tuning), structured (whole neurons and channels), 2:4 (magnitude)"), "NAME" },
+    { "initial-sparsity", 0, 0, G_OPTION_ARG_DOUBLE, &initial, _("gradual: the sparsity the schedule starts from (0)"), "F" },
+    { "events", 0, 0, G_OPTION_ARG_INT, &events, _("gradual: pruning steps of the schedule (10)"), "N" },
+    { "keep", 0, 0, G_OPTION_ARG_DOUBLE, &keep, _("structured: fraction of the units each layer keeps (0.5)"), "F" },
+    { "norm", 0, 0, G_OPTION_ARG_STRING, &norm, _("structured: rank units by the l1 or l2 norm of their weights (l1)"), "l1|l2" },
+    { "layers", 0, 0, G_OPTION_ARG_STRING, &layers, _("Only these layers, numbered as `espalier-cli info` does (default: all that apply)"), "LIST" },
+    OPTIMIZE_ENTRIES (r, json),
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, _("Prunes a saved model, fine-tunes it with the pruned weights "
+                                       "held at zero, measures\n"
+                                       "the variant (test accuracy, latency, size) and saves it."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("prune: %s"), error->message);
+  if ((status = check_optimize_args (ctx, "prune", argc, argv, &r)) != 0)
+    return status;
+  if (json)
+    out_mode = OUT_JSON;
+
+  espalier_optimize_options_init (&opts);
+  if (method == NULL || g_str_equal (method, "magnitude"))
+    opts.kind = ESPALIER_OPTIMIZE_PRUNE;
+  else if (g_str_equal (method, "gradual"))
+    opts.kind = ESPALIER_OPTIMIZE_PRUNE_GRADUAL;
+  else if (g_str_equal (method, "structured"))
+    opts.kind = ESPALIER_OPTIMIZE_PRUNE_STRUCTURED;
+  else if (g_str_equal (method, "2:4"))
+    opts.kind = ESPALIER_OPTIMIZE_PRUNE_2_4;
+  else
+    return usage_error (ctx, _("prune: unknown --method '%s' (magnitude, gradual, structured, "
+                               "2:4)"), method);
+  if (!isnan (sparsity))
+    {
+      if (!(sparsity >= 0 && sparsity < 1))
+        return usage_error (ctx, _("prune: --sparsity must be at least 0 and below 1, not %g"),
+                            sparsity);
+      if (opts.kind == ESPALIER_OPTIMIZE_PRUNE_STRUCTURED || opts.kind == ESPALIER_OPTIMIZE_PRUNE_2_4)
+        return usage_error (ctx, _("prune: --sparsity is for magnitude and gradual pruning; "
+                                   "structured pruning takes --keep"));
+      opts.sparsity = sparsity;
+    }
+  if (scope != NULL)
+    {
+      if (g_str_equal (scope, "layer"))
+        opts.scope = ES_PRUNE_PER_LAYER;
+      else if (g_str_equal (scope, "global"))
+        opts.scope = ES_PRUNE_GLOBAL;
+      else
+        return usage_error (ctx, _("prune: unknown --scope '%s' (layer, global)"), scope);
+    }
+  if (!isnan (initial))
+    {
+      if (!(initial >= 0 && initial <= opts.sparsity))
+        return usage_error (ctx, _("prune: --initial-sparsity must be between 0 and the "
+                                   "sparsity, not %g"), initial);
+      opts.initial_sparsity = initial;
+    }
+  if (events != UNSET_INT)
+    {
+      if (events < 1)
+        return usage_error (ctx, _("prune: --events must be at least 1, not %d"), events);
+      opts.prune_events = (guint) events;
+    }
+  if (!isnan (keep))
+    {
+      if (!(keep > 0 && keep < 1))
+        return usage_error (ctx, _("prune: --keep must be above 0 and below 1, not %g"), keep);
+      opts.keep_fraction = keep;
+    }
+  if (norm != NULL)
+    {
+      if (g_ascii_strcasecmp (norm, "l1") == 0)
+        opts.norm = ES_NORM_L1;
+      else if (g_ascii_strcasecmp (norm, "l2") == 0)
+        opts.norm = ES_NORM_L2;
+      else
+        return usage_error (ctx, _("prune: unknown --norm '%s' (l1, l2)"), norm);
+    }
+  r.layers = layers;
+  r.suffix = opts.kind == ESPALIER_OPTIMIZE_PRUNE_STRUCTURED ? "-structured"
+             : opts.kind == ESPALIER_OPTIMIZE_PRUNE_2_4 ? "-2of4" : "-pruned";
+  status = optimize_command (ctx, &d, &r, &opts);
+  espalier_optimize_options_clear (&opts);
+  g_free ((char *) r.output);
+  return status;
+}
+
+static int
+cmd_quantize (int argc, char **argv)
+{
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - quantize a saved model"));
+  g_autoptr(GError) error = NULL;
+  g_autofree char *mode = NULL, *calib = NULL, *keep_float = NULL;
+  double pct = NAN;
+  int batches = UNSET_INT;
+  gboolean json = FALSE, reduce_range = FALSE;
+  OptimizeRun r = { .epochs = UNSET_INT, .lr = NAN };
+  EspalierOptimizeOptions opts;
+  int status;
+  GOptionEntry entries[] = {
+    { "mode", 0, 0, G_OPTION_ARG_STRING, &mode, _("int8-static, int8-dynamic, fp16, bf16 or qat (int8-static)"), "MODE" },
+    { "calibration", 0, 0, G_OPTION_ARG_STRING, &calib, _("int8-static: how the activation ranges are chosen: minmax, percentile, mse (minmax)"), "METHOD" },
+    { "percentile", 0, 0, G_OPTION_ARG_DOUBLE, &pct, _("percentile calibration: the percentile of |x| kept (99.99)"), "P" },
+    { "calib-batches", 0, 0, G_OPTION_ARG_INT, &batches, _("Training batches the calibration observes (8)"), "N" },
+    { "keep-float", 0, 0, G_OPTION_ARG_STRING, &keep_float, _("Layers kept in float, numbered as `espalier-cli info` does"), "LIST" },
+    { "reduce-range", 0, 0, G_OPTION_ARG_NONE, &reduce_range, _("7-bit activations, for CPUs without VNNI"), NULL },
+    OPTIMIZE_ENTRIES (r, json),
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, _("Quantizes a saved model (post-training int8, dynamic int8, "
+                                       "fp16, bf16, or\n"
+                                       "quantization-aware training), measures the variant on the "
+                                       "kernels that run it and saves it."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("quantize: %s"), error->message);
+  if ((status = check_optimize_args (ctx, "quantize", argc, argv, &r)) != 0)
+    return status;
+  if (json)
+    out_mode = OUT_JSON;
+
+  espalier_optimize_options_init (&opts);
+  opts.kind = ESPALIER_OPTIMIZE_QUANTIZE;
+  if (mode == NULL || g_str_equal (mode, "int8-static") || g_str_equal (mode, "int8"))
+    opts.quant_mode = ES_QUANT_INT8_STATIC;
+  else if (g_str_equal (mode, "qat"))
+    {
+      opts.kind = ESPALIER_OPTIMIZE_QAT;
+      opts.quant_mode = ES_QUANT_INT8_STATIC;
+    }
+  else if (!es_quant_mode_from_name (mode, &opts.quant_mode) || opts.quant_mode == ES_QUANT_FP32)
+    return usage_error (ctx, _("quantize: unknown --mode '%s' (int8-static, int8-dynamic, fp16, "
+                               "bf16, qat)"), mode);
+  if (calib != NULL && !es_calib_method_from_name (calib, &opts.calib))
+    return usage_error (ctx, _("quantize: unknown --calibration '%s' (minmax, percentile, mse)"),
+                        calib);
+  if ((calib != NULL || !isnan (pct) || batches != UNSET_INT)
+      && !(opts.kind == ESPALIER_OPTIMIZE_QUANTIZE && opts.quant_mode == ES_QUANT_INT8_STATIC))
+    return usage_error (ctx, _("quantize: --calibration, --percentile and --calib-batches are "
+                               "for --mode int8-static"));
+  if (!isnan (pct))
+    {
+      if (!(pct > 0 && pct <= 100))
+        return usage_error (ctx, _("quantize: --percentile must be above 0 and at most 100, not "
+                                   "%g"), pct);
+      opts.percentile = pct;
+    }
+  if (batches != UNSET_INT)
+    {
+      if (batches < 1)
+        return usage_error (ctx, _("quantize: --calib-batches must be at least 1, not %d"),
+                            batches);
+      opts.calib_batches = (guint) batches;
+    }
+  if (opts.kind == ESPALIER_OPTIMIZE_QAT && r.epochs == 0)
+    return usage_error (ctx, _("quantize: --mode qat trains: --epochs must be at least 1"));
+  opts.reduce_range = reduce_range;
+  r.keep_float = keep_float;
+  r.suffix = opts.kind == ESPALIER_OPTIMIZE_QAT ? "-qat"
+             : opts.quant_mode == ES_QUANT_INT8_STATIC ? "-int8"
+             : opts.quant_mode == ES_QUANT_INT8_DYNAMIC ? "-int8-dynamic"
+             : opts.quant_mode == ES_QUANT_FP16 ? "-fp16" : "-bf16";
+  status = optimize_command (ctx, &d, &r, &opts);
+  espalier_optimize_options_clear (&opts);
+  g_free ((char *) r.output);
+  return status;
+}
+
+static int
+cmd_reduce (int argc, char **argv)
+{
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - remove a layer"));
+  g_autoptr(GError) error = NULL;
+  int layer = 0;
+  double temperature = NAN, alpha = NAN;
+  gboolean json = FALSE, distill = FALSE, no_distill = FALSE, compare = FALSE;
+  OptimizeRun r = { .epochs = UNSET_INT, .lr = NAN };
+  EspalierOptimizeOptions opts;
+  int status;
+  GOptionEntry entries[] = {
+    { "layer", 'l', 0, G_OPTION_ARG_INT, &layer, _("The Dense or Conv2D layer to remove, numbered as `espalier-cli info` does (default: the last hidden one)"), "N" },
+    { "distill", 0, 0, G_OPTION_ARG_NONE, &distill, _("Recover by distillation from the original model (the default)"), NULL },
+    { "no-distill", 0, 0, G_OPTION_ARG_NONE, &no_distill, _("Recover by plain fine-tuning"), NULL },
+    { "temperature", 'T', 0, G_OPTION_ARG_DOUBLE, &temperature, _("Distillation temperature (4)"), "T" },
+    { "alpha", 0, 0, G_OPTION_ARG_DOUBLE, &alpha, _("Weight of the softened targets, 0 to 1 (0.7)"), "A" },
+    { "compare", 0, 0, G_OPTION_ARG_NONE, &compare, _("Also recover the other way (plain fine-tuning or distillation), save it, and say how much distillation recovered"), NULL },
+    OPTIMIZE_ENTRIES (r, json),
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, _("Removes a hidden layer of a saved model, repairs its "
+                                       "neighbours' shapes, recovers\n"
+                                       "accuracy by distillation from the original or by plain "
+                                       "fine-tuning, measures the variant\n"
+                                       "and saves it."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("reduce: %s"), error->message);
+  if ((status = check_optimize_args (ctx, "reduce", argc, argv, &r)) != 0)
+    return status;
+  if (json)
+    out_mode = OUT_JSON;
+  if (distill && no_distill)
+    return usage_error (ctx, _("reduce: give only one of --distill and --no-distill"));
+  if (layer < 0)
+    return usage_error (ctx, _("reduce: --layer must be a layer number from 1, not %d"), layer);
+  if (!isnan (temperature) && !(temperature > 0 && isfinite (temperature)))
+    return usage_error (ctx, _("reduce: --temperature must be positive, not %g"), temperature);
+  if (!isnan (alpha) && !(alpha >= 0 && alpha <= 1))
+    return usage_error (ctx, _("reduce: --alpha must be between 0 and 1, not %g"), alpha);
+  if (compare && r.epochs == 0)
+    return usage_error (ctx, _("reduce: --compare compares two ways of recovering, and --epochs 0 "
+                               "recovers nothing"));
+
+  espalier_optimize_options_init (&opts);
+  opts.kind = ESPALIER_OPTIMIZE_REDUCE;
+  opts.remove_layer = layer - 1;   /* 0 (not given) becomes -1: the default */
+  opts.distill = !no_distill;
+  if (!isnan (temperature))
+    opts.temperature = temperature;
+  if (!isnan (alpha))
+    opts.alpha = alpha;
+  r.compare = compare;
+  r.suffix = "-reduced";
+  status = optimize_command (ctx, &d, &r, &opts);
+  espalier_optimize_options_clear (&opts);
+  g_free ((char *) r.output);
+  return status;
+}
+
+static int
+cmd_sensitivity (int argc, char **argv)
+{
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - accuracy with one layer "
+                                                          "at a time pruned or quantized"));
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(EspalierVariant) parent = NULL;
+  g_autoptr(GArray) levels = NULL, rows = NULL;
+  g_autofree char *kind = NULL, *level_text = NULL, *name = NULL;
+  gboolean json = FALSE;
+  EspalierSensitivityKind k = ESPALIER_SENSITIVITY_PRUNE;
+  LoadedModel lm = { 0 };
+  RunState st = { 0 };
+  GOptionEntry entries[] = {
+    { "kind", 'k', 0, G_OPTION_ARG_STRING, &kind, _("prune (magnitude, no fine-tuning) or quantize (int8) (prune)"), "KIND" },
+    { "levels", 0, 0, G_OPTION_ARG_STRING, &level_text, _("prune: the sparsities to try (0.5,0.7,0.9)"), "LIST" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, _("Validation accuracy with each Dense and Conv2D layer alone "
+                                       "pruned to each level,\n"
+                                       "or alone quantized to int8: the layers that can take it "
+                                       "and those that cannot."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("sensitivity: %s"), error->message);
+  if (argc != 2)
+    return usage_error (ctx, _("sensitivity: name one model file (NAME.json)"));
+  if (kind != NULL && g_str_equal (kind, "quantize"))
+    k = ESPALIER_SENSITIVITY_QUANTIZE;
+  else if (kind != NULL && !g_str_equal (kind, "prune"))
+    return usage_error (ctx, _("sensitivity: unknown --kind '%s' (prune, quantize)"), kind);
+  if (level_text != NULL && k == ESPALIER_SENSITIVITY_QUANTIZE)
+    return usage_error (ctx, _("sensitivity: --levels is for --kind prune"));
+  if (!parse_levels (level_text ? level_text : "0.5,0.7,0.9", &levels))
+    return usage_error (ctx, _("sensitivity: --levels %s: give sparsities from 0 to below 1, "
+                               "such as 0.5,0.7,0.9"), level_text);
+  if (json)
+    out_mode = OUT_JSON;
+
+  if (!load_model_file (argv[1], &lm, &error))
+    return fail (g_steal_pointer (&error), N_("loading the model"));
+  ds = load_model_data (&d, &lm.info, &error);
+  if (ds == NULL)
+    {
+      loaded_model_clear (&lm);
+      return fail (g_steal_pointer (&error), N_("loading the dataset"));
+    }
+  name = model_file_name (argv[1], &lm.info);
+  parent = espalier_variant_new (name, "baseline", g_steal_pointer (&lm.model));
+  if (out_mode == OUT_TTY)
+    out_mode = OUT_PLAIN;   /* steps count evaluations, not batches of an epoch */
+  rows = espalier_sensitivity_scan (ds, parent, &lm.info.train, k, (const double *) levels->data,
+                                    levels->len, NULL, on_progress, &st, &error);
+  if (rows == NULL)
+    {
+      loaded_model_clear (&lm);
+      return fail (g_steal_pointer (&error), N_("scanning"));
+    }
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("sensitivity");
+
+      json_str (b, "kind", k == ESPALIER_SENSITIVITY_PRUNE ? "prune" : "quantize");
+      json_builder_set_member_name (b, "rows");
+      json_builder_begin_array (b);
+      for (guint i = 0; i < rows->len; i++)
+        {
+          const EspalierSensitivityRow *row = &g_array_index (rows, EspalierSensitivityRow, i);
+
+          json_builder_begin_object (b);
+          json_int (b, "layer", row->layer + 1);
+          json_str (b, "kind", es_layer_kind_name (es_model_layer (espalier_variant_get_model (parent), (int) row->layer)->spec.kind));
+          json_double (b, "level", row->level);
+          json_double (b, "accuracy", row->accuracy);
+          json_double (b, "baseline", row->baseline);
+          json_builder_end_object (b);
+        }
+      json_builder_end_array (b);
+      json_finish (b);
+    }
+  else
+    {
+      const char *c_layer = C_("column", "layer"), *c_level = C_("column", "level");
+      const char *c_acc = C_("column", "accuracy"), *c_drop = C_("column", "change");
+
+      g_print ("%-*s %*s %*s %*s\n", field_width (c_layer, 14), c_layer, field_width (c_level, 9),
+               c_level, field_width (c_acc, 9), c_acc, field_width (c_drop, 9), c_drop);
+      for (guint i = 0; i < rows->len; i++)
+        {
+          const EspalierSensitivityRow *row = &g_array_index (rows, EspalierSensitivityRow, i);
+          g_autofree char *lname = g_strdup_printf ("%u %s", row->layer + 1,
+                                                    es_layer_kind_title (es_model_layer (espalier_variant_get_model (parent), (int) row->layer)->spec.kind));
+          g_autofree char *lvl = row->level < 0 ? g_strdup ("int8")
+                                                : g_strdup_printf ("%.0f%%", 100 * row->level);
+
+          g_print ("%-14s %9s %8.2f%% %+9.2f\n", lname, lvl, 100 * row->accuracy,
+                   100 * (row->accuracy - row->baseline));
+        }
+      if (rows->len > 0)
+        g_print (_("unmodified: %.2f%% on the same rows; change in points\n"),
+                 100 * g_array_index (rows, EspalierSensitivityRow, 0).baseline);
+    }
+  loaded_model_clear (&lm);
+  return 0;
+}
+
+static int
+cmd_compare (int argc, char **argv)
+{
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json... - measure saved models "
+                                                          "side by side"));
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) variants = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autofree char *csv = NULL, *json_path = NULL;
+  int threads = 1, large_batch = 256;
+  double seconds = 1;
+  GOptionEntry entries[] = {
+    { "csv", 0, 0, G_OPTION_ARG_FILENAME, &csv, _("Write the table as CSV"), "FILE" },
+    { "batch", 'b', 0, G_OPTION_ARG_INT, &large_batch, _("Rows of the batch the throughput is measured at (256)"), "N" },
+    { "json", 0, 0, G_OPTION_ARG_FILENAME, &json_path, _("Write the table as a JSON array"), "FILE" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Threads for the latency measurement (1)"), "N" },
+    { "seconds", 0, 0, G_OPTION_ARG_DOUBLE, &seconds, _("Seconds spent measuring each model's latency (1)"), "S" },
+    { NULL }
+  };
+  const char *c_name = C_("column", "variant"), *c_fmt = C_("column", "format");
+  const char *c_acc = C_("column", "accuracy"), *c_lat = C_("column", "us b=1");
+  const char *c_p95 = C_("column", "p95 us"), *c_rps = C_("column", "rows/s");
+  const char *c_size = C_("column", "size"), *c_nz = C_("column", "nonzeros");
+  const char *c_flops = C_("column", "FLOPs/row");
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, _("Test accuracy (on each model's own test split), batch-1 "
+                                       "latency, throughput, size,\n"
+                                       "nonzeros and FLOPs of saved models, as a table; --csv and "
+                                       "--json also write it to files."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("compare: %s"), error->message);
+  if (argc < 2)
+    return usage_error (ctx, _("compare: name at least one model file (NAME.json)"));
+  if (threads < 1)
+    return usage_error (ctx, _("compare: --threads must be at least 1, not %d"), threads);
+  if (large_batch < 1 || large_batch > 65536)
+    return usage_error (ctx, _("compare: --batch must be between 1 and 65536, not %d"), large_batch);
+  if (!(seconds > 0 && isfinite (seconds)))
+    return usage_error (ctx, _("compare: --seconds must be positive, not %g"), seconds);
+  if (out_mode == OUT_TTY)
+    out_mode = OUT_PLAIN;
+
+  for (int i = 1; i < argc; i++)
+    {
+      g_auto(DataOpts) di = { 0 };
+      g_autoptr(EspalierDataset) ds = NULL;
+      g_autoptr(EspalierSplit) split = NULL;
+      g_autofree char *name = NULL;
+      LoadedModel lm = { 0 };
+      EspalierMetrics m = { 0 };
+      EspalierLatency lat;
+      EspalierVariant *v;
+      const char *kind;
+
+      di = d;
+      di.data = g_strdup (d.data);
+      di.label = g_strdup (d.label);
+      if (!load_model_file (argv[i], &lm, &error))
+        return fail (g_steal_pointer (&error), N_("loading the model"));
+      ds = load_model_data (&di, &lm.info, &error);
+      if (ds == NULL)
+        {
+          loaded_model_clear (&lm);
+          return fail (g_steal_pointer (&error), N_("loading the dataset"));
+        }
+      split = espalier_split_new (ds, lm.info.train.val_fraction, lm.info.train.test_fraction,
+                                  lm.info.train.seed, &error);
+      if (split == NULL
+          || !espalier_evaluate_exec (lm.model, lm.quant, NULL, ds,
+                                      (const guint32 *) split->test->data, split->test->len,
+                                      1, &m, &error)
+          || !espalier_measure_variant (lm.model, lm.quant, (guint) threads, (guint) large_batch, seconds, &lat,
+                                        &error))
+        {
+          loaded_model_clear (&lm);
+          espalier_metrics_clear (&m);
+          return fail (g_steal_pointer (&error), N_("measuring"));
+        }
+      name = model_file_name (argv[i], &lm.info);
+      kind = lm.quant != NULL ? "quantized" : es_prune_model_sparsity (lm.model) > 0 ? "pruned"
+                                                                                     : "baseline";
+      v = espalier_variant_new (name, kind, g_steal_pointer (&lm.model));
+      if (lm.quant != NULL)
+        espalier_variant_set_quant (v, g_steal_pointer (&lm.quant));
+      espalier_variant_set_description (v, argv[i]);
+      espalier_variant_set_accuracy (v, m.rows > 0 ? m.accuracy : NAN);
+      espalier_variant_set_latency (v, &lat);
+      g_ptr_array_add (variants, v);
+      espalier_metrics_clear (&m);
+      loaded_model_clear (&lm);
+    }
+
+  g_print ("%-*s %-*s %*s %*s %*s %*s %*s %*s %*s\n", field_width (c_name, 24), c_name,
+           field_width (c_fmt, 12), c_fmt, field_width (c_acc, 9), c_acc, field_width (c_lat, 9),
+           c_lat, field_width (c_p95, 9), c_p95, field_width (c_rps, 11), c_rps,
+           field_width (c_size, 10), c_size, field_width (c_nz, 10), c_nz,
+           field_width (c_flops, 10), c_flops);
+  for (guint i = 0; i < variants->len; i++)
+    {
+      EspalierVariant *v = g_ptr_array_index (variants, i);
+      char size[32];
+      g_autofree char *fmt = g_strdup_printf ("%s/%s", espalier_variant_get_format (v),
+                                              espalier_variant_get_exec (v) ? espalier_variant_get_exec (v) : "?");
+
+      g_print ("%-24.24s %-12s %8.2f%% %9.2f %9.2f %11.0f %10s %10lld %10lld\n",
+               espalier_variant_get_name (v), fmt, 100 * espalier_variant_get_accuracy (v),
+               espalier_variant_get_latency_us (v), espalier_variant_get_latency_p95_us (v),
+               espalier_variant_get_rows_per_second (v),
+               es_format_bytes (size, sizeof size, (double) espalier_variant_get_size_bytes (v)),
+               (long long) espalier_variant_get_nonzeros (v),
+               (long long) espalier_variant_get_flops (v));
+    }
+  if ((csv != NULL || json_path != NULL)
+      && !espalier_variants_write_table (variants, csv, json_path, &error))
+    return fail (g_steal_pointer (&error), N_("writing the table"));
+  if (csv != NULL)
+    g_print (_("Wrote %s\n"), csv);
+  if (json_path != NULL)
+    g_print (_("Wrote %s\n"), json_path);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------ */
 
 static const struct {
   const char *name;
@@ -1387,6 +2362,11 @@ static const struct {
   { "info", cmd_info, N_("layers, shapes, parameters, FLOPs and the memory plan") },
   { "datasets", cmd_datasets, N_("list the datasets known by name") },
   { "bench", cmd_bench, N_("time inference: batch-1 latency and a large batch") },
+  { "prune", cmd_prune, N_("prune a saved model (magnitude, gradual, structured, 2:4) and measure it") },
+  { "quantize", cmd_quantize, N_("quantize a saved model (int8 static or dynamic, fp16, bf16, QAT)") },
+  { "reduce", cmd_reduce, N_("remove a layer, recover by distillation or fine-tuning") },
+  { "sensitivity", cmd_sensitivity, N_("accuracy with one layer at a time pruned or quantized") },
+  { "compare", cmd_compare, N_("measure saved models side by side; write the table as CSV/JSON") },
 };
 
 static void
@@ -1395,7 +2375,7 @@ print_usage (FILE *f)
   fputs (_("Usage: espalier-cli COMMAND [OPTION...]\n\n"
            "Train, evaluate and measure neural networks without the GUI.\n\nCommands:\n"), f);
   for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
-    fprintf (f, "  %-10s %s\n", commands[i].name, _(commands[i].about));
+    fprintf (f, "  %-12s %s\n", commands[i].name, _(commands[i].about));
   fputs (_("\nRun 'espalier-cli COMMAND --help' for a command's options.\n"), f);
 }
 

@@ -38,7 +38,7 @@ typedef struct {
 
   /* pruning */
   double        sparsity;          /* target (0.9) */
-  EsPruneScope  scope;             /* ES_PRUNE_PER_LAYER */
+  EsPruneScope  scope;             /* ES_PRUNE_GLOBAL */
   double        initial_sparsity;  /* gradual: s_i (0) */
   guint         prune_events;      /* gradual: n, spread over the first 2/3 of fine-tuning (10) */
   double        keep_fraction;     /* structured: units kept in each selected layer (0.5) */
@@ -63,7 +63,7 @@ typedef struct {
 
   /* fine-tuning after pruning, QAT, reduction (0 epochs: none) */
   guint         epochs;            /* 2 */
-  double        lr;                /* 0: a tenth of train.engine.lr */
+  double        lr;                /* 0: train.engine.lr */
 
   /* measurement */
   guint         threads;           /* latency threads (1) */
@@ -112,7 +112,7 @@ EspalierVariant *espalier_optimize_finish      (GAsyncResult                  *r
                                                 GError                       **error);
 
 /* Accuracy of model with quant (may be NULL) through es-exec with the given kernels
- * (NULL: es_exec_new's default) on rows of dataset (NULL: the test split of split). */
+ * (NULL: es_exec_new's default) on rows of dataset (NULL: all rows). */
 gboolean         espalier_evaluate_exec        (const EsModel     *model,
                                                 const EsQuant     *quant,
                                                 const EsExecKind  *kinds,

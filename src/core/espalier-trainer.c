@@ -29,6 +29,20 @@ struct _EspalierTrainer
   gint                  paused;
   GMutex                pause_lock;
   GCond                 pause_cond;
+
+  /* Optimization hooks (see the header), applied to the EsTrainer of each run. */
+  EsMask               *mask;           /* fixed mask, or NULL */
+  EsMask               *run_mask;       /* the mask at the end of the last run, or NULL */
+  gboolean              gradual;
+  EspalierPruneSchedule schedule;       /* layers points into schedule_layers */
+  gboolean             *schedule_layers;/* (n_layers) or NULL */
+  GArray               *prune_events;   /* EspalierPruneEvent of the last run */
+  const EsModel        *teacher;        /* borrowed */
+  double                temperature, alpha;
+  gboolean             *fq_layers;      /* (n_layers) or NULL: no fake quantization */
+  gboolean              fq_reduce_range;
+  float                *range_lo, *range_hi;  /* (n_layers) QAT input ranges of the last run */
+  gboolean             *range_set;      /* (n_layers) */
 };
 
 G_DEFINE_FINAL_TYPE (EspalierTrainer, espalier_trainer, G_TYPE_OBJECT)
@@ -72,6 +86,14 @@ espalier_trainer_finalize (GObject *object)
   g_clear_pointer (&self->split, espalier_split_free);
   g_clear_pointer (&self->history, g_array_unref);
   g_clear_pointer (&self->plan, g_free);
+  g_clear_pointer (&self->mask, es_mask_free);
+  g_clear_pointer (&self->run_mask, es_mask_free);
+  g_clear_pointer (&self->schedule_layers, g_free);
+  g_clear_pointer (&self->prune_events, g_array_unref);
+  g_clear_pointer (&self->fq_layers, g_free);
+  g_clear_pointer (&self->range_lo, g_free);
+  g_clear_pointer (&self->range_hi, g_free);
+  g_clear_pointer (&self->range_set, g_free);
   g_mutex_clear (&self->pause_lock);
   g_cond_clear (&self->pause_cond);
   G_OBJECT_CLASS (espalier_trainer_parent_class)->finalize (object);
@@ -87,6 +109,7 @@ static void
 espalier_trainer_init (EspalierTrainer *self)
 {
   self->history = g_array_new (FALSE, TRUE, sizeof (EspalierEpochRecord));
+  self->prune_events = g_array_new (FALSE, TRUE, sizeof (EspalierPruneEvent));
   g_mutex_init (&self->pause_lock);
   g_cond_init (&self->pause_cond);
 }
@@ -153,6 +176,97 @@ wait_while_paused (EspalierTrainer *self,
                        g_get_monotonic_time () + 50 * G_TIME_SPAN_MILLISECOND);
   g_mutex_unlock (&self->pause_lock);
   return (g_get_monotonic_time () - start) / 1e6;
+}
+
+void
+espalier_trainer_set_mask (EspalierTrainer *self,
+                           const EsMask    *mask)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+  g_return_if_fail (mask == NULL || es_mask_size (mask) == es_model_n_params (self->model));
+
+  g_clear_pointer (&self->mask, es_mask_free);
+  if (mask != NULL)
+    self->mask = es_mask_copy (mask);
+}
+
+void
+espalier_trainer_set_prune_schedule (EspalierTrainer             *self,
+                                     const EspalierPruneSchedule *schedule)
+{
+  int n_layers;
+
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+
+  g_clear_pointer (&self->schedule_layers, g_free);
+  self->gradual = schedule != NULL;
+  if (schedule == NULL)
+    return;
+  g_return_if_fail (schedule->frequency >= 1 && schedule->n_events >= 1);
+  n_layers = es_model_n_layers (self->model);
+  self->schedule = *schedule;
+  if (schedule->layers != NULL)
+    self->schedule_layers = g_memdup2 (schedule->layers, (gsize) n_layers * sizeof (gboolean));
+  self->schedule.layers = self->schedule_layers;
+}
+
+GArray *
+espalier_trainer_get_prune_events (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
+  return self->prune_events;
+}
+
+const EsMask *
+espalier_trainer_get_mask (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
+  return self->run_mask;
+}
+
+void
+espalier_trainer_set_teacher (EspalierTrainer *self,
+                              const EsModel   *teacher,
+                              double           temperature,
+                              double           alpha)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+  g_return_if_fail (teacher == NULL || (temperature > 0 && alpha >= 0 && alpha <= 1));
+
+  self->teacher = teacher;
+  self->temperature = temperature;
+  self->alpha = alpha;
+}
+
+void
+espalier_trainer_set_fake_quant (EspalierTrainer *self,
+                                 const gboolean  *layers,
+                                 gboolean         reduce_range)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+
+  g_clear_pointer (&self->fq_layers, g_free);
+  if (layers != NULL)
+    self->fq_layers = g_memdup2 (layers, (gsize) es_model_n_layers (self->model) * sizeof (gboolean));
+  self->fq_reduce_range = reduce_range;
+}
+
+gboolean
+espalier_trainer_get_input_range (EspalierTrainer *self,
+                                  guint            layer,
+                                  float           *lo,
+                                  float           *hi)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
+
+  if (self->range_set == NULL || layer >= (guint) es_model_n_layers (self->model)
+      || !self->range_set[layer])
+    return FALSE;
+  if (lo != NULL)
+    *lo = self->range_lo[layer];
+  if (hi != NULL)
+    *hi = self->range_hi[layer];
+  return TRUE;
 }
 
 GArray *
@@ -381,6 +495,159 @@ report_message (Reporter *rep, const char *message)
   report (rep, &p);
 }
 
+/* Zeros among the weights of the layers a schedule prunes (every prunable one when
+ * layers is NULL). */
+static double
+selected_sparsity (const EsModel *model, const gboolean *layers)
+{
+  gint64 zeros = 0, total = 0;
+
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    if (layers == NULL || layers[i])
+      {
+        int64_t n = 0;
+
+        zeros += es_prune_layer_zeros (model, i, &n);
+        total += n;
+      }
+  return total > 0 ? (double) zeros / (double) total : 0.0;
+}
+
+/* A gboolean array (n) as the engine's bool array; NULL stays NULL. */
+static bool *
+to_bools (const gboolean *v, int n)
+{
+  bool *b;
+
+  if (v == NULL)
+    return NULL;
+  b = g_new (bool, n);
+  for (int i = 0; i < n; i++)
+    b[i] = v[i] != FALSE;
+  return b;
+}
+
+/* One event of gradual pruning: prune the weights on the host to target, grow the mask
+ * and hand both back to the device. */
+static gboolean
+prune_event (EspalierTrainer *self,
+             EsTrainer       *tr,
+             double           target,
+             Reporter        *rep,
+             GError         **error)
+{
+  const EspalierPruneSchedule *sc = &self->schedule;
+  int n_layers = es_model_n_layers (self->model);
+  g_autofree bool *layers = to_bools (sc->layers, n_layers);
+  EspalierPruneEvent ev = { .step = es_trainer_step_count (tr), .target = target };
+  EsError es = { 0 };
+  g_autofree char *msg = NULL;
+
+  es_trainer_sync (tr);
+  if (!es_prune_magnitude (self->model, self->run_mask, (float) target, sc->scope, layers, &es))
+    {
+      espalier_error_from_es (error, &es, _("Gradual pruning failed"));
+      return FALSE;
+    }
+  es_trainer_reload (tr, false);
+  if (!es_trainer_set_mask (tr, es_mask_data_const (self->run_mask), &es))
+    {
+      espalier_error_from_es (error, &es, _("Gradual pruning failed"));
+      return FALSE;
+    }
+  ev.sparsity = selected_sparsity (self->model, sc->layers);
+  g_array_append_val (self->prune_events, ev);
+  msg = g_strdup_printf (_("Gradual pruning: %.1f%% of the weights pruned after %lld steps"),
+                         100 * ev.sparsity, (long long) ev.step);
+  report_message (rep, msg);
+  return TRUE;
+}
+
+/* Before each batch: the latest pruning event that is due, if any. */
+static gboolean
+prune_if_due (EspalierTrainer *self,
+              EsTrainer       *tr,
+              gint64          *next_event,
+              Reporter        *rep,
+              GError         **error)
+{
+  const EspalierPruneSchedule *sc = &self->schedule;
+  gint64 step = es_trainer_step_count (tr), due = -1;
+
+  while (*next_event <= sc->n_events && step >= sc->begin_step + *next_event * sc->frequency)
+    due = (*next_event)++;
+  if (due < 0)
+    return TRUE;
+  return prune_event (self, tr,
+                      es_prune_cubic_sparsity ((float) sc->initial_sparsity,
+                                               (float) sc->final_sparsity, sc->begin_step,
+                                               sc->n_events, sc->frequency,
+                                               sc->begin_step + due * sc->frequency),
+                      rep, error);
+}
+
+/* Hand the optimization hooks to a new engine trainer. */
+static gboolean
+apply_hooks (EspalierTrainer *self,
+             EsTrainer       *tr,
+             GError         **error)
+{
+  int n_layers = es_model_n_layers (self->model);
+  EsError es = { 0 };
+
+  g_array_set_size (self->prune_events, 0);
+  g_clear_pointer (&self->run_mask, es_mask_free);
+  g_clear_pointer (&self->range_lo, g_free);
+  g_clear_pointer (&self->range_hi, g_free);
+  g_clear_pointer (&self->range_set, g_free);
+  if (self->mask != NULL)
+    {
+      self->run_mask = es_mask_copy (self->mask);
+      if (!es_trainer_set_mask (tr, es_mask_data_const (self->run_mask), &es))
+        {
+          espalier_error_from_es (error, &es, _("Cannot keep the pruning mask"));
+          return FALSE;
+        }
+    }
+  else if (self->gradual)
+    self->run_mask = es_mask_new (self->model);
+  if (self->teacher != NULL
+      && !es_trainer_set_teacher (tr, self->teacher, (float) self->temperature,
+                                  (float) self->alpha, &es))
+    {
+      espalier_error_from_es (error, &es, _("Cannot distill from the teacher"));
+      return FALSE;
+    }
+  if (self->fq_layers != NULL)
+    {
+      g_autofree bool *layers = to_bools (self->fq_layers, n_layers);
+
+      if (!es_trainer_set_fake_quant (tr, layers, self->fq_reduce_range, &es))
+        {
+          espalier_error_from_es (error, &es, _("Cannot train with fake quantization"));
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+/* After a run: keep the input ranges fake quantization tracked. */
+static void
+keep_input_ranges (EspalierTrainer *self,
+                   EsTrainer       *tr)
+{
+  int n_layers = es_model_n_layers (self->model);
+
+  if (self->fq_layers == NULL)
+    return;
+  self->range_lo = g_new0 (float, n_layers);
+  self->range_hi = g_new0 (float, n_layers);
+  self->range_set = g_new0 (gboolean, n_layers);
+  for (int i = 0; i < n_layers; i++)
+    self->range_set[i] = es_trainer_get_input_range (tr, i, &self->range_lo[i],
+                                                     &self->range_hi[i]);
+}
+
 /* Compute threads when the user left the choice to us (0). Measured on 2 cores
  * (bench/bench-kernels, espalier-cli train): below ~200 MFLOP per training step a second
  * compute thread loses more to activations and gradients crossing between cores than
@@ -426,7 +693,8 @@ espalier_trainer_run (EspalierTrainer      *self,
   gboolean ok = FALSE, bce, have_best = FALSE;
   double t_start, best_val = INFINITY;
   guint best_epoch = 0;
-  guint bad_epochs = 0, steps_per_epoch;
+  guint bad_epochs = 0, steps_per_epoch, patience;
+  gint64 next_event = 0;
   gsize n_params;
 
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
@@ -452,6 +720,13 @@ espalier_trainer_run (EspalierTrainer      *self,
   if (o->patience > 0 && self->split->val->len == 0)
     report_message (&rep, _("Early stopping is off: it watches the validation loss and this "
                             "run has no validation split (set a validation fraction)"));
+  patience = o->patience;
+  if (patience > 0 && self->gradual)
+    {
+      /* Going back to an earlier epoch's weights would undo later pruning. */
+      report_message (&rep, _("Early stopping is off during gradual pruning"));
+      patience = 0;
+    }
 
   steps_per_epoch = (self->split->train->len + o->batch_size - 1) / o->batch_size;
   if (cfg.schedule == ES_LR_COSINE && cfg.total_steps <= 0)
@@ -469,6 +744,8 @@ espalier_trainer_run (EspalierTrainer      *self,
       espalier_error_from_es (error, &es, _("Training cannot start"));
       goto out;
     }
+  if (!apply_hooks (self, tr, error))
+    goto out;
   self->micro_batch = (guint) es_trainer_micro_batch (tr);
   g_clear_pointer (&self->plan, g_free);
   if (self->micro_batch < o->batch_size)
@@ -512,6 +789,11 @@ espalier_trainer_run (EspalierTrainer      *self,
           double now;
 
           to_es_batch (b, &eb, bce_targets);
+          if (self->gradual && !prune_if_due (self, tr, &next_event, &rep, error))
+            {
+              es_trainer_sync (tr);
+              goto out;
+            }
           if (!es_trainer_train_batch (tr, &eb, &stats, &es))
             {
               /* The step was not applied: the device holds the last good weights. */
@@ -590,7 +872,7 @@ espalier_trainer_run (EspalierTrainer      *self,
       espalier_metrics_clear (&vm);
 
       /* Early stopping on validation loss, keeping the best weights. */
-      if (o->patience > 0 && !isnan (rec.val_loss))
+      if (patience > 0 && !isnan (rec.val_loss))
         {
           if (rec.val_loss < best_val - o->min_delta)
             {
@@ -603,12 +885,12 @@ espalier_trainer_run (EspalierTrainer      *self,
               memcpy (best + n_params, es_model_buffers (self->model),
                       (gsize) es_model_n_buffers (self->model) * sizeof (float));
             }
-          else if (++bad_epochs >= o->patience)
+          else if (++bad_epochs >= patience)
             {
               g_autofree char *msg = g_strdup_printf (
                   _("Stopped early after epoch %u: the validation loss has not improved for "
                     "%u epochs; keeping the weights of its best epoch (loss %.4f)"),
-                  epoch, o->patience, best_val);
+                  epoch, patience, best_val);
               memcpy (es_model_params (self->model), best, n_params * sizeof (float));
               memcpy (es_model_buffers (self->model), best + n_params,
                       (gsize) es_model_n_buffers (self->model) * sizeof (float));
@@ -617,6 +899,16 @@ espalier_trainer_run (EspalierTrainer      *self,
               goto out;
             }
         }
+    }
+  /* The steps may not reach the schedule's last event: the final sparsity is still
+   * what the run promised. */
+  if (self->gradual && next_event <= self->schedule.n_events)
+    {
+      report_message (&rep, _("Training ended before the pruning schedule did: pruning to "
+                              "the final sparsity now"));
+      next_event = self->schedule.n_events + 1;
+      if (!prune_event (self, tr, self->schedule.final_sparsity, &rep, error))
+        goto out;
     }
   es_trainer_sync (tr);
   /* With early stopping on, the run ends on its best epoch even when it ran out of
@@ -637,6 +929,8 @@ out:
   espalier_metrics_clear (&vm);
   if (batcher != NULL)
     espalier_batcher_free (batcher);
+  if (tr != NULL)
+    keep_input_ranges (self, tr);
   es_trainer_free (tr);
   es_backend_free (be);
   if (budget != NULL)
@@ -644,16 +938,10 @@ out:
   return ok;
 }
 
-static void
-run_thread (GTask        *task,
-            gpointer      source,
-            gpointer      task_data,
-            GCancellable *cancellable);
-
 /* Progress crosses to the caller's context through one queue and at most one pending
  * source: a slow main loop receives every epoch event but only the latest of a run of
  * step events, so the backlog stays bounded however fast the worker reports. */
-typedef struct {
+struct _EspalierProgressRelay {
   EspalierProgressFunc func;
   gpointer             data;
   GDestroyNotify       data_free;
@@ -661,15 +949,13 @@ typedef struct {
   GMutex               lock;
   GQueue               pending;        /* (Posted) oldest first */
   gboolean             scheduled;      /* a drain source is attached */
-} AsyncData;
+};
 
 typedef struct {
   EspalierProgress    progress;     /* owns progress.snapshot */
   EspalierEpochRecord record;
   EspalierMetrics     val_metrics;  /* owns its confusion matrix */
   char               *message;
-  AsyncData          *ad;
-  GTask              *task;
 } Posted;
 
 static void
@@ -680,52 +966,78 @@ posted_free (gpointer p)
   g_free (posted->message);
   g_clear_pointer (&posted->progress.snapshot, es_model_free);
   espalier_metrics_clear (&posted->val_metrics);
-  g_object_unref (posted->task);
   g_free (posted);
 }
 
 static void
-async_data_free (gpointer p)
+relay_clear (gpointer p)
 {
-  AsyncData *ad = p;
+  EspalierProgressRelay *relay = p;
 
-  g_queue_clear_full (&ad->pending, posted_free);
-  g_mutex_clear (&ad->lock);
-  if (ad->data_free != NULL)
-    ad->data_free (ad->data);
-  g_main_context_unref (ad->context);
-  g_free (ad);
+  g_queue_clear_full (&relay->pending, posted_free);
+  g_mutex_clear (&relay->lock);
+  if (relay->data_free != NULL)
+    relay->data_free (relay->data);
+  g_main_context_unref (relay->context);
+}
+
+EspalierProgressRelay *
+espalier_progress_relay_new (EspalierProgressFunc func,
+                             gpointer             user_data,
+                             GDestroyNotify       user_data_free)
+{
+  EspalierProgressRelay *relay = g_atomic_rc_box_new0 (EspalierProgressRelay);
+
+  relay->func = func;
+  relay->data = user_data;
+  relay->data_free = user_data_free;
+  relay->context = g_main_context_ref_thread_default ();
+  g_mutex_init (&relay->lock);
+  g_queue_init (&relay->pending);
+  return relay;
+}
+
+EspalierProgressRelay *
+espalier_progress_relay_ref (EspalierProgressRelay *relay)
+{
+  return g_atomic_rc_box_acquire (relay);
+}
+
+void
+espalier_progress_relay_unref (EspalierProgressRelay *relay)
+{
+  g_atomic_rc_box_release_full (relay, relay_clear);
 }
 
 /* Caller's context: deliver everything queued, in order. */
 static gboolean
 drain (gpointer p)
 {
-  GTask *task = p;
-  AsyncData *ad = g_task_get_task_data (task);
+  EspalierProgressRelay *relay = p;
   GQueue batch = G_QUEUE_INIT;
   Posted *posted;
 
-  g_mutex_lock (&ad->lock);
-  batch = ad->pending;
-  g_queue_init (&ad->pending);
-  ad->scheduled = FALSE;
-  g_mutex_unlock (&ad->lock);
+  g_mutex_lock (&relay->lock);
+  batch = relay->pending;
+  g_queue_init (&relay->pending);
+  relay->scheduled = FALSE;
+  g_mutex_unlock (&relay->lock);
 
   while ((posted = g_queue_pop_head (&batch)) != NULL)
     {
-      ad->func (&posted->progress, ad->data);
+      if (relay->func != NULL)
+        relay->func (&posted->progress, relay->data);
       posted_free (posted);
     }
   return G_SOURCE_REMOVE;
 }
 
 /* Worker-thread side: copy the record and post it to the caller's context. */
-static void
-post_progress (const EspalierProgress *progress, gpointer user_data)
+void
+espalier_progress_relay_post (const EspalierProgress *progress,
+                              gpointer                user_data)
 {
-  GTask *task = user_data;
-  AsyncData *ad = g_task_get_task_data (task);
+  EspalierProgressRelay *relay = user_data;
   Posted *posted = g_new0 (Posted, 1);
 
   posted->progress = *progress;
@@ -745,37 +1057,36 @@ post_progress (const EspalierProgress *progress, gpointer user_data)
       posted->progress.val_metrics = &posted->val_metrics;
     }
   /* The snapshot moves to the posted copy; report() frees what is left in the
-   * original. Every record comes from espalier_trainer_run's own non-const locals. */
+   * original. Every record comes from its job's own non-const locals. */
   ((EspalierProgress *) progress)->snapshot = NULL;
   posted->message = g_strdup (progress->message);
   posted->progress.message = posted->message;
-  posted->ad = ad;
-  posted->task = g_object_ref (task);
 
-  g_mutex_lock (&ad->lock);
+  g_mutex_lock (&relay->lock);
   {
-    Posted *last = g_queue_peek_tail (&ad->pending);
+    Posted *last = g_queue_peek_tail (&relay->pending);
 
     /* A newer step event makes an undelivered one worthless. */
     if (last != NULL && last->progress.kind == ESPALIER_PROGRESS_STEP &&
         posted->progress.kind == ESPALIER_PROGRESS_STEP)
-      posted_free (g_queue_pop_tail (&ad->pending));
+      posted_free (g_queue_pop_tail (&relay->pending));
   }
-  g_queue_push_tail (&ad->pending, posted);
+  g_queue_push_tail (&relay->pending, posted);
   /* Always through a source: g_main_context_invoke() would run drain() right here on
    * the worker when the caller's context happens to be free. */
-  if (!ad->scheduled)
+  if (!relay->scheduled)
     {
       GSource *source = g_idle_source_new ();
 
-      ad->scheduled = TRUE;
+      relay->scheduled = TRUE;
       g_source_set_priority (source, G_PRIORITY_DEFAULT);
-      g_source_set_callback (source, drain, g_object_ref (task), g_object_unref);
+      g_source_set_callback (source, drain, espalier_progress_relay_ref (relay),
+                             (GDestroyNotify) espalier_progress_relay_unref);
       g_source_set_static_name (source, "[espalier] training progress");
-      g_source_attach (source, ad->context);
+      g_source_attach (source, relay->context);
       g_source_unref (source);
     }
-  g_mutex_unlock (&ad->lock);
+  g_mutex_unlock (&relay->lock);
 }
 
 static void
@@ -785,10 +1096,11 @@ run_thread (GTask        *task,
             GCancellable *cancellable)
 {
   EspalierTrainer *self = source;
-  AsyncData *ad = task_data;
+  EspalierProgressRelay *relay = task_data;
   GError *error = NULL;
 
-  if (espalier_trainer_run (self, cancellable, ad->func ? post_progress : NULL, task, &error))
+  if (espalier_trainer_run (self, cancellable, relay->func ? espalier_progress_relay_post : NULL,
+                            relay, &error))
     g_task_return_boolean (task, TRUE);
   else
     g_task_return_error (task, error);
@@ -804,20 +1116,13 @@ espalier_trainer_run_async (EspalierTrainer      *self,
                             gpointer              callback_data)
 {
   g_autoptr(GTask) task = NULL;
-  AsyncData *ad;
 
   g_return_if_fail (ESPALIER_IS_TRAINER (self));
 
-  ad = g_new0 (AsyncData, 1);
-  ad->func = func;
-  ad->data = user_data;
-  ad->data_free = user_data_free;
-  ad->context = g_main_context_ref_thread_default ();
-  g_mutex_init (&ad->lock);
-  g_queue_init (&ad->pending);
   task = g_task_new (self, cancellable, callback, callback_data);
   g_task_set_source_tag (task, espalier_trainer_run_async);
-  g_task_set_task_data (task, ad, async_data_free);
+  g_task_set_task_data (task, espalier_progress_relay_new (func, user_data, user_data_free),
+                        (GDestroyNotify) espalier_progress_relay_unref);
   g_task_run_in_thread (task, run_thread);
 }
 

@@ -8,6 +8,7 @@
 
 #include <gio/gio.h>
 
+#include "es-prune.h"
 #include "es-train.h"
 #include "espalier-batcher.h"
 #include "espalier-dataset.h"
@@ -119,6 +120,69 @@ gboolean          espalier_trainer_run_finish   (EspalierTrainer      *self,
                                                  GAsyncResult         *result,
                                                  GError              **error);
 
+/* ---- hooks for the optimization jobs (espalier-optimize.h) -----------------------
+ * Set them before running; they hold for every later run of this trainer. */
+
+/* Pruning: keep the weights that mask (copied; NULL removes it) prunes at zero through
+ * training: they are zeroed when the run starts and after every optimizer step. */
+void              espalier_trainer_set_mask     (EspalierTrainer *self,
+                                                 const EsMask    *mask);
+
+/* Gradual magnitude pruning on the Zhu & Gupta cubic schedule
+ * (es_prune_cubic_sparsity): at optimizer steps t0 + k dt, k = 0..n, the selected
+ * weights are pruned to s_t and the mask grows (pruned weights stay pruned). The run
+ * starts from the mask of espalier_trainer_set_mask, or from none. When the run ends
+ * before the last event, the weights are pruned to s_f at its end, so a finished run
+ * always reaches the final sparsity; each event is a MESSAGE. */
+typedef struct {
+  double          initial_sparsity;  /* s_i */
+  double          final_sparsity;    /* s_f */
+  gint64          begin_step;        /* t0, in optimizer steps */
+  gint64          frequency;         /* dt >= 1 */
+  gint64          n_events;          /* n >= 1 */
+  EsPruneScope    scope;
+  const gboolean *layers;            /* (n_layers) layers to prune (copied), NULL: every
+                                      * prunable one */
+} EspalierPruneSchedule;
+
+/* NULL turns gradual pruning off. */
+void              espalier_trainer_set_prune_schedule (EspalierTrainer             *self,
+                                                       const EspalierPruneSchedule *schedule);
+
+/* One pruning event of the last run. */
+typedef struct {
+  gint64 step;        /* optimizer steps done before it */
+  double target;      /* s_t */
+  double sparsity;    /* measured: zeros among the selected layers' weights after it */
+} EspalierPruneEvent;
+
+/* (element-type EspalierPruneEvent) the events of the last run, in order. */
+GArray           *espalier_trainer_get_prune_events (EspalierTrainer *self);
+/* The mask of the end of the last run (set or grown by the schedule), or NULL when it
+ * ran without one. (transfer none) */
+const EsMask     *espalier_trainer_get_mask     (EspalierTrainer *self);
+
+/* Knowledge distillation from teacher (borrowed: it must outlive every run; same input
+ * and output shapes as the model): loss (1 - alpha) CE + alpha T^2 KL at temperature
+ * T (es_trainer_set_teacher). NULL turns it off. */
+void              espalier_trainer_set_teacher  (EspalierTrainer *self,
+                                                 const EsModel   *teacher,
+                                                 double           temperature,
+                                                 double           alpha);
+
+/* Quantization-aware training: fake-quantize the weights and inputs of the layers
+ * chosen by layers ((n_layers), copied; NULL turns it off) as the int8 kernels will
+ * (es_trainer_set_fake_quant). Validation runs fake-quantized too. */
+void              espalier_trainer_set_fake_quant (EspalierTrainer *self,
+                                                   const gboolean  *layers,
+                                                   gboolean         reduce_range);
+/* The input range QAT tracked for layer during the last run; FALSE when it tracked
+ * none for that layer. */
+gboolean          espalier_trainer_get_input_range (EspalierTrainer *self,
+                                                    guint            layer,
+                                                    float           *lo,
+                                                    float           *hi);
+
 /* Per-epoch records of the last run (EspalierEpochRecord). Like the getters below,
  * read it only when no run is in progress: the worker appends to it. */
 GArray           *espalier_trainer_get_history  (EspalierTrainer *self);
@@ -128,6 +192,25 @@ const EspalierSplit *espalier_trainer_get_split (EspalierTrainer *self);
 guint             espalier_trainer_get_micro_batch (EspalierTrainer *self);
 /* The memory plan, "weights 397 KB, gradients ..." lines. */
 char             *espalier_trainer_describe_plan   (EspalierTrainer *self);
+
+/* Progress from a worker thread to a main context, as espalier_trainer_run_async
+ * delivers it, for other jobs that run on workers (the optimize jobs). Records are
+ * copied (with their record, validation metrics and message); a relay delivers every
+ * EPOCH and MESSAGE record but only the latest of a run of STEP records that arrived
+ * while the context was busy. */
+typedef struct _EspalierProgressRelay EspalierProgressRelay;
+
+/* A relay to func in the caller's thread-default main context; user_data_free runs
+ * when the last reference and the last pending delivery are gone. */
+EspalierProgressRelay *espalier_progress_relay_new   (EspalierProgressFunc    func,
+                                                      gpointer                user_data,
+                                                      GDestroyNotify          user_data_free);
+EspalierProgressRelay *espalier_progress_relay_ref   (EspalierProgressRelay  *relay);
+void                   espalier_progress_relay_unref (EspalierProgressRelay  *relay);
+/* An EspalierProgressFunc for the worker (user_data: the relay). It takes over
+ * progress->snapshot (setting it to NULL). */
+void                   espalier_progress_relay_post  (const EspalierProgress *progress,
+                                                      gpointer                relay);
 
 /* Evaluate `model` on `rows` of `dataset` (all rows when rows is NULL). */
 gboolean          espalier_evaluate              (EsModel           *model,

@@ -1,6 +1,8 @@
 /* test-cli.c: espalier-cli as a user runs it: exit codes (0, 1, 2), messages that say
  * what went wrong, --help for every command, --json events, a train/save/eval/info/bench
- * round on a generated set, and Ctrl-C stopping a run without writing the model. */
+ * round on a generated set, Ctrl-C stopping a run without writing the model, and the
+ * optimization commands (prune, quantize, reduce, sensitivity, compare) on good and bad
+ * arguments. */
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -415,6 +417,337 @@ test_interrupt (void)
   g_assert_false (g_file_test (json, G_FILE_TEST_EXISTS));
 }
 
+/* ------------------------------------------------------------------------------ */
+/* prune, quantize, reduce, sensitivity, compare */
+
+static char *opt_model;   /* a trained model with three hidden layers, its .json path */
+
+/* An 8-feature CSV (so 2:4 groups fit) with three clusters, and a model trained on it,
+ * once for all the tests that need it. */
+static void
+train_opt_model (void)
+{
+  g_autofree char *csv = g_build_filename (tmpdir, "clusters8.csv", NULL);
+  g_autofree char *out = g_build_filename (tmpdir, "opt-base", NULL);
+  g_autoptr(GString) text = g_string_new ("a,b,c,d,e,f,g,h,label\n");
+  g_autoptr(GRand) rand = g_rand_new_with_seed (11);
+  Run r;
+
+  if (opt_model != NULL)
+    return;
+  for (int i = 0; i < 600; i++)
+    {
+      int k = i % 3;
+
+      for (int j = 0; j < 8; j++)
+        g_string_append_printf (text, "%.4f,", (j % 3 == k ? 2.0 : -1.0) + g_rand_double_range (rand, -1.5, 1.5));
+      g_string_append_printf (text, "k%d\n", k);
+    }
+  g_assert_true (g_file_set_contents (csv, text->str, -1, NULL));
+  r = cli ("train", "--data", csv, "--spec", "dense:16,relu,dense:16,relu,dense:8,relu,dense:3,softmax",
+           "--epochs", "15", "--lr", "0.01", "-o", out, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  opt_model = g_strconcat (out, ".json", NULL);
+}
+
+/* The JSON event named name in a --json run's output, or NULL. */
+static JsonObject *
+find_event (JsonParser **keep, const char *out, const char *name)
+{
+  g_auto(GStrv) lines = g_strsplit (out, "\n", -1);
+
+  for (int i = 0; lines[i] != NULL; i++)
+    {
+      JsonParser *p;
+      JsonObject *o;
+
+      if (lines[i][0] == '\0')
+        continue;
+      p = json_parser_new ();
+      g_assert_true (json_parser_load_from_data (p, lines[i], -1, NULL));
+      o = json_node_get_object (json_parser_get_root (p));
+      if (g_str_equal (json_object_get_string_member (o, "event"), name))
+        {
+          *keep = p;
+          return o;
+        }
+      g_object_unref (p);
+    }
+  return NULL;
+}
+
+/* A --json optimize run: it exits 0, reports a measured variant and saves it. */
+static void
+assert_variant_run (Run *r, const char *kind, const char *saved)
+{
+  g_autoptr(JsonParser) p = NULL, q = NULL;
+  JsonObject *v, *s;
+
+  if (r->status != 0)
+    g_test_message ("stdout: %s\nstderr: %s", r->out, r->err);
+  g_assert_cmpint (r->status, ==, 0);
+  v = find_event (&p, r->out, "variant");
+  g_assert_nonnull (v);
+  g_assert_cmpstr (json_object_get_string_member (v, "kind"), ==, kind);
+  g_assert_cmpfloat (json_object_get_double_member (v, "accuracy"), >=, 0.5);
+  g_assert_cmpfloat (json_object_get_double_member (v, "latency_us"), >, 0);
+  g_assert_cmpfloat (json_object_get_double_member (v, "latency_p95_us"), >, 0);
+  g_assert_cmpfloat (json_object_get_double_member (v, "rows_per_second"), >, 0);
+  g_assert_cmpint (json_object_get_int_member (v, "size_bytes"), >, 0);
+  g_assert_cmpint (json_object_get_int_member (v, "n_params"), >, 0);
+  g_assert_cmpint (json_object_get_int_member (v, "flops"), >, 0);
+  s = find_event (&q, r->out, "saved");
+  g_assert_nonnull (s);
+  if (saved != NULL)
+    g_assert_cmpstr (json_object_get_string_member (s, "path"), ==, saved);
+  g_assert_true (g_file_test (json_object_get_string_member (s, "path"), G_FILE_TEST_IS_REGULAR));
+}
+
+static void
+test_prune (void)
+{
+  g_autofree char *derived = g_build_filename (tmpdir, "opt-base-pruned.json", NULL);
+  g_autofree char *structured = g_build_filename (tmpdir, "opt-structured.json", NULL);
+  g_autoptr(JsonParser) p = NULL;
+  Run r;
+
+  train_opt_model ();
+
+  /* magnitude, saved next to the input by default */
+  r = cli ("prune", opt_model, "--sparsity", "0.8", "--epochs", "1", "--seconds", "0.05", "--json", NULL);
+  assert_variant_run (&r, "pruned", derived);
+  {
+    JsonObject *v = find_event (&p, r.out, "variant");
+    g_assert_cmpstr (json_object_get_string_member (v, "name"), ==, "pruned 80%");
+    g_assert_cmpfloat (json_object_get_double_member (v, "sparsity"), >, 0.7);
+  }
+  run_clear (&r);
+  /* the pruned model is an ordinary model file */
+  r = cli ("eval", derived, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "test:"));
+  run_clear (&r);
+
+  /* plain output names every measurement */
+  r = cli ("prune", opt_model, "--method", "gradual", "--scope", "global", "--epochs", "2",
+           "--seconds", "0.05", "-o", derived, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "pruned 90% (gradual)"));
+  g_assert_nonnull (strstr (r.out, "test accuracy"));
+  g_assert_nonnull (strstr (r.out, "latency"));
+  g_assert_nonnull (strstr (r.out, "rows/s"));
+  g_assert_nonnull (strstr (r.out, "nonzero"));
+  g_assert_nonnull (strstr (r.out, "FLOPs"));
+  g_assert_nonnull (strstr (r.out, "Saved"));
+  run_clear (&r);
+
+  r = cli ("prune", opt_model, "--method", "structured", "--keep", "0.5", "--norm", "l2",
+           "--seconds", "0.05", "--json", "-o", structured, NULL);
+  assert_variant_run (&r, "pruned", structured);
+  run_clear (&r);
+  r = cli ("info", structured, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "1   Dense       (8)"));   /* the first Dense halved from 16 */
+  run_clear (&r);
+
+  r = cli ("prune", opt_model, "--method", "2:4", "--layers", "1,3", "--epochs", "0",
+           "--seconds", "0.05", "--json", NULL);
+  assert_variant_run (&r, "pruned", NULL);
+  run_clear (&r);
+}
+
+static void
+test_quantize (void)
+{
+  g_autofree char *int8 = g_build_filename (tmpdir, "opt-base-int8.json", NULL);
+  const char *modes[] = { "int8-dynamic", "fp16", "bf16" };
+  Run r;
+
+  train_opt_model ();
+
+  r = cli ("quantize", opt_model, "--calibration", "percentile", "--percentile", "99.9",
+           "--calib-batches", "4", "--seconds", "0.05", "--json", NULL);
+  assert_variant_run (&r, "quantized", int8);
+  {
+    g_autoptr(JsonParser) p = NULL;
+    JsonObject *v = find_event (&p, r.out, "variant");
+    g_assert_cmpstr (json_object_get_string_member (v, "format"), ==, "int8-static");
+    g_assert_cmpstr (json_object_get_string_member (v, "exec"), ==, "int8");
+  }
+  run_clear (&r);
+  for (guint i = 0; i < G_N_ELEMENTS (modes); i++)
+    {
+      r = cli ("quantize", opt_model, "--mode", modes[i], "--seconds", "0.05", "--json", NULL);
+      assert_variant_run (&r, "quantized", NULL);
+      run_clear (&r);
+    }
+  r = cli ("quantize", opt_model, "--mode", "qat", "--epochs", "1", "--keep-float", "7",
+           "--seconds", "0.05", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "int8 QAT"));
+  g_assert_nonnull (strstr (r.out, "Saved"));
+  run_clear (&r);
+}
+
+static void
+test_reduce (void)
+{
+  g_autofree char *out = g_build_filename (tmpdir, "opt-reduced.json", NULL);
+  g_autofree char *other = g_build_filename (tmpdir, "opt-reduced-finetuned.json", NULL);
+  Run r;
+
+  train_opt_model ();
+
+  r = cli ("reduce", opt_model, "--epochs", "1", "--compare", "--seconds", "0.05", "-o", out, NULL);
+  if (r.status != 0)
+    g_test_message ("%s\n%s", r.out, r.err);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "reduced (-layer 5, distilled)"));
+  g_assert_nonnull (strstr (r.out, "plain fine-tuning"));
+  g_assert_nonnull (strstr (r.out, "Distillation"));
+  g_assert_true (g_file_test (out, G_FILE_TEST_IS_REGULAR));
+  g_assert_true (g_file_test (other, G_FILE_TEST_IS_REGULAR));
+  run_clear (&r);
+  r = cli ("info", out, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_null (strstr (r.out, "Dense       (8)"));   /* the Dense of 8 units is gone */
+  g_assert_nonnull (strstr (r.out, "6   Softmax"));     /* with its ReLU: 8 layers, now 6 */
+  run_clear (&r);
+
+  r = cli ("reduce", opt_model, "--layer", "3", "--no-distill", "--epochs", "1",
+           "--seconds", "0.05", "--json", NULL);
+  assert_variant_run (&r, "reduced", NULL);
+  run_clear (&r);
+}
+
+static void
+test_sensitivity_compare (void)
+{
+  g_autofree char *pruned = g_build_filename (tmpdir, "opt-base-pruned.json", NULL);
+  g_autofree char *csv = g_build_filename (tmpdir, "table.csv", NULL);
+  g_autofree char *json = g_build_filename (tmpdir, "table.json", NULL);
+  g_autofree char *text = NULL;
+  Run r;
+
+  train_opt_model ();
+
+  r = cli ("sensitivity", opt_model, "--levels", "0.5,0.9", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "1 Dense"));
+  g_assert_nonnull (strstr (r.out, "90%"));
+  g_assert_nonnull (strstr (r.out, "unmodified"));
+  run_clear (&r);
+
+  r = cli ("sensitivity", opt_model, "--kind", "quantize", "--json", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    g_autoptr(JsonParser) p = NULL;
+    JsonObject *o = find_event (&p, r.out, "sensitivity");
+    g_assert_nonnull (o);
+    g_assert_cmpuint (json_array_get_length (json_object_get_array_member (o, "rows")), ==, 4);
+  }
+  run_clear (&r);
+
+  if (!g_file_test (pruned, G_FILE_TEST_EXISTS))
+    {
+      r = cli ("prune", opt_model, "--epochs", "0", "--seconds", "0.05", NULL);
+      run_clear (&r);
+    }
+  r = cli ("compare", opt_model, pruned, "--seconds", "0.05", "--csv", csv, "--json", json, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "opt-base"));
+  g_assert_nonnull (strstr (r.out, "opt-base-pruned"));
+  g_assert_true (g_file_get_contents (csv, &text, NULL, NULL));
+  {
+    g_auto(GStrv) lines = g_strsplit (text, "\n", -1);
+    g_autoptr(JsonParser) p = json_parser_new ();
+
+    g_assert_cmpuint (g_strv_length (lines), ==, 4);
+    g_assert_true (g_str_has_prefix (lines[0], "name,"));
+    g_assert_true (json_parser_load_from_file (p, json, NULL));
+    g_assert_cmpuint (json_array_get_length (json_node_get_array (json_parser_get_root (p))), ==, 2);
+  }
+  run_clear (&r);
+}
+
+static void
+test_optimize_usage (void)
+{
+  static const struct { const char *args[8]; const char *says; int status; } cases[] = {
+    { { "prune", NULL }, "model file", 2 },
+    { { "prune", "M", "--sparsity", "1.5", NULL }, "--sparsity", 2 },
+    { { "prune", "M", "--sparsity", "much", NULL }, "sparsity", 2 },
+    { { "prune", "M", "--method", "random", NULL }, "--method 'random'", 2 },
+    { { "prune", "M", "--scope", "world", NULL }, "--scope 'world'", 2 },
+    { { "prune", "M", "--norm", "l3", NULL }, "--norm 'l3'", 2 },
+    { { "prune", "M", "--method", "structured", "--keep", "1", NULL }, "--keep", 2 },
+    { { "prune", "M", "--layers", "2", NULL }, "--layers 2", 2 },
+    { { "prune", "M", "--layers", "1,99", NULL }, "99", 2 },
+    { { "prune", "M", "--epochs", "-2", NULL }, "--epochs", 2 },
+    { { "prune", "M", "--lr", "-1", NULL }, "--lr", 2 },
+    { { "quantize", "M", "--mode", "int4", NULL }, "--mode 'int4'", 2 },
+    { { "quantize", "M", "--calibration", "guess", NULL }, "--calibration 'guess'", 2 },
+    { { "quantize", "M", "--percentile", "0", NULL }, "--percentile", 2 },
+    { { "quantize", "M", "--mode", "fp16", "--calibration", "mse", NULL }, "int8-static", 2 },
+    { { "quantize", "M", "--mode", "qat", "--epochs", "0", NULL }, "qat", 2 },
+    { { "quantize", "M", "--keep-float", "x", NULL }, "--keep-float x", 2 },
+    { { "reduce", "M", "--layer", "2", NULL }, "ReLU", 2 },
+    { { "reduce", "M", "--layer", "40", NULL }, "--layer 40", 2 },
+    { { "reduce", "M", "--alpha", "2", NULL }, "--alpha", 2 },
+    { { "reduce", "M", "--temperature", "0", NULL }, "--temperature", 2 },
+    { { "reduce", "M", "--distill", "--no-distill", NULL }, "--no-distill", 2 },
+    { { "sensitivity", "M", "--kind", "both", NULL }, "--kind 'both'", 2 },
+    { { "sensitivity", "M", "--levels", "0.5,1.2", NULL }, "--levels", 2 },
+    { { "compare", NULL }, "model file", 2 },
+    { { "compare", "M", "--threads", "0", NULL }, "--threads", 2 },
+    { { "prune", "/nonexistent/model.json", NULL }, "model.json", 1 },
+    { { "compare", "/nonexistent/other.json", NULL }, "other.json", 1 },
+  };
+  const char *commands[] = { "prune", "quantize", "reduce", "sensitivity", "compare" };
+
+  train_opt_model ();
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr(GPtrArray) argv = g_ptr_array_new ();
+      g_autoptr(GError) error = NULL;
+      g_auto(GStrv) env = g_environ_setenv (g_get_environ (), "XDG_CACHE_HOME", tmpdir, TRUE);
+      g_autofree char *out = NULL, *err = NULL;
+      int wait_status;
+
+      g_ptr_array_add (argv, (char *) ESPALIER_CLI);
+      for (guint a = 0; cases[i].args[a] != NULL; a++)
+        g_ptr_array_add (argv, (char *) (g_str_equal (cases[i].args[a], "M") ? opt_model
+                                                                             : cases[i].args[a]));
+      g_ptr_array_add (argv, NULL);
+      g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
+                                   &out, &err, &wait_status, &error));
+      g_assert_no_error (error);
+      g_test_message ("%s %s: %s", cases[i].args[0], cases[i].args[1] ? cases[i].args[1] : "", err);
+      g_assert_true (WIFEXITED (wait_status));
+      g_assert_cmpint (WEXITSTATUS (wait_status), ==, cases[i].status);
+      g_assert_nonnull (strstr (err, cases[i].says));
+    }
+
+  for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
+    {
+      Run r = cli (commands[i], "--help", NULL);
+
+      g_assert_cmpint (r.status, ==, 0);
+      g_assert_nonnull (strstr (r.out, "Usage"));
+      g_assert_nonnull (strstr (r.out, commands[i]));
+      run_clear (&r);
+    }
+  {
+    Run r = cli ("--help", NULL);
+
+    for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
+      g_assert_nonnull (strstr (r.out, commands[i]));
+    run_clear (&r);
+  }
+}
+
+
 int
 main (int argc, char **argv)
 {
@@ -431,7 +764,13 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/failures", test_failures);
   g_test_add_func ("/cli/deterministic", test_deterministic);
   g_test_add_func ("/cli/interrupt", test_interrupt);
+  g_test_add_func ("/cli/optimize/usage", test_optimize_usage);
+  g_test_add_func ("/cli/optimize/prune", test_prune);
+  g_test_add_func ("/cli/optimize/quantize", test_quantize);
+  g_test_add_func ("/cli/optimize/reduce", test_reduce);
+  g_test_add_func ("/cli/optimize/sensitivity-compare", test_sensitivity_compare);
   status = g_test_run ();
+  g_free (opt_model);
   {
     g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", tmpdir);
     if (system (cmd) != 0)
