@@ -71,7 +71,8 @@ EsQuant     *es_quant_new            (const EsModel *model, EsQuantMode mode,
 EsQuant     *es_quant_copy           (const EsQuant *q);
 void         es_quant_free           (EsQuant *q);
 /* An empty EsQuant for n_layers (every layer float) for loaders to fill: each int8
- * layer's w_scale and w_q are then allocated with es_quant_layer_alloc. */
+ * layer's w_scale and w_q are then allocated with es_quant_layer_alloc, which also
+ * marks the layer int8. */
 EsQuant     *es_quant_new_empty      (EsQuantMode mode, int n_layers);
 bool         es_quant_layer_alloc    (EsQuantLayer *l, int rows, int cols, EsError *err);
 /* Set a static layer's input range (after QAT or from a file) and its scale/zero. */
@@ -87,7 +88,8 @@ bool         es_quant_check          (const EsQuant *q, const EsModel *model, Es
  * weight error alone. */
 EsModel     *es_quant_dequantized_model (const EsModel *model, const EsQuant *q);
 /* Bytes the weights take stored this way: int8 weights plus float scales, biases and
- * float layers; 2 bytes per parameter for fp16/bf16; 4 for fp32. */
+ * float layers; 2 bytes per parameter for fp16/bf16; 4 for fp32. BatchNorm's running
+ * statistics (buffers, not parameters) count 4 bytes each in every mode. */
 size_t       es_quant_weight_bytes   (const EsModel *model, const EsQuant *q);
 
 /* Calibration of static ranges: observe the float model's input of every int8 layer on
@@ -130,6 +132,8 @@ es_quant_act_params (float lo, float hi, int qmax, float *scale, int32_t *zero)
   *zero = (int32_t) (z < 0 ? 0 : z > qmax ? qmax : z);
 }
 
+/* The code of x; inv_scale is 1.0f / scale, computed once in float by every caller
+ * (kernels, exec, fake quantization), so all of them round the same products. */
 static inline int32_t
 es_quant_act (float x, float inv_scale, int32_t zero, int qmax)
 {
