@@ -1223,6 +1223,18 @@ espalier_chart_set_property (GObject      *object,
     }
 }
 
+/* Close the context menu with the chart: GTK 4.8 otherwise keeps querying the pointer
+ * over a surface that is gone once the window closes under an open menu. */
+static void
+espalier_chart_unmap (GtkWidget *widget)
+{
+  EspalierChart *self = ESPALIER_CHART (widget);
+
+  if (self->popover != NULL)
+    gtk_popover_popdown (GTK_POPOVER (self->popover));
+  GTK_WIDGET_CLASS (espalier_chart_parent_class)->unmap (widget);
+}
+
 static void
 espalier_chart_class_init (EspalierChartClass *klass)
 {
@@ -1239,6 +1251,7 @@ espalier_chart_class_init (EspalierChartClass *klass)
   widget_class->measure = espalier_chart_measure;
   widget_class->size_allocate = espalier_chart_size_allocate;
   widget_class->css_changed = espalier_chart_css_changed;
+  widget_class->unmap = espalier_chart_unmap;
 
   properties[PROP_TITLE] =
     g_param_spec_string ("title", NULL, NULL, NULL,
