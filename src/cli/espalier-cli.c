@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* espalier-cli.c: the headless front end over core: train, eval, info, datasets, bench,
- * and the optimization commands prune, quantize, reduce, sensitivity and compare, which
- * make measured variants of a saved model (espalier-optimize.h). Output is a progress
+ * the optimization commands prune, quantize, reduce, sensitivity and compare, which
+ * make measured variants of a saved model (espalier-optimize.h), and export (ONNX,
+ * safetensors + JSON, C source) and import (ONNX) of model files. Output is a progress
  * bar with ETA on a terminal, plain lines otherwise, or one JSON object per event with
  * --json. Exit status: 0 success, 1 failure, 2 bad usage. Ctrl-C stops training or
  * fine-tuning at the end of the current step and writes nothing. */
@@ -9,6 +10,7 @@
 
 #include <glib-unix.h>
 #include <glib/gi18n.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <locale.h>
 #include <math.h>
@@ -18,9 +20,11 @@
 
 #include "es-backend.h"
 #include "es-train.h"
+#include "espalier-c-export.h"
 #include "espalier-dataset.h"
 #include "espalier-error.h"
 #include "espalier-model-file.h"
+#include "espalier-onnx.h"
 #include "espalier-optimize.h"
 #include "espalier-split.h"
 #include "espalier-templates.h"
@@ -379,6 +383,30 @@ print_layers (const EsModel *model, const EsTrainConfig *train, guint batch)
       g_print (_("data %s; "), es_format_bytes (mem, sizeof mem, (double) plan.data));
       g_print (_("total %s\n"), es_format_bytes (mem, sizeof mem, (double) plan.total));
     }
+}
+
+/* The "layers" member: each layer's kind, output shape, parameters, FLOPs and activation
+ * bytes per row, as `info --json` and `import --json` print them. */
+static void
+json_layers (JsonBuilder *b, const EsModel *model)
+{
+  char shape[64];
+
+  json_builder_set_member_name (b, "layers");
+  json_builder_begin_array (b);
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+
+      json_builder_begin_object (b);
+      json_str (b, "kind", es_layer_kind_name (l->spec.kind));
+      json_str (b, "output", es_shape_format (&l->out, shape, sizeof shape));
+      json_int (b, "params", l->n_params);
+      json_int (b, "flops", l->flops);
+      json_int (b, "activation_bytes", l->out_floats * 4);
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
 }
 
 /* A split's name as people read it; JSON keeps test, val, train and all. */
@@ -1069,25 +1097,10 @@ cmd_info (int argc, char **argv)
     {
       JsonBuilder *b = json_event ("model");
       EsMemPlan plan;
-      char shape[64];
 
       json_int (b, "params", es_model_n_params (model));
       json_int (b, "flops", es_model_flops (model));
-      json_builder_set_member_name (b, "layers");
-      json_builder_begin_array (b);
-      for (int i = 0; i < es_model_n_layers (model); i++)
-        {
-          const EsLayerInfo *l = es_model_layer (model, i);
-
-          json_builder_begin_object (b);
-          json_str (b, "kind", es_layer_kind_name (l->spec.kind));
-          json_str (b, "output", es_shape_format (&l->out, shape, sizeof shape));
-          json_int (b, "params", l->n_params);
-          json_int (b, "flops", l->flops);
-          json_int (b, "activation_bytes", l->out_floats * 4);
-          json_builder_end_object (b);
-        }
-      json_builder_end_array (b);
+      json_layers (b, model);
       es_mem_plan (model, &info.train.engine, batch, TRUE, &plan);
       json_builder_set_member_name (b, "memory_plan");
       json_builder_begin_object (b);
@@ -2351,6 +2364,605 @@ cmd_compare (int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------------------ */
+/* export, import */
+
+typedef enum { EXPORT_ONNX, EXPORT_SAFETENSORS, EXPORT_C } ExportFormat;
+
+/* Bytes in the file at path, or -1 when it cannot be read. */
+static gint64
+file_bytes (const char *path)
+{
+  GStatBuf st;
+
+  return g_stat (path, &st) == 0 ? (gint64) st.st_size : -1;
+}
+
+/* Whether a and b name one file: the same inode when both exist, else the same
+ * canonical path. */
+static gboolean
+same_file (const char *a, const char *b)
+{
+  GStatBuf sa, sb;
+  g_autofree char *ca = NULL, *cb = NULL;
+
+  if (g_stat (a, &sa) == 0 && g_stat (b, &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  ca = g_canonicalize_filename (a, NULL);
+  cb = g_canonicalize_filename (b, NULL);
+  return g_str_equal (ca, cb);
+}
+
+/* Whether writing path would replace either file of the model pair at model. */
+static gboolean
+is_model_file (const char *path, const char *model)
+{
+  g_autofree char *json = NULL, *st = NULL;
+
+  espalier_model_paths (model, &json, &st);
+  return same_file (path, json) || same_file (path, st);
+}
+
+/* path without the extension ext: "dir/mlp.json" -> "dir/mlp". */
+static char *
+strip_ext (const char *path, const char *ext)
+{
+  char *s = g_strdup (path);
+
+  if (g_str_has_suffix (s, ext) && strlen (s) > strlen (ext))
+    s[strlen (s) - strlen (ext)] = '\0';
+  return s;
+}
+
+/* Whether --output names a directory: one that exists, or any path ending in '/'. */
+static gboolean
+output_is_dir (const char *output)
+{
+  return g_str_has_suffix (output, G_DIR_SEPARATOR_S) || g_file_test (output, G_FILE_TEST_IS_DIR);
+}
+
+/* Where an export goes, before its extension: --output as given; inside it, named after
+ * stem, when it is a directory; stem ("dir/mlp") when there is no --output. */
+static char *
+export_base (const char *output, const char *stem)
+{
+  g_autofree char *name = g_path_get_basename (stem);
+
+  if (output == NULL)
+    return g_strdup (stem);
+  if (output_is_dir (output))
+    return g_build_filename (output, name, NULL);
+  return g_strdup (output);
+}
+
+/* A C identifier made of a model's name: other characters become '_', a name that
+ * does not start with a letter gets "model_" before it; at most 48 characters, as
+ * espalier_c_export_check_name allows. */
+static char *
+c_identifier (const char *text)
+{
+  GString *s = g_string_new (NULL);
+
+  for (const char *p = text; *p != '\0'; p++)
+    g_string_append_c (s, g_ascii_isalnum (*p) ? *p : '_');
+  if (s->len == 0 || !g_ascii_isalpha (s->str[0]))
+    g_string_prepend (s, "model_");
+  if (s->len > 48)
+    g_string_truncate (s, 48);
+  return g_string_free (s, FALSE);
+}
+
+/* path as one shell word, quoted only when it needs to be. */
+static char *
+shell_word (const char *path)
+{
+  for (const char *p = path; *p != '\0'; p++)
+    if (!g_ascii_isalnum (*p) && strchr ("/._-+=:,@%", *p) == NULL)
+      return g_shell_quote (path);
+  return g_strdup (path);
+}
+
+/* How quant's weights are written in ONNX: a key for JSON, a phrase for people. */
+static const char *
+onnx_form (const EsQuant *q, gboolean for_people)
+{
+  switch (q != NULL ? q->mode : ES_QUANT_FP32)
+    {
+    case ES_QUANT_INT8_STATIC:
+      return for_people ? _("int8 static, QDQ form (QuantizeLinear/DequantizeLinear around "
+                            "int8 weights: ONNX Runtime fuses them into its int8 kernels)")
+                        : "qdq";
+    case ES_QUANT_INT8_DYNAMIC:
+      return for_people ? _("int8 dynamic (DynamicQuantizeLinear, then MatMulInteger or "
+                            "ConvInteger on the int8 weights)")
+                        : "integer-ops";
+    case ES_QUANT_FP16:
+    case ES_QUANT_BF16:
+      return for_people ? _("the rounded weights of the variant, stored as float32")
+                        : "rounded-float32";
+    case ES_QUANT_FP32:
+    default:
+      return for_people ? _("none (float32)") : "float32";
+    }
+}
+
+/* The "files" member: [{ "path", "bytes" }] for what an export or import wrote. */
+static void
+json_files (JsonBuilder *b, const char * const *paths, guint n)
+{
+  json_builder_set_member_name (b, "files");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < n; i++)
+    {
+      json_builder_begin_object (b);
+      json_str (b, "path", paths[i]);
+      json_int (b, "bytes", file_bytes (paths[i]));
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
+}
+
+/* "492 bytes", or "12345 bytes (12.3 kB)" where the shorter form helps. */
+static char *
+size_text (gint64 n)
+{
+  char human[32];
+
+  if (n < 1000)
+    return g_strdup_printf (ngettext ("%lld byte", "%lld bytes", (unsigned long) MAX (n, 0)),
+                            (long long) n);
+  /* TRANSLATORS: a size in bytes and for people, e.g. "12345 bytes (12.3 kB)" */
+  return g_strdup_printf (_("%lld bytes (%s)"), (long long) n,
+                          es_format_bytes (human, sizeof human, (double) n));
+}
+
+/* "out/mlp.onnx, 12345 bytes (12.3 kB)" */
+static char *
+describe_file (const char *path)
+{
+  g_autofree char *size = size_text (file_bytes (path));
+
+  return g_strdup_printf ("%s, %s", path, size);
+}
+
+static const char *
+quant_name (const EsQuant *q)
+{
+  return es_quant_mode_name (q != NULL ? q->mode : ES_QUANT_FP32);
+}
+
+static int
+export_onnx (GOptionContext *ctx, LoadedModel *lm, const char *input, const char *output,
+             const char *name)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *stem = strip_ext (input, ".json");
+  g_autofree char *base = export_base (output, stem);
+  g_autofree char *path = NULL, *ops = NULL;
+  EspalierOnnxMeta meta;
+  EspalierOnnxSummary sum;
+  gboolean ok;
+
+  /* A file named by --output is written as named; a default one gets ".onnx". */
+  if (output != NULL && !output_is_dir (output))
+    path = g_strdup (output);
+  else
+    path = g_strconcat (base, ".onnx", NULL);
+  if (is_model_file (path, input))
+    return usage_error (ctx, _("export: %s is the model file itself; choose another --output"),
+                        path);
+  espalier_onnx_meta_init (&meta);
+  espalier_onnx_meta_from_info (&meta, &lm->info);
+  g_free (meta.model_name);
+  meta.model_name = name != NULL ? g_strdup (name) : model_file_name (input, &lm->info);
+  ok = espalier_onnx_export (lm->model, lm->quant, &meta, path, &sum, &error);
+  espalier_onnx_meta_clear (&meta);
+  if (!ok)
+    return fail (g_steal_pointer (&error), N_("exporting"));
+  ops = espalier_onnx_summary_ops (&sum);
+
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("exported");
+      const char *files[] = { path };
+
+      json_str (b, "format", "onnx");
+      json_str (b, "path", path);
+      json_int (b, "bytes", sum.file_size);
+      json_files (b, files, 1);
+      json_int (b, "opset", sum.opset);
+      json_int (b, "ir_version", ESPALIER_ONNX_IR_VERSION);
+      json_int (b, "nodes", sum.n_nodes);
+      json_int (b, "initializers", sum.n_initializers);
+      json_int (b, "initializer_bytes", sum.initializer_bytes);
+      json_builder_set_member_name (b, "operators");
+      json_builder_begin_object (b);
+      for (guint k = 0; k < sum.n_op_kinds; k++)
+        json_int (b, sum.ops[k].op, sum.ops[k].count);
+      json_builder_end_object (b);
+      json_int (b, "other_operators", sum.n_other_ops);
+      json_str (b, "quantization", quant_name (lm->quant));
+      json_str (b, "form", onnx_form (lm->quant, FALSE));
+      json_finish (b);
+    }
+  else
+    {
+      g_autofree char *file = describe_file (path);
+      g_autofree char *init = size_text (sum.initializer_bytes);
+
+      g_print (_("Wrote %s\n"), file);
+      g_print (_("  format         ONNX, opset %lld, IR version %d\n"), (long long) sum.opset,
+               ESPALIER_ONNX_IR_VERSION);
+      g_print (_("  operators      %s (%u nodes)\n"), ops, sum.n_nodes);
+      g_print (_("  initializers   %u tensors, %s\n"), sum.n_initializers, init);
+      g_print (_("  quantization   %s\n"), onnx_form (lm->quant, TRUE));
+      if (lm->quant != NULL && lm->quant->mode == ES_QUANT_INT8_STATIC && lm->quant->reduce_range)
+        g_print (_("  note           7-bit activations are written as 8-bit codes: values "
+                   "beyond the calibrated range saturate at 255, not 127\n"));
+    }
+  return 0;
+}
+
+static int
+export_safetensors (GOptionContext *ctx, LoadedModel *lm, const char *input,
+                    const char *output, const char *name)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *stem = strip_ext (input, ".json");
+  g_autofree char *copy = g_strconcat (stem, "-copy", NULL);
+  g_autofree char *base = export_base (output, output != NULL ? stem : copy);
+  g_autofree char *bare = strip_ext (base, ".safetensors");
+  g_autofree char *json = NULL, *st = NULL;
+  EspalierModelInfo info = lm->info;
+  gboolean ok;
+
+  espalier_model_paths (bare, &json, &st);
+  if (is_model_file (json, input) || is_model_file (st, input))
+    return usage_error (ctx, _("export: %s is the model file itself; choose another --output"),
+                        json);
+  /* The same model under another name: everything else of its file is kept. The
+   * strings are borrowed from lm->info. */
+  info.name = (char *) name;
+  ok = espalier_model_save_variant (lm->model, lm->quant, &info, json, &error);
+  if (!ok)
+    return fail (g_steal_pointer (&error), N_("exporting"));
+
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("exported");
+      const char *files[] = { json, st };
+
+      json_str (b, "format", "safetensors");
+      json_str (b, "path", json);
+      json_files (b, files, 2);
+      json_str (b, "quantization", quant_name (lm->quant));
+      json_int (b, "weight_bytes", (gint64) es_quant_weight_bytes (lm->model, lm->quant));
+      json_finish (b);
+    }
+  else
+    {
+      g_autofree char *a = describe_file (json);
+      g_autofree char *b = describe_file (st);
+      g_autofree char *wb = size_text ((gint64) es_quant_weight_bytes (lm->model, lm->quant));
+
+      g_print (_("Wrote %s\n  and %s\n"), a, b);
+      g_print (_("  quantization   %s, kept\n"), quant_name (lm->quant));
+      g_print (_("  weights        %s as stored\n"), wb);
+    }
+  return 0;
+}
+
+static int
+export_c (GOptionContext *ctx, LoadedModel *lm, const char *input, const char *output,
+          const char *name)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *model_name = model_file_name (input, &lm->info);
+  g_autofree char *ident = NULL, *base = NULL, *c_path = NULL, *h_path = NULL;
+  g_autofree char *c_text = NULL, *c_word = NULL, *h_name = NULL;
+  EspalierCExportSummary sum;
+  gboolean libm;
+
+  if (output != NULL && !output_is_dir (output))
+    {
+      g_autofree char *stripped = g_str_has_suffix (output, ".h") ? strip_ext (output, ".h")
+                                                                   : strip_ext (output, ".c");
+      g_autofree char *file = g_path_get_basename (stripped);
+
+      ident = name != NULL ? g_strdup (name) : c_identifier (file);
+      base = g_steal_pointer (&stripped);
+    }
+  else
+    {
+      g_autofree char *dir = output != NULL ? g_strdup (output) : g_path_get_dirname (input);
+
+      ident = name != NULL ? g_strdup (name) : c_identifier (model_name);
+      base = g_str_equal (dir, ".") ? g_strdup (ident) : g_build_filename (dir, ident, NULL);
+    }
+  c_path = g_strconcat (base, ".c", NULL);
+  h_path = g_strconcat (base, ".h", NULL);
+  if (is_model_file (c_path, input) || is_model_file (h_path, input))
+    return usage_error (ctx, _("export: %s is the model file itself; choose another --output"),
+                        c_path);
+  if (!espalier_c_export (lm->model, lm->quant, &lm->info, ident, c_path, h_path, &sum, &error))
+    return fail (g_steal_pointer (&error), N_("exporting"));
+  /* The generated source includes math.h exactly when it calls expf or tanhf. */
+  libm = g_file_get_contents (c_path, &c_text, NULL, NULL)
+         && strstr (c_text, "#include <math.h>") != NULL;
+  c_word = shell_word (c_path);
+  h_name = g_path_get_basename (h_path);
+
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("exported");
+      const char *files[] = { c_path, h_path };
+      g_autofree char *compile = g_strdup_printf ("gcc -std=c99 -O2 -c %s", c_word);
+
+      json_str (b, "format", "c");
+      json_str (b, "path", c_path);
+      json_files (b, files, 2);
+      json_str (b, "name", ident);
+      json_int (b, "c_bytes", (gint64) sum.c_bytes);
+      json_int (b, "h_bytes", (gint64) sum.h_bytes);
+      json_int (b, "weight_bytes", (gint64) sum.weight_bytes);
+      json_int (b, "scratch_bytes", (gint64) sum.scratch_bytes);
+      json_int (b, "operations", sum.n_ops);
+      json_str (b, "quantization", quant_name (lm->quant));
+      json_int (b, "int8_layers", sum.n_int8_layers);
+      json_builder_set_member_name (b, "integer_only");
+      json_builder_add_boolean_value (b, sum.integer_only);
+      json_builder_set_member_name (b, "needs_libm");
+      json_builder_add_boolean_value (b, libm);
+      json_str (b, "compile", compile);
+      json_finish (b);
+    }
+  else
+    {
+      g_autofree char *c_size = size_text ((gint64) sum.c_bytes);
+      g_autofree char *h_size = size_text ((gint64) sum.h_bytes);
+      g_autofree char *w_size = size_text ((gint64) sum.weight_bytes);
+      g_autofree char *s_size = size_text ((gint64) sum.scratch_bytes);
+
+      g_print (_("Wrote %s, %s\n  and %s, %s\n"), c_path, c_size, h_path, h_size);
+      g_print (_("  functions      %s_predict, %s_predict_r (declared in %s)\n"), ident, ident,
+               h_name);
+      g_print (_("  weights        %s of constant data\n"), w_size);
+      g_print (_("  scratch        %s of activations; %u operations per row\n"), s_size,
+               sum.n_ops);
+      if (sum.n_int8_layers == 0)
+        g_print (_("  arithmetic     float, every layer\n"));
+      else if (sum.integer_only)
+        g_print (_("  arithmetic     int8 in %u layers: integer only from the input "
+                   "quantization to the last int8 layer\n"), sum.n_int8_layers);
+      else
+        g_print (_("  arithmetic     int8 in %u layers, not integer-only: some steps between "
+                   "them run in float\n"), sum.n_int8_layers);
+      if (libm)
+        g_print (_("  compile        gcc -std=c99 -O2 -c %s   (link with -lm)\n"), c_word);
+      else
+        g_print (_("  compile        gcc -std=c99 -O2 -c %s   (no library needed)\n"), c_word);
+    }
+  return 0;
+}
+
+static int
+cmd_export (int argc, char **argv)
+{
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - write a model as ONNX, "
+                                                          "safetensors or C source"));
+  g_autoptr(GError) error = NULL;
+  g_autofree char *format = NULL, *output = NULL, *name = NULL;
+  gboolean json = FALSE;
+  ExportFormat f;
+  LoadedModel lm = { 0 };
+  int status;
+  GOptionEntry entries[] = {
+    { "format", 'f', 0, G_OPTION_ARG_STRING, &format, _("onnx, safetensors or c (onnx)"), "FORMAT" },
+    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, _("The file to write (c: NAME.c, with NAME.h beside it), or a directory (default: next to the model)"), "PATH" },
+    { "name", 'n', 0, G_OPTION_ARG_STRING, &name, _("The model's name in the export: the ONNX graph name, the copy's name, or the prefix of the C identifiers (default: the model's)"), "NAME" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("Print what was written as one JSON object"), NULL },
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, _("Writes a saved model or variant in another format:\n"
+                                       "  onnx         a graph ONNX Runtime runs (opset 13); "
+                                       "int8 in QDQ form\n"
+                                       "  safetensors  a copy of the model files under a new "
+                                       "name, quantization kept\n"
+                                       "  c            NAME.c and NAME.h: C99 that needs only "
+                                       "the C library and\n"
+                                       "               never allocates; static int8 variants "
+                                       "run in integer arithmetic\n"
+                                       "               (dynamic int8 cannot be exported as C)"));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("export: %s"), error->message);
+  if (argc != 2)
+    return usage_error (ctx, _("export: name one model file (NAME.json)"));
+  if (format == NULL || g_ascii_strcasecmp (format, "onnx") == 0)
+    f = EXPORT_ONNX;
+  else if (g_ascii_strcasecmp (format, "safetensors") == 0)
+    f = EXPORT_SAFETENSORS;
+  else if (g_ascii_strcasecmp (format, "c") == 0)
+    f = EXPORT_C;
+  else
+    return usage_error (ctx, _("export: unknown --format '%s' (onnx, safetensors, c)"), format);
+  if (name != NULL && f == EXPORT_C && !espalier_c_export_check_name (name, &error))
+    return usage_error (ctx, _("export: --name %s: %s"), name, error->message);
+  if (name != NULL && name[0] == '\0')
+    return usage_error (ctx, _("export: --name cannot be empty"));
+  if (output != NULL && output[0] == '\0')
+    return usage_error (ctx, _("export: --output cannot be empty"));
+  if (json)
+    out_mode = OUT_JSON;
+
+  if (!load_model_file (argv[1], &lm, &error))
+    return fail (g_steal_pointer (&error), N_("loading the model"));
+  switch (f)
+    {
+    case EXPORT_ONNX:
+      status = export_onnx (ctx, &lm, argv[1], output, name);
+      break;
+    case EXPORT_SAFETENSORS:
+      status = export_safetensors (ctx, &lm, argv[1], output, name);
+      break;
+    case EXPORT_C:
+    default:
+      status = export_c (ctx, &lm, argv[1], output, name);
+      break;
+    }
+  loaded_model_clear (&lm);
+  return status;
+}
+
+static int
+cmd_import (int argc, char **argv)
+{
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.onnx - read an ONNX model "
+                                                          "into a model file"));
+  g_autoptr(GError) error = NULL;
+  g_autofree char *output = NULL, *data = NULL, *json_path = NULL, *st_path = NULL;
+  gboolean json = FALSE;
+  EspalierOnnxMeta meta;
+  EspalierModelInfo info;
+  EsModel *model;
+  GOptionEntry entries[] = {
+    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, _("Save as NAME.json + NAME.safetensors (default: beside the ONNX file, named after it, when no such model exists)"), "NAME" },
+    { "data", 'd', 0, G_OPTION_ARG_STRING, &data, _("The dataset the model is for (as train's --data), kept in the model file for eval and the optimization commands"), "SPEC" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("Print what was read and saved as one JSON object"), NULL },
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, _("Reads an ONNX model made by Espalier or another tool "
+                                       "and saves it as a model file.\n"
+                                       "The graph must be a chain from one float input to one "
+                                       "output, of Gemm or MatMul,\n"
+                                       "Conv, the pools, the activations, Softmax, Flatten, "
+                                       "BatchNormalization and\n"
+                                       "Dropout; QDQ int8 models come back in float."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("import: %s"), error->message);
+  if (argc != 2)
+    return usage_error (ctx, _("import: name one ONNX file (MODEL.onnx)"));
+  if ((output != NULL && output[0] == '\0') || (data != NULL && data[0] == '\0'))
+    return usage_error (ctx, _("import: --output and --data cannot be empty"));
+  if (output == NULL || output_is_dir (output))
+    {
+      g_autofree char *stem = strip_ext (argv[1], ".onnx");
+      g_autofree char *file = g_path_get_basename (stem);
+      g_autofree char *base = output != NULL ? g_build_filename (output, file, NULL)
+                                             : g_steal_pointer (&stem);
+
+      espalier_model_paths (base, &json_path, &st_path);
+      if (g_file_test (json_path, G_FILE_TEST_EXISTS))
+        return usage_error (ctx, _("import: %s exists; give --output NAME.json to replace it or "
+                                   "to choose another name"), json_path);
+    }
+  else
+    espalier_model_paths (output, &json_path, &st_path);
+  if (same_file (json_path, argv[1]) || same_file (st_path, argv[1]))
+    return usage_error (ctx, _("import: %s is the ONNX file itself; choose another --output"),
+                        argv[1]);
+  if (json)
+    out_mode = OUT_JSON;
+
+  espalier_onnx_meta_init (&meta);
+  model = espalier_onnx_import (argv[1], &meta, &error);
+  if (model == NULL)
+    {
+      espalier_onnx_meta_clear (&meta);
+      return fail (g_steal_pointer (&error), N_("importing"));
+    }
+  espalier_model_info_init (&info);
+  espalier_onnx_meta_to_info (&meta, &info);
+  /* Named after its file, as trained models are; the graph's name is reported. */
+  g_clear_pointer (&info.name, g_free);
+  info.dataset_source = g_strdup (data);
+  if (!espalier_model_save (model, &info, json_path, &error))
+    {
+      es_model_free (model);
+      espalier_model_info_clear (&info);
+      espalier_onnx_meta_clear (&meta);
+      return fail (g_steal_pointer (&error), N_("saving the model"));
+    }
+
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("imported");
+      const char *files[] = { json_path, st_path };
+
+      json_str (b, "source", argv[1]);
+      json_int (b, "opset", meta.opset);
+      json_str (b, "producer", meta.producer);
+      json_str (b, "producer_version", meta.version);
+      json_str (b, "graph", meta.model_name);
+      json_str (b, "quantization", meta.quantization);
+      json_builder_set_member_name (b, "probabilities");
+      json_builder_add_boolean_value (b, meta.probabilities);
+      json_builder_set_member_name (b, "class_names");
+      if (info.class_names != NULL)
+        {
+          json_builder_begin_array (b);
+          for (char **c = info.class_names; *c != NULL; c++)
+            json_builder_add_string_value (b, *c);
+          json_builder_end_array (b);
+        }
+      else
+        json_builder_add_null_value (b);
+      json_int (b, "params", es_model_n_params (model));
+      json_int (b, "flops", es_model_flops (model));
+      json_layers (b, model);
+      json_str (b, "dataset", data);
+      json_str (b, "path", json_path);
+      json_files (b, files, 2);
+      json_finish (b);
+    }
+  else
+    {
+      g_print (_("Read %s: ONNX opset %lld"), argv[1], (long long) meta.opset);
+      if (meta.producer != NULL)
+        g_print (_(", made by %s%s%s"), meta.producer, meta.version ? " " : "",
+                 meta.version ? meta.version : "");
+      if (meta.model_name != NULL)
+        g_print (_(", graph “%s”"), meta.model_name);
+      g_print ("\n");
+      if (meta.quantization != NULL && !g_str_equal (meta.quantization, "fp32"))
+        g_print (_("The file holds a quantized variant (%s): it is imported in float; quantize "
+                   "it again with espalier-cli quantize\n"), meta.quantization);
+      print_layers (model, &info.train.engine, 0);
+      if (info.class_names != NULL)
+        {
+          guint n = g_strv_length (info.class_names);
+          g_autofree char *first = NULL;
+
+          if (n > 12)
+            {
+              char *keep = info.class_names[10];
+
+              /* The first ten of a long list, and how many there are. */
+              info.class_names[10] = NULL;
+              first = g_strjoinv (", ", info.class_names);
+              info.class_names[10] = keep;
+              g_print (_("classes: %s... (%u in all)\n"), first, n);
+            }
+          else
+            {
+              first = g_strjoinv (", ", info.class_names);
+              g_print (_("classes: %s\n"), first);
+            }
+        }
+      if (data == NULL)
+        g_print (_("No dataset recorded: give eval and the optimization commands --data, or "
+                   "import again with --data\n"));
+      g_print (_("Saved %s\n"), json_path);
+    }
+  es_model_free (model);
+  espalier_model_info_clear (&info);
+  espalier_onnx_meta_clear (&meta);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------ */
 
 static const struct {
   const char *name;
@@ -2367,6 +2979,8 @@ static const struct {
   { "reduce", cmd_reduce, N_("remove a layer, recover by distillation or fine-tuning") },
   { "sensitivity", cmd_sensitivity, N_("accuracy with one layer at a time pruned or quantized") },
   { "compare", cmd_compare, N_("measure saved models side by side; write the table as CSV/JSON") },
+  { "export", cmd_export, N_("write a model as ONNX, safetensors + JSON, or C source") },
+  { "import", cmd_import, N_("read an ONNX model into a model file") },
 };
 
 static void

@@ -1,8 +1,8 @@
 /* test-cli.c: espalier-cli as a user runs it: exit codes (0, 1, 2), messages that say
  * what went wrong, --help for every command, --json events, a train/save/eval/info/bench
  * round on a generated set, Ctrl-C stopping a run without writing the model, and the
- * optimization commands (prune, quantize, reduce, sensitivity, compare) on good and bad
- * arguments. */
+ * optimization commands (prune, quantize, reduce, sensitivity, compare) and export/import
+ * (ONNX, safetensors, C) on good and bad arguments. */
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -747,6 +747,436 @@ test_optimize_usage (void)
   }
 }
 
+/* ------------------------------------------------------------------------------ */
+/* export, import */
+
+/* A directory under tmpdir for one test's files. */
+static char *
+scratch_dir (const char *name)
+{
+  char *dir = g_build_filename (tmpdir, name, NULL);
+
+  g_assert_cmpint (g_mkdir_with_parents (dir, 0700), ==, 0);
+  return dir;
+}
+
+static gint64
+size_of (const char *path)
+{
+  GStatBuf st;
+
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  return (gint64) st.st_size;
+}
+
+/* The "exported" event of a --json export: every file it lists exists with the size it
+ * gives; returns the event (kept alive by *keep). */
+static JsonObject *
+assert_exported (JsonParser **keep, Run *r, const char *format, guint n_files)
+{
+  JsonObject *o;
+  JsonArray *files;
+
+  if (r->status != 0)
+    g_test_message ("stdout: %s\nstderr: %s", r->out, r->err);
+  g_assert_cmpint (r->status, ==, 0);
+  o = find_event (keep, r->out, "exported");
+  g_assert_nonnull (o);
+  g_assert_cmpstr (json_object_get_string_member (o, "format"), ==, format);
+  files = json_object_get_array_member (o, "files");
+  g_assert_cmpuint (json_array_get_length (files), ==, n_files);
+  for (guint i = 0; i < n_files; i++)
+    {
+      JsonObject *f = json_array_get_object_element (files, i);
+      const char *path = json_object_get_string_member (f, "path");
+
+      g_assert_true (g_file_test (path, G_FILE_TEST_IS_REGULAR));
+      g_assert_cmpint (json_object_get_int_member (f, "bytes"), ==, size_of (path));
+    }
+  return o;
+}
+
+/* The plain output names every file written with its size in bytes. */
+static void
+assert_sizes_printed (const Run *r, const char * const *paths)
+{
+  if (r->status != 0)
+    g_test_message ("stdout: %s\nstderr: %s", r->out, r->err);
+  g_assert_cmpint (r->status, ==, 0);
+  for (guint i = 0; paths[i] != NULL; i++)
+    {
+      g_autofree char *says = g_strdup_printf ("%s, %" G_GINT64_FORMAT " bytes", paths[i],
+                                               size_of (paths[i]));
+
+      g_assert_nonnull (strstr (r->out, says));
+    }
+}
+
+/* Compile generated C as a strict C99 compiler would (the core tests run it). */
+static void
+assert_compiles (const char *c_path)
+{
+  g_autofree char *cc = g_find_program_in_path ("gcc");
+  g_autofree char *obj = g_strconcat (c_path, ".o", NULL);
+  g_autofree char *err = NULL;
+  g_autoptr(GError) error = NULL;
+  int wait_status;
+
+  if (cc == NULL)
+    {
+      g_test_message ("gcc not found: %s not compiled", c_path);
+      return;
+    }
+  g_assert_true (g_spawn_sync (NULL, (char *[]) { cc, (char *) "-std=c99", (char *) "-Wall",
+                                                  (char *) "-Werror", (char *) "-c",
+                                                  (char *) c_path, (char *) "-o", obj, NULL },
+                               NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, &err,
+                               &wait_status, &error));
+  g_assert_no_error (error);
+  if (!g_spawn_check_wait_status (wait_status, NULL))
+    g_test_message ("gcc %s: %s", c_path, err);
+  g_assert_true (g_spawn_check_wait_status (wait_status, NULL));
+  g_assert_true (g_file_test (obj, G_FILE_TEST_IS_REGULAR));
+}
+
+static void
+test_export (void)
+{
+  g_autofree char *dir = scratch_dir ("export");
+  g_autofree char *onnx = g_build_filename (dir, "base.onnx", NULL);
+  g_autofree char *copy = g_build_filename (dir, "copy.json", NULL);
+  g_autofree char *copy_st = g_build_filename (dir, "copy.safetensors", NULL);
+  g_autofree char *c_base = g_build_filename (dir, "net", NULL);
+  g_autofree char *c_path = g_build_filename (dir, "net.c", NULL);
+  g_autofree char *h_path = g_build_filename (dir, "net.h", NULL);
+  g_autofree char *derived = g_build_filename (tmpdir, "opt-base.onnx", NULL);
+  g_autofree char *in_dir = g_build_filename (dir, "opt_base.c", NULL);
+  g_autoptr(JsonParser) p1 = NULL, p2 = NULL, p3 = NULL;
+  JsonObject *o;
+  Run r;
+
+  train_opt_model ();
+
+  /* ONNX: operators and opset, the default path next to the model */
+  r = cli ("export", opt_model, "--format", "onnx", "--json", NULL);
+  o = assert_exported (&p1, &r, "onnx", 1);
+  g_assert_cmpstr (json_object_get_string_member (o, "path"), ==, derived);
+  g_assert_cmpint (json_object_get_int_member (o, "bytes"), ==, size_of (derived));
+  g_assert_cmpint (json_object_get_int_member (o, "opset"), ==, 13);
+  g_assert_cmpstr (json_object_get_string_member (o, "quantization"), ==, "fp32");
+  {
+    JsonObject *ops = json_object_get_object_member (o, "operators");
+    g_assert_cmpint (json_object_get_int_member (ops, "Gemm"), ==, 4);
+    g_assert_cmpint (json_object_get_int_member (ops, "Relu"), ==, 3);
+    g_assert_cmpint (json_object_get_int_member (ops, "Softmax"), ==, 1);
+  }
+  run_clear (&r);
+  r = cli ("export", opt_model, "-o", onnx, NULL);
+  assert_sizes_printed (&r, (const char *[]) { onnx, NULL });
+  g_assert_nonnull (strstr (r.out, "opset 13"));
+  g_assert_nonnull (strstr (r.out, "Gemm 4, Relu 3, Softmax 1"));
+  run_clear (&r);
+
+  /* safetensors: a model file pair that loads and evaluates */
+  r = cli ("export", opt_model, "--format", "safetensors", "-o", copy, "--json", NULL);
+  o = assert_exported (&p2, &r, "safetensors", 2);
+  g_assert_cmpstr (json_object_get_string_member (o, "path"), ==, copy);
+  run_clear (&r);
+  r = cli ("export", opt_model, "--format", "safetensors", "-o", copy, NULL);
+  assert_sizes_printed (&r, (const char *[]) { copy, copy_st, NULL });
+  run_clear (&r);
+  r = cli ("info", copy, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "1   Dense       (16)"));
+  run_clear (&r);
+
+  /* C: both files, their sizes, integer or float, how to build; it compiles */
+  r = cli ("export", opt_model, "--format", "c", "-o", c_base, "--json", NULL);
+  o = assert_exported (&p3, &r, "c", 2);
+  g_assert_cmpstr (json_object_get_string_member (o, "name"), ==, "net");
+  g_assert_cmpint (json_object_get_int_member (o, "c_bytes"), ==, size_of (c_path));
+  g_assert_cmpint (json_object_get_int_member (o, "h_bytes"), ==, size_of (h_path));
+  g_assert_cmpint (json_object_get_int_member (o, "weight_bytes"), >, 0);
+  g_assert_cmpint (json_object_get_int_member (o, "int8_layers"), ==, 0);
+  g_assert_false (json_object_get_boolean_member (o, "integer_only"));
+  g_assert_true (g_str_has_prefix (json_object_get_string_member (o, "compile"), "gcc -std=c99"));
+  run_clear (&r);
+  r = cli ("export", opt_model, "--format", "c", "-o", dir, NULL);   /* a directory */
+  assert_sizes_printed (&r, (const char *[]) { in_dir, NULL });
+  g_assert_nonnull (strstr (r.out, "opt_base_predict"));
+  g_assert_nonnull (strstr (r.out, "float"));
+  g_assert_nonnull (strstr (r.out, "gcc -std=c99"));
+  run_clear (&r);
+  assert_compiles (c_path);
+}
+
+/* eval of two model files on the rows of split: the same rows, accuracy and loss. */
+static void
+assert_same_eval (const char *model_a, const char *model_b, const char *split)
+{
+  g_autoptr(JsonParser) pa = NULL, pb = NULL;
+  Run a = cli ("eval", model_a, "--split", split, "--json", NULL);
+  Run b = cli ("eval", model_b, "--split", split, "--json", NULL);
+  JsonObject *ma, *mb;
+
+  g_assert_cmpint (a.status, ==, 0);
+  g_assert_cmpint (b.status, ==, 0);
+  ma = find_event (&pa, a.out, "metrics");
+  mb = find_event (&pb, b.out, "metrics");
+  g_assert_nonnull (ma);
+  g_assert_nonnull (mb);
+  g_test_message ("%s: original %g, imported %g", split,
+                  json_object_get_double_member (ma, "accuracy"),
+                  json_object_get_double_member (mb, "accuracy"));
+  g_assert_cmpint (json_object_get_int_member (ma, "rows"), ==,
+                   json_object_get_int_member (mb, "rows"));
+  g_assert_cmpfloat (json_object_get_double_member (ma, "accuracy"), ==,
+                     json_object_get_double_member (mb, "accuracy"));
+  g_assert_cmpfloat_with_epsilon (json_object_get_double_member (ma, "loss"),
+                                  json_object_get_double_member (mb, "loss"), 1e-6);
+  run_clear (&a);
+  run_clear (&b);
+}
+
+/* Our own ONNX read back: the same layers and, on the same data, the same accuracy. */
+static void
+test_import (void)
+{
+  g_autofree char *dir = scratch_dir ("import");
+  g_autofree char *onnx = g_build_filename (dir, "base.onnx", NULL);
+  g_autofree char *back = g_build_filename (dir, "back.json", NULL);
+  g_autofree char *csv = g_build_filename (tmpdir, "clusters8.csv", NULL);
+  g_autofree char *spiral = g_build_filename (dir, "spiral", NULL);
+  g_autofree char *spiral_json = g_build_filename (dir, "spiral.json", NULL);
+  g_autofree char *spiral_onnx = g_build_filename (dir, "spiral.onnx", NULL);
+  g_autofree char *spiral_back = g_build_filename (dir, "spiral-back.json", NULL);
+  const char *splits[] = { "all", "test" };
+  Run r;
+
+  train_opt_model ();
+  r = cli ("export", opt_model, "-o", onnx, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+
+  r = cli ("import", onnx, "--output", back, "--data", csv, NULL);
+  if (r.status != 0)
+    g_test_message ("%s\n%s", r.out, r.err);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "opset 13"));
+  g_assert_nonnull (strstr (r.out, "1   Dense       (16)"));
+  g_assert_nonnull (strstr (r.out, "8   Softmax     (3)"));
+  g_assert_nonnull (strstr (r.out, "parameters"));
+  g_assert_nonnull (strstr (r.out, "Saved"));
+  g_assert_nonnull (strstr (r.out, back));
+  run_clear (&r);
+
+  for (guint i = 0; i < G_N_ELEMENTS (splits); i++)
+    assert_same_eval (opt_model, back, splits[i]);
+
+  /* a model that gets rows wrong, with Tanh layers: the same mistakes after the trip */
+  r = cli ("train", "--data", "spiral:n=200,seed=4", "--model", "playground", "--epochs", "2",
+           "-o", spiral, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  r = cli ("export", spiral_json, "-o", spiral_onnx, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  r = cli ("import", spiral_onnx, "-o", spiral_back, "--data", "spiral:n=200,seed=4", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Tanh"));
+  run_clear (&r);
+  assert_same_eval (spiral_json, spiral_back, "all");
+
+  /* --json: one object naming what was saved */
+  r = cli ("import", onnx, "-o", back, "--json", NULL);
+  {
+    g_autoptr(JsonParser) p = NULL;
+    JsonObject *o = find_event (&p, r.out, "imported");
+
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_nonnull (o);
+    g_assert_cmpstr (json_object_get_string_member (o, "path"), ==, back);
+    g_assert_cmpuint (json_array_get_length (json_object_get_array_member (o, "layers")), ==, 8);
+    g_assert_cmpint (json_object_get_int_member (o, "opset"), ==, 13);
+  }
+  run_clear (&r);
+
+  /* without --output, a model of the same name is never replaced */
+  r = cli ("export", opt_model, "--format", "safetensors", "-o", dir, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  {
+    g_autofree char *same = g_build_filename (dir, "opt-base.onnx", NULL);
+
+    r = cli ("export", opt_model, "-o", same, NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    run_clear (&r);
+    r = cli ("import", same, NULL);
+    g_assert_cmpint (r.status, ==, 2);
+    g_assert_nonnull (strstr (r.err, "exists"));
+    run_clear (&r);
+  }
+}
+
+/* The int8 variant `quantize` makes, exported to ONNX (QDQ) and to integer-only C; a
+ * dynamic one is refused by the C export with its reason. */
+static void
+test_export_int8 (void)
+{
+  g_autofree char *dir = scratch_dir ("export-int8");
+  g_autofree char *int8 = g_build_filename (tmpdir, "opt-base-int8.json", NULL);
+  g_autofree char *dyn = g_build_filename (tmpdir, "opt-base-int8-dynamic.json", NULL);
+  g_autofree char *onnx = g_build_filename (dir, "q.onnx", NULL);
+  g_autofree char *back = g_build_filename (dir, "q-back.json", NULL);
+  g_autoptr(JsonParser) p1 = NULL, p2 = NULL;
+  JsonObject *o;
+  Run r;
+
+  train_opt_model ();
+  if (!g_file_test (int8, G_FILE_TEST_EXISTS))
+    {
+      r = cli ("quantize", opt_model, "--seconds", "0.05", NULL);
+      g_assert_cmpint (r.status, ==, 0);
+      run_clear (&r);
+    }
+  if (!g_file_test (dyn, G_FILE_TEST_EXISTS))
+    {
+      r = cli ("quantize", opt_model, "--mode", "int8-dynamic", "--seconds", "0.05", NULL);
+      g_assert_cmpint (r.status, ==, 0);
+      run_clear (&r);
+    }
+
+  r = cli ("export", int8, "-o", onnx, "--json", NULL);
+  o = assert_exported (&p1, &r, "onnx", 1);
+  g_assert_cmpstr (json_object_get_string_member (o, "quantization"), ==, "int8-static");
+  g_assert_cmpstr (json_object_get_string_member (o, "form"), ==, "qdq");
+  g_assert_true (json_object_has_member (json_object_get_object_member (o, "operators"),
+                                         "QuantizeLinear"));
+  run_clear (&r);
+  r = cli ("export", int8, "-o", onnx, NULL);
+  assert_sizes_printed (&r, (const char *[]) { onnx, NULL });
+  g_assert_nonnull (strstr (r.out, "QDQ"));
+  run_clear (&r);
+
+  r = cli ("export", int8, "--format", "c", "--name", "qnet", "-o", dir, "--json", NULL);
+  o = assert_exported (&p2, &r, "c", 2);
+  g_assert_cmpstr (json_object_get_string_member (o, "quantization"), ==, "int8-static");
+  g_assert_cmpint (json_object_get_int_member (o, "int8_layers"), ==, 4);
+  g_assert_true (json_object_get_boolean_member (o, "integer_only"));
+  run_clear (&r);
+  {
+    g_autofree char *c_path = g_build_filename (dir, "qnet.c", NULL);
+
+    r = cli ("export", int8, "--format", "c", "--name", "qnet", "-o", dir, NULL);
+    assert_sizes_printed (&r, (const char *[]) { c_path, NULL });
+    g_assert_nonnull (strstr (r.out, "int8 in 4 layers: integer only"));
+    run_clear (&r);
+    assert_compiles (c_path);
+  }
+
+  /* the QDQ file comes back in float, saying what it was */
+  r = cli ("import", onnx, "-o", back, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "int8-static"));
+  g_assert_nonnull (strstr (r.out, "in float"));
+  run_clear (&r);
+
+  r = cli ("export", dyn, "--format", "c", "-o", dir, NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "Dynamic int8"));
+  run_clear (&r);
+}
+
+static void
+test_export_usage (void)
+{
+  g_autofree char *dir = scratch_dir ("export-usage");
+  g_autofree char *onnx = g_build_filename (dir, "whole.onnx", NULL);
+  g_autofree char *cut = g_build_filename (dir, "cut.onnx", NULL);
+  g_autofree char *cut_json = g_build_filename (dir, "cut.json", NULL);
+  g_autofree char *text = NULL;
+  gsize len;
+  Run r;
+  struct { const char *args[8]; const char *says; int status; } cases[] = {
+    { { "export", NULL }, "model file", 2 },
+    { { "export", "M", "--format", "tflite", NULL }, "--format 'tflite'", 2 },
+    { { "export", "M", "--format", "c", "--name", "9lives", NULL }, "--name 9lives", 2 },
+    { { "export", "M", "--format", "c", "--name", "has space", NULL }, "has space", 2 },
+    { { "export", "M", "--name", "", NULL }, "--name", 2 },
+    { { "export", "M", "--format", "safetensors", "-o", "M", NULL }, "model file itself", 2 },
+    { { "export", "/nonexistent/model.json", NULL }, "model.json", 1 },
+    { { "export", "M", "-o", "/nonexistent/dir/out.onnx", NULL }, "/nonexistent/dir/out.onnx", 1 },
+    { { "export", "M", "--format", "c", "-o", "/nonexistent/dir/", NULL }, "/nonexistent/dir/", 1 },
+    { { "import", NULL }, "ONNX file", 2 },
+    { { "import", "/nonexistent/model.onnx", "-o", "O", NULL }, "/nonexistent/model.onnx", 1 },
+    { { "import", "C", "-o", "O", NULL }, "truncated", 1 },
+    { { "import", "C", "--bogus", NULL }, "--bogus", 2 },
+  };
+
+  train_opt_model ();
+  r = cli ("export", opt_model, "-o", onnx, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  g_assert_true (g_file_get_contents (onnx, &text, &len, NULL));
+  g_assert_true (g_file_set_contents (cut, text, (gssize) (len / 2), NULL));
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr(GPtrArray) argv = g_ptr_array_new ();
+      g_autoptr(GError) error = NULL;
+      g_auto(GStrv) env = g_environ_setenv (g_get_environ (), "XDG_CACHE_HOME", tmpdir, TRUE);
+      g_autofree char *out = NULL, *err = NULL;
+      int wait_status;
+
+      g_ptr_array_add (argv, (char *) ESPALIER_CLI);
+      for (guint a = 0; cases[i].args[a] != NULL; a++)
+        {
+          const char *arg = cases[i].args[a];
+
+          g_ptr_array_add (argv, (char *) (g_str_equal (arg, "M") ? opt_model
+                                           : g_str_equal (arg, "C") ? cut
+                                           : g_str_equal (arg, "O") ? cut_json : arg));
+        }
+      g_ptr_array_add (argv, NULL);
+      g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
+                                   &out, &err, &wait_status, &error));
+      g_assert_no_error (error);
+      g_test_message ("%s %s: %s", cases[i].args[0], cases[i].args[1] ? cases[i].args[1] : "", err);
+      g_assert_true (WIFEXITED (wait_status));
+      g_assert_cmpint (WEXITSTATUS (wait_status), ==, cases[i].status);
+      g_assert_nonnull (strstr (err, cases[i].says));
+    }
+  g_assert_false (g_file_test (cut_json, G_FILE_TEST_EXISTS));
+
+  /* --json failures are an error event on standard output */
+  r = cli ("import", cut, "-o", cut_json, "--json", NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  {
+    g_autoptr(JsonParser) p = NULL;
+    JsonObject *o = find_event (&p, r.out, "error");
+
+    g_assert_nonnull (o);
+    g_assert_cmpstr (json_object_get_string_member (o, "while"), ==, "importing");
+    g_assert_nonnull (strstr (json_object_get_string_member (o, "message"), "cut.onnx"));
+  }
+  run_clear (&r);
+
+  for (guint i = 0; i < 2; i++)
+    {
+      const char *command = i == 0 ? "export" : "import";
+
+      r = cli (command, "--help", NULL);
+      g_assert_cmpint (r.status, ==, 0);
+      g_assert_nonnull (strstr (r.out, "Usage"));
+      g_assert_nonnull (strstr (r.out, command));
+      run_clear (&r);
+    }
+  r = cli ("--help", NULL);
+  g_assert_nonnull (strstr (r.out, "export"));
+  g_assert_nonnull (strstr (r.out, "import"));
+  run_clear (&r);
+}
+
 
 int
 main (int argc, char **argv)
@@ -769,6 +1199,10 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/optimize/quantize", test_quantize);
   g_test_add_func ("/cli/optimize/reduce", test_reduce);
   g_test_add_func ("/cli/optimize/sensitivity-compare", test_sensitivity_compare);
+  g_test_add_func ("/cli/export/formats", test_export);
+  g_test_add_func ("/cli/export/import", test_import);
+  g_test_add_func ("/cli/export/int8", test_export_int8);
+  g_test_add_func ("/cli/export/usage", test_export_usage);
   status = g_test_run ();
   g_free (opt_model);
   {
