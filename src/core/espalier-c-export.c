@@ -248,6 +248,22 @@ step_output (Plan *p, Step *s, gboolean codes, int c, int h, int w)
   p->w = w;
 }
 
+/* Make the float step s write the current value in place, or a new buffer when that is
+ * the caller's input. */
+static void
+step_in_place (Plan *p, Step *s)
+{
+  if (p->cur == BUF_INPUT)
+    step_output (p, s, FALSE, p->c, p->h, p->w);
+  else
+    {
+      s->dst = p->cur;
+      s->oc = p->c;
+      s->oh = p->h;
+      s->ow = p->w;
+    }
+}
+
 /* An element-wise float step, in place unless it reads the caller's input. */
 static void
 plan_elementwise (Plan *p, StepKind kind, int layer, float alpha)
@@ -258,15 +274,7 @@ plan_elementwise (Plan *p, StepKind kind, int layer, float alpha)
   s->n = (gint64) p->c * p->h * p->w;
   s->what = g_strdup_printf ("layer %d: %s", layer + 1,
                              es_layer_kind_title (layer_at (p, layer)->spec.kind));
-  if (p->cur == BUF_INPUT)
-    step_output (p, s, FALSE, p->c, p->h, p->w);
-  else
-    {
-      s->dst = p->cur;
-      s->oc = p->c;
-      s->oh = p->h;
-      s->ow = p->w;
-    }
+  step_in_place (p, s);
 }
 
 /* BatchNorm's per-channel gamma, 1 / sqrt(var + eps) (in float, as the engine), mean
@@ -810,15 +818,7 @@ plan_build (Plan *p, GError **error)
             s->bn[3] = g_memdup2 (beta, (gsize) ch * sizeof (float));
             s->n = es_shape_size (&l->in);
             s->what = layer_what (p, i, -1, NULL);
-            if (p->cur == BUF_INPUT)
-              step_output (p, s, FALSE, p->c, p->h, p->w);
-            else
-              {
-                s->dst = p->cur;
-                s->oc = p->c;
-                s->oh = p->h;
-                s->ow = p->w;
-              }
+            step_in_place (p, s);
           }
           break;
         case ES_LAYER_RELU:

@@ -571,6 +571,38 @@ zeros_mask (const EsModel *model)
   return es_prune_model_sparsity (model) > 0 ? es_mask_from_zeros (model) : NULL;
 }
 
+/* job_trainer, holding the zeros model already has (if any) at zero. */
+static EspalierTrainer *
+job_trainer_keeping_zeros (Job *job, EsModel *model)
+{
+  EsMask *mask = zeros_mask (model);
+  EspalierTrainer *tr = job_trainer (job, model);
+
+  if (mask != NULL)
+    {
+      espalier_trainer_set_mask (tr, mask);   /* the trainer keeps a copy */
+      es_mask_free (mask);
+    }
+  return tr;
+}
+
+/* Fine-tune model for the job's epochs (none: nothing to do) with mask held, then
+ * apply it. */
+static gboolean
+job_fine_tune_masked (Job *job, EsModel *model, const EsMask *mask, GError **error)
+{
+  g_autoptr(EspalierTrainer) tr = NULL;
+
+  if (job->opts->epochs == 0)
+    return TRUE;
+  tr = job_trainer (job, model);
+  espalier_trainer_set_mask (tr, mask);
+  if (!job_run (job, tr, error))
+    return FALSE;
+  es_mask_apply (mask, model);
+  return TRUE;
+}
+
 /* Base name made unique against taken: "pruned 90%", "pruned 90% (2)". */
 static char *
 unique_name (const char *base, const char * const *taken)
@@ -704,15 +736,8 @@ run_prune (Job *job, GError **error)
       es_fail (error, &es, _("Pruning failed"));
       goto fail;
     }
-  if (o->epochs > 0)
-    {
-      g_autoptr(EspalierTrainer) tr = job_trainer (job, model);
-
-      espalier_trainer_set_mask (tr, mask);
-      if (!job_run (job, tr, error))
-        goto fail;
-      es_mask_apply (mask, model);
-    }
+  if (!job_fine_tune_masked (job, model, mask, error))
+    goto fail;
   ft = fine_tune_sentence (job, _("with the pruned weights held at zero"));
   now = percent (es_prune_model_sparsity (model));
   desc = g_strdup_printf (o->scope == ES_PRUNE_GLOBAL
@@ -762,7 +787,6 @@ run_prune_gradual (Job *job, GError **error)
 {
   const EspalierOptimizeOptions *o = job->opts;
   EsModel *model;
-  EsMask *mask;
   g_autoptr(EspalierTrainer) tr = NULL;
   EspalierPruneSchedule sc = { 0 };
   g_autofree char *pct = percent (o->sparsity), *from = NULL, *ft = NULL, *desc = NULL;
@@ -800,21 +824,16 @@ run_prune_gradual (Job *job, GError **error)
   sc.layers = o->layers;
 
   model = es_model_copy (job->model);
-  mask = zeros_mask (model);
-  tr = job_trainer (job, model);
-  if (mask != NULL)
-    espalier_trainer_set_mask (tr, mask);
+  tr = job_trainer_keeping_zeros (job, model);
   espalier_trainer_set_prune_schedule (tr, &sc);
   from = percent (s_i);
   job_message (job, _("Pruning gradually from %s%% to %s%% over %lld of %lld steps"), from, pct,
                (long long) (sc.n_events * sc.frequency), (long long) steps);
   if (!job_run (job, tr, error))
     {
-      g_clear_pointer (&mask, es_mask_free);
       es_model_free (model);
       return NULL;
     }
-  g_clear_pointer (&mask, es_mask_free);
   if (espalier_trainer_get_mask (tr) != NULL)
     es_mask_apply (espalier_trainer_get_mask (tr), model);
 
@@ -838,7 +857,6 @@ run_prune_structured (Job *job, GError **error)
   g_autofree char *pct = percent (1.0 - o->keep_fraction), *ft = NULL, *desc = NULL;
   g_autofree char *name = NULL;
   EsModel *model = es_model_copy (job->model);
-  EsMask *mask;
   gboolean dense = FALSE, conv = FALSE;
   guint changed = 0;
 
@@ -896,18 +914,13 @@ run_prune_structured (Job *job, GError **error)
   job_message (job, _("Removed whole units: %s"), what->str);
   if (o->epochs > 0)
     {
-      g_autoptr(EspalierTrainer) tr = job_trainer (job, model);
+      g_autoptr(EspalierTrainer) tr = job_trainer_keeping_zeros (job, model);
 
-      mask = zeros_mask (model);
-      if (mask != NULL)
-        espalier_trainer_set_mask (tr, mask);
       if (!job_run (job, tr, error))
         {
-          g_clear_pointer (&mask, es_mask_free);
           es_model_free (model);
           return NULL;
         }
-      g_clear_pointer (&mask, es_mask_free);
     }
   ft = fine_tune_sentence (job, NULL);
   desc = g_strdup_printf (_("Removed the %s%% of units with the smallest %s norm of their "
@@ -935,15 +948,8 @@ run_prune_2_4 (Job *job, GError **error)
       es_fail (error, &es, _("2:4 pruning failed"));
       goto fail;
     }
-  if (o->epochs > 0)
-    {
-      g_autoptr(EspalierTrainer) tr = job_trainer (job, model);
-
-      espalier_trainer_set_mask (tr, mask);
-      if (!job_run (job, tr, error))
-        goto fail;
-      es_mask_apply (mask, model);
-    }
+  if (!job_fine_tune_masked (job, model, mask, error))
+    goto fail;
   ft = fine_tune_sentence (job, _("with the mask held"));
   now = percent (es_prune_model_sparsity (model));
   desc = g_strdup_printf (_("2:4 semi-structured sparsity: in every 4 consecutive inputs of "
@@ -1138,7 +1144,6 @@ run_qat (Job *job, GError **error)
   g_autofree char *kept = kept_float_sentence (job), *ft = NULL, *desc = NULL;
   g_autoptr(EspalierTrainer) tr = NULL;
   EsModel *model;
-  EsMask *mask;
   EsQuant *q;
   EsError es = { 0 };
   guint tracked = 0, missing = 0;
@@ -1153,19 +1158,14 @@ run_qat (Job *job, GError **error)
     fq[i] = es_prune_layer_is_prunable (job->model, i) && !(keep != NULL && keep[i]);
 
   model = es_model_copy (job->model);
-  mask = zeros_mask (model);
-  tr = job_trainer (job, model);
-  if (mask != NULL)
-    espalier_trainer_set_mask (tr, mask);
+  tr = job_trainer_keeping_zeros (job, model);
   espalier_trainer_set_fake_quant (tr, fq, o->reduce_range);
   job_message (job, _("Training with fake quantization for %u epochs"), o->epochs);
   if (!job_run (job, tr, error))
     {
-      g_clear_pointer (&mask, es_mask_free);
       es_model_free (model);
       return NULL;
     }
-  g_clear_pointer (&mask, es_mask_free);
 
   q = es_quant_new (model, ES_QUANT_INT8_STATIC, keep, o->reduce_range, &es);
   if (q == NULL)

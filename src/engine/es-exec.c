@@ -18,12 +18,14 @@
  * - int8 Conv2D: per image, the image quantized, an im2col of the uint8 image (padding
  *   is the zero point, the code of 0.0), then one product into the (OC, OH*OW) plane.
  * - everything else: the backend's ops (pools, activations, softmax, BatchNorm with
- *   running statistics, Conv2D in fp32); Flatten and Dropout are the identity.
+ *   running statistics, Conv2D in fp32) through es_infer_layer_forward, the step EsInfer
+ *   runs (es-infer-private.h); Flatten and Dropout are the identity.
  * With an observer set, nothing is fused or chained, so every layer's input exists.
  *
  * Dimension key: B = batch rows, IN/OUT = Dense features, C/H/W = image, OC = output
  * channels, K = kernel, S = stride, P = padding, OHW = OH*OW, CKK = C*K*K. */
 #include "es-exec.h"
+#include "es-infer-private.h"
 #include "es-pool.h"
 #include "es-qgemm.h"
 #include "es-sparse.h"
@@ -97,28 +99,10 @@ es_exec_int8_path (void)
 }
 
 static bool
-is_identity (EsLayerKind k)
-{
-  return k == ES_LAYER_FLATTEN || k == ES_LAYER_DROPOUT;
-}
-
-static bool
 is_activation (EsLayerKind k)
 {
   return k == ES_LAYER_RELU || k == ES_LAYER_LEAKY_RELU || k == ES_LAYER_SIGMOID
          || k == ES_LAYER_TANH;
-}
-
-static EsOp
-act_op (EsLayerKind k)
-{
-  switch (k)
-    {
-    case ES_LAYER_LEAKY_RELU: return ES_OP_LEAKY_RELU;
-    case ES_LAYER_SIGMOID: return ES_OP_SIGMOID;
-    case ES_LAYER_TANH: return ES_OP_TANH;
-    default: return ES_OP_RELU;
-    }
 }
 
 /* The first layer after i that is not the identity at inference, or -1. */
@@ -126,7 +110,7 @@ static int
 next_real (const EsModel *m, int i)
 {
   for (int j = i + 1; j < es_model_n_layers (m); j++)
-    if (!is_identity (es_model_layer (m, j)->spec.kind))
+    if (!es_infer_identity (es_model_layer (m, j)->spec.kind))
       return j;
   return -1;
 }
@@ -385,7 +369,7 @@ es_exec_new (const EsModel *model, const EsQuant *quant, const EsExecKind *kinds
             }
           goto fail;
         }
-      if (!is_identity (l->spec.kind))
+      if (!es_infer_identity (l->spec.kind))
         ex->row_a = ES_MAX (ex->row_a, l->out_floats);
       if (l->spec.kind == ES_LAYER_MAXPOOL2D)
         ex->row_argmax = ES_MAX (ex->row_argmax, l->out_floats);
@@ -709,8 +693,6 @@ run_sparse (EsExec *ex, int i, const float *inp, float *out, int B)
 const float *
 es_exec_run (EsExec *ex, const float *x, int B)
 {
-  EsBackend *be = ex->be;
-  const EsBackendIface *b = be->iface;
   const EsModel *m = ex->model;
   const float *inp = x;
   float *out = ex->bufA;
@@ -725,76 +707,21 @@ es_exec_run (EsExec *ex, const float *x, int B)
   for (int i = 0; i < es_model_n_layers (m); i++)
     {
       const EsLayerInfo *l = es_model_layer (m, i);
-      const EsLayerSpec *s = &l->spec;
-      const EsShape *is = &l->in;
       const ExecLayer *L = &ex->layers[i];
-      const int64_t N = (int64_t) B * l->out_floats;
 
       if (ex->obs != NULL)
-        ex->obs (ex->obs_data, i, inp, B, es_shape_size (is));
-      switch (s->kind)
-        {
-        case ES_LAYER_FLATTEN:
-        case ES_LAYER_DROPOUT:
-          continue;  /* identity at inference: keep reading inp */
-        case ES_LAYER_DENSE:
-          if (L->kind == ES_EXEC_INT8)
-            i = run_int8_dense (ex, i, inp, out, B);
-          else if (L->kind == ES_EXEC_SPARSE)
-            i = run_sparse (ex, i, inp, out, B);
-          else if (b->dense_act_forward == NULL)
-            b->dense_forward (be, out, inp, layer_param (ex, i, 0), layer_param (ex, i, 1), B,
-                              is->dims[0], s->units);
-          else
-            {
-              const int j = ex->obs == NULL ? L->act : -1;
-              const EsLayerSpec *as = j >= 0 ? &es_model_layer (m, j)->spec : NULL;
-
-              b->dense_act_forward (be, as != NULL ? act_op (as->kind) : ES_OP_DENSE, out, inp,
-                                    layer_param (ex, i, 0), layer_param (ex, i, 1),
-                                    as != NULL ? as->alpha : 0.0f, B, is->dims[0], s->units);
-              if (j >= 0)
-                i = j;
-            }
-          break;
-        case ES_LAYER_CONV2D:
-          if (L->kind == ES_EXEC_INT8)
-            i = run_int8_conv (ex, i, inp, out, B);
-          else
-            b->conv2d_forward (be, out, inp, layer_param (ex, i, 0), layer_param (ex, i, 1), B,
-                               is->dims[0], is->dims[1], is->dims[2], s->filters, s->kernel,
-                               s->stride, s->padding);
-          break;
-        case ES_LAYER_MAXPOOL2D:
-          b->maxpool2d_forward (be, out, ex->argmax, inp, B, is->dims[0], is->dims[1],
-                                is->dims[2], s->kernel, s->stride);
-          break;
-        case ES_LAYER_AVGPOOL2D:
-          b->avgpool2d_forward (be, out, inp, B, is->dims[0], is->dims[1], is->dims[2],
-                                s->kernel, s->stride);
-          break;
-        case ES_LAYER_RELU:
-        case ES_LAYER_LEAKY_RELU:
-        case ES_LAYER_SIGMOID:
-        case ES_LAYER_TANH:
-          b->act_forward (be, act_op (s->kind), out, inp, s->alpha, N);
-          break;
-        case ES_LAYER_SOFTMAX:
-          b->softmax_forward (be, out, inp, B, (int) l->out_floats);
-          break;
-        case ES_LAYER_BATCHNORM:
-          {
-            const int CH = is->dims[0];
-
-            b->batchnorm_forward_infer (be, out, inp, layer_param (ex, i, 0),
-                                        layer_param (ex, i, 1), layer_param (ex, i, 2),
-                                        layer_param (ex, i, 3), s->eps, B, CH,
-                                        (int) (l->out_floats / CH));
-          }
-          break;
-        default:
-          break;
-        }
+        ex->obs (ex->obs_data, i, inp, B, es_shape_size (&l->in));
+      if (es_infer_identity (l->spec.kind))
+        continue;  /* keep reading inp */
+      if (L->kind == ES_EXEC_INT8 && l->spec.kind == ES_LAYER_DENSE)
+        i = run_int8_dense (ex, i, inp, out, B);
+      else if (L->kind == ES_EXEC_INT8 && l->spec.kind == ES_LAYER_CONV2D)
+        i = run_int8_conv (ex, i, inp, out, B);
+      else if (L->kind == ES_EXEC_SPARSE && l->spec.kind == ES_LAYER_DENSE)
+        i = run_sparse (ex, i, inp, out, B);
+      else
+        i = es_infer_layer_forward (ex->be, m, i, ex->obs == NULL ? L->act : -1, out, inp,
+                                    ex->params, ex->buffers, ex->argmax, B);
       inp = out;
       out = out == ex->bufA ? ex->bufB : ex->bufA;
     }

@@ -88,39 +88,41 @@ check_mask (const EsModel *model, const EsMask *mask, EsError *err)
 
 /* ---- masks ------------------------------------------------------------------------ */
 
-EsMask *
-es_mask_new (const EsModel *model)
+/* A mask of n entries, uninitialized; NULL when memory fails. */
+static EsMask *
+mask_alloc (int64_t n)
 {
   EsMask *mask = calloc (1, sizeof *mask);
 
   if (mask == NULL)
     return NULL;
-  mask->n = es_model_n_params (model);
-  mask->data = malloc ((size_t) ES_MAX (mask->n, 1));
+  mask->n = n;
+  mask->data = malloc ((size_t) ES_MAX (n, 1));
   if (mask->data == NULL)
     {
       free (mask);
       return NULL;
     }
-  memset (mask->data, 1, (size_t) mask->n);
+  return mask;
+}
+
+EsMask *
+es_mask_new (const EsModel *model)
+{
+  EsMask *mask = mask_alloc (es_model_n_params (model));
+
+  if (mask != NULL)
+    memset (mask->data, 1, (size_t) mask->n);
   return mask;
 }
 
 EsMask *
 es_mask_copy (const EsMask *mask)
 {
-  EsMask *copy = calloc (1, sizeof *copy);
+  EsMask *copy = mask_alloc (mask->n);
 
-  if (copy == NULL)
-    return NULL;
-  copy->n = mask->n;
-  copy->data = malloc ((size_t) ES_MAX (mask->n, 1));
-  if (copy->data == NULL)
-    {
-      free (copy);
-      return NULL;
-    }
-  memcpy (copy->data, mask->data, (size_t) mask->n);
+  if (copy != NULL)
+    memcpy (copy->data, mask->data, (size_t) mask->n);
   return copy;
 }
 
@@ -276,16 +278,35 @@ prune_group (EsModel *model, EsMask *mask, const int *list, int n_list, double s
   return true;
 }
 
-/* The selected prunable layers into list (n_layers); their count. */
-static int
-selected_layers (const EsModel *model, const bool *layers, int *list)
+/* After checking mask: the selected prunable layers, a new list (n_list) the caller
+ * frees; NULL and err set when the mask does not fit, memory fails or none is selected. */
+static int *
+selected_layers (const EsModel *model, const EsMask *mask, const bool *layers, int *n_list,
+                 EsError *err)
 {
+  int *list;
   int n = 0;
 
+  if (!check_mask (model, mask, err))
+    return NULL;
+  list = malloc ((size_t) es_model_n_layers (model) * sizeof *list);
+  if (list == NULL)
+    {
+      es_error_set (err, ES_ERR_NOMEM, "Out of memory");
+      return NULL;
+    }
   for (int i = 0; i < es_model_n_layers (model); i++)
     if ((layers == NULL || layers[i]) && es_prune_layer_is_prunable (model, i))
       list[n++] = i;
-  return n;
+  if (n == 0)
+    {
+      es_error_set (err, ES_ERR_INVALID, "None of the selected layers has prunable weights "
+                    "(only Dense and Conv2D layers do)");
+      free (list);
+      return NULL;
+    }
+  *n_list = n;
+  return list;
 }
 
 bool
@@ -293,7 +314,7 @@ es_prune_magnitude (EsModel *model, EsMask *mask, float sparsity, EsPruneScope s
                     const bool *layers, EsError *err)
 {
   int *list;
-  int n_list;
+  int n_list = 0;
   bool ok = true;
 
   if (!(sparsity >= 0.0f && sparsity < 1.0f))
@@ -307,22 +328,9 @@ es_prune_magnitude (EsModel *model, EsMask *mask, float sparsity, EsPruneScope s
       es_error_set (err, ES_ERR_INVALID, "Unknown pruning scope %d", (int) scope);
       return false;
     }
-  if (!check_mask (model, mask, err))
-    return false;
-  list = malloc ((size_t) es_model_n_layers (model) * sizeof *list);
+  list = selected_layers (model, mask, layers, &n_list, err);
   if (list == NULL)
-    {
-      es_error_set (err, ES_ERR_NOMEM, "Out of memory");
-      return false;
-    }
-  n_list = selected_layers (model, layers, list);
-  if (n_list == 0)
-    {
-      es_error_set (err, ES_ERR_INVALID, "None of the selected layers has prunable weights "
-                    "(only Dense and Conv2D layers do)");
-      free (list);
-      return false;
-    }
+    return false;
   if (scope == ES_PRUNE_GLOBAL)
     ok = prune_group (model, mask, list, n_list, sparsity, false, err);
   else
@@ -360,24 +368,11 @@ es_prune_2_4 (EsModel *model, EsMask *mask, const bool *layers, EsError *err)
 {
   const float *p = es_model_params_const (model);
   int *list;
-  int n_list;
+  int n_list = 0;
 
-  if (!check_mask (model, mask, err))
-    return false;
-  list = malloc ((size_t) es_model_n_layers (model) * sizeof *list);
+  list = selected_layers (model, mask, layers, &n_list, err);
   if (list == NULL)
-    {
-      es_error_set (err, ES_ERR_NOMEM, "Out of memory");
-      return false;
-    }
-  n_list = selected_layers (model, layers, list);
-  if (n_list == 0)
-    {
-      es_error_set (err, ES_ERR_INVALID, "None of the selected layers has prunable weights "
-                    "(only Dense and Conv2D layers do)");
-      free (list);
-      return false;
-    }
+    return false;
   for (int q = 0; q < n_list; q++)
     {
       const EsTensorInfo *t = weight_tensor (model, list[q]);

@@ -12,6 +12,7 @@
  * instead of keeping one per layer. A final Softmax (with cross-entropy) or Sigmoid
  * (with binary cross-entropy) is fused into the loss while training. */
 #include "es-train.h"
+#include "es-infer-private.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -226,13 +227,6 @@ optimizer_slots (EsOptKind opt)
     }
 }
 
-/* Layers that are the identity at inference: EsInfer reads through them. */
-static bool
-infer_identity (EsLayerKind k)
-{
-  return k == ES_LAYER_FLATTEN || k == ES_LAYER_DROPOUT;
-}
-
 /* Bytes of per-layer activations and their side records for B rows. */
 static size_t
 activation_bytes (const EsModel *model, int B, bool training)
@@ -250,7 +244,7 @@ activation_bytes (const EsModel *model, int B, bool training)
         {
           const EsLayerInfo *l = es_model_layer (model, i);
 
-          if (!infer_identity (l->spec.kind))
+          if (!es_infer_identity (l->spec.kind))
             widest = ES_MAX (widest, (size_t) l->out_floats);
           if (l->spec.kind == ES_LAYER_MAXPOOL2D)
             argmax = ES_MAX (argmax, (size_t) l->out_floats);
@@ -1501,7 +1495,7 @@ teacher_new (EsTrainer *tr, const EsModel *model, EsError *err)
     {
       const EsLayerInfo *l = es_model_layer (model, i);
 
-      if (!infer_identity (l->spec.kind))
+      if (!es_infer_identity (l->spec.kind))
         widest = ES_MAX (widest, l->out_floats);
       if (l->spec.kind == ES_LAYER_MAXPOOL2D)
         widest_pool = ES_MAX (widest_pool, l->out_floats);
@@ -1525,7 +1519,7 @@ teacher_new (EsTrainer *tr, const EsModel *model, EsError *err)
       exec_bind (e, model, t->params, NULL, t->buffers);
       e->argmax = t->argmax;
       /* identity layers read through (forward_exec points them at their input) */
-      if (!infer_identity (e->info->spec.kind))
+      if (!es_infer_identity (e->info->spec.kind))
         {
           e->out = prev == t->bufA ? t->bufB : t->bufA;
           prev = e->out;
@@ -1613,7 +1607,6 @@ struct EsInfer {
   bool           host_backend;       /* results can be read in place */
 };
 
-/* Layers that pass their input through at inference and write nothing. */
 /* The index of the activation that follows layer i of m past identity layers, or -1
  * when another kind of layer (or none) comes first. */
 static int
@@ -1626,7 +1619,7 @@ infer_next_act (const EsModel *m, int i)
       if (k == ES_LAYER_RELU || k == ES_LAYER_LEAKY_RELU || k == ES_LAYER_SIGMOID
           || k == ES_LAYER_TANH)
         return j;
-      if (!infer_identity (k))
+      if (!es_infer_identity (k))
         return -1;
     }
   return -1;
@@ -1685,7 +1678,7 @@ es_infer_new (const EsModel *model, EsBackend *be, int max_batch, EsError *err)
     {
       const EsLayerInfo *l = es_model_layer (model, i);
 
-      if (!infer_identity (l->spec.kind))
+      if (!es_infer_identity (l->spec.kind))
         widest = ES_MAX (widest, l->out_floats);
       if (l->spec.kind == ES_LAYER_MAXPOOL2D)
         inf->row_argmax = ES_MAX (inf->row_argmax, l->out_floats);
@@ -1735,6 +1728,82 @@ es_infer_free (EsInfer *inf)
   free (inf);
 }
 
+/* Tensor t of layer i: trainable ones in params, the rest in buffers. */
+static const float *
+infer_tensor (const EsModel *m, const float *params, const float *buffers, int i, int t)
+{
+  const EsTensorInfo *ti = es_model_tensor (m, es_model_layer (m, i)->first_tensor + t);
+
+  return (ti->trainable ? params : buffers) + ti->offset;
+}
+
+int
+es_infer_layer_forward (EsBackend *be, const EsModel *m, int i, int act, float *out,
+                        const float *inp, const float *params, const float *buffers,
+                        int32_t *argmax, int B)
+{
+  const EsBackendIface *b = be->iface;
+  const EsLayerInfo *l = es_model_layer (m, i);
+  const EsLayerSpec *s = &l->spec;
+  const EsShape *is = &l->in;
+  const float *w = NULL, *bias = NULL;
+
+  if (l->n_tensors > 0)
+    {
+      w = infer_tensor (m, params, buffers, i, 0);
+      bias = infer_tensor (m, params, buffers, i, 1);
+    }
+  switch (s->kind)
+    {
+    case ES_LAYER_DENSE:
+      if (b->dense_act_forward == NULL)
+        b->dense_forward (be, out, inp, w, bias, B, is->dims[0], s->units);
+      else
+        {
+          const EsLayerSpec *as = act >= 0 ? &es_model_layer (m, act)->spec : NULL;
+
+          b->dense_act_forward (be, as != NULL ? act_op (as->kind) : ES_OP_DENSE, out, inp, w,
+                                bias, as != NULL ? as->alpha : 0.0f, B, is->dims[0], s->units);
+          if (act >= 0)
+            return act;  /* the activation is done */
+        }
+      break;
+    case ES_LAYER_CONV2D:
+      b->conv2d_forward (be, out, inp, w, bias, B, is->dims[0], is->dims[1], is->dims[2],
+                         s->filters, s->kernel, s->stride, s->padding);
+      break;
+    case ES_LAYER_MAXPOOL2D:
+      b->maxpool2d_forward (be, out, argmax, inp, B, is->dims[0], is->dims[1], is->dims[2],
+                            s->kernel, s->stride);
+      break;
+    case ES_LAYER_AVGPOOL2D:
+      b->avgpool2d_forward (be, out, inp, B, is->dims[0], is->dims[1], is->dims[2], s->kernel,
+                            s->stride);
+      break;
+    case ES_LAYER_RELU:
+    case ES_LAYER_LEAKY_RELU:
+    case ES_LAYER_SIGMOID:
+    case ES_LAYER_TANH:
+      b->act_forward (be, act_op (s->kind), out, inp, s->alpha, (int64_t) B * l->out_floats);
+      break;
+    case ES_LAYER_SOFTMAX:
+      b->softmax_forward (be, out, inp, B, (int) l->out_floats);
+      break;
+    case ES_LAYER_BATCHNORM:
+      {
+        const int CH = is->dims[0];
+
+        b->batchnorm_forward_infer (be, out, inp, w, bias, infer_tensor (m, params, buffers, i, 2),
+                                    infer_tensor (m, params, buffers, i, 3), s->eps, B, CH,
+                                    (int) (l->out_floats / CH));
+      }
+      break;
+    default:
+      break;
+    }
+  return i;
+}
+
 /* Layer by layer, each output into the buffer the previous one did not write. Dense
  * layers run as dense_act_forward when the backend has it, together with an
  * activation that follows (past identity layers). */
@@ -1758,70 +1827,10 @@ es_infer_run (EsInfer *inf, const float *x, int B)
     }
   for (int i = 0; i < es_model_n_layers (m); i++)
     {
-      const EsLayerInfo *l = es_model_layer (m, i);
-      const EsLayerSpec *s = &l->spec;
-      const EsShape *is = &l->in;
-      const float *w = NULL, *bias = NULL;
-      int64_t N = (int64_t) B * l->out_floats;
-
-      if (l->n_tensors > 0)
-        {
-          w = inf->params + es_model_tensor (m, l->first_tensor)->offset;
-          bias = inf->params + es_model_tensor (m, l->first_tensor + 1)->offset;
-        }
-      switch (s->kind)
-        {
-        case ES_LAYER_FLATTEN:
-        case ES_LAYER_DROPOUT:
-          continue;  /* identity at inference: keep reading inp */
-        case ES_LAYER_DENSE:
-          if (b->dense_act_forward == NULL)
-            b->dense_forward (be, out, inp, w, bias, B, is->dims[0], s->units);
-          else
-            {
-              int j = infer_next_act (m, i);
-              const EsLayerSpec *as = j >= 0 ? &es_model_layer (m, j)->spec : NULL;
-
-              b->dense_act_forward (be, as != NULL ? act_op (as->kind) : ES_OP_DENSE, out,
-                                    inp, w, bias, as != NULL ? as->alpha : 0.0f, B,
-                                    is->dims[0], s->units);
-              if (j >= 0)
-                i = j;  /* the activation is done */
-            }
-          break;
-        case ES_LAYER_CONV2D:
-          b->conv2d_forward (be, out, inp, w, bias, B, is->dims[0], is->dims[1], is->dims[2],
-                             s->filters, s->kernel, s->stride, s->padding);
-          break;
-        case ES_LAYER_MAXPOOL2D:
-          b->maxpool2d_forward (be, out, inf->argmax, inp, B, is->dims[0], is->dims[1],
-                                is->dims[2], s->kernel, s->stride);
-          break;
-        case ES_LAYER_AVGPOOL2D:
-          b->avgpool2d_forward (be, out, inp, B, is->dims[0], is->dims[1], is->dims[2],
-                                s->kernel, s->stride);
-          break;
-        case ES_LAYER_RELU:
-        case ES_LAYER_LEAKY_RELU:
-        case ES_LAYER_SIGMOID:
-        case ES_LAYER_TANH:
-          b->act_forward (be, act_op (s->kind), out, inp, s->alpha, N);
-          break;
-        case ES_LAYER_SOFTMAX:
-          b->softmax_forward (be, out, inp, B, (int) l->out_floats);
-          break;
-        case ES_LAYER_BATCHNORM:
-          {
-            int CH = is->dims[0];
-            const float *rm = inf->buffers + es_model_tensor (m, l->first_tensor + 2)->offset;
-
-            b->batchnorm_forward_infer (be, out, inp, w, bias, rm, rm + CH, s->eps, B, CH,
-                                        (int) (l->out_floats / CH));
-          }
-          break;
-        default:
-          break;
-        }
+      if (es_infer_identity (es_model_layer (m, i)->spec.kind))
+        continue;  /* keep reading inp */
+      i = es_infer_layer_forward (be, m, i, infer_next_act (m, i), out, inp, inf->params,
+                                  inf->buffers, inf->argmax, B);
       inp = out;
       out = (out == inf->bufA) ? inf->bufB : inf->bufA;
     }

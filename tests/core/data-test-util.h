@@ -2,7 +2,9 @@
 /* data-test-util.h: helpers the data-layer tests share: a scratch directory per test
  * program (also the XDG cache, so no test writes to the user's), files written from
  * bytes, IDX files built by hand (raw or gzip, through zlib), a fake Fashion-MNIST, and
- * an error check that the message names what it must. Header-only, static. */
+ * an error check that the message names what it must. dtu_rm_rf also clears the
+ * scratch trees of the export tests (onnx-test-util.h, test-c-export.c). Header-only,
+ * static. */
 #pragma once
 
 #include <string.h>

@@ -24,35 +24,14 @@
 #include "es-train.h"
 #include "espalier-onnx.h"
 
+#include "data-test-util.h"
+
 #define OTU_ROWS 1000
 
 static char *otu_dir;
 
 /* ------------------------------------------------------------------------------------ */
-/* scratch directory */
-
-G_GNUC_UNUSED static void
-otu_rm_rf (const char *path)
-{
-  GDir *dir = g_dir_open (path, 0, NULL);
-
-  if (dir != NULL)
-    {
-      const char *name;
-
-      while ((name = g_dir_read_name (dir)) != NULL)
-        {
-          g_autofree char *child = g_build_filename (path, name, NULL);
-
-          if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-            otu_rm_rf (child);
-          else
-            g_unlink (child);
-        }
-      g_dir_close (dir);
-    }
-  g_rmdir (path);
-}
+/* scratch directory (removed with data-test-util.h's dtu_rm_rf) */
 
 G_GNUC_UNUSED static void
 otu_init (int *argc, char ***argv)
@@ -65,7 +44,7 @@ otu_init (int *argc, char ***argv)
 G_GNUC_UNUSED static int
 otu_finish (int status)
 {
-  otu_rm_rf (otu_dir);
+  dtu_rm_rf (otu_dir);
   g_clear_pointer (&otu_dir, g_free);
   return status;
 }

@@ -29,6 +29,8 @@
 #include "espalier-error.h"
 #include "espalier-idx.h"
 
+#include "data-test-util.h"
+
 #define N_ROWS 1000
 #define N_TRAIN 4000
 #define IMG 784
@@ -409,24 +411,6 @@ file_size (const char *path)
 
   g_assert_cmpint (g_stat (path, &st), ==, 0);
   return (gsize) st.st_size;
-}
-
-static void
-remove_tree (const char *dir)
-{
-  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
-  const char *name;
-
-  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *p = g_build_filename (dir, name, NULL);
-
-      if (g_file_test (p, G_FILE_TEST_IS_DIR) && !g_file_test (p, G_FILE_TEST_IS_SYMLINK))
-        remove_tree (p);
-      else
-        g_unlink (p);
-    }
-  g_rmdir (dir);
 }
 
 static char *
@@ -910,7 +894,7 @@ main (int argc, char **argv)
   if (g_strcmp0 (g_getenv ("ESPALIER_TEST_KEEP"), "1") == 0)
     g_printerr ("# generated files kept in %s\n", tmp_root);
   else
-    remove_tree (tmp_root);
+    dtu_rm_rf (tmp_root);
   g_free (tmp_root);
   g_free (cc);
   return status;

@@ -23,24 +23,9 @@
 #include "es-ref.h"
 #include "es-train.h"
 
+#include "engine-test-util.h"
+
 /* ---- helpers -------------------------------------------------------------------- */
-
-/* Three gaussian blobs in 2-D: x (n, 2), labels (n). */
-static void
-make_blobs (float *x, int32_t *y, int n, uint64_t seed)
-{
-  static const float centers[3][2] = { { -2, 0 }, { 2, 0 }, { 0, 2.5f } };
-  EsRng rng = { seed };
-
-  for (int i = 0; i < n; i++)
-    {
-      int k = i % 3;
-
-      x[2 * i] = centers[k][0] + 0.6f * (float) es_rng_normal (&rng);
-      x[2 * i + 1] = centers[k][1] + 0.6f * (float) es_rng_normal (&rng);
-      y[i] = k;
-    }
-}
 
 /* Dense(hidden) -> Tanh -> Dense(3) [-> Softmax] on 2 inputs. */
 static EsModel *
@@ -584,7 +569,7 @@ test_distill_alpha0 (void)
   EsTrainConfig cfg;
   EsTrainer *ta, *tb;
 
-  make_blobs (x, y, N, 3);
+  etu_blobs (x, y, N, 3);
   es_train_config_default (&cfg);
   cfg.lr = 0.01f;
   ta = es_trainer_new (a, be, &cfg, BATCH, NULL);
@@ -622,7 +607,7 @@ test_distill_learns (void)
   EsTrainer *tt, *ts;
   double before, after, acc;
 
-  make_blobs (x, y, N, 5);
+  etu_blobs (x, y, N, 5);
   es_train_config_default (&cfg);
   cfg.lr = 0.02f;
   tt = es_trainer_new (teacher, be, &cfg, BATCH, NULL);
@@ -667,7 +652,7 @@ test_mask (gconstpointer data)
   EsRng rng = { 77 };
   int64_t pruned = 0, kept = 0, changed = 0, regrown = 0;
 
-  make_blobs (x, y, N, 13);
+  etu_blobs (x, y, N, 13);
   /* half of the first layer's weights at random, a third of the second's such that
    * every hidden unit keeps an output (so every kept weight has a gradient); biases
    * always kept */
@@ -1063,7 +1048,7 @@ test_qat_ranges_and_learning (void)
   float lo, hi, lo0, hi0, blo, bhi, lo2, hi2;
   double first, last = 0, acc, loss_eval1, loss_eval2;
 
-  make_blobs (x, y, N, 17);
+  etu_blobs (x, y, N, 17);
   es_train_config_default (&cfg);
   cfg.lr = 0.01f;
   tr = es_trainer_new (m, be, &cfg, BATCH, NULL);

@@ -10,22 +10,7 @@
 #include "es-backend.h"
 #include "es-train.h"
 
-/* Three gaussian blobs in 2-D: x (n, 2), labels (n). */
-static void
-make_blobs (float *x, int32_t *y, int n, uint64_t seed)
-{
-  static const float centers[3][2] = { { -2, 0 }, { 2, 0 }, { 0, 2.5f } };
-  EsRng rng = { seed };
-
-  for (int i = 0; i < n; i++)
-    {
-      int k = i % 3;
-
-      x[2 * i] = centers[k][0] + 0.6f * (float) es_rng_normal (&rng);
-      x[2 * i + 1] = centers[k][1] + 0.6f * (float) es_rng_normal (&rng);
-      y[i] = k;
-    }
-}
+#include "engine-test-util.h"
 
 static EsModel *
 small_mlp (uint64_t seed, bool dropout_bn)
@@ -96,7 +81,7 @@ test_learns_blobs (void)
   double first, last;
   double losses[20];
 
-  make_blobs (x, y, N, 7);
+  etu_blobs (x, y, N, 7);
   es_train_config_default (&cfg);
   cfg.lr = 0.01f;
   cfg.seed = 3;
@@ -124,7 +109,7 @@ test_deterministic (void)
   double a[5], b[5];
   EsTrainConfig cfg;
 
-  make_blobs (x, y, N, 9);
+  etu_blobs (x, y, N, 9);
   es_train_config_default (&cfg);
   cfg.seed = 11;
   for (int run = 0; run < 2; run++)
@@ -157,7 +142,7 @@ test_budget_halves_batch (void)
   EsTrainer *t1, *t2;
   EsError err = { 0 };
 
-  make_blobs (x, y, N, 4);
+  etu_blobs (x, y, N, 4);
   es_train_config_default (&cfg);
   es_mem_plan (m1, &cfg, BATCH, true, &full);
   es_mem_plan (m1, &cfg, BATCH / 4, true, &small);
@@ -224,7 +209,7 @@ test_divergence_stops (void)
   d.units = 1;
   m = es_model_new (&in, &d, 1, NULL);
   es_model_init (m, 1);
-  make_blobs (x, y, N, 1);
+  etu_blobs (x, y, N, 1);
   for (int i = 0; i < N; i++)
     t[i] = (float) y[i];
   es_train_config_default (&cfg);
@@ -271,7 +256,7 @@ test_infer_matches_eval (void)
   const float *out;
   int agree = 0;
 
-  make_blobs (x, y, N, 2);
+  etu_blobs (x, y, N, 2);
   es_train_config_default (&cfg);
   cfg.lr = 0.01f;
   tr = es_trainer_new (m, be, &cfg, 32, NULL);
@@ -360,7 +345,7 @@ test_infer_fused (void)
   g_assert_nonnull (m);
   es_model_init (m, 5);
 
-  make_blobs (x, y, N, 4);
+  etu_blobs (x, y, N, 4);
   es_train_config_default (&cfg);
   cfg.lr = 0.01f;
   tr = es_trainer_new (m, be, &cfg, 50, NULL);
@@ -416,7 +401,7 @@ test_bad_batch_keeps_running_stats (void)
   EsBatch b = { .B = N, .x_f32 = x, .labels = y };
   EsError err = { 0 };
 
-  make_blobs (x, y, N, 5);
+  etu_blobs (x, y, N, 5);
   es_train_config_default (&cfg);
   tr = es_trainer_new (m, be, &cfg, N, NULL);
   g_assert_true (es_trainer_train_batch (tr, &b, NULL, &err));
