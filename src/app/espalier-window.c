@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-window.c: the main window: pages, project actions (new, open, save, recent),
- * the job bar, toasts, shortcuts, and the question about unsaved changes. */
+/* espalier-window.c: the main window: pages, project actions (new, open, save, recent,
+ * import ONNX), the job bar, toasts, shortcuts, and the question about unsaved changes. */
 #include "config.h"
 
+#include <math.h>
 #include <glib/gi18n.h>
 
 #include "espalier-application.h"
@@ -10,8 +11,12 @@
 #include "espalier-export-page.h"
 #include "espalier-generate.h"
 #include "espalier-model-page.h"
+#include "espalier-onnx.h"
+#include "espalier-optimize.h"
 #include "espalier-optimize-page.h"
 #include "espalier-profile-page.h"
+#include "espalier-split.h"
+#include "espalier-templates.h"
 #include "espalier-train-page.h"
 #include "espalier-window.h"
 
@@ -47,6 +52,7 @@ struct _EspalierWindow
   GtkProgressBar       *job_progress;
   GtkLabel             *job_status;
   GtkButton            *job_cancel;
+  GMenu                *primary_menu;
   GMenu                *recent_section;
   EspalierDataPage     *data_page;
   EspalierModelPage    *model_page;
@@ -721,6 +727,235 @@ save_action (GtkWidget  *widget,
     espalier_window_save_to (self, NULL);
 }
 
+/* Import ONNX: a model from another tool into the project, as the Model page's layers,
+ * the trained weights and a variant "imported" to profile, prune and quantize. The
+ * file is read and the model timed (and its test accuracy measured when the loaded
+ * data fits it) on a worker; a file Espalier cannot read is the job's error dialog,
+ * and the project is left as it was. */
+
+typedef struct {
+  GWeakRef          window;
+  EspalierProject  *project;    /* the project the model goes into */
+  EspalierJob      *job;
+  char             *path;
+  EspalierDataset  *dataset;    /* the loaded one (immutable), or NULL */
+  EspalierTrainOptions train;   /* its splits */
+  EsModel          *model;      /* out */
+  EspalierOnnxMeta  meta;       /* out */
+  EspalierLatency   latency;    /* out */
+  gboolean          measured;
+  double            accuracy;   /* out, NaN: not measured */
+} ImportData;
+
+static void
+import_data_free (ImportData *id)
+{
+  g_weak_ref_clear (&id->window);
+  g_clear_object (&id->project);
+  g_clear_object (&id->job);
+  g_free (id->path);
+  g_clear_object (&id->dataset);
+  if (id->model != NULL)
+    es_model_free (id->model);
+  espalier_onnx_meta_clear (&id->meta);
+  g_free (id);
+}
+
+/* Whether dataset's rows and classes are what model takes and gives. */
+static gboolean
+import_fits (const EsModel   *model,
+             EspalierDataset *dataset)
+{
+  EsShape input = es_model_input_shape (model);
+  EsShape output = es_model_output_shape (model);
+
+  return espalier_dataset_get_row_size (dataset) == es_shape_size (&input)
+         && espalier_dataset_get_n_classes (dataset) == es_shape_size (&output);
+}
+
+static void
+import_thread (GTask        *task,
+               gpointer      source_object,
+               gpointer      task_data,
+               GCancellable *cancellable)
+{
+  ImportData *id = task_data;
+  GError *error = NULL;
+
+  id->model = espalier_onnx_import (id->path, &id->meta, &error);
+  if (id->model == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+  /* Timed like every variant; a model that cannot be timed still imports. */
+  id->measured = espalier_measure_variant (id->model, NULL, 1, 0, 0.5, &id->latency, &error);
+  if (!id->measured)
+    {
+      g_debug ("Import: latency not measured: %s", error->message);
+      g_clear_error (&error);
+    }
+  if (id->dataset != NULL && import_fits (id->model, id->dataset))
+    {
+      g_autoptr(EspalierSplit) split = espalier_split_new (id->dataset, id->train.val_fraction,
+                                                           id->train.test_fraction,
+                                                           id->train.seed, NULL);
+      EspalierMetrics metrics = { 0 };
+
+      if (split != NULL && split->test->len > 0
+          && espalier_evaluate_exec (id->model, NULL, NULL, id->dataset,
+                                     (const guint32 *) split->test->data, split->test->len,
+                                     1, &metrics, NULL))
+        id->accuracy = metrics.accuracy;
+      espalier_metrics_clear (&metrics);
+    }
+  if (!g_task_return_error_if_cancelled (task))
+    g_task_return_boolean (task, TRUE);
+}
+
+static void
+import_done (GObject      *source,
+             GAsyncResult *result,
+             gpointer      user_data)
+{
+  ImportData *id = g_task_get_task_data (G_TASK (result));
+  g_autoptr(EspalierWindow) self = g_weak_ref_get (&id->window);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierVariant) variant = NULL;
+  g_autofree char *name = g_path_get_basename (id->path);
+  g_autofree char *spec = NULL;
+  g_autofree char *description = NULL;
+  g_autofree char *message = NULL;
+  g_autofree EsLayerSpec *layers = NULL;
+  int n_layers = 0;
+  EspalierModelDoc *doc = espalier_project_get_model_doc (id->project);
+  EspalierDataset *dataset = espalier_project_get_dataset (id->project);
+  EsShape input, output;
+  char shape[64];
+
+  /* A window closed or a project replaced meanwhile: nothing to put it into. */
+  if (!g_task_propagate_boolean (G_TASK (result), &error) || self == NULL
+      || self->project != id->project)
+    {
+      espalier_job_finish (id->job, error);
+      return;
+    }
+
+  input = es_model_input_shape (id->model);
+  output = es_model_output_shape (id->model);
+  spec = espalier_model_to_spec (id->model);
+  /* set_spec fails only where parsing does: parse first, so that a failure changes
+   * nothing. */
+  layers = espalier_spec_parse (spec, &n_layers, &error);
+  if (layers == NULL)
+    {
+      espalier_job_finish (id->job, error);
+      return;
+    }
+  espalier_model_doc_set_input (doc, &input, (guint) es_shape_size (&output));
+  espalier_model_doc_set_spec (doc, spec, NULL);
+  variant = espalier_variant_new ("imported", "baseline", es_model_copy (id->model));
+  /* TRANSLATORS: a variant's description: the file and the tool that wrote it */
+  description = g_strdup_printf (_("Imported from %s, written by %s"), name,
+                                 id->meta.producer != NULL ? id->meta.producer : _("an unknown tool"));
+  espalier_variant_set_description (variant, description);
+  if (id->measured)
+    espalier_variant_set_latency (variant, &id->latency);
+  if (isfinite (id->accuracy))
+    espalier_variant_set_accuracy (variant, id->accuracy);
+  espalier_project_set_model (id->project, g_steal_pointer (&id->model));
+  espalier_project_add_variant (id->project, variant);
+  espalier_job_finish (id->job, NULL);
+
+  es_shape_format (&input, shape, sizeof shape);
+  if (dataset != NULL && !import_fits (espalier_variant_get_model (variant), dataset))
+    message = g_strdup_printf (_("Imported “%s”: it takes %s, which the loaded data does not "
+                                 "give; load data that fits to train or measure it"), name, shape);
+  else
+    message = g_strdup_printf (_("Imported “%s”: %u layers, input %s"), name,
+                               espalier_model_doc_get_n_layers (doc), shape);
+  espalier_window_add_toast (self, message);
+  espalier_window_show_page (self, "model");
+}
+
+static void
+import_onnx (EspalierWindow *self,
+             GFile          *file)
+{
+  g_autoptr(GTask) task = NULL;
+  g_autofree char *path = g_file_get_path (file);
+  g_autofree char *name = g_file_get_basename (file);
+  g_autofree char *title = NULL;
+  ImportData *id;
+
+  if (path == NULL)
+    {
+      espalier_window_add_toast (self, _("Choose a local file to import"));
+      return;
+    }
+  title = g_strdup_printf (_("Importing %s"), name);
+  id = g_new0 (ImportData, 1);
+  g_weak_ref_init (&id->window, self);
+  id->project = g_object_ref (self->project);
+  id->job = espalier_job_new (title);
+  id->path = g_steal_pointer (&path);
+  if (espalier_project_get_dataset (self->project) != NULL)
+    id->dataset = g_object_ref (espalier_project_get_dataset (self->project));
+  id->train = *espalier_project_get_train_options (self->project);
+  id->accuracy = NAN;
+  espalier_onnx_meta_init (&id->meta);
+  espalier_window_add_job (self, id->job);
+  task = g_task_new (NULL, espalier_job_get_cancellable (id->job), import_done, NULL);
+  g_task_set_task_data (task, id, (GDestroyNotify) import_data_free);
+  g_task_run_in_thread (task, import_thread);
+}
+
+static void
+on_import_response (GtkNativeDialog *dialog,
+                    int              response,
+                    EspalierWindow  *self)
+{
+  if (response == GTK_RESPONSE_ACCEPT)
+    {
+      g_autoptr(GFile) file = gtk_file_chooser_get_file (GTK_FILE_CHOOSER (dialog));
+
+      if (file != NULL)
+        import_onnx (self, file);
+    }
+  gtk_native_dialog_destroy (dialog);
+  g_object_unref (dialog);
+}
+
+static void
+import_onnx_action (GtkWidget  *widget,
+                    const char *action_name,
+                    GVariant   *parameter)
+{
+  EspalierWindow *self = ESPALIER_WINDOW (widget);
+  GtkFileChooserNative *dialog;
+  g_autoptr(GtkFileFilter) filter = gtk_file_filter_new ();
+
+  gtk_file_filter_set_name (filter, _("ONNX Models"));
+  gtk_file_filter_add_pattern (filter, "*.onnx");
+  dialog = gtk_file_chooser_native_new (_("Import ONNX Model"), GTK_WINDOW (self),
+                                        GTK_FILE_CHOOSER_ACTION_OPEN, _("_Import"), _("_Cancel"));
+  gtk_file_chooser_add_filter (GTK_FILE_CHOOSER (dialog), filter);
+  gtk_native_dialog_set_modal (GTK_NATIVE_DIALOG (dialog), TRUE);
+  g_signal_connect (dialog, "response", G_CALLBACK (on_import_response), self);
+  gtk_native_dialog_show (GTK_NATIVE_DIALOG (dialog));
+}
+
+/* The same without the dialog: the parameter is the file's URI (scripts, tests). */
+static void
+import_onnx_file_action (GtkWidget  *widget,
+                         const char *action_name,
+                         GVariant   *parameter)
+{
+  g_autoptr(GFile) file = g_file_new_for_uri (g_variant_get_string (parameter, NULL));
+
+  import_onnx (ESPALIER_WINDOW (widget), file);
+}
+
 void
 espalier_window_show_page (EspalierWindow *self,
                            const char     *name)
@@ -912,6 +1147,7 @@ espalier_window_class_init (EspalierWindowClass *klass)
   gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_progress);
   gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_status);
   gtk_widget_class_bind_template_child (widget_class, EspalierWindow, job_cancel);
+  gtk_widget_class_bind_template_child (widget_class, EspalierWindow, primary_menu);
   gtk_widget_class_bind_template_child (widget_class, EspalierWindow, recent_section);
   gtk_widget_class_bind_template_child (widget_class, EspalierWindow, data_page);
   gtk_widget_class_bind_template_child (widget_class, EspalierWindow, model_page);
@@ -925,6 +1161,8 @@ espalier_window_class_init (EspalierWindowClass *klass)
   gtk_widget_class_install_action (widget_class, "win.open-recent", "s", open_recent_action);
   gtk_widget_class_install_action (widget_class, "win.save", NULL, save_action);
   gtk_widget_class_install_action (widget_class, "win.save-as", NULL, save_as_action);
+  gtk_widget_class_install_action (widget_class, "win.import-onnx", NULL, import_onnx_action);
+  gtk_widget_class_install_action (widget_class, "win.import-onnx-file", "s", import_onnx_file_action);
   gtk_widget_class_install_action (widget_class, "win.show-page", "s", show_page_action);
   gtk_widget_class_install_action (widget_class, "win.train", NULL, train_action);
   gtk_widget_class_install_action (widget_class, "win.cancel-job", NULL, cancel_job_action);
@@ -983,6 +1221,14 @@ espalier_window_init (EspalierWindow *self)
     self->recent_changed_id = g_signal_connect_swapped (settings, "changed::recent-projects",
                                                         G_CALLBACK (rebuild_recent_menu), self);
   rebuild_recent_menu (self);
+  {
+    /* "Import ONNX…" after "Open Recent" in the project section. */
+    g_autoptr(GMenuModel) section = g_menu_model_get_item_link (G_MENU_MODEL (self->primary_menu), 0,
+                                                                G_MENU_LINK_SECTION);
+
+    if (G_IS_MENU (section))
+      g_menu_insert (G_MENU (section), 3, _("_Import ONNX…"), "win.import-onnx");
+  }
   g_signal_connect (self->job_cancel, "clicked", G_CALLBACK (on_job_cancel_clicked), self);
   update_job_bar (self);
 
