@@ -827,9 +827,9 @@ show_summary (EspalierExportPage *self,
 
         add_file_row (self, data->files[0], data->file_bytes[0]);
         add_summary_row (self, _("Operators"), ops);
-        graph = g_strdup_printf (_("Opset %" G_GINT64_FORMAT " · %u nodes · %u initializers "
-                                   "holding %s"),
-                                 data->onnx.opset, data->onnx.n_nodes, data->onnx.n_initializers,
+        graph = g_strdup_printf (_("Opset %lld · %u nodes · %u initializers holding %s"),
+                                 (long long) data->onnx.opset, data->onnx.n_nodes,
+                                 data->onnx.n_initializers,
                                  init_bytes);
         add_summary_row (self, _("Graph"), graph);
       }
