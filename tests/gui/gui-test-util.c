@@ -8,6 +8,9 @@
 
 #include "gui-test-util.h"
 
+#include "espalier-generate.h"
+#include "espalier-project.h"
+
 void
 gui_test_init (int    *argc,
                char ***argv)
@@ -189,4 +192,20 @@ gui_test_tear_down_page (GtkWindow  *window,
   g_assert_finalize_object (project);
   if (tmp_dir != NULL)
     gui_test_remove_dir (tmp_dir);
+}
+
+gpointer
+gui_test_spiral_project (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) dataset = NULL;
+  EspalierProject *project = espalier_project_new ();
+
+  dataset = espalier_generate_from_spec ("spiral:n=300,arms=3,noise=0.2,seed=1", &error);
+  g_assert_no_error (error);
+  espalier_project_set_dataset (project, dataset, NULL);
+  espalier_model_doc_apply_template (espalier_project_get_model_doc (project), "playground",
+                                     NULL, &error);
+  g_assert_no_error (error);
+  return project;
 }

@@ -48,4 +48,8 @@ void     gui_test_tear_down_page (GtkWindow  *window,
                                   gpointer    project,
                                   const char *tmp_dir);
 
+/* A project on a 300-row spiral (3 arms) with the playground model (Dense 8, Tanh,
+ * Dense 8, Tanh, Dense 3, Softmax), untrained. (transfer full; an EspalierProject) */
+gpointer    gui_test_spiral_project (void);
+
 G_END_DECLS

@@ -39,24 +39,6 @@ typedef struct {
   char            *tmp_dir;
 } Fixture;
 
-/* A project on a 300-row spiral with the playground model (Dense 8, Tanh, Dense 8,
- * Tanh, Dense 3, Softmax). */
-static EspalierProject *
-spiral_project (void)
-{
-  g_autoptr(GError) error = NULL;
-  g_autoptr(EspalierDataset) dataset = NULL;
-  EspalierProject *project = espalier_project_new ();
-
-  dataset = espalier_generate_from_spec ("spiral:n=300,arms=3,noise=0.2,seed=1", &error);
-  g_assert_no_error (error);
-  espalier_project_set_dataset (project, dataset, NULL);
-  espalier_model_doc_apply_template (espalier_project_get_model_doc (project), "playground",
-                                     NULL, &error);
-  g_assert_no_error (error);
-  return project;
-}
-
 /* The project's model with seeded weights as a variant the project holds. */
 static EspalierVariant *
 add_variant (EspalierProject *project,
@@ -80,7 +62,7 @@ fixture_set_up (Fixture       *f,
                 gconstpointer  data)
 {
   f->tmp_dir = gui_test_make_tmp_dir ("espalier-export-XXXXXX");
-  f->project = spiral_project ();
+  f->project = gui_test_spiral_project ();
   f->page = g_object_ref_sink (espalier_export_page_new ());
   espalier_export_page_set_project (ESPALIER_EXPORT_PAGE (f->page), f->project);
   f->window = gui_test_window_new (f->page, 1100, 1100);
