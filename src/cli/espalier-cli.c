@@ -2963,6 +2963,320 @@ cmd_import (int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------------------ */
+/* profile */
+
+/* The name of a trace event's stage: the engine's, or "data". */
+static const char *
+profile_stage_name (int stage)
+{
+  return stage == ESPALIER_STAGE_DATA ? "data" : es_stage_name ((EsStage) stage);
+}
+
+/* The profile's intervals as Chrome trace events (one "X" event each, and one per step
+ * around them), microseconds from the first. */
+static gboolean
+write_trace (const EspalierProfile *prof, const EsModel *model, const char *path,
+             GError **error)
+{
+  g_autoptr(JsonBuilder) b = json_builder_new ();
+  g_autoptr(JsonGenerator) gen = json_generator_new ();
+  g_autoptr(JsonNode) root = NULL;
+  const EspalierTraceEvent *ev = (const EspalierTraceEvent *) prof->events->data;
+  guint n = prof->events->len, step = 0;
+  double origin = n > 0 ? ev[0].t0 : 0.0;
+
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "displayTimeUnit");
+  json_builder_add_string_value (b, "ms");
+  json_builder_set_member_name (b, "traceEvents");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < n; i++)
+    {
+      const EspalierTraceEvent *e = &ev[i];
+      g_autofree char *name = NULL;
+
+      if (e->stage == ESPALIER_STAGE_DATA)
+        {
+          /* a step: from asking for its data to its last interval */
+          double end = e->t1;
+          g_autofree char *sname = NULL;
+
+          for (guint j = i + 1; j < n && ev[j].stage != ESPALIER_STAGE_DATA; j++)
+            end = ev[j].t1;
+          sname = g_strdup_printf ("step %u", ++step);
+          json_builder_begin_object (b);
+          json_str (b, "name", sname);
+          json_str (b, "cat", "step");
+          json_str (b, "ph", "X");
+          json_double (b, "ts", (e->t0 - origin) * 1e6);
+          json_double (b, "dur", (end - e->t0) * 1e6);
+          json_int (b, "pid", 1);
+          json_int (b, "tid", 1);
+          json_builder_end_object (b);
+        }
+      if (e->layer >= 0)
+        name = g_strdup_printf ("%s %d %s", profile_stage_name (e->stage), e->layer,
+                                es_layer_kind_name (es_model_layer (model, e->layer)->spec.kind));
+      else
+        name = g_strdup (profile_stage_name (e->stage));
+      json_builder_begin_object (b);
+      json_str (b, "name", name);
+      json_str (b, "cat", profile_stage_name (e->stage));
+      json_str (b, "ph", "X");
+      json_double (b, "ts", (e->t0 - origin) * 1e6);
+      json_double (b, "dur", (e->t1 - e->t0) * 1e6);
+      json_int (b, "pid", 1);
+      json_int (b, "tid", 1);
+      json_builder_set_member_name (b, "args");
+      json_builder_begin_object (b);
+      json_int (b, "step", step);
+      if (e->layer >= 0)
+        json_int (b, "layer", e->layer);
+      json_builder_end_object (b);
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  return json_generator_to_file (gen, path, error);
+}
+
+static int
+cmd_profile (int argc, char **argv)
+{
+  g_auto(DataOpts) d = { 0 };
+  g_autofree GOptionEntry *dentries = data_entries (&d);
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("[MODEL.json] - where the time of a training step goes"));
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(EspalierTrainer) trainer = NULL;
+  g_autofree char *model_name = NULL, *spec = NULL, *trace = NULL;
+  int steps = 50, batch = 0, threads = 0;
+  gboolean json = FALSE;
+  EspalierTrainOptions opts;
+  EspalierModelInfo info;
+  EsModel *model = NULL;
+  const EspalierProfile *prof;
+  double step_s, staged_s, other_s, coverage, layers_s = 0.0;
+  double stage_s[ES_N_STAGES + 2];   /* data, the engine's, other */
+  const char *stage_label[ES_N_STAGES + 2];
+  gboolean adds_up;
+  int status = 1, n_layers;
+  GOptionEntry entries[] = {
+    { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, _("An untrained template instead of a file (default: as train chooses)"), "NAME" },
+    { "spec", 0, 0, G_OPTION_ARG_STRING, &spec, _("Layers as a spec string instead of a file"), "LAYERS" },
+    { "steps", 'n', 0, G_OPTION_ARG_INT, &steps, _("Training steps to profile (50)"), "N" },
+    { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, _("Batch size (the model's)"), "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (as train chooses)"), "N" },
+    { "trace", 0, 0, G_OPTION_ARG_FILENAME, &trace, _("Write the steps as Chrome trace-event JSON (Perfetto, chrome://tracing)"), "FILE" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, dentries, NULL);
+  g_option_context_set_summary (ctx, _("Trains for a few steps with every stage and layer timed, "
+                                       "and prints where the\n"
+                                       "time went: data, forward, loss, backward, optimizer, "
+                                       "and each layer's share\n"
+                                       "with its achieved FLOP/s."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("profile: %s"), error->message);
+  if (argc > 2)
+    return usage_error (ctx, _("profile: unexpected argument '%s'"), argv[2]);
+  if ((argc == 2) + (model_name != NULL) + (spec != NULL) > 1)
+    return usage_error (ctx, _("profile: give only one of a model file, --model and --spec"));
+  if (steps <= 0 || batch < 0 || threads < 0)
+    return usage_error (ctx, _("profile: --steps must be at least 1, and the batch and threads "
+                               "cannot be negative"));
+  if (json)
+    out_mode = OUT_JSON;
+
+  espalier_model_info_init (&info);
+  espalier_train_options_init (&opts);
+  if (argc == 2)
+    {
+      model = espalier_model_load (argv[1], &info, &error);
+      if (model == NULL)
+        {
+          espalier_model_info_clear (&info);
+          return fail (g_steal_pointer (&error), N_("loading the model"));
+        }
+      opts = info.train;
+      ds = load_model_data (&d, &info, &error);
+    }
+  else
+    ds = load_data (&d, NULL, opts.val_fraction, opts.test_fraction, opts.seed, &error);
+  if (ds == NULL)
+    {
+      status = fail (g_steal_pointer (&error), N_("loading the dataset"));
+      goto out;
+    }
+  if (model == NULL)
+    {
+      EsShape in = dataset_shape (ds);
+
+      if (spec != NULL)
+        model = espalier_model_from_spec (spec, &in, &error);
+      else
+        {
+          const char *name = model_name ? model_name
+                             : espalier_dataset_get_rank (ds) == 3 ? "mlp" : "playground";
+          if (espalier_dataset_get_rank (ds) == 1 && espalier_dataset_get_row_size (ds) != 2 && model_name == NULL)
+            name = "mlp";
+          model = espalier_model_from_template (name, &in, dataset_outputs (ds), &opts, &error);
+        }
+      if (model == NULL)
+        {
+          status = fail (g_steal_pointer (&error), N_("building the model"));
+          goto out;
+        }
+      es_model_init (model, opts.seed);
+    }
+  if (batch) opts.batch_size = (guint) batch;
+  if (threads) opts.threads = (guint) threads;
+  /* every epoch has a step: the run ends on the step count, never on epochs, and
+   * without validation or early stopping between them */
+  opts.epochs = (guint) steps;
+  opts.val_fraction = 0;
+  opts.patience = 0;
+
+  trainer = espalier_trainer_new (ds, model, &opts);
+  espalier_trainer_set_profiling (trainer, TRUE, (guint) steps, trace != NULL);
+  if (!espalier_trainer_run (trainer, NULL, NULL, NULL, &error))
+    {
+      status = fail (g_steal_pointer (&error), N_("training"));
+      goto out;
+    }
+  prof = espalier_trainer_get_profile (trainer);
+  g_assert (prof != NULL && prof->steps > 0);
+  n_layers = es_model_n_layers (model);
+
+  /* The stages of a step: data from the batcher, the engine's, and what is left. */
+  stage_label[0] = "data";
+  stage_s[0] = prof->data_s;
+  staged_s = prof->data_s;
+  for (int s = 0; s < ES_N_STAGES; s++)
+    {
+      stage_label[s + 1] = es_stage_name ((EsStage) s);
+      stage_s[s + 1] = prof->engine.stage_s[s];
+      staged_s += prof->engine.stage_s[s];
+    }
+  other_s = MAX (prof->wall_s - staged_s, 0.0);
+  stage_label[ES_N_STAGES + 1] = "other";
+  stage_s[ES_N_STAGES + 1] = other_s;
+  step_s = prof->wall_s / prof->steps;
+  coverage = prof->wall_s > 0 ? staged_s / prof->wall_s : 1.0;
+  adds_up = fabs (1.0 - coverage) <= 0.05;
+  for (int i = 0; i < n_layers; i++)
+    layers_s += prof->layers[i].forward_s + prof->layers[i].backward_s;
+
+  if (trace != NULL && !write_trace (prof, model, trace, &error))
+    {
+      g_prefix_error (&error, "%s: ", trace);
+      status = fail (g_steal_pointer (&error), N_("writing the trace"));
+      goto out;
+    }
+
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("profile");
+
+      json_int (b, "steps", prof->steps);
+      json_int (b, "batch", opts.batch_size);
+      json_int (b, "micro_batch", espalier_trainer_get_micro_batch (trainer));
+      json_double (b, "step_ms", step_s * 1e3);
+      json_double (b, "coverage", coverage);
+      json_builder_set_member_name (b, "adds_up");
+      json_builder_add_boolean_value (b, adds_up);
+      json_builder_set_member_name (b, "stages");
+      json_builder_begin_array (b);
+      for (int s = 0; s < ES_N_STAGES + 2; s++)
+        {
+          json_builder_begin_object (b);
+          json_str (b, "name", stage_label[s]);
+          json_double (b, "ms_per_step", stage_s[s] / prof->steps * 1e3);
+          json_double (b, "share", prof->wall_s > 0 ? stage_s[s] / prof->wall_s : 0.0);
+          json_builder_end_object (b);
+        }
+      json_builder_end_array (b);
+      json_builder_set_member_name (b, "layers");
+      json_builder_begin_array (b);
+      for (int i = 0; i < n_layers; i++)
+        {
+          const EsLayerProfile *lp = &prof->layers[i];
+          double t = lp->forward_s + lp->backward_s;
+          gint64 flops = lp->forward_flops + lp->backward_flops;
+
+          json_builder_begin_object (b);
+          json_int (b, "index", i);
+          json_str (b, "kind", es_layer_kind_name (es_model_layer (model, i)->spec.kind));
+          json_double (b, "forward_ms", lp->forward_s / prof->steps * 1e3);
+          json_double (b, "backward_ms", lp->backward_s / prof->steps * 1e3);
+          json_double (b, "share", prof->wall_s > 0 ? t / prof->wall_s : 0.0);
+          json_int (b, "flops", flops / prof->steps);
+          json_double (b, "gflops_per_s", t > 0 ? flops / t / 1e9 : 0.0);
+          json_builder_end_object (b);
+        }
+      json_builder_end_array (b);
+      if (trace != NULL)
+        json_str (b, "trace", trace);
+      json_finish (b);
+    }
+  else
+    {
+      const char *c_stage = C_("column", "stage"), *c_ms = C_("column", "ms/step");
+      const char *c_share = C_("column", "share");
+      const char *c_layer = C_("column", "layer"), *c_fwd = C_("column", "fwd ms");
+      const char *c_bwd = C_("column", "bwd ms"), *c_flops = C_("column", "FLOPs/step");
+      const char *c_rate = C_("column", "GFLOP/s");
+
+      g_print (_("%u steps of %u rows (micro-batch %u): %.3f ms per step\n\n"), prof->steps,
+               opts.batch_size, espalier_trainer_get_micro_batch (trainer), step_s * 1e3);
+      g_print ("%-*s %*s %*s\n", field_width (c_stage, 10), c_stage, field_width (c_ms, 10), c_ms,
+               field_width (c_share, 7), c_share);
+      for (int s = 0; s < ES_N_STAGES + 2; s++)
+        g_print ("%-10s %10.3f %6.1f%%\n", stage_label[s], stage_s[s] / prof->steps * 1e3,
+                 prof->wall_s > 0 ? 100 * stage_s[s] / prof->wall_s : 0.0);
+      if (adds_up)
+        g_print (_("The stages add up to the step time (%.1f%% of it).\n\n"), 100 * coverage);
+      else
+        g_print (_("The stages do not add up to the step time: they cover %.1f%% of it.\n\n"),
+                 100 * coverage);
+
+      g_print ("%-*s %*s %*s %*s %*s %*s\n", field_width (c_layer, 16), c_layer,
+               field_width (c_fwd, 10), c_fwd, field_width (c_bwd, 10), c_bwd,
+               field_width (c_share, 7), c_share, field_width (c_flops, 14), c_flops,
+               field_width (c_rate, 9), c_rate);
+      for (int i = 0; i < n_layers; i++)
+        {
+          const EsLayerProfile *lp = &prof->layers[i];
+          double t = lp->forward_s + lp->backward_s;
+          gint64 flops = lp->forward_flops + lp->backward_flops;
+          g_autofree char *label = g_strdup_printf ("%d %s", i,
+                                                    es_layer_kind_name (es_model_layer (model, i)->spec.kind));
+
+          g_print ("%-16s %10.3f %10.3f %6.1f%% %14lld %9.2f\n", label,
+                   lp->forward_s / prof->steps * 1e3, lp->backward_s / prof->steps * 1e3,
+                   prof->wall_s > 0 ? 100 * t / prof->wall_s : 0.0,
+                   (long long) (flops / prof->steps), t > 0 ? flops / t / 1e9 : 0.0);
+        }
+      g_print (_("Layers: %.1f%% of the step time.\n"),
+               prof->wall_s > 0 ? 100 * layers_s / prof->wall_s : 0.0);
+      if (trace != NULL)
+        g_print (_("Trace written to %s\n"), trace);
+    }
+  status = 0;
+
+out:
+  g_clear_object (&trainer);
+  es_model_free (model);
+  espalier_model_info_clear (&info);
+  return status;
+}
+
+/* ------------------------------------------------------------------------------ */
 
 static const struct {
   const char *name;
@@ -2974,6 +3288,7 @@ static const struct {
   { "info", cmd_info, N_("layers, shapes, parameters, FLOPs and the memory plan") },
   { "datasets", cmd_datasets, N_("list the datasets known by name") },
   { "bench", cmd_bench, N_("time inference: batch-1 latency and a large batch") },
+  { "profile", cmd_profile, N_("train a few steps timed by stage and layer; --trace for Perfetto") },
   { "prune", cmd_prune, N_("prune a saved model (magnitude, gradual, structured, 2:4) and measure it") },
   { "quantize", cmd_quantize, N_("quantize a saved model (int8 static or dynamic, fp16, bf16, QAT)") },
   { "reduce", cmd_reduce, N_("remove a layer, recover by distillation or fine-tuning") },

@@ -43,6 +43,11 @@ struct _EspalierTrainer
   gboolean              fq_reduce_range;
   float                *range_lo, *range_hi;  /* (n_layers) QAT input ranges of the last run */
   gboolean             *range_set;      /* (n_layers) */
+
+  /* Profiling (espalier_trainer_set_profiling). */
+  gboolean              prof_on, prof_trace;
+  guint                 prof_max_steps;
+  EspalierProfile      *profile;        /* of the last run, or NULL */
 };
 
 G_DEFINE_FINAL_TYPE (EspalierTrainer, espalier_trainer, G_TYPE_OBJECT)
@@ -78,6 +83,15 @@ espalier_metrics_class_accuracy (const EspalierMetrics *m, guint k)
 }
 
 static void
+profile_free (EspalierProfile *p)
+{
+  g_free (p->layers);
+  if (p->events != NULL)
+    g_array_unref (p->events);
+  g_free (p);
+}
+
+static void
 espalier_trainer_finalize (GObject *object)
 {
   EspalierTrainer *self = ESPALIER_TRAINER (object);
@@ -94,6 +108,7 @@ espalier_trainer_finalize (GObject *object)
   g_clear_pointer (&self->range_lo, g_free);
   g_clear_pointer (&self->range_hi, g_free);
   g_clear_pointer (&self->range_set, g_free);
+  g_clear_pointer (&self->profile, profile_free);
   g_mutex_clear (&self->pause_lock);
   g_cond_clear (&self->pause_cond);
   G_OBJECT_CLASS (espalier_trainer_parent_class)->finalize (object);
@@ -281,6 +296,34 @@ espalier_trainer_get_split (EspalierTrainer *self)
 {
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
   return self->split;
+}
+
+void
+espalier_trainer_set_profiling (EspalierTrainer *self,
+                                gboolean         on,
+                                guint            max_steps,
+                                gboolean         trace)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+  self->prof_on = on;
+  self->prof_max_steps = on ? max_steps : 0;
+  self->prof_trace = on && trace;
+}
+
+const EspalierProfile *
+espalier_trainer_get_profile (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
+  return self->profile;
+}
+
+/* The engine's intervals into the trace (on the worker). */
+static void
+on_profile_event (void *user, EsStage stage, int layer, double t0, double t1)
+{
+  EspalierTraceEvent ev = { (int) stage, layer, t0, t1 };
+
+  g_array_append_val ((GArray *) user, ev);
 }
 
 guint
@@ -696,6 +739,8 @@ espalier_trainer_run (EspalierTrainer      *self,
   guint bad_epochs = 0, steps_per_epoch, patience;
   gint64 next_event = 0;
   gsize n_params;
+  EspalierProfile *prof = NULL;    /* self->profile when profiling */
+  gboolean prof_done = FALSE;      /* max_steps reached */
 
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
 
@@ -746,6 +791,19 @@ espalier_trainer_run (EspalierTrainer      *self,
     }
   if (!apply_hooks (self, tr, error))
     goto out;
+  g_clear_pointer (&self->profile, profile_free);
+  if (self->prof_on)
+    {
+      prof = self->profile = g_new0 (EspalierProfile, 1);
+      prof->n_layers = (guint) es_model_n_layers (self->model);
+      prof->layers = g_new0 (EsLayerProfile, prof->n_layers);
+      es_trainer_set_profiling (tr, true);
+      if (self->prof_trace)
+        {
+          prof->events = g_array_new (FALSE, FALSE, sizeof (EspalierTraceEvent));
+          es_trainer_set_profile_events (tr, on_profile_event, prof->events);
+        }
+    }
   self->micro_batch = (guint) es_trainer_micro_batch (tr);
   g_clear_pointer (&self->plan, g_free);
   if (self->micro_batch < o->batch_size)
@@ -780,6 +838,7 @@ espalier_trainer_run (EspalierTrainer      *self,
       EsStepStats stats = { 0 };
       const EspalierBatch *b;
       double t0 = g_get_monotonic_time () / 1e6;
+      double t_ask = prof != NULL ? es_now () : 0.0;  /* when this step asked for data */
       guint step = 0;
 
       espalier_batcher_start_epoch (batcher, epoch - 1);
@@ -789,6 +848,18 @@ espalier_trainer_run (EspalierTrainer      *self,
           double now;
 
           to_es_batch (b, &eb, bce_targets);
+          if (prof != NULL)
+            {
+              double t_filled = es_now ();
+
+              prof->data_s += t_filled - t_ask;
+              if (prof->events != NULL)
+                {
+                  EspalierTraceEvent ev = { ESPALIER_STAGE_DATA, -1, t_ask, t_filled };
+
+                  g_array_append_val (prof->events, ev);
+                }
+            }
           if (self->gradual && !prune_if_due (self, tr, &next_event, &rep, error))
             {
               es_trainer_sync (tr);
@@ -831,6 +902,7 @@ espalier_trainer_run (EspalierTrainer      *self,
 
               t_start += waited;
               t0 += waited;
+              t_ask += waited;
             }
           if (g_cancellable_is_cancelled (cancellable))
             {
@@ -838,7 +910,21 @@ espalier_trainer_run (EspalierTrainer      *self,
               g_cancellable_set_error_if_cancelled (cancellable, error);
               goto out;
             }
+          if (prof != NULL)
+            {
+              double t_end = es_now ();
+
+              prof->wall_s += t_end - t_ask;
+              t_ask = t_end;
+              if (++prof->steps == self->prof_max_steps)
+                {
+                  prof_done = TRUE;
+                  break;
+                }
+            }
         }
+      if (prof_done)
+        break;
       rec.seconds = g_get_monotonic_time () / 1e6 - t0;
       rec.train_loss = stats.loss_sum / MAX (stats.rows, 1);
       rec.train_accuracy = (double) stats.correct / MAX (stats.rows, 1);
@@ -931,6 +1017,12 @@ out:
     espalier_batcher_free (batcher);
   if (tr != NULL)
     keep_input_ranges (self, tr);
+  if (tr != NULL && prof != NULL)
+    {
+      es_trainer_get_profile (tr, &prof->engine);
+      for (guint i = 0; i < prof->n_layers; i++)
+        es_trainer_get_layer_profile (tr, (int) i, &prof->layers[i]);
+    }
   es_trainer_free (tr);
   es_backend_free (be);
   if (budget != NULL)

@@ -183,6 +183,39 @@ gboolean          espalier_trainer_get_input_range (EspalierTrainer *self,
                                                     float           *lo,
                                                     float           *hi);
 
+/* ---- profiling (es_trainer_set_profiling) ---------------------------------------- */
+
+/* The stage of an EspalierTraceEvent that is not the engine's: waiting for the batcher
+ * and filling the engine's batch from it. */
+#define ESPALIER_STAGE_DATA (-1)
+
+typedef struct {
+  int    stage;      /* EsStage or ESPALIER_STAGE_DATA */
+  int    layer;      /* -1 for a stage that is not a layer's */
+  double t0, t1;     /* seconds on the es_now clock */
+} EspalierTraceEvent;
+
+typedef struct {
+  guint           steps;     /* training batches profiled */
+  double          wall_s;    /* their wall time, from asking the batcher for the batch to
+                              * the end of the step (progress reports included) */
+  double          data_s;    /* of which waiting for the batcher and filling the batch */
+  EsProfile       engine;    /* of which inside the engine, by stage */
+  guint           n_layers;
+  EsLayerProfile *layers;    /* (n_layers) */
+  GArray         *events;    /* EspalierTraceEvent in order, NULL unless traced */
+} EspalierProfile;
+
+/* Profile the following runs: time every step by stage and layer. max_steps > 0 ends a
+ * run after that many training steps (over epochs; the unfinished epoch gets no record
+ * and no validation). trace also keeps every interval (EspalierProfile.events). */
+void              espalier_trainer_set_profiling (EspalierTrainer *self,
+                                                  gboolean         on,
+                                                  guint            max_steps,
+                                                  gboolean         trace);
+/* The profile of the last run, NULL when it ran without profiling. (transfer none) */
+const EspalierProfile *espalier_trainer_get_profile (EspalierTrainer *self);
+
 /* Per-epoch records of the last run (EspalierEpochRecord). Like the getters below,
  * read it only when no run is in progress: the worker appends to it. */
 GArray           *espalier_trainer_get_history  (EspalierTrainer *self);

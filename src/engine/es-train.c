@@ -2,7 +2,8 @@
  * at a time; epochs and datasets are core's business. The trainer also slims models
  * while they train: pruning masks held through the optimizer steps, quantization-aware
  * training (fake quantization with a straight-through estimator) and knowledge
- * distillation from a teacher run beside the student, all through backend ops.
+ * distillation from a teacher run beside the student, all through backend ops. When
+ * asked, it times each training batch by stage and layer (profiling).
  *
  * Dimension key: B = micro-batch rows, D = input floats per row, F_i = output floats
  * per row of layer i, P = trainable parameters, Q = buffers (running statistics).
@@ -106,6 +107,15 @@ struct EsTrainer {
   float   *buffers_saved;     /* (Q) running statistics before the current batch */
   int      min_micro;         /* smallest micro-batch the model trains correctly with */
   int      r0;                /* first row of the current micro-batch, for dropout seeds */
+
+  /* profiling (es_trainer_set_profiling) */
+  bool     prof_on;
+  bool     prof_active;       /* inside a timed training batch */
+  double   prof_t;            /* es_now of the last reading */
+  EsProfile prof;
+  EsLayerProfile *prof_layers;/* (n_layers) */
+  EsProfileEventFunc prof_func;
+  void    *prof_user;
 };
 
 /* ------------------------------------------------------------------------------ */
@@ -114,6 +124,8 @@ struct EsTrainer {
 static const char *const loss_names[] = { "softmax_cross_entropy", "binary_cross_entropy", "mse" };
 static const char *const opt_names[] = { "sgd", "momentum", "nesterov", "adam", "adamw" };
 static const char *const lr_names[] = { "constant", "step", "cosine" };
+static const char *const stage_names[] = { "load", "forward", "loss", "metrics", "backward",
+                                           "optimizer" };
 
 static bool
 lookup_name (const char *const *names, int n, const char *name, int *out)
@@ -583,7 +595,8 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
     return NULL;
 
   tr = calloc (1, sizeof *tr);
-  if (tr == NULL || (tr->exec = calloc ((size_t) es_model_n_layers (model), sizeof *tr->exec)) == NULL)
+  if (tr == NULL || (tr->exec = calloc ((size_t) es_model_n_layers (model), sizeof *tr->exec)) == NULL
+      || (tr->prof_layers = calloc ((size_t) es_model_n_layers (model), sizeof *tr->prof_layers)) == NULL)
     {
       free (tr);
       es_error_set (err, ES_ERR_NOMEM, "Out of memory creating the trainer");
@@ -680,6 +693,7 @@ es_trainer_free (EsTrainer *tr)
   teacher_free (tr);
   tr_release_all (tr);
   free (tr->exec);
+  free (tr->prof_layers);
   free (tr->allocs.items);
   free (tr);
 }
@@ -775,6 +789,30 @@ scheduled_lr (const EsTrainConfig *cfg, int64_t step)
   if (cfg->warmup_steps > 0 && step < cfg->warmup_steps)
     lr *= (double) (step + 1) / (double) cfg->warmup_steps;
   return (float) lr;
+}
+
+/* Profiling: the time since the last reading goes to stage (and to layer's forward or
+ * backward when layer >= 0). Call only while tr->prof_active. */
+static void
+prof_mark (EsTrainer *tr, EsStage stage, int layer)
+{
+  double now, dt;
+
+  if (tr->be->iface->synchronize != NULL)
+    tr->be->iface->synchronize (tr->be);
+  now = es_now ();
+  dt = now - tr->prof_t;
+  tr->prof.stage_s[stage] += dt;
+  if (layer >= 0)
+    {
+      if (stage == ES_STAGE_BACKWARD)
+        tr->prof_layers[layer].backward_s += dt;
+      else
+        tr->prof_layers[layer].forward_s += dt;
+    }
+  if (tr->prof_func != NULL)
+    tr->prof_func (tr->prof_user, stage, layer, tr->prof_t, now);
+  tr->prof_t = now;
 }
 
 /* Copy rows [r0, r0+B) of the batch to the device input and labels. */
@@ -945,6 +983,11 @@ forward_exec (EsTrainer *tr, Exec *exec, int n, const float *x, int B, bool trai
           break;
         }
       inp = e->out;
+      if (tr->prof_active && exec == tr->exec)
+        {
+          prof_mark (tr, ES_STAGE_FORWARD, i);
+          tr->prof_layers[i].forward_flops += e->info->flops * B;
+        }
     }
 }
 
@@ -971,6 +1014,7 @@ backward (EsTrainer *tr, int n, int B)
       const float *inp = i > 0 ? tr->exec[i - 1].out : tr->x;
       float *dinp = i > tr->first_grad ? spare : NULL;
       int64_t N = (int64_t) B * e->info->out_floats;
+      bool ran = true;
 
       switch (s->kind)
         {
@@ -1000,7 +1044,8 @@ backward (EsTrainer *tr, int n, int B)
                                  s->kernel, s->stride);
           break;
         case ES_LAYER_FLATTEN:
-          continue;  /* the gradient passes through unchanged */
+          ran = false;  /* the gradient passes through unchanged */
+          break;
         case ES_LAYER_RELU:
         case ES_LAYER_LEAKY_RELU:
         case ES_LAYER_SIGMOID:
@@ -1012,7 +1057,10 @@ backward (EsTrainer *tr, int n, int B)
           break;
         case ES_LAYER_DROPOUT:
           if (s->rate <= 0.0f)
-            continue;  /* it was an identity */
+            {
+              ran = false;  /* it was an identity */
+              break;
+            }
           b->dropout_backward (be, dinp, dout, e->mask, s->rate, N);
           break;
         case ES_LAYER_BATCHNORM:
@@ -1026,6 +1074,14 @@ backward (EsTrainer *tr, int n, int B)
         default:
           break;
         }
+      if (tr->prof_active)
+        {
+          prof_mark (tr, ES_STAGE_BACKWARD, i);
+          if (ran)
+            tr->prof_layers[i].backward_flops += e->info->flops * B * (dinp != NULL ? 2 : 1);
+        }
+      if (!ran)
+        continue;
       if (dinp == NULL)
         break;
       spare = dout;
@@ -1204,7 +1260,7 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
 {
   int B = batch->B;
   float scale;
-  double loss_sum = 0.0;
+  double loss_sum = 0.0, t_begin = 0.0;
   int correct = 0;
 
   if (B <= 0 || B > tr->batch)
@@ -1215,6 +1271,12 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
     }
   if (!check_batch (tr, batch, err))
     return false;
+  if (tr->prof_on)
+    {
+      t_begin = es_now ();
+      tr->prof_t = t_begin;
+      tr->prof_active = true;
+    }
   /* BatchNorm updates its running statistics in the forward pass: keep them to put
    * back if this batch turns out bad. */
   if (tr->buffers_saved != NULL)
@@ -1238,10 +1300,17 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
 
       tr->r0 = r0;
       load_rows (tr, batch, r0, mb);
+      if (tr->prof_active)
+        prof_mark (tr, ES_STAGE_LOAD, -1);
       forward (tr, tr->n_exec, mb, true);
       loss = loss_forward (tr, mb);
       if (!isfinite (loss))
         {
+          if (tr->prof_active)
+            {
+              tr->prof.total_s += tr->prof_t - t_begin;
+              tr->prof_active = false;
+            }
           tr->be->iface->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
           if (tr->buffers_saved != NULL)
             tr->be->iface->copy (tr->be, tr->buffers, tr->buffers_saved,
@@ -1261,14 +1330,30 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
           return false;
         }
       loss_sum += (double) loss * mb;
+      if (tr->prof_active)
+        prof_mark (tr, ES_STAGE_LOSS, -1);
       correct += count_correct (tr, mb, tr->cfg.loss == ES_LOSS_MSE ? tr->exec[tr->n_exec - 1].out : tr->probs, NULL);
+      if (tr->prof_active)
+        prof_mark (tr, ES_STAGE_METRICS, -1);
       loss_backward (tr, mb, scale);
+      if (tr->prof_active)
+        prof_mark (tr, ES_STAGE_LOSS, -1);
       backward (tr, tr->n_exec, mb);
+      if (tr->prof_active)
+        tr->prof.micro_batches++;
     }
   if (++tr->accum_done >= tr->cfg.accum_steps)
     {
       optimizer_step (tr);
       tr->accum_done = 0;
+    }
+  if (tr->prof_active)
+    {
+      prof_mark (tr, ES_STAGE_OPTIMIZER, -1);
+      tr->prof.total_s += tr->prof_t - t_begin;
+      tr->prof.batches++;
+      tr->prof.rows += B;
+      tr->prof_active = false;
     }
   if (stats != NULL)
     {
@@ -1344,6 +1429,56 @@ es_trainer_predict (EsTrainer *tr, const float *x, int B, float *out, EsError *e
                    (size_t) mb * F * sizeof (float));
     }
   return true;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* profiling */
+
+const char *
+es_stage_name (EsStage stage)
+{
+  return (unsigned) stage < ES_N_STAGES ? stage_names[stage] : "unknown";
+}
+
+void
+es_trainer_set_profiling (EsTrainer *tr, bool on)
+{
+  tr->prof_on = on;
+}
+
+bool
+es_trainer_get_profiling (const EsTrainer *tr)
+{
+  return tr->prof_on;
+}
+
+void
+es_trainer_profile_reset (EsTrainer *tr)
+{
+  memset (&tr->prof, 0, sizeof tr->prof);
+  memset (tr->prof_layers, 0, (size_t) es_model_n_layers (tr->model) * sizeof *tr->prof_layers);
+}
+
+void
+es_trainer_get_profile (const EsTrainer *tr, EsProfile *prof)
+{
+  *prof = tr->prof;
+}
+
+bool
+es_trainer_get_layer_profile (const EsTrainer *tr, int layer, EsLayerProfile *lp)
+{
+  if (layer < 0 || layer >= es_model_n_layers (tr->model))
+    return false;
+  *lp = tr->prof_layers[layer];
+  return true;
+}
+
+void
+es_trainer_set_profile_events (EsTrainer *tr, EsProfileEventFunc func, void *user)
+{
+  tr->prof_func = func;
+  tr->prof_user = user;
 }
 
 /* ------------------------------------------------------------------------------ */

@@ -175,6 +175,54 @@ void        es_trainer_sync         (EsTrainer *tr);
 void        es_trainer_reload       (EsTrainer *tr, bool reset_optimizer);
 void        es_trainer_set_lr       (EsTrainer *tr, float lr);
 
+/* ---- profiling -------------------------------------------------------------------
+ * Off by default, and then it costs one branch per layer. On, every training batch
+ * (es_trainer_train_batch; evaluation and prediction are not timed) is timed stage by
+ * stage and layer by layer with es_now, the backend synchronized before each reading
+ * when it has a synchronize function. The readings are chained: each stage runs from
+ * the end of the one before, so the stages of a batch add up to its total. */
+
+typedef enum {
+  ES_STAGE_LOAD,        /* batch rows copied (and uint8 converted) to the device; the
+                         * state saved to undo a bad batch */
+  ES_STAGE_FORWARD,     /* the layers, forward */
+  ES_STAGE_LOSS,        /* loss forward and its gradient (a teacher's forward included) */
+  ES_STAGE_METRICS,     /* correct predictions counted */
+  ES_STAGE_BACKWARD,    /* the layers, backward */
+  ES_STAGE_OPTIMIZER,   /* masks, clipping, regularization, the update */
+  ES_N_STAGES
+} EsStage;
+
+const char *es_stage_name (EsStage stage);   /* "load", "forward", ... */
+
+typedef struct {
+  double  stage_s[ES_N_STAGES];  /* seconds per stage, summed over the timed batches */
+  double  total_s;               /* seconds inside es_trainer_train_batch */
+  int64_t batches, micro_batches, rows;
+} EsProfile;
+
+typedef struct {
+  double  forward_s, backward_s;          /* summed */
+  int64_t forward_flops, backward_flops;  /* summed: es_model_layer ()->flops per row
+                                           * forward; backward 2x (1x where no input
+                                           * gradient is needed), 0 where it did not run */
+} EsLayerProfile;
+
+/* One timed interval, seconds on the es_now clock; layer -1 for a stage that is not a
+ * layer's. Called on the training thread. */
+typedef void (*EsProfileEventFunc) (void *user, EsStage stage, int layer, double t0, double t1);
+
+/* Turn timing on or off; the counters are kept either way (es_trainer_profile_reset). */
+void        es_trainer_set_profiling     (EsTrainer *tr, bool on);
+bool        es_trainer_get_profiling     (const EsTrainer *tr);
+void        es_trainer_profile_reset     (EsTrainer *tr);
+void        es_trainer_get_profile       (const EsTrainer *tr, EsProfile *prof);
+/* Layer i's counters (every layer of the model; a last layer fused into the loss keeps
+ * zeros, its time counts in ES_STAGE_LOSS); false when i is out of range. */
+bool        es_trainer_get_layer_profile (const EsTrainer *tr, int layer, EsLayerProfile *lp);
+/* Also report every interval to func (NULL: none). */
+void        es_trainer_set_profile_events (EsTrainer *tr, EsProfileEventFunc func, void *user);
+
 typedef struct EsInfer EsInfer;
 
 /* Inference with up to max_batch rows; activations reuse two buffers. */

@@ -2,10 +2,11 @@
  * what went wrong, --help for every command, --json events, a train/save/eval/info/bench
  * round on a generated set, Ctrl-C stopping a run without writing the model, and the
  * optimization commands (prune, quantize, reduce, sensitivity, compare) and export/import
- * (ONNX, safetensors, C) on good and bad arguments. */
+ * (ONNX, safetensors, C) on good and bad arguments, and profile with its trace. */
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -1177,6 +1178,87 @@ test_export_usage (void)
   run_clear (&r);
 }
 
+/* ------------------------------------------------------------------------------ */
+/* profile */
+
+/* profile: the stage and layer tables, --json with stages that make up the step time,
+ * and --trace writing trace-event JSON: one "X" event per interval and one per step. */
+static void
+test_profile (void)
+{
+  g_autofree char *trace = g_build_filename (tmpdir, "profile-trace.json", NULL);
+  const char *spec = "dense:16,relu,dense:3,softmax";
+  g_autoptr(JsonParser) keep = NULL;
+  g_autoptr(JsonParser) tp = json_parser_new ();
+  g_autoptr(GError) error = NULL;
+  JsonObject *o;
+  JsonArray *stages, *layers, *tev;
+  double share_sum = 0.0;
+  guint steps = 0;
+  Run r;
+
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "12", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  for (guint i = 0; i < 6; i++)
+    g_assert_nonnull (strstr (r.out, (const char *[]) { "data", "forward", "loss", "backward",
+                                                        "optimizer", "GFLOP/s" }[i]));
+  g_assert_nonnull (strstr (r.out, "0 dense"));
+  g_assert_nonnull (strstr (r.out, "2 dense"));
+  g_assert_nonnull (strstr (r.out, "12 steps"));
+  run_clear (&r);
+
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "12", "--batch", "16",
+           "--json", "--trace", trace, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  o = find_event (&keep, r.out, "profile");
+  g_assert_nonnull (o);
+  g_assert_cmpint (json_object_get_int_member (o, "steps"), ==, 12);
+  g_assert_cmpint (json_object_get_int_member (o, "batch"), ==, 16);
+  g_assert_true (JSON_NODE_HOLDS_VALUE (json_object_get_member (o, "adds_up")));
+  stages = json_object_get_array_member (o, "stages");
+  for (guint i = 0; i < json_array_get_length (stages); i++)
+    share_sum += json_object_get_double_member (json_array_get_object_element (stages, i), "share");
+  /* data, the engine's stages and "other" are the whole step */
+  g_assert_cmpfloat (fabs (share_sum - 1.0), <, 1e-6);
+  layers = json_object_get_array_member (o, "layers");
+  g_assert_cmpuint (json_array_get_length (layers), ==, 4);
+  {
+    JsonObject *d0 = json_array_get_object_element (layers, 0);
+
+    g_assert_cmpstr (json_object_get_string_member (d0, "kind"), ==, "dense");
+    /* 2 inputs to 16 units on 16 rows: forward 2*2*16 FLOPs a row, backward the weight
+     * gradient only */
+    g_assert_cmpint (json_object_get_int_member (d0, "flops"), ==, 2 * (2 * 2 * 16) * 16);
+    g_assert_cmpfloat (json_object_get_double_member (d0, "forward_ms"), >, 0.0);
+  }
+  run_clear (&r);
+
+  g_assert_true (json_parser_load_from_file (tp, trace, &error));
+  g_assert_no_error (error);
+  o = json_node_get_object (json_parser_get_root (tp));
+  tev = json_object_get_array_member (o, "traceEvents");
+  g_assert_cmpuint (json_array_get_length (tev), >, 12);
+  for (guint i = 0; i < json_array_get_length (tev); i++)
+    {
+      JsonObject *e = json_array_get_object_element (tev, i);
+
+      g_assert_cmpstr (json_object_get_string_member (e, "ph"), ==, "X");
+      g_assert_nonnull (json_object_get_string_member (e, "name"));
+      g_assert_cmpfloat (json_object_get_double_member (e, "ts"), >=, 0.0);
+      g_assert_cmpfloat (json_object_get_double_member (e, "dur"), >=, 0.0);
+      g_assert_true (json_object_has_member (e, "pid") && json_object_has_member (e, "tid"));
+      steps += g_str_equal (json_object_get_string_member (e, "cat"), "step");
+    }
+  g_assert_cmpuint (steps, ==, 12);
+
+  r = cli ("profile", "--data", "spiral:n=300", "--steps", "0", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  run_clear (&r);
+  r = cli ("profile", "model.json", "--spec", spec, NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  run_clear (&r);
+}
+
 
 int
 main (int argc, char **argv)
@@ -1203,6 +1285,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/export/import", test_import);
   g_test_add_func ("/cli/export/int8", test_export_int8);
   g_test_add_func ("/cli/export/usage", test_export_usage);
+  g_test_add_func ("/cli/profile", test_profile);
   status = g_test_run ();
   g_free (opt_model);
   {
