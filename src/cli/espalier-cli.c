@@ -2658,7 +2658,7 @@ export_c (GOptionContext *ctx, LoadedModel *lm, const char *input, const char *o
   g_autoptr(GError) error = NULL;
   g_autofree char *model_name = model_file_name (input, &lm->info);
   g_autofree char *ident = NULL, *base = NULL, *c_path = NULL, *h_path = NULL;
-  g_autofree char *c_text = NULL, *c_word = NULL, *h_name = NULL;
+  g_autofree char *c_word = NULL, *h_name = NULL;
   EspalierCExportSummary sum;
   gboolean libm;
 
@@ -2685,9 +2685,7 @@ export_c (GOptionContext *ctx, LoadedModel *lm, const char *input, const char *o
                         c_path);
   if (!espalier_c_export (lm->model, lm->quant, &lm->info, ident, c_path, h_path, &sum, &error))
     return fail (g_steal_pointer (&error), N_("exporting"));
-  /* The generated source includes math.h exactly when it calls expf or tanhf. */
-  libm = g_file_get_contents (c_path, &c_text, NULL, NULL)
-         && strstr (c_text, "#include <math.h>") != NULL;
+  libm = sum.needs_libm;
   c_word = shell_word (c_path);
   h_name = g_path_get_basename (h_path);
 

@@ -1943,6 +1943,7 @@ emit_all (const Plan *p, Names *nm, GString *c, GString *h, EspalierCExportSumma
   sum->n_ops = p->steps->len;
   sum->n_int8_layers = p->n_int8;
   sum->integer_only = plan_integer_only (p);
+  sum->needs_libm = e.uses_libm;
   {
     const gboolean exp_used = e.uses[STEP_SIGMOID] || e.uses[STEP_SOFTMAX];
 

@@ -41,6 +41,7 @@ typedef struct {
                             * steps from the input quantization to the last int8 layer
                             * are all integer arithmetic (what follows it, such as a
                             * final Softmax, runs on its dequantized output in float) */
+  gboolean needs_libm;     /* the code calls expf or tanhf: link with -lm */
 } EspalierCExportSummary;
 
 /* Whether name can prefix the generated identifiers: an ASCII letter, then letters,

@@ -438,6 +438,13 @@ export_ok (const EsModel *m, const EsQuant *q, const EspalierModelInfo *info, co
   g_assert_cmpuint (sum->weight_bytes, >, 0);
   g_assert_cmpuint (sum->weight_bytes, <, sum->c_bytes);
   g_assert_cmpuint (sum->n_ops, >, 0);
+  /* libm exactly when the code includes math.h for expf/tanhf */
+  {
+    g_autofree char *text = NULL;
+
+    g_assert_true (g_file_get_contents (c_path, &text, NULL, NULL));
+    g_assert_cmpint (sum->needs_libm, ==, strstr (text, "#include <math.h>") != NULL);
+  }
 }
 
 static EspalierModelInfo *
