@@ -21,6 +21,7 @@
 #include "es-backend.h"
 #include "es-train.h"
 #include "espalier-c-export.h"
+#include "espalier-ceilings.h"
 #include "espalier-dataset.h"
 #include "espalier-error.h"
 #include "espalier-model-file.h"
@@ -3051,11 +3052,13 @@ cmd_profile (int argc, char **argv)
   g_autoptr(EspalierTrainer) trainer = NULL;
   g_autofree char *model_name = NULL, *spec = NULL, *trace = NULL;
   int steps = 50, batch = 0, threads = 0;
-  gboolean json = FALSE;
+  gboolean json = FALSE, remeasure = FALSE;
   EspalierTrainOptions opts;
   EspalierModelInfo info;
   EsModel *model = NULL;
   const EspalierProfile *prof;
+  EsCeilings ceil;
+  double *intensity = NULL, *roofline = NULL;
   double step_s, staged_s, other_s, coverage, layers_s = 0.0;
   double stage_s[ES_N_STAGES + 2];   /* data, the engine's, other */
   const char *stage_label[ES_N_STAGES + 2];
@@ -3068,6 +3071,7 @@ cmd_profile (int argc, char **argv)
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, _("Batch size (the model's)"), "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (as train chooses)"), "N" },
     { "trace", 0, 0, G_OPTION_ARG_FILENAME, &trace, _("Write the steps as Chrome trace-event JSON (Perfetto, chrome://tracing)"), "FILE" },
+    { "remeasure", 0, 0, G_OPTION_ARG_NONE, &remeasure, _("Measure the machine's ceilings again instead of reading them from the cache"), NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
@@ -3170,6 +3174,32 @@ cmd_profile (int argc, char **argv)
   for (int i = 0; i < n_layers; i++)
     layers_s += prof->layers[i].forward_s + prof->layers[i].backward_s;
 
+  /* The roofline: the machine's ceilings (measured once, cached) on the threads asked
+   * for, or all cores when the trainer chose; each layer's arithmetic intensity is its
+   * forward FLOPs on a batch over the bytes it moves (weights, inputs, outputs). */
+  if (!espalier_ceilings_get (opts.threads, remeasure, &ceil, &error))
+    {
+      status = fail (g_steal_pointer (&error), N_("measuring the machine's ceilings"));
+      goto out;
+    }
+  intensity = g_new0 (double, (gsize) MAX (n_layers, 1));
+  roofline = g_new0 (double, (gsize) MAX (n_layers, 1));
+  for (int i = 0; i < n_layers; i++)
+    {
+      const EsLayerInfo *li = es_model_layer (model, i);
+      const EsLayerProfile *lp = &prof->layers[i];
+      double in_floats = 1.0, bytes, flops, t = lp->forward_s + lp->backward_s, attainable;
+
+      for (int k = 0; k < li->in.rank; k++)
+        in_floats *= li->in.dims[k];
+      bytes = 4.0 * ((double) li->n_params + (double) opts.batch_size * (in_floats + (double) li->out_floats));
+      flops = (double) li->flops * opts.batch_size;
+      intensity[i] = bytes > 0 ? flops / bytes : 0.0;
+      attainable = MIN (ceil.gemm_gflops, intensity[i] * ceil.copy_gbs);
+      roofline[i] = attainable > 0 && t > 0
+                    ? (double) (lp->forward_flops + lp->backward_flops) / t / 1e9 / attainable : 0.0;
+    }
+
   if (trace != NULL && !write_trace (prof, model, trace, &error))
     {
       g_prefix_error (&error, "%s: ", trace);
@@ -3183,6 +3213,15 @@ cmd_profile (int argc, char **argv)
 
       json_int (b, "steps", prof->steps);
       json_int (b, "batch", opts.batch_size);
+      json_builder_set_member_name (b, "machine");
+      json_builder_begin_object (b);
+      json_double (b, "peak_gflops_per_s", ceil.gemm_gflops);
+      json_double (b, "copy_gb_per_s", ceil.copy_gbs);
+      json_int (b, "threads", ceil.n_threads);
+      json_str (b, "gemm", es_cpu_backend_gemm_path ());
+      json_builder_set_member_name (b, "cached");
+      json_builder_add_boolean_value (b, ceil.cached);
+      json_builder_end_object (b);
       json_int (b, "micro_batch", espalier_trainer_get_micro_batch (trainer));
       json_double (b, "step_ms", step_s * 1e3);
       json_double (b, "coverage", coverage);
@@ -3215,6 +3254,8 @@ cmd_profile (int argc, char **argv)
           json_double (b, "share", prof->wall_s > 0 ? t / prof->wall_s : 0.0);
           json_int (b, "flops", flops / prof->steps);
           json_double (b, "gflops_per_s", t > 0 ? flops / t / 1e9 : 0.0);
+          json_double (b, "intensity", intensity[i]);
+          json_double (b, "roofline_share", roofline[i]);
           json_builder_end_object (b);
         }
       json_builder_end_array (b);
@@ -3229,9 +3270,13 @@ cmd_profile (int argc, char **argv)
       const char *c_layer = C_("column", "layer"), *c_fwd = C_("column", "fwd ms");
       const char *c_bwd = C_("column", "bwd ms"), *c_flops = C_("column", "FLOPs/step");
       const char *c_rate = C_("column", "GFLOP/s");
+      const char *c_ai = C_("column", "FLOP/B"), *c_roof = C_("column", "roofline");
 
       g_print (_("%u steps of %u rows (micro-batch %u): %.3f ms per step\n\n"), prof->steps,
                opts.batch_size, espalier_trainer_get_micro_batch (trainer), step_s * 1e3);
+      g_print (_("machine: %.1f GFLOP/s peak (gemm %s, %d threads), %.1f GB/s copy%s\n\n"),
+               ceil.gemm_gflops, es_cpu_backend_gemm_path (), ceil.n_threads, ceil.copy_gbs,
+               ceil.cached ? _(" (cached)") : "");
       g_print ("%-*s %*s %*s\n", field_width (c_stage, 10), c_stage, field_width (c_ms, 10), c_ms,
                field_width (c_share, 7), c_share);
       for (int s = 0; s < ES_N_STAGES + 2; s++)
@@ -3243,10 +3288,11 @@ cmd_profile (int argc, char **argv)
         g_print (_("The stages do not add up to the step time: they cover %.1f%% of it.\n\n"),
                  100 * coverage);
 
-      g_print ("%-*s %*s %*s %*s %*s %*s\n", field_width (c_layer, 16), c_layer,
+      g_print ("%-*s %*s %*s %*s %*s %*s %*s %*s\n", field_width (c_layer, 16), c_layer,
                field_width (c_fwd, 10), c_fwd, field_width (c_bwd, 10), c_bwd,
                field_width (c_share, 7), c_share, field_width (c_flops, 14), c_flops,
-               field_width (c_rate, 9), c_rate);
+               field_width (c_rate, 9), c_rate, field_width (c_ai, 8), c_ai,
+               field_width (c_roof, 8), c_roof);
       for (int i = 0; i < n_layers; i++)
         {
           const EsLayerProfile *lp = &prof->layers[i];
@@ -3255,10 +3301,11 @@ cmd_profile (int argc, char **argv)
           g_autofree char *label = g_strdup_printf ("%d %s", i,
                                                     es_layer_kind_name (es_model_layer (model, i)->spec.kind));
 
-          g_print ("%-16s %10.3f %10.3f %6.1f%% %14lld %9.2f\n", label,
+          g_print ("%-16s %10.3f %10.3f %6.1f%% %14lld %9.2f %8.2f %7.1f%%\n", label,
                    lp->forward_s / prof->steps * 1e3, lp->backward_s / prof->steps * 1e3,
                    prof->wall_s > 0 ? 100 * t / prof->wall_s : 0.0,
-                   (long long) (flops / prof->steps), t > 0 ? flops / t / 1e9 : 0.0);
+                   (long long) (flops / prof->steps), t > 0 ? flops / t / 1e9 : 0.0,
+                   intensity[i], 100 * roofline[i]);
         }
       g_print (_("Layers: %.1f%% of the step time.\n"),
                prof->wall_s > 0 ? 100 * layers_s / prof->wall_s : 0.0);
@@ -3268,6 +3315,8 @@ cmd_profile (int argc, char **argv)
   status = 0;
 
 out:
+  g_free (intensity);
+  g_free (roofline);
   g_clear_object (&trainer);
   es_model_free (model);
   espalier_model_info_clear (&info);

@@ -1205,13 +1205,35 @@ test_profile (void)
   g_assert_nonnull (strstr (r.out, "0 dense"));
   g_assert_nonnull (strstr (r.out, "2 dense"));
   g_assert_nonnull (strstr (r.out, "12 steps"));
+  /* the machine's ceilings, and each layer's place under them */
+  g_assert_nonnull (strstr (r.out, "machine: "));
+  g_assert_nonnull (strstr (r.out, "GFLOP/s peak (gemm "));
+  g_assert_nonnull (strstr (r.out, "GB/s copy"));
+  g_assert_nonnull (strstr (r.out, "FLOP/B"));
+  g_assert_nonnull (strstr (r.out, "roofline"));
   run_clear (&r);
 
+  /* the ceilings were measured above and cached in tmpdir (XDG_CACHE_HOME) */
+  {
+    g_autofree char *cache = g_build_filename (tmpdir, "espalier", "ceilings.json", NULL);
+
+    g_assert_true (g_file_test (cache, G_FILE_TEST_IS_REGULAR));
+  }
   r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "12", "--batch", "16",
            "--json", "--trace", trace, NULL);
   g_assert_cmpint (r.status, ==, 0);
   o = find_event (&keep, r.out, "profile");
   g_assert_nonnull (o);
+  {
+    JsonObject *m = json_object_get_object_member (o, "machine");
+
+    g_assert_nonnull (m);
+    g_assert_cmpfloat (json_object_get_double_member (m, "peak_gflops_per_s"), >, 0.0);
+    g_assert_cmpfloat (json_object_get_double_member (m, "copy_gb_per_s"), >, 0.0);
+    g_assert_cmpint (json_object_get_int_member (m, "threads"), >=, 1);
+    g_assert_nonnull (json_object_get_string_member (m, "gemm"));
+    g_assert_true (json_object_get_boolean_member (m, "cached"));
+  }
   g_assert_cmpint (json_object_get_int_member (o, "steps"), ==, 12);
   g_assert_cmpint (json_object_get_int_member (o, "batch"), ==, 16);
   g_assert_true (JSON_NODE_HOLDS_VALUE (json_object_get_member (o, "adds_up")));
@@ -1230,7 +1252,24 @@ test_profile (void)
      * gradient only */
     g_assert_cmpint (json_object_get_int_member (d0, "flops"), ==, 2 * (2 * 2 * 16) * 16);
     g_assert_cmpfloat (json_object_get_double_member (d0, "forward_ms"), >, 0.0);
+    /* forward FLOPs on the batch over the bytes moved: weights and bias (2*16 + 16),
+     * inputs (16 rows of 2) and outputs (16 rows of 16), 4 bytes each */
+    g_assert_cmpfloat (fabs (json_object_get_double_member (d0, "intensity")
+                             - (2.0 * 2 * 16 * 16) / (4.0 * (2 * 16 + 16 + 16 * (2 + 16)))),
+                       <, 1e-9);
+    g_assert_cmpfloat (json_object_get_double_member (d0, "roofline_share"), >=, 0.0);
+    g_assert_true (isfinite (json_object_get_double_member (d0, "roofline_share")));
   }
+  run_clear (&r);
+
+  /* --remeasure measures again */
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "2", "--json",
+           "--remeasure", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_clear_object (&keep);
+  o = find_event (&keep, r.out, "profile");
+  g_assert_false (json_object_get_boolean_member (json_object_get_object_member (o, "machine"),
+                                                  "cached"));
   run_clear (&r);
 
   g_assert_true (json_parser_load_from_file (tp, trace, &error));
