@@ -77,6 +77,11 @@ typedef struct {
   /* ESPALIER_PROGRESS_EPOCH: the validation metrics with the confusion matrix, NULL
    * without a validation split. Valid during the callback. */
   const EspalierMetrics     *val_metrics;
+  /* With profiling on: the profile so far of this run (steps counted from its start),
+   * on STEP records at most twice a second and on every EPOCH record; NULL otherwise.
+   * Valid during the callback (the relay delivers a copy; espalier_profile_copy to keep
+   * it). Lets the Profile page update live. */
+  const EspalierProfile     *profile;
 } EspalierProgress;
 
 typedef void (*EspalierProgressFunc) (const EspalierProgress *progress, gpointer user_data);
@@ -204,7 +209,34 @@ typedef struct {
   guint           n_layers;
   EsLayerProfile *layers;    /* (n_layers) */
   GArray         *events;    /* EspalierTraceEvent in order, NULL unless traced */
+
+  /* The other side of the data pipeline, the batcher's own thread, over the same
+   * steps: preparing batches (gather, convert, augment) and waiting for the trainer to
+   * take one (the data is ahead: compute is the slow side). */
+  double          produce_s;
+  double          producer_wait_s;
+  guint           batch;          /* rows per step asked for */
+  guint           micro_batch;    /* rows per engine pass the budget allowed */
+
+  /* Memory at the end of the profiled steps: the engine's budget by kind (EsMemKind),
+   * its peak and limit (0: none), and the process's resident set and its peak
+   * (/proc/self/status VmRSS and VmHWM; 0 where unknown). */
+  gsize           mem_kind[ES_MEM_N_KINDS];
+  gsize           mem_peak, mem_limit;
+  gsize           rss, rss_peak;
+
+  /* Threads (es_cpu_backend_thread_info) and the involuntary context switches of the
+   * process during the profiled steps (getrusage), for the oversubscription detector;
+   * whether flush-to-zero was on, and the denormals in the trainer's tensors at the end. */
+  EsThreadInfo    threads;
+  gint64          involuntary_switches;
+  gboolean        ftz;
+  EsDenormalCount denormals;
 } EspalierProfile;
+
+/* A deep copy (events included), and its release. */
+EspalierProfile *espalier_profile_copy (const EspalierProfile *prof);
+void             espalier_profile_free (EspalierProfile *prof);
 
 /* Profile the following runs: time every step by stage and layer. max_steps > 0 ends a
  * run after that many training steps (over epochs; the unfinished epoch gets no record
@@ -215,6 +247,10 @@ void              espalier_trainer_set_profiling (EspalierTrainer *self,
                                                   gboolean         trace);
 /* The profile of the last run, NULL when it ran without profiling. (transfer none) */
 const EspalierProfile *espalier_trainer_get_profile (EspalierTrainer *self);
+/* Flush-to-zero / denormals-are-zero on the compute threads (TRUE, the default): FALSE
+ * only for the denormal detector, which times steps both ways. */
+void              espalier_trainer_set_flush_denormals (EspalierTrainer *self,
+                                                        gboolean         on);
 
 /* Per-epoch records of the last run (EspalierEpochRecord). Like the getters below,
  * read it only when no run is in progress: the worker appends to it. */

@@ -216,6 +216,24 @@ struct EsPool *es_cpu_backend_pool (EsBackend *be);
 /* The matrix-product path the CPU backends of this process use: "avx512" (CPUs with
  * AVX-512F) or "cblas" (others, or ESPALIER_GEMM=blas in the environment). */
 const char *es_cpu_backend_gemm_path (void);
+/* Flush-to-zero / denormals-are-zero on the CPU backend's compute threads: on (the
+ * default) or off, for the denormal detector that times steps both ways. It takes
+ * effect on the calling thread now and on each pool thread before its next task, and
+ * holds until changed; false for other backends (nothing changed). */
+bool        es_cpu_backend_set_ftz   (EsBackend *be, bool on);
+bool        es_cpu_backend_get_ftz   (EsBackend *be);
+
+/* The threads that may compute at once in this process, for the oversubscription
+ * detector: the backend's pool, BLAS's own threads (OpenBLAS' openblas_get_num_threads
+ * when linked, else 1), OpenMP's (omp_get_max_threads when linked, else the
+ * OMP_NUM_THREADS variable, else 0 for none), the cores this process may run on
+ * (sched_getaffinity) and the threads the process has (/proc/self/status, 0 when
+ * unknown). */
+typedef struct {
+  int pool_threads, blas_threads, omp_threads, cores, process_threads;
+} EsThreadInfo;
+
+void        es_cpu_backend_thread_info (EsBackend *be, EsThreadInfo *info);
 
 static inline void
 es_backend_free (EsBackend *be)

@@ -168,6 +168,24 @@ bool        es_trainer_set_teacher  (EsTrainer *tr, const EsModel *teacher, floa
  * or Sigmoid applied), in micro-batches. */
 bool        es_trainer_predict      (EsTrainer *tr, const float *x, int B, float *out,
                                      EsError *err);
+/* Data-parallel training (several processes, each with its own trainer and its own
+ * rows). On the last micro-batch of every optimizer step, as backward finishes each
+ * layer's parameter gradients (last layer first), bucket_ready (may be NULL) is told
+ * the range [offset, offset + count) of the gradient vector (es_model_n_params floats,
+ * in parameter order, device memory of be) that is now final, so a reduction can start
+ * while the rest of backward runs. Then, before masks, clipping, regularization and the
+ * update, finish must leave in grads (n floats, device memory) the gradients every
+ * process is to apply: the average over processes of their mean-over-rows gradients,
+ * weighted by rows when processes had different row counts (rows: this process'
+ * rows in this step). Returning false (err set) fails the batch as
+ * es_trainer_train_batch does, parameters untouched. NULL finish: single process. */
+typedef void (*EsGradBucketFunc) (void *user, EsBackend *be, const float *grads,
+                                  int64_t offset, int64_t count);
+typedef bool (*EsGradFinishFunc) (void *user, EsBackend *be, float *grads, int64_t n,
+                                  int64_t rows, EsError *err);
+void        es_trainer_set_grad_reduce (EsTrainer *tr, EsGradBucketFunc bucket_ready,
+                                        EsGradFinishFunc finish, void *user);
+
 /* Copy the device parameters and buffers back into the model. */
 void        es_trainer_sync         (EsTrainer *tr);
 /* Copy the model's parameters to the device (after the caller changed them) and
@@ -206,7 +224,19 @@ typedef struct {
   int64_t forward_flops, backward_flops;  /* summed: es_model_layer ()->flops per row
                                            * forward; backward 2x (1x where no input
                                            * gradient is needed), 0 where it did not run */
+  int64_t forward_bytes, backward_bytes;  /* summed: the bytes the layer's kernels must
+                                           * move at least, as es_layer_bytes_moved counts
+                                           * them, 0 where it did not run */
 } EsLayerProfile;
+
+/* The bytes layer i of model moves at least in one pass over `rows` rows: every fp32
+ * tensor it reads or writes once (forward: parameters, input, output, plus buffers it
+ * keeps for backward such as a dropout mask or pooling indices; backward: parameters
+ * read, their gradients read and written, the saved input and output read, the output
+ * gradient read and the input gradient written when need_dinput). The traffic model of
+ * the roofline: achieved bandwidth = these bytes over the measured time. */
+int64_t     es_layer_bytes_moved         (const EsModel *model, int layer, int64_t rows,
+                                          bool backward, bool need_dinput);
 
 /* One timed interval, seconds on the es_now clock; layer -1 for a stage that is not a
  * layer's. Called on the training thread. */
@@ -222,6 +252,15 @@ void        es_trainer_get_profile       (const EsTrainer *tr, EsProfile *prof);
 bool        es_trainer_get_layer_profile (const EsTrainer *tr, int layer, EsLayerProfile *lp);
 /* Also report every interval to func (NULL: none). */
 void        es_trainer_set_profile_events (EsTrainer *tr, EsProfileEventFunc func, void *user);
+
+/* Denormal (subnormal) fp32 values now held in the trainer's device tensors, read back
+ * to the host (a full pass over them: call it between steps, not in a loop). */
+typedef struct {
+  int64_t params, gradients, optimizer, activations;   /* denormals counted */
+  int64_t total_values;                                 /* values examined */
+} EsDenormalCount;
+
+void        es_trainer_count_denormals   (EsTrainer *tr, EsDenormalCount *out);
 
 typedef struct EsInfer EsInfer;
 
