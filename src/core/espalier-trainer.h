@@ -54,6 +54,8 @@ void   espalier_metrics_clear          (EspalierMetrics *m);
 /* Accuracy of class k (recall), NaN when the class has no rows. */
 double espalier_metrics_class_accuracy (const EspalierMetrics *m, guint k);
 
+typedef struct _EspalierProfile EspalierProfile;   /* below, with profiling */
+
 typedef enum {
   ESPALIER_PROGRESS_START,         /* plan decided, before the first step */
   ESPALIER_PROGRESS_STEP,          /* after a batch, at most ~30 times a second */
@@ -200,7 +202,7 @@ typedef struct {
   double t0, t1;     /* seconds on the es_now clock */
 } EspalierTraceEvent;
 
-typedef struct {
+struct _EspalierProfile {
   guint           steps;     /* training batches profiled */
   double          wall_s;    /* their wall time, from asking the batcher for the batch to
                               * the end of the step (progress reports included) */
@@ -232,7 +234,7 @@ typedef struct {
   gint64          involuntary_switches;
   gboolean        ftz;
   EsDenormalCount denormals;
-} EspalierProfile;
+};
 
 /* A deep copy (events included), and its release. */
 EspalierProfile *espalier_profile_copy (const EspalierProfile *prof);
