@@ -27,8 +27,10 @@
  * Small problems (under PAR_MIN_MACS multiply-adds, or PAR_MIN_ELEMS elements a thread)
  * stay on the calling thread. Memory is host memory, 64-byte aligned, charged to the
  * budget. Every thread that runs an op has FTZ/DAZ set (Adam's state decays into
- * denormals otherwise). Build with -DES_NO_CLONES for plain portable code (e.g. for
- * ThreadSanitizer, which cannot run ifunc-dispatched functions).
+ * denormals otherwise), unless es_cpu_backend_set_ftz turned it off for the denormal
+ * detector: ops and pool threads apply the backend's setting as they start. Build
+ * with -DES_NO_CLONES for plain portable code (e.g. for ThreadSanitizer, which cannot
+ * run ifunc-dispatched functions).
  *
  * Dimension key as in es-ref.h: B = batch, IN/OUT = features, C = channels,
  * H/W = height/width, OC = output channels, K = kernel, S = stride, P = padding,
@@ -41,12 +43,19 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* OpenBLAS's own; declared weak so another CBLAS links too (then it is NULL). */
+/* OpenBLAS's own and OpenMP's; declared weak so another CBLAS, and no OpenMP, link too
+ * (then they are NULL). */
 void openblas_set_num_threads (int num_threads);
+int  openblas_get_num_threads (void);
+int  omp_get_max_threads (void);
 #pragma weak openblas_set_num_threads
+#pragma weak openblas_get_num_threads
+#pragma weak omp_get_max_threads
 
 /* Below these amounts per thread a product or a loop runs on the caller alone. A
  * dispatch to spinning workers costs only 0.1-0.4 us on the 2-core EPYC
@@ -89,18 +98,13 @@ cpu_of (EsBackend *be)
   return be->impl;
 }
 
-/* FTZ/DAZ once per thread that enters the backend (the pool's threads set it too). */
-static _Thread_local bool thread_ftz_set;
-
-/* Called first by every op. */
+/* Called first by every op: the backend's FTZ/DAZ setting (es_cpu_backend_set_ftz) on
+ * the calling thread, written only when it changed since this thread applied one (the
+ * pool's threads apply it as they wake for a run). */
 static inline void
-cpu_enter (void)
+cpu_enter (const EsCpu *cpu)
 {
-  if (!thread_ftz_set)
-    {
-      es_set_ftz_daz ();
-      thread_ftz_set = true;
-    }
+  es_pool_apply_ftz (cpu->pool);
 }
 
 /* How many threads to use for `work` units when `min_per_thread` make a share worth it. */
@@ -1287,7 +1291,7 @@ static void
 cpu_load_u8 (EsBackend *be, float *out, const uint8_t *inp, float scale, float shift,
              int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range_ex (cpu_of (be), N, CHUNK_ALIGN, 1 << 13, load_range,
                      &(LoadArgs) { out, inp, scale, shift });
 }
@@ -1401,7 +1405,7 @@ dense_forward_act (EsCpu *cpu, float *out, const float *inp, const float *w, con
   DenseFwdJob job = { out, inp, w, b, B, IN, OUT, .act = act, .alpha = alpha };
   int nt;
 
-  cpu_enter ();
+  cpu_enter (cpu);
   nt = threads_for (cpu, (double) B * IN * OUT, PAR_MIN_MACS);
 #ifdef ES_HAVE_AVX512_GEMM
   job.wp_stride = ES_CEIL_DIV (packed_floats (OUT, IN), CHUNK_ALIGN) * CHUNK_ALIGN;
@@ -1491,7 +1495,7 @@ cpu_dense_backward (EsBackend *be, float *dinp, float *dw, float *db, const floa
   DenseBwdJob job = { dinp, dw, db, dout, inp, w, B, IN, OUT };
   int nt;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   nt = threads_for (cpu, macs, PAR_MIN_MACS);
   nt = ES_MIN (nt, ES_MAX (OUT, B));
   if (nt <= 1)
@@ -1709,7 +1713,7 @@ cpu_conv2d_forward (EsBackend *be, float *out, const float *inp, const float *w,
   };
   int nt;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (B <= 0 || OH <= 0 || OW <= 0)
     return;
   nt = threads_for (cpu, (double) B * OC * CKK * OHW, PAR_MIN_MACS);
@@ -1824,7 +1828,7 @@ cpu_conv2d_backward (EsBackend *be, float *dinp, float *dw, float *db, const flo
   };
   int nt;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (B <= 0 || OH <= 0 || OW <= 0)
     return;
   nt = threads_for (cpu, (double) B * OC * CKK * OHW * (dinp != NULL ? 2 : 1),
@@ -1945,7 +1949,7 @@ cpu_maxpool2d_forward (EsBackend *be, float *out, int32_t *argmax, const float *
 {
   const int64_t OHW = (int64_t) ES_CONV_OUT (H, K, S, 0) * ES_CONV_OUT (W, K, S, 0);
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_slices (cpu_of (be), (int64_t) B * C, (int64_t) H * W, &(SliceArgs) {
       .op = ES_OP_MAXPOOL2D, .out = out, .argmax = argmax, .inp = inp,
       .in_plane = (int64_t) H * W, .out_plane = OHW, .H = H, .W = W, .K = K, .S = S });
@@ -1958,7 +1962,7 @@ cpu_maxpool2d_backward (EsBackend *be, float *dinp, const float *dout,
 {
   const int64_t OHW = (int64_t) ES_CONV_OUT (H, K, S, 0) * ES_CONV_OUT (W, K, S, 0);
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (dinp == NULL)
     return;
   parallel_slices (cpu_of (be), (int64_t) B * C, (int64_t) H * W, &(SliceArgs) {
@@ -1974,7 +1978,7 @@ cpu_avgpool2d_forward (EsBackend *be, float *out, const float *inp,
 {
   const int64_t OHW = (int64_t) ES_CONV_OUT (H, K, S, 0) * ES_CONV_OUT (W, K, S, 0);
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_slices (cpu_of (be), (int64_t) B * C, (int64_t) H * W, &(SliceArgs) {
       .op = ES_OP_AVGPOOL2D, .out = out, .inp = inp, .in_plane = (int64_t) H * W,
       .out_plane = OHW, .H = H, .W = W, .K = K, .S = S });
@@ -1987,7 +1991,7 @@ cpu_avgpool2d_backward (EsBackend *be, float *dinp, const float *dout,
 {
   const int64_t OHW = (int64_t) ES_CONV_OUT (H, K, S, 0) * ES_CONV_OUT (W, K, S, 0);
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (dinp == NULL)
     return;
   parallel_slices (cpu_of (be), (int64_t) B * C, (int64_t) H * W, &(SliceArgs) {
@@ -2051,7 +2055,7 @@ static void
 cpu_act_forward (EsBackend *be, EsOp act, float *out, const float *inp, float alpha,
                  int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, act_range,
                   &(ActArgs) { act, out, inp, NULL, alpha, false });
 }
@@ -2064,7 +2068,7 @@ cpu_act_backward (EsBackend *be, EsOp act, float *dinp, const float *dout,
 {
   const bool uses_out = act == ES_OP_SIGMOID || act == ES_OP_TANH;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (dinp == NULL)
     return;
   parallel_range (cpu_of (be), N, act_range,
@@ -2077,7 +2081,7 @@ cpu_act_backward (EsBackend *be, EsOp act, float *dinp, const float *dout,
 static void
 cpu_softmax_forward (EsBackend *be, float *out, const float *inp, int B, int C)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_slices (cpu_of (be), B, C, &(SliceArgs) {
       .op = ES_OP_SOFTMAX, .out = out, .inp = inp, .C = C });
 }
@@ -2087,7 +2091,7 @@ static void
 cpu_softmax_backward (EsBackend *be, float *dinp, const float *dout, const float *out,
                       int B, int C)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_softmax_backward_f32 (dinp, dout, out, B, C);
 }
 
@@ -2129,7 +2133,7 @@ static void
 cpu_dropout_forward (EsBackend *be, float *out, uint8_t *mask, const float *inp,
                      float rate, uint64_t seed, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, dropout_fwd_range,
                   &(DropoutArgs) { .out = out, .mask = mask, .inp = inp, .rate = rate,
                                    .seed = seed });
@@ -2140,7 +2144,7 @@ static void
 cpu_dropout_backward (EsBackend *be, float *dinp, const float *dout, const uint8_t *mask,
                       float rate, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (dinp == NULL)
     return;
   parallel_range (cpu_of (be), N, dropout_bwd_range,
@@ -2154,7 +2158,7 @@ cpu_batchnorm_forward_train (EsBackend *be, float *out, float *mean, float *rstd
                              const float *gamma, const float *beta, float momentum,
                              float eps, int B, int CH, int SP)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_batchnorm_forward_train_f32 (out, mean, rstd, running_mean, running_var, inp,
                                       gamma, beta, momentum, eps, B, CH, SP);
 }
@@ -2166,7 +2170,7 @@ cpu_batchnorm_forward_infer (EsBackend *be, float *out, const float *inp,
                              const float *running_mean, const float *running_var,
                              float eps, int B, int CH, int SP)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_batchnorm_forward_infer_f32 (out, inp, gamma, beta, running_mean, running_var,
                                       eps, B, CH, SP);
 }
@@ -2177,7 +2181,7 @@ cpu_batchnorm_backward (EsBackend *be, float *dinp, float *dgamma, float *dbeta,
                         const float *dout, const float *inp, const float *gamma,
                         const float *mean, const float *rstd, int B, int CH, int SP)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_batchnorm_backward_f32 (dinp, dgamma, dbeta, dout, inp, gamma, mean, rstd,
                                  B, CH, SP);
 }
@@ -2189,7 +2193,7 @@ static float
 cpu_softmax_xent_forward (EsBackend *be, float *probs, float *losses, const float *logits,
                           const int32_t *labels, int B, int C)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   return es_ref_softmax_xent_forward_f32 (probs, losses, logits, labels, B, C);
 }
 
@@ -2198,7 +2202,7 @@ static void
 cpu_softmax_xent_backward (EsBackend *be, float *dlogits, const float *probs,
                            const int32_t *labels, float scale, int B, int C)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_softmax_xent_backward_f32 (dlogits, probs, labels, scale, B, C);
 }
 
@@ -2207,7 +2211,7 @@ static float
 cpu_bce_forward (EsBackend *be, float *probs, float *losses, const float *logits,
                  const float *targets, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   return es_ref_bce_forward_f32 (probs, losses, logits, targets, N);
 }
 
@@ -2216,7 +2220,7 @@ static void
 cpu_bce_backward (EsBackend *be, float *dlogits, const float *probs, const float *targets,
                   float scale, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_bce_backward_f32 (dlogits, probs, targets, scale, N);
 }
 
@@ -2225,7 +2229,7 @@ static float
 cpu_mse_forward (EsBackend *be, float *losses, const float *pred, const float *target,
                  int B, int D)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   return es_ref_mse_forward_f32 (losses, pred, target, B, D);
 }
 
@@ -2234,7 +2238,7 @@ static void
 cpu_mse_backward (EsBackend *be, float *dpred, const float *pred, const float *target,
                   float scale, int B, int D)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_mse_backward_f32 (dpred, pred, target, scale, B, D);
 }
 
@@ -2290,7 +2294,7 @@ cpu_sum_squares (EsBackend *be, const float *x, int64_t N)
   int nt;
   double s = 0.0;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   nt = threads_for (cpu, (double) N, PAR_MIN_ELEMS);
   if (nt <= 1)
     return N > 0 ? k_sum_squares (x, N) : 0.0;
@@ -2322,7 +2326,7 @@ scale_range (const void *p, int64_t i0, int64_t i1)
 static void
 cpu_scale (EsBackend *be, float *x, float s, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, scale_range, &(OptArgs) { .x = x, .s = s });
 }
 
@@ -2339,7 +2343,7 @@ static void
 cpu_regularize (EsBackend *be, float *grad, const float *param, float l1, float l2,
                 int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, regularize_range,
                   &(OptArgs) { .x = grad, .in = param, .l1 = l1, .l2 = l2 });
 }
@@ -2362,7 +2366,7 @@ static void
 cpu_sgd_step (EsBackend *be, float *param, float *velocity, const float *grad, float lr,
               float momentum, bool nesterov, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, sgd_range,
                   &(OptArgs) { .x = param, .m = velocity, .in = grad, .lr = lr,
                                .momentum = momentum, .nesterov = nesterov });
@@ -2384,7 +2388,7 @@ cpu_adam_step (EsBackend *be, float *param, float *m, float *v, const float *gra
                float lr, float beta1, float beta2, float eps, float weight_decay,
                float bc1, float bc2, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, adam_range,
                   &(OptArgs) { .x = param, .m = m, .v = v, .in = grad, .lr = lr,
                                .beta1 = beta1, .beta2 = beta2, .eps = eps,
@@ -2429,7 +2433,7 @@ mask_range (const void *p, int64_t i0, int64_t i1)
 static void
 cpu_mask_apply (EsBackend *be, float *x, const uint8_t *mask, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range (cpu_of (be), N, mask_range, &(MaskArgs) { x, mask });
 }
 
@@ -2497,7 +2501,7 @@ cpu_min_max (EsBackend *be, float *lo, float *hi, const float *x, int64_t N)
   int nt;
   float l = INFINITY, h = -INFINITY;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   nt = threads_for (cpu, (double) N, PAR_MIN_ELEMS);
   if (nt <= 1)
     {
@@ -2593,7 +2597,7 @@ fq_weight_rows (const void *p, int64_t r0, int64_t r1)
 static void
 cpu_fake_quant_weights (EsBackend *be, float *out, const float *w, int rows, int cols)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   parallel_range_ex (cpu_of (be), rows, 1, ES_MAX (1, PAR_MIN_ELEMS / ES_MAX (cols, 1)),
                      fq_weight_rows, &(FqWeightArgs) { out, w, cols });
 }
@@ -2651,7 +2655,7 @@ cpu_fake_quant_act (EsBackend *be, float *out, const float *inp, float lo, float
   float s;
   int32_t z;
 
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_quant_act_params (lo, hi, qmax, &s, &z);
   parallel_range (cpu_of (be), N, fq_act_range,
                   &(FqActArgs) { .out = out, .a = inp, .inv = 1.0f / s, .s = s, .z = z,
@@ -2663,7 +2667,7 @@ static void
 cpu_fake_quant_act_backward (EsBackend *be, float *dinp, const float *dout, const float *inp,
                              float lo, float hi, int64_t N)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   if (dinp == NULL)
     return;
   parallel_range (cpu_of (be), N, ste_range,
@@ -2677,7 +2681,7 @@ cpu_distill_forward (EsBackend *be, float *probs, float *soft_s, float *soft_t, 
                      const float *logits, const float *teacher, const int32_t *labels,
                      float temp, float alpha, int B, int C)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   return es_ref_distill_forward_f32 (probs, soft_s, soft_t, losses, logits, teacher, labels,
                                      temp, alpha, B, C);
 }
@@ -2687,7 +2691,7 @@ cpu_distill_backward (EsBackend *be, float *dlogits, const float *probs, const f
                       const float *soft_t, const int32_t *labels, float temp, float alpha,
                       float scale, int B, int C)
 {
-  cpu_enter ();
+  cpu_enter (cpu_of (be));
   es_ref_distill_backward_f32 (dlogits, probs, soft_s, soft_t, labels, temp, alpha, scale,
                                B, C);
 }
@@ -2800,8 +2804,6 @@ es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err)
 
   /* Process-wide choices, made once however many backends come and go. */
   pthread_once (&cpu_global_once, cpu_global_init);
-  es_set_ftz_daz ();
-  thread_ftz_set = true;
 
   cpu = calloc (1, sizeof *cpu);
   if (cpu != NULL)
@@ -2819,6 +2821,8 @@ es_cpu_backend_new (int n_threads, EsBudget *budget, EsError *err)
       free (cpu);
       return NULL;
     }
+  /* FTZ/DAZ on here now, as on the pool's threads */
+  es_pool_apply_ftz (cpu->pool);
   cpu->n_threads = es_pool_n_threads (cpu->pool);
   cpu->be.iface = &cpu_iface;
   cpu->be.budget = budget;
@@ -2833,4 +2837,71 @@ es_cpu_backend_pool (EsBackend *be)
   if (be == NULL || strcmp (be->iface->name, "cpu") != 0)
     return NULL;
   return cpu_of (be)->pool;
+}
+
+/* ---- FTZ/DAZ and threads (the profiler's detectors) ------------------------------ */
+
+static bool
+is_cpu_backend (const EsBackend *be)
+{
+  return be != NULL && strcmp (be->iface->name, "cpu") == 0;
+}
+
+bool
+es_cpu_backend_set_ftz (EsBackend *be, bool on)
+{
+  if (!is_cpu_backend (be))
+    return false;
+  es_pool_set_ftz (cpu_of (be)->pool, on);
+  return true;
+}
+
+bool
+es_cpu_backend_get_ftz (EsBackend *be)
+{
+  return is_cpu_backend (be) && es_pool_get_ftz (cpu_of (be)->pool);
+}
+
+/* The Threads: line of /proc/self/status; 0 when unknown. */
+static int
+process_thread_count (void)
+{
+  char line[256];
+  int n = 0;
+  FILE *f = fopen ("/proc/self/status", "r");
+
+  if (f == NULL)
+    return 0;
+  while (fgets (line, sizeof line, f) != NULL)
+    if (strncmp (line, "Threads:", 8) == 0)
+      {
+        n = atoi (line + 8);
+        break;
+      }
+  fclose (f);
+  return n > 0 ? n : 0;
+}
+
+void
+es_cpu_backend_thread_info (EsBackend *be, EsThreadInfo *info)
+{
+  cpu_set_t set;
+
+  memset (info, 0, sizeof *info);
+  info->pool_threads = is_cpu_backend (be) ? cpu_of (be)->n_threads : 0;
+  info->blas_threads = openblas_get_num_threads != NULL ? openblas_get_num_threads () : 1;
+  if (omp_get_max_threads != NULL)
+    info->omp_threads = omp_get_max_threads ();
+  else
+    {
+      const char *env = getenv ("OMP_NUM_THREADS");
+
+      /* "4" or a list for nested levels ("4,2"): the first level counts */
+      info->omp_threads = env != NULL ? ES_MAX (atoi (env), 0) : 0;
+    }
+  CPU_ZERO (&set);
+  info->cores = sched_getaffinity (0, sizeof set, &set) == 0 ? CPU_COUNT (&set) : 0;
+  if (info->cores < 1)
+    info->cores = es_pool_online_cores ();
+  info->process_threads = process_thread_count ();
 }

@@ -78,8 +78,6 @@ struct EsExec {
   void          *obs_data;
 };
 
-static _Thread_local bool exec_ftz_set;
-
 const char *
 es_exec_kind_name (EsExecKind kind)
 {
@@ -699,11 +697,7 @@ es_exec_run (EsExec *ex, const float *x, int B)
 
   if (x == NULL || B <= 0 || B > ex->max_batch)
     return NULL;
-  if (!exec_ftz_set)
-    {
-      es_set_ftz_daz ();
-      exec_ftz_set = true;
-    }
+  es_pool_apply_ftz (ex->pool);  /* the backend's FTZ/DAZ setting */
   for (int i = 0; i < es_model_n_layers (m); i++)
     {
       const EsLayerInfo *l = es_model_layer (m, i);

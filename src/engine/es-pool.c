@@ -19,6 +19,13 @@
  * consistent atomics), so a waker takes the mutex only when somebody sleeps and no
  * wake-up is lost.
  *
+ * FTZ/DAZ: the pool's setting is one atomic word, (generation << 1) | on, with a
+ * generation unique in the process (a counter shared by all pools), and each thread
+ * remembers in a thread-local the word it applied last. A worker compares the two when
+ * it wakes for a run (the setting changes only between runs, on the driving thread,
+ * and the run's publication orders it), so MXCSR is written only when the setting or
+ * the pool changed.
+ *
  * Not here: work queues, priorities, affinity to cores. */
 #include "es-pool.h"
 
@@ -64,6 +71,7 @@ struct EsPool {
   EsPoolFn         fn;
   void            *data;
   atomic_bool      stop;          /* read by a late worker while a run is published */
+  _Atomic uint64_t ftz;           /* (unique generation << 1) | FTZ/DAZ on */
 
   /* Each hot word on its own cache line. */
   alignas (64) _Atomic uint64_t state;
@@ -75,6 +83,68 @@ struct EsPool {
   pthread_cond_t                wake_cond;
   pthread_cond_t                done_cond;
 };
+
+/* FTZ/DAZ generations, unique across the process's pools. */
+static _Atomic uint64_t ftz_generations;
+/* The pool setting word this thread applied last (0: none yet). */
+static _Thread_local uint64_t thread_ftz;
+
+/* MXCSR's FTZ (bit 15) and DAZ (bit 6) set or cleared on the calling thread. */
+static void
+write_ftz_daz (bool on)
+{
+#if defined(__SSE__)
+  unsigned csr = _mm_getcsr ();
+
+  _mm_setcsr (on ? csr | 0x8040u : csr & ~0x8040u);
+#else
+  (void) on;
+#endif
+}
+
+static uint64_t
+ftz_word (bool on)
+{
+  return ((atomic_fetch_add (&ftz_generations, 1) + 1) << 1) | (on ? 1u : 0u);
+}
+
+void
+es_pool_apply_ftz (const EsPool *pool)
+{
+  uint64_t w;
+
+  if (pool == NULL)
+    {
+      if (thread_ftz != 1)
+        {
+          write_ftz_daz (true);
+          thread_ftz = 1;  /* generation 0, on: no pool uses it */
+        }
+      return;
+    }
+  w = atomic_load_explicit (&((EsPool *) pool)->ftz, memory_order_relaxed);
+  if (w != thread_ftz)
+    {
+      write_ftz_daz ((w & 1u) != 0);
+      thread_ftz = w;
+    }
+}
+
+void
+es_pool_set_ftz (EsPool *pool, bool on)
+{
+  if (pool == NULL)
+    return;
+  atomic_store_explicit (&pool->ftz, ftz_word (on), memory_order_relaxed);
+  es_pool_apply_ftz (pool);
+}
+
+bool
+es_pool_get_ftz (const EsPool *pool)
+{
+  return pool == NULL
+         || (atomic_load_explicit (&((EsPool *) pool)->ftz, memory_order_relaxed) & 1u) != 0;
+}
 
 static inline void
 cpu_relax (void)
@@ -173,12 +243,13 @@ worker_main (void *arg)
   EsPool *pool = w->pool;
   uint32_t seen = 0;
 
-  es_set_ftz_daz ();
+  es_pool_apply_ftz (pool);
   for (;;)
     {
       seen = wait_for_generation (pool, seen);
       if (atomic_load_explicit (&pool->stop, memory_order_relaxed))
         break;
+      es_pool_apply_ftz (pool);
       run_tasks (pool, seen, w->index);
     }
   return NULL;
@@ -269,8 +340,9 @@ es_pool_new (int n_threads, EsError *err)
   atomic_init (&pool->done, 0);
   atomic_init (&pool->n_sleepers, 0);
   atomic_init (&pool->caller_asleep, 0);
+  atomic_init (&pool->ftz, ftz_word (true));
 
-  es_set_ftz_daz ();
+  es_pool_apply_ftz (pool);
   if (n_threads == 1)
     return pool;
 
@@ -358,6 +430,7 @@ es_pool_run_n (EsPool *pool, int n_tasks, EsPoolFn fn, void *data)
       || pthread_mutex_trylock (&pool->dispatch_lock) != 0)
     {
       /* Serial: one task, one thread, or nested / another thread holds the pool. */
+      es_pool_apply_ftz (pool);
       for (int i = 0; i < n_tasks; i++)
         fn (data, i, n_tasks);
       return;
@@ -366,7 +439,7 @@ es_pool_run_n (EsPool *pool, int n_tasks, EsPoolFn fn, void *data)
   pool->fn = fn;
   pool->data = data;
   publish (pool, (uint32_t) n_tasks, n_tasks - 1);
-  es_set_ftz_daz ();
+  es_pool_apply_ftz (pool);
   run_tasks (pool, pool->gen, 0);
   wait_for_tasks (pool, (uint32_t) n_tasks);
   pthread_mutex_unlock (&pool->dispatch_lock);

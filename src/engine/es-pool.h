@@ -3,7 +3,8 @@
  * takes part. It is built for many short parallel regions (a training step of a small
  * MLP is ~100 us with ~8 regions): workers spin briefly on a generation counter, then
  * sleep on a condition variable, so a dispatch to awake workers costs well under a
- * microsecond and idle workers cost nothing. Every pool thread runs with FTZ/DAZ set.
+ * microsecond and idle workers cost nothing. Every pool thread runs with FTZ/DAZ set
+ * (es_pool_set_ftz turns it off for the denormal detector).
  *
  * Tasks are claimed, not assigned. Each thread first takes the task of its own index
  * (the caller is 0), so with everyone awake task i runs on thread i in every region
@@ -49,6 +50,16 @@ void    es_pool_run           (EsPool *pool, EsPoolFn fn, void *data);
 /* The same with n_tasks tasks (at most ES_POOL_MAX_TASKS). n_tasks 1 runs fn on the
  * caller without waking anyone; 0 does nothing. */
 void    es_pool_run_n         (EsPool *pool, int n_tasks, EsPoolFn fn, void *data);
+
+/* Flush-to-zero and denormals-are-zero (x86 MXCSR) on the pool's threads: on by
+ * default. set records the choice (a fresh process-wide generation with it) and
+ * applies it to the calling thread; each worker applies it when it wakes for a run,
+ * before its first task, and es_pool_apply_ftz applies it to the calling thread when
+ * the generation this thread applied last differs: a load and a compare otherwise, so
+ * ops may call it on every entry. A NULL pool means FTZ on. */
+void    es_pool_set_ftz       (EsPool *pool, bool on);
+bool    es_pool_get_ftz       (const EsPool *pool);
+void    es_pool_apply_ftz     (const EsPool *pool);
 
 /* The number of online cores (at least 1). */
 int     es_pool_online_cores  (void);

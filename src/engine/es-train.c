@@ -108,6 +108,13 @@ struct EsTrainer {
   int      min_micro;         /* smallest micro-batch the model trains correctly with */
   int      r0;                /* first row of the current micro-batch, for dropout seeds */
 
+  /* data-parallel gradient reduction (es_trainer_set_grad_reduce) */
+  EsGradBucketFunc grad_bucket;
+  EsGradFinishFunc grad_finish;
+  void    *grad_user;
+  bool     grad_last;         /* this backward completes the step's gradients */
+  int64_t  step_rows;         /* rows of the batches since the last optimizer step */
+
   /* profiling (es_trainer_set_profiling) */
   bool     prof_on;
   bool     prof_active;       /* inside a timed training batch */
@@ -987,6 +994,7 @@ forward_exec (EsTrainer *tr, Exec *exec, int n, const float *x, int B, bool trai
         {
           prof_mark (tr, ES_STAGE_FORWARD, i);
           tr->prof_layers[i].forward_flops += e->info->flops * B;
+          tr->prof_layers[i].forward_bytes += es_layer_bytes_moved (tr->model, i, B, false, false);
         }
     }
 }
@@ -1078,8 +1086,16 @@ backward (EsTrainer *tr, int n, int B)
         {
           prof_mark (tr, ES_STAGE_BACKWARD, i);
           if (ran)
-            tr->prof_layers[i].backward_flops += e->info->flops * B * (dinp != NULL ? 2 : 1);
+            {
+              tr->prof_layers[i].backward_flops += e->info->flops * B * (dinp != NULL ? 2 : 1);
+              tr->prof_layers[i].backward_bytes += es_layer_bytes_moved (tr->model, i, B, true,
+                                                                         dinp != NULL);
+            }
         }
+      if (tr->grad_last && tr->grad_bucket != NULL && e->info->n_params > 0)
+        tr->grad_bucket (tr->grad_user, be, tr->grads,
+                         es_model_tensor (tr->model, e->info->first_tensor)->offset,
+                         e->info->n_params);
       if (!ran)
         continue;
       if (dinp == NULL)
@@ -1255,6 +1271,90 @@ check_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err)
   return true;
 }
 
+/* ------------------------------------------------------------------------------ */
+/* data parallelism and checkpoints */
+
+void
+es_trainer_set_grad_reduce (EsTrainer *tr, EsGradBucketFunc bucket_ready,
+                            EsGradFinishFunc finish, void *user)
+{
+  tr->grad_bucket = finish != NULL ? bucket_ready : NULL;
+  tr->grad_finish = finish;
+  tr->grad_user = user;
+}
+
+/* The reduction failed: the batch is undone as a bad loss undoes it (gradients zeroed,
+ * running statistics and QAT ranges as before it, nothing accumulated). */
+static void
+grad_reduce_failed (EsTrainer *tr)
+{
+  const EsBackendIface *b = tr->be->iface;
+
+  b->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
+  if (tr->buffers_saved != NULL)
+    b->copy (tr->be, tr->buffers, tr->buffers_saved,
+             (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+  if (tr->qat_on)
+    for (int i = 0; i < tr->n_exec; i++)
+      {
+        Exec *e = &tr->exec[i];
+
+        e->q_tracked = e->q_tracked_saved;
+        e->q_lo = e->q_lo_saved;
+        e->q_hi = e->q_hi_saved;
+      }
+  tr->accum_done = 0;
+}
+
+void
+es_trainer_reload_buffers (EsTrainer *tr)
+{
+  tr->be->iface->upload (tr->be, tr->buffers, es_model_buffers (tr->model),
+                         (size_t) es_model_n_buffers (tr->model) * sizeof (float));
+}
+
+int
+es_trainer_state_slots (const EsTrainer *tr)
+{
+  return optimizer_slots (tr->cfg.optimizer);
+}
+
+void
+es_trainer_get_state (EsTrainer *tr, int64_t *steps, float *slots)
+{
+  const EsBackendIface *b = tr->be->iface;
+  size_t P = (size_t) es_model_n_params (tr->model);
+  float *dev[2] = { tr->opt_m, tr->opt_v };
+
+  if (steps != NULL)
+    *steps = tr->steps;
+  for (int k = 0; k < optimizer_slots (tr->cfg.optimizer) && slots != NULL; k++)
+    b->download (tr->be, slots + (size_t) k * P, dev[k], P * sizeof (float));
+}
+
+bool
+es_trainer_set_state (EsTrainer *tr, int64_t steps, const float *slots, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  size_t P = (size_t) es_model_n_params (tr->model);
+  float *dev[2] = { tr->opt_m, tr->opt_v };
+  int n = optimizer_slots (tr->cfg.optimizer);
+
+  if (steps < 0 || (n > 0 && slots == NULL))
+    {
+      es_error_set (err, ES_ERR_INVALID, "An optimizer state needs a step count >= 0 and "
+                    "%d vector%s of parameters", n, n == 1 ? "" : "s");
+      return false;
+    }
+  for (int k = 0; k < n; k++)
+    b->upload (tr->be, dev[k], slots + (size_t) k * P, P * sizeof (float));
+  b->zero (tr->be, tr->grads, P * sizeof (float));
+  tr->accum_done = 0;
+  tr->steps = steps;
+  tr->lr = steps > 0 ? scheduled_lr (&tr->cfg, steps - 1) : tr->cfg.lr;
+  return true;
+}
+
 bool
 es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsError *err)
 {
@@ -1338,12 +1438,29 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
       loss_backward (tr, mb, scale);
       if (tr->prof_active)
         prof_mark (tr, ES_STAGE_LOSS, -1);
+      tr->grad_last = r0 + mb >= B && tr->accum_done + 1 >= tr->cfg.accum_steps;
       backward (tr, tr->n_exec, mb);
+      tr->grad_last = false;
       if (tr->prof_active)
         tr->prof.micro_batches++;
     }
+  if (tr->accum_done == 0)
+    tr->step_rows = 0;
+  tr->step_rows += B;
   if (++tr->accum_done >= tr->cfg.accum_steps)
     {
+      if (tr->grad_finish != NULL
+          && !tr->grad_finish (tr->grad_user, tr->be, tr->grads, es_model_n_params (tr->model),
+                               tr->step_rows, err))
+        {
+          grad_reduce_failed (tr);
+          if (tr->prof_active)
+            {
+              tr->prof.total_s += tr->prof_t - t_begin;
+              tr->prof_active = false;
+            }
+          return false;
+        }
       optimizer_step (tr);
       tr->accum_done = 0;
     }
@@ -1479,6 +1596,158 @@ es_trainer_set_profile_events (EsTrainer *tr, EsProfileEventFunc func, void *use
 {
   tr->prof_func = func;
   tr->prof_user = user;
+}
+
+/* The minimal-traffic model of es_layer_bytes_moved, kind by kind (R rows, IN and OUT
+ * floats per row, P parameters of which Wn are the weight tensor, CH channels):
+ *   Dense, Conv2D   forward  P + R IN + R OUT
+ *                   backward 2P (gradients read and written) + R IN (for dw) + R OUT
+ *                            (dout), and with dinp Wn (weights) + R IN (dinp written)
+ *   MaxPool2D       forward  R IN + R OUT + R OUT int32 indices; backward R OUT dout
+ *                            + the indices + R IN dinp
+ *   AvgPool2D       forward  R IN + R OUT; backward R OUT + R IN
+ *   activations,    forward  R IN + R OUT; backward R OUT dout + R OUT (the saved input
+ *   Softmax                  or output it differentiates at) + R IN dinp
+ *   Dropout         forward  R IN + R OUT + R OUT mask bytes; backward R OUT + the mask
+ *                            + R IN; nothing at rate 0 (the trainer skips it)
+ *   BatchNorm       forward  P (gamma, beta) + 4 CH (running statistics read and
+ *                            written) + 2 CH (mean, rstd saved) + R IN + R OUT
+ *                   backward 2P + CH gamma + 2 CH saved + R IN + R OUT, + R IN dinp
+ *   Flatten         0: a view of its input, no kernel runs
+ * A layer without parameters does nothing backward without an input gradient. im2col
+ * columns and other scratch are not counted: they are the kernel's choice, not the
+ * layer's need. */
+int64_t
+es_layer_bytes_moved (const EsModel *model, int layer, int64_t rows, bool backward,
+                      bool need_dinput)
+{
+  const EsLayerInfo *l;
+  int64_t in, out, P, W = 0, CH, f;
+  const int64_t F = (int64_t) sizeof (float);
+
+  if (model == NULL || layer < 0 || layer >= es_model_n_layers (model) || rows <= 0)
+    return 0;
+  l = es_model_layer (model, layer);
+  in = rows * es_shape_size (&l->in);
+  out = rows * l->out_floats;
+  P = l->n_params;
+  if (l->n_tensors > 0)
+    W = es_model_tensor (model, l->first_tensor)->size;
+  if (backward && P == 0 && !need_dinput)
+    return 0;
+  switch (l->spec.kind)
+    {
+    case ES_LAYER_DENSE:
+    case ES_LAYER_CONV2D:
+      if (!backward)
+        return (P + in + out) * F;
+      return (2 * P + in + out + (need_dinput ? W + in : 0)) * F;
+    case ES_LAYER_MAXPOOL2D:
+      if (!backward)
+        return (in + out) * F + out * (int64_t) sizeof (int32_t);
+      return (out + in) * F + out * (int64_t) sizeof (int32_t);
+    case ES_LAYER_AVGPOOL2D:
+      return (in + out) * F;
+    case ES_LAYER_RELU:
+    case ES_LAYER_LEAKY_RELU:
+    case ES_LAYER_SIGMOID:
+    case ES_LAYER_TANH:
+    case ES_LAYER_SOFTMAX:
+      return (backward ? in + 2 * out : in + out) * F;
+    case ES_LAYER_DROPOUT:
+      if (!(l->spec.rate > 0.0f))
+        return 0;
+      return (in + out) * F + out;  /* the mask: a byte per element */
+    case ES_LAYER_BATCHNORM:
+      CH = l->in.dims[0];
+      if (!backward)
+        f = P + 4 * CH + 2 * CH + in + out;
+      else
+        f = 2 * P + CH + 2 * CH + in + out + (need_dinput ? in : 0);
+      return f * F;
+    case ES_LAYER_FLATTEN:
+    default:
+      return 0;
+    }
+}
+
+/* Subnormal fp32 values among N floats: exponent bits zero, mantissa not. */
+static int64_t
+count_subnormal (const float *x, int64_t N)
+{
+  int64_t n = 0;
+
+  for (int64_t i = 0; i < N; i++)
+    {
+      uint32_t u;
+
+      memcpy (&u, &x[i], sizeof u);
+      n += (u & 0x7f800000u) == 0 && (u & 0x007fffffu) != 0;
+    }
+  return n;
+}
+
+/* Denormals in N floats of backend memory at p, read in place or through download in
+ * chunks of tmp (TMP floats); *total counts the values. */
+static int64_t
+count_device_subnormal (EsBackend *be, const float *p, int64_t N, float *tmp, int64_t TMP,
+                        int64_t *total)
+{
+  int64_t n = 0;
+
+  if (p == NULL || N <= 0)
+    return 0;
+  *total += N;
+  if (be->iface->host_memory)
+    return count_subnormal (p, N);
+  for (int64_t i = 0; i < N; i += TMP)
+    {
+      int64_t k = ES_MIN (TMP, N - i);
+
+      be->iface->download (be, tmp, p + i, (size_t) k * sizeof (float));
+      n += count_subnormal (tmp, k);
+    }
+  return n;
+}
+
+void
+es_trainer_count_denormals (EsTrainer *tr, EsDenormalCount *out)
+{
+  enum { TMP = 16384 };
+  EsBackend *be = tr->be;
+  int64_t P = es_model_n_params (tr->model), Q = es_model_n_buffers (tr->model);
+  int64_t B = tr->micro, t = 0;
+  float *tmp = NULL;
+
+  memset (out, 0, sizeof *out);
+  if (!be->iface->host_memory && (tmp = malloc (TMP * sizeof (float))) == NULL)
+    return;
+#define COUNT(field, ptr, n) \
+  (out->field += count_device_subnormal (be, (ptr), (n), tmp, TMP, &t))
+  COUNT (params, tr->params, P);
+  COUNT (params, tr->buffers, Q);  /* BatchNorm running statistics */
+  COUNT (gradients, tr->grads, P);
+  COUNT (optimizer, tr->opt_m, P);
+  COUNT (optimizer, tr->opt_v, P);
+  /* float activations only: MaxPool indices and dropout masks are not floats */
+  for (int i = 0; i < es_model_n_layers (tr->model); i++)
+    {
+      const Exec *e = &tr->exec[i];
+
+      COUNT (activations, e->own, B * e->info->out_floats);
+      if (e->bn_mean != NULL)
+        {
+          COUNT (activations, e->bn_mean, e->info->in.dims[0]);
+          COUNT (activations, e->bn_rstd, e->info->in.dims[0]);
+        }
+    }
+  COUNT (activations, tr->probs, B * tr->F_out);
+  COUNT (activations, tr->losses, B);
+  COUNT (activations, tr->dA, B * es_model_max_act (tr->model));
+  COUNT (activations, tr->dB, B * es_model_max_act (tr->model));
+#undef COUNT
+  out->total_values = t;
+  free (tmp);
 }
 
 /* ------------------------------------------------------------------------------ */

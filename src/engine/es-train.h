@@ -185,6 +185,20 @@ typedef bool (*EsGradFinishFunc) (void *user, EsBackend *be, float *grads, int64
                                   int64_t rows, EsError *err);
 void        es_trainer_set_grad_reduce (EsTrainer *tr, EsGradBucketFunc bucket_ready,
                                         EsGradFinishFunc finish, void *user);
+/* Checkpoints: the optimizer's state, so that a run restored from one (parameters and
+ * buffers through the model and es_trainer_reload, then this) continues bit for bit as
+ * if it had not stopped. The state is the optimizer steps done (which also set the
+ * scheduled learning rate and dropout's seeds) and es_trainer_state_slots vectors of
+ * es_model_n_params floats: none for SGD, the velocity for momentum and Nesterov, the
+ * first then the second moment for Adam and AdamW. Take it between optimizer steps:
+ * set_state drops any accumulated gradients. slots is host memory (slots, P). */
+int         es_trainer_state_slots  (const EsTrainer *tr);
+/* Copy the model's buffers (BatchNorm running statistics) alone to the device, keeping
+ * the gradients accumulated so far (data-parallel ranks take rank 0's). */
+void        es_trainer_reload_buffers (EsTrainer *tr);
+void        es_trainer_get_state    (EsTrainer *tr, int64_t *steps, float *slots);
+bool        es_trainer_set_state    (EsTrainer *tr, int64_t steps, const float *slots,
+                                     EsError *err);
 
 /* Copy the device parameters and buffers back into the model. */
 void        es_trainer_sync         (EsTrainer *tr);
