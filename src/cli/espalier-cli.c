@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* espalier-cli.c: the headless front end over core: train, eval, info, datasets, bench,
  * the optimization commands prune, quantize, reduce, sensitivity and compare, which
- * make measured variants of a saved model (espalier-optimize.h), and export (ONNX,
+ * make measured variants of a saved model (espalier-optimize.h), profile (where a
+ * training step's time goes, and the advisor's remedies), and export (ONNX,
  * safetensors + JSON, C source) and import (ONNX) of model files. Output is a progress
  * bar with ETA on a terminal, plain lines otherwise, or one JSON object per event with
  * --json. Exit status: 0 success, 1 failure, 2 bad usage. Ctrl-C stops training or
- * fine-tuning at the end of the current step and writes nothing. */
+ * fine-tuning at the end of the current step and writes nothing. Under mpirun, train
+ * --distributed trains data-parallel (espalier-distributed.h): rank 0 alone prints and
+ * writes. */
 #include "config.h"
 
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
@@ -23,10 +27,12 @@
 #include "espalier-c-export.h"
 #include "espalier-ceilings.h"
 #include "espalier-dataset.h"
+#include "espalier-distributed.h"
 #include "espalier-error.h"
 #include "espalier-model-file.h"
 #include "espalier-onnx.h"
 #include "espalier-optimize.h"
+#include "espalier-profile-report.h"
 #include "espalier-split.h"
 #include "espalier-templates.h"
 #include "espalier-trainer.h"
@@ -492,6 +498,17 @@ typedef struct {
   gboolean      interrupted;
 } RunState;
 
+/* Data-parallel fields of a progress record (espalier-distributed.h), when it has them. */
+static void
+json_distributed (JsonBuilder *b, const EspalierProgress *p)
+{
+  if (p->ranks == 0)
+    return;
+  json_int (b, "ranks", p->ranks);
+  json_double (b, "rank_samples_per_s", p->rank_samples_per_s);
+  json_double (b, "comm_s", p->comm_s);
+}
+
 static void
 draw_bar (const EspalierProgress *p)
 {
@@ -542,6 +559,7 @@ on_progress (const EspalierProgress *p, gpointer user_data)
           json_double (b, "accuracy", p->accuracy);
           json_double (b, "elapsed", p->elapsed);
           json_double (b, "eta", p->eta);
+          json_distributed (b, p);
           json_finish (b);
           break;
         case ESPALIER_PROGRESS_EPOCH:
@@ -553,6 +571,7 @@ on_progress (const EspalierProgress *p, gpointer user_data)
           json_double (b, "val_accuracy", p->record->val_accuracy);
           json_double (b, "lr", p->record->lr);
           json_double (b, "seconds", p->record->seconds);
+          json_distributed (b, p);
           json_finish (b);
           break;
         case ESPALIER_PROGRESS_MESSAGE:
@@ -658,6 +677,89 @@ parse_augment (const char *text, EspalierAugment *aug, GError **error)
   return TRUE;
 }
 
+/* Rank 0, after a data-parallel run: throughput, communication and the last checkpoint. */
+static void
+print_distributed_summary (EspalierDistributed *d, const char *checkpoint)
+{
+  EspalierDistributedStats s;
+  EspalierCheckpointInfo ck;
+  gboolean have_ck = espalier_distributed_get_last_checkpoint (d, &ck);
+  double rate, share, exposed;
+
+  espalier_distributed_get_stats (d, &s);
+  rate = s.seconds > 0 ? s.rows / s.seconds : 0;
+  share = s.seconds > 0 ? s.comm_s / s.seconds : 0;
+  exposed = s.seconds > 0 ? s.exposed_s / s.seconds : 0;
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("distributed_summary");
+      json_int (b, "ranks", s.ranks);
+      json_int (b, "steps", s.steps);
+      json_int (b, "rows_rank0", s.rows);
+      json_double (b, "seconds", s.seconds);
+      json_double (b, "rank_samples_per_s", rate);
+      json_double (b, "comm_s", s.comm_s);
+      json_double (b, "exposed_comm_s", s.exposed_s);
+      json_int (b, "allreduce_bytes", s.allreduce_bytes);
+      if (have_ck)
+        {
+          json_str (b, "checkpoint", checkpoint);
+          json_int (b, "checkpoint_step", ck.step);
+          json_int (b, "checkpoint_epoch", ck.epoch);
+        }
+      json_finish (b);
+      return;
+    }
+  g_print (ngettext ("Data-parallel: %u rank, %.0f samples/s on rank 0 (about %.0f together); "
+                     "%.1f%% of its time in communication, %.1f%% waiting for gradients after "
+                     "backward\n",
+                     "Data-parallel: %u ranks, %.0f samples/s on rank 0 (about %.0f together); "
+                     "%.1f%% of its time in communication, %.1f%% waiting for gradients after "
+                     "backward\n", s.ranks),
+           s.ranks, rate, rate * s.ranks, 100 * share, 100 * exposed);
+  if (have_ck)
+    g_print (_("Last checkpoint: %s, after step %lld (epoch %u)\n"), checkpoint,
+             (long long) ck.step, ck.epoch);
+}
+
+/* A failure of train under --distributed before training starts: every rank reports
+ * once at the same point (espalier_distributed_all_ok), so that an error all ranks share
+ * is shown once, by rank 0, and one rank's own error by that rank. */
+static int
+fail_rank (EspalierDistributed *d, GError *error, const char *what)
+{
+  gboolean show = TRUE;
+
+  if (d != NULL)
+    espalier_distributed_all_ok (d, FALSE, &show);
+  if (!show)
+    {
+      g_error_free (error);
+      return 1;
+    }
+  if (d != NULL && espalier_distributed_rank (d) != 0)
+    g_prefix_error (&error, _("rank %d: "), espalier_distributed_rank (d));
+  return fail (error, what);
+}
+
+/* A failure of a data-parallel run on this rank: one that every rank got alike is shown
+ * by rank 0 and the job ends normally; this rank's own ends the whole job. */
+static int
+fail_run (EspalierDistributed *d, GError *error, const char *what)
+{
+  if (d == NULL || espalier_distributed_size (d) == 1)
+    return fail (error, what);
+  if (espalier_distributed_error_is_shared (d))
+    {
+      if (espalier_distributed_rank (d) == 0)
+        return fail (error, what);
+      g_error_free (error);
+      return 1;
+    }
+  g_prefix_error (&error, "%s: ", _(what));
+  espalier_distributed_abort (d, error);
+}
+
 static int
 cmd_train (int argc, char **argv)
 {
@@ -675,6 +777,12 @@ cmd_train (int argc, char **argv)
   guint64 load_seed;
   double load_val, load_test;
   gboolean json = FALSE, plan = FALSE;
+  /* data parallelism */
+  gboolean distributed = FALSE, quiet = FALSE;
+  g_autofree char *checkpoint = NULL, *resume = NULL;
+  int checkpoint_every = 0;
+  double coll_timeout = 0;
+  g_autoptr(EspalierDistributed) dist = NULL;
   EspalierTrainOptions opts;
   EspalierModelInfo info;
   EsModel *model = NULL;
@@ -711,6 +819,11 @@ cmd_train (int argc, char **argv)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, _("Save the trained model as NAME.json + NAME.safetensors"), "NAME" },
     { "plan", 0, 0, G_OPTION_ARG_NONE, &plan, _("Print the layers and the memory plan before training"), NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("One JSON object per event on standard output"), NULL },
+    { "distributed", 0, 0, G_OPTION_ARG_NONE, &distributed, _("Data-parallel over the ranks of an MPI job (mpirun -np N): --batch rows per rank, N times that per step"), NULL },
+    { "checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &checkpoint, _("With --distributed: rank 0 writes a checkpoint to FILE every --checkpoint-every steps"), "FILE" },
+    { "checkpoint-every", 0, 0, G_OPTION_ARG_INT, &checkpoint_every, _("Optimizer steps between checkpoints (100)"), "K" },
+    { "resume", 0, 0, G_OPTION_ARG_FILENAME, &resume, _("With --distributed: continue from a checkpoint, on any number of ranks"), "FILE" },
+    { "collective-timeout", 0, 0, G_OPTION_ARG_DOUBLE, &coll_timeout, _("With --distributed: seconds a collective may take before the job is ended (300)"), "S" },
     { NULL }
   };
 
@@ -732,6 +845,37 @@ cmd_train (int argc, char **argv)
     return usage_error (ctx, _("train: counts, rates and the seed cannot be negative"));
   if (lr != -1 && !(lr > 0 && isfinite (lr)))
     return usage_error (ctx, _("train: the learning rate must be positive"));
+  if (!distributed && (checkpoint || resume || checkpoint_every || coll_timeout))
+    return usage_error (ctx, _("train: --checkpoint, --checkpoint-every, --resume and "
+                               "--collective-timeout go with --distributed"));
+  if (checkpoint_every < 0 || coll_timeout < 0 || !isfinite (coll_timeout))
+    return usage_error (ctx, _("train: counts, rates and the seed cannot be negative"));
+  if (checkpoint_every > 0 && checkpoint == NULL)
+    return usage_error (ctx, _("train: --checkpoint-every needs --checkpoint FILE"));
+  if (distributed)
+    {
+      dist = espalier_distributed_new (&error);
+      if (dist == NULL)
+        return fail (g_steal_pointer (&error), N_("starting MPI"));
+      quiet = espalier_distributed_rank (dist) != 0;
+      if (quiet)
+        {
+          /* Rank 0 alone speaks; errors still reach standard error. */
+          int null_fd = open ("/dev/null", O_WRONLY | O_CLOEXEC);
+
+          if (null_fd >= 0)
+            {
+              fflush (stdout);
+              dup2 (null_fd, STDOUT_FILENO);
+              close (null_fd);
+            }
+        }
+      if (coll_timeout > 0)
+        espalier_distributed_set_timeout (dist, coll_timeout);
+      if (checkpoint != NULL)
+        espalier_distributed_set_checkpoint (dist, checkpoint,
+                                             checkpoint_every ? (guint) checkpoint_every : 100);
+    }
 
   /* Names and sizes are checked before any work starts. */
   {
@@ -762,7 +906,7 @@ cmd_train (int argc, char **argv)
     {
       model = espalier_model_load (init, &info, &error);
       if (model == NULL)
-        return fail (g_steal_pointer (&error), N_("loading the model"));
+        return fail_rank (dist, g_steal_pointer (&error), N_("loading the model"));
       opts = info.train;
       data_opts_from_json (&d, info.preprocessing);
     }
@@ -775,7 +919,7 @@ cmd_train (int argc, char **argv)
     {
       es_model_free (model);
       espalier_model_info_clear (&info);
-      return fail (g_steal_pointer (&error), N_("loading the dataset"));
+      return fail_rank (dist, g_steal_pointer (&error), N_("loading the dataset"));
     }
 
   if (model == NULL)
@@ -797,7 +941,7 @@ cmd_train (int argc, char **argv)
       if (model == NULL)
         {
           espalier_model_info_clear (&info);
-          return fail (g_steal_pointer (&error), N_("building the model"));
+          return fail_rank (dist, g_steal_pointer (&error), N_("building the model"));
         }
       es_model_init (model, load_seed);
     }
@@ -833,7 +977,7 @@ cmd_train (int argc, char **argv)
         {
           es_model_free (model);
           espalier_model_info_clear (&info);
-          return fail (g_steal_pointer (&error), N_("loading the dataset"));
+          return fail_rank (dist, g_steal_pointer (&error), N_("loading the dataset"));
         }
     }
   if (optimizer)
@@ -847,14 +991,79 @@ cmd_train (int argc, char **argv)
   if (augment)
     parse_augment (augment, &opts.augment, NULL);
 
-  if (plan && out_mode != OUT_JSON)
+  if (dist != NULL)
+    {
+      int n = espalier_distributed_size (dist), local = espalier_distributed_local_size (dist);
+      EspalierCheckpointInfo ck;
+
+      /* The cores of this machine shared among its ranks, unless the user chose. */
+      if (threads == 0 && local > 1)
+        opts.threads = (guint) MAX (1, (int) g_get_num_processors () / local);
+      if (!espalier_distributed_all_ok (dist, TRUE, NULL))
+        {
+          if (!quiet)
+            g_printerr (_("espalier-cli: training: another rank could not start\n"));
+          es_model_free (model);
+          espalier_model_info_clear (&info);
+          return 1;
+        }
+      if (resume != NULL && !espalier_distributed_set_resume (dist, resume, &ck, &error))
+        {
+          es_model_free (model);
+          espalier_model_info_clear (&info);
+          return fail_run (dist, g_steal_pointer (&error), N_("resuming"));
+        }
+      if (out_mode == OUT_JSON && !quiet)
+        {
+          JsonBuilder *b = json_event ("distributed");
+          json_int (b, "ranks", n);
+          json_int (b, "batch_per_rank", opts.batch_size);
+          json_int (b, "global_batch", (gint64) opts.batch_size * n);
+          json_double (b, "lr", opts.engine.lr);
+          json_str (b, "lr_scaling", "none");
+          json_int (b, "threads_per_rank", opts.threads);
+          json_str (b, "checkpoint", checkpoint);
+          json_str (b, "resume", resume);
+          if (resume != NULL)
+            {
+              json_int (b, "resume_epoch", ck.epoch);
+              json_int (b, "resume_position", (gint64) ck.position);
+              json_int (b, "resume_step", ck.step);
+              json_int (b, "resume_ranks", ck.ranks);
+            }
+          json_finish (b);
+        }
+      else if (!quiet)
+        {
+          g_print (ngettext ("Data-parallel on %d rank: batch %u per rank, %u rows per step; "
+                             "learning rate %g as given, not scaled with the global batch "
+                             "(linear scaling from one rank's batch would be --lr %g)\n",
+                             "Data-parallel on %d ranks: batch %u per rank, %u rows per step; "
+                             "learning rate %g as given, not scaled with the global batch "
+                             "(linear scaling from one rank's batch would be --lr %g)\n", n),
+                   n, opts.batch_size, opts.batch_size * (guint) n, opts.engine.lr,
+                   opts.engine.lr * n);
+          if (resume != NULL)
+            g_print (ngettext ("Resuming from %s: epoch %u, %llu rows into it, after step %lld "
+                               "(written by %u rank with batch %u)\n",
+                               "Resuming from %s: epoch %u, %llu rows into it, after step %lld "
+                               "(written by %u ranks with batch %u each)\n", ck.ranks),
+                     resume, ck.epoch, (unsigned long long) ck.position, (long long) ck.step,
+                     ck.ranks, ck.batch);
+        }
+    }
+
+  if (plan && out_mode != OUT_JSON && !quiet)
     print_layers (model, &opts.engine, opts.batch_size);
 
   trainer = espalier_trainer_new (ds, model, &opts);
+  if (dist != NULL)
+    espalier_trainer_set_distributed (trainer, dist);
   st.loop = g_main_loop_new (NULL, FALSE);
   st.cancellable = g_cancellable_new ();
   sigint_id = g_unix_signal_add (SIGINT, on_sigint, &st);
-  espalier_trainer_run_async (trainer, st.cancellable, on_progress, &st, NULL, on_trained, &st);
+  espalier_trainer_run_async (trainer, st.cancellable, quiet ? NULL : on_progress, &st, NULL,
+                              on_trained, &st);
   g_main_loop_run (st.loop);
   g_source_remove (sigint_id);
 
@@ -867,23 +1076,31 @@ cmd_train (int argc, char **argv)
                        _("stopped by Ctrl-C in epoch %u after step %u; nothing was saved"),
                        st.last_epoch, st.last_step);
         }
-      status = fail (st.error, N_("training"));
+      status = fail_run (dist, st.error, N_("training"));
       goto out;
     }
 
   split = espalier_trainer_get_split (trainer);
   if (split->test->len > 0)
     {
-      if (!espalier_evaluate (model, ds, (const guint32 *) split->test->data, split->test->len,
-                              opts.engine.loss, opts.threads, &test_metrics, &error))
+      /* Under --distributed each rank evaluates its share of the test rows. */
+      if (dist != NULL
+          ? !espalier_distributed_evaluate (dist, model, ds, (const guint32 *) split->test->data,
+                                            split->test->len, opts.engine.loss, opts.threads,
+                                            &test_metrics, &error)
+          : !espalier_evaluate (model, ds, (const guint32 *) split->test->data, split->test->len,
+                                opts.engine.loss, opts.threads, &test_metrics, &error))
         {
-          status = fail (g_steal_pointer (&error), N_("evaluating"));
+          status = fail_run (dist, g_steal_pointer (&error), N_("evaluating"));
           goto out;
         }
-      print_metrics (&test_metrics, ds, "test");
+      if (!quiet)
+        print_metrics (&test_metrics, ds, "test");
     }
+  if (dist != NULL && !quiet)
+    print_distributed_summary (dist, checkpoint);
 
-  if (output != NULL)
+  if (output != NULL && !quiet)
     {
       GArray *hist = espalier_trainer_get_history (trainer);
       guint nc = espalier_dataset_get_n_classes (ds);
@@ -911,7 +1128,7 @@ cmd_train (int argc, char **argv)
       info.input_shift = espalier_dataset_is_u8 (ds) ? espalier_dataset_get_shift (ds) : 0.0;
       if (!espalier_model_save (model, &info, output, &error))
         {
-          status = fail (g_steal_pointer (&error), N_("saving the model"));
+          status = fail_run (dist, g_steal_pointer (&error), N_("saving the model"));
           goto out;
         }
       if (out_mode == OUT_JSON)
@@ -923,7 +1140,7 @@ cmd_train (int argc, char **argv)
       else
         g_print (_("Saved %s\n"), output);
     }
-  if (out_mode == OUT_JSON)
+  if (out_mode == OUT_JSON && !quiet)
     {
       JsonBuilder *b = json_event ("done");
       json_finish (b);
@@ -2964,81 +3181,225 @@ cmd_import (int argc, char **argv)
 /* ------------------------------------------------------------------------------ */
 /* profile */
 
-/* The name of a trace event's stage: the engine's, or "data". */
-static const char *
-profile_stage_name (int stage)
+/* Print text wrapped at about 88 columns, every line indented by indent spaces. */
+static void
+print_wrapped (int indent, const char *text)
 {
-  return stage == ESPALIER_STAGE_DATA ? "data" : es_stage_name ((EsStage) stage);
+  g_auto(GStrv) words = g_strsplit (text, " ", -1);
+  int col = 0;
+
+  for (int i = 0; words[i] != NULL; i++)
+    {
+      int w = (int) g_utf8_strlen (words[i], -1);
+
+      if (w == 0)
+        continue;
+      if (col > 0 && col + 1 + w > 88)
+        {
+          g_print ("\n");
+          col = 0;
+        }
+      if (col == 0)
+        {
+          g_print ("%*s%s", indent, "", words[i]);
+          col = indent + w;
+        }
+      else
+        {
+          g_print (" %s", words[i]);
+          col += 1 + w;
+        }
+    }
+  if (col > 0)
+    g_print ("\n");
 }
 
-/* The profile's intervals as Chrome trace events (one "X" event each, and one per step
- * around them), microseconds from the first. */
-static gboolean
-write_trace (const EspalierProfile *prof, const EsModel *model, const char *path,
-             GError **error)
+static void
+print_profile_summary (EspalierProfileReport *report, const EsModel *model)
 {
-  g_autoptr(JsonBuilder) b = json_builder_new ();
-  g_autoptr(JsonGenerator) gen = json_generator_new ();
-  g_autoptr(JsonNode) root = NULL;
-  const EspalierTraceEvent *ev = (const EspalierTraceEvent *) prof->events->data;
-  guint n = prof->events->len, step = 0;
-  double origin = n > 0 ? ev[0].t0 : 0.0;
+  const EspalierProfileSummary *s = espalier_profile_report_get_summary (report);
+  const EspalierProfile *p = s->profile;
+  const char *c_stage = C_("column", "stage"), *c_ms = C_("column", "ms/step");
+  const char *c_share = C_("column", "share");
+  const char *c_layer = C_("column", "layer"), *c_fwd = C_("column", "fwd ms");
+  const char *c_bwd = C_("column", "bwd ms"), *c_flops = C_("column", "FLOPs/step");
+  const char *c_bytes = C_("column", "bytes/step"), *c_rate = C_("column", "GFLOP/s");
+  const char *c_bw = C_("column", "GB/s"), *c_ai = C_("column", "FLOP/B");
+  const char *c_roof = C_("column", "roofline"), *c_bound = C_("column", "bound");
+  double steps = MAX (s->steps, 1), layers_s = 0.0;
+  char a[32], b[32];
 
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "displayTimeUnit");
-  json_builder_add_string_value (b, "ms");
-  json_builder_set_member_name (b, "traceEvents");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < n; i++)
+  g_print (_("%u steps of %u rows (micro-batch %u): %.3f ms per step, %.0f rows/s\n"),
+           s->steps, s->batch, s->micro_batch, 1e3 * s->step_s, s->rows_per_s);
+  if (s->have_ceilings)
+    g_print (_("machine: %.1f GFLOP/s peak (gemm %s, %d threads), %.1f GB/s copy%s; ridge "
+               "point %.2f FLOP/B\n"),
+             s->ceilings.gemm_gflops, es_cpu_backend_gemm_path (), s->ceilings.n_threads,
+             s->ceilings.copy_gbs, s->ceilings.cached ? _(" (cached)") : "",
+             s->ceilings.gemm_gflops / s->ceilings.copy_gbs);
+  g_print ("\n%-*s %*s %*s\n", field_width (c_stage, 10), c_stage, field_width (c_ms, 10), c_ms,
+           field_width (c_share, 7), c_share);
+  for (guint i = 0; i < s->n_stages; i++)
+    g_print ("%-*s %10.3f %6.1f%%\n", field_width (s->stages[i].label, 10), s->stages[i].label,
+             1e3 * s->stages[i].seconds / steps, 100 * s->stages[i].share);
+  if (fabs (1.0 - s->coverage) <= 0.05)
+    g_print (_("The stages add up to the step time (%.1f%% of it).\n\n"), 100 * s->coverage);
+  else
+    g_print (_("The stages do not add up to the step time: they cover %.1f%% of it.\n\n"),
+             100 * s->coverage);
+
+  g_print ("%-*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %-*s\n", field_width (c_layer, 14), c_layer,
+           field_width (c_fwd, 9), c_fwd, field_width (c_bwd, 9), c_bwd,
+           field_width (c_share, 7), c_share, field_width (c_flops, 12), c_flops,
+           field_width (c_bytes, 12), c_bytes, field_width (c_rate, 8), c_rate,
+           field_width (c_bw, 7), c_bw, field_width (c_ai, 7), c_ai,
+           field_width (c_roof, 8), c_roof, field_width (c_bound, 7), c_bound);
+  for (guint i = 0; i < s->n_layers; i++)
     {
-      const EspalierTraceEvent *e = &ev[i];
-      g_autofree char *name = NULL;
+      const EspalierLayerTime *l = &s->layers[i];
+      g_autofree char *label = g_strdup_printf ("%u %s", i, l->kind);
+      const char *bound = !s->have_ceilings || l->bytes <= 0 ? "-"
+                          : l->memory_bound ? C_("bound", "memory") : C_("bound", "compute");
 
-      if (e->stage == ESPALIER_STAGE_DATA)
-        {
-          /* a step: from asking for its data to its last interval */
-          double end = e->t1;
-          g_autofree char *sname = NULL;
-
-          for (guint j = i + 1; j < n && ev[j].stage != ESPALIER_STAGE_DATA; j++)
-            end = ev[j].t1;
-          sname = g_strdup_printf ("step %u", ++step);
-          json_builder_begin_object (b);
-          json_str (b, "name", sname);
-          json_str (b, "cat", "step");
-          json_str (b, "ph", "X");
-          json_double (b, "ts", (e->t0 - origin) * 1e6);
-          json_double (b, "dur", (end - e->t0) * 1e6);
-          json_int (b, "pid", 1);
-          json_int (b, "tid", 1);
-          json_builder_end_object (b);
-        }
-      if (e->layer >= 0)
-        name = g_strdup_printf ("%s %d %s", profile_stage_name (e->stage), e->layer,
-                                es_layer_kind_name (es_model_layer (model, e->layer)->spec.kind));
-      else
-        name = g_strdup (profile_stage_name (e->stage));
-      json_builder_begin_object (b);
-      json_str (b, "name", name);
-      json_str (b, "cat", profile_stage_name (e->stage));
-      json_str (b, "ph", "X");
-      json_double (b, "ts", (e->t0 - origin) * 1e6);
-      json_double (b, "dur", (e->t1 - e->t0) * 1e6);
-      json_int (b, "pid", 1);
-      json_int (b, "tid", 1);
-      json_builder_set_member_name (b, "args");
-      json_builder_begin_object (b);
-      json_int (b, "step", step);
-      if (e->layer >= 0)
-        json_int (b, "layer", e->layer);
-      json_builder_end_object (b);
-      json_builder_end_object (b);
+      layers_s += l->forward_s + l->backward_s;
+      g_print ("%-14s %9.3f %9.3f %6.1f%% %12.0f %12.0f %8.2f %7.2f %7.2f %7.1f%% %s\n", label,
+               1e3 * l->forward_s / steps, 1e3 * l->backward_s / steps, 100 * l->share,
+               l->flops, l->bytes, l->gflops, l->gbs, l->intensity, 100 * l->roofline_share,
+               bound);
     }
-  json_builder_end_array (b);
-  json_builder_end_object (b);
-  root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  return json_generator_to_file (gen, path, error);
+  g_print (_("Layers: %.1f%% of the step time.\n"),
+           s->wall_s > 0 ? 100 * layers_s / s->wall_s : 0.0);
+  if (s->ceilings_low)
+    g_print (_("Some layers ran faster than the measured peak: the ceilings were measured "
+               "on a busy machine (run again with --remeasure).\n"));
+  g_print ("\n");
+
+  {
+    char kind[ES_MEM_N_KINDS][32];
+
+    for (int k = 0; k < ES_MEM_N_KINDS; k++)
+      es_format_bytes (kind[k], sizeof kind[k], (double) p->mem_kind[k]);
+    g_print (_("memory: engine peak %s of %s; weights %s, gradients %s, optimizer %s, "
+               "activations %s, workspace %s, data %s\n"),
+             es_format_bytes (a, sizeof a, (double) p->mem_peak),
+             p->mem_limit > 0 ? es_format_bytes (b, sizeof b, (double) p->mem_limit)
+                              : _("no limit"),
+             kind[ES_MEM_WEIGHTS], kind[ES_MEM_GRADIENTS], kind[ES_MEM_OPTIMIZER],
+             kind[ES_MEM_ACTIVATIONS], kind[ES_MEM_WORKSPACE], kind[ES_MEM_DATA]);
+  }
+  g_print (_("        process resident %s, peak %s\n"),
+           es_format_bytes (a, sizeof a, (double) p->rss),
+           es_format_bytes (b, sizeof b, (double) p->rss_peak));
+  g_print (_("threads: pool %d, BLAS %d, OpenMP %d, data %u on %d cores; %.1f involuntary "
+             "switches a step; %.3f ms a step waiting for a core (training thread %.3f)\n"),
+           p->threads.pool_threads, p->threads.blas_threads, p->threads.omp_threads,
+           MAX (p->data_threads, 1), p->threads.cores, p->involuntary_switches / steps,
+           1e3 * p->runqueue_wait_s / steps, 1e3 * p->trainer_runqueue_wait_s / steps);
+  g_print (_("denormals: %lld of %lld values; flush-to-zero %s\n\n"),
+           (long long) (p->denormals.params + p->denormals.gradients + p->denormals.optimizer
+                        + p->denormals.activations),
+           (long long) p->denormals.total_values, p->ftz ? _("on") : _("off"));
+  (void) model;
+}
+
+static void
+print_profile_advice (EspalierProfileReport *report)
+{
+  guint nf = espalier_profile_report_n_findings (report);
+  guint na = espalier_profile_report_n_advice (report);
+
+  if (nf == 0)
+    {
+      g_print (_("No bottleneck found: no detector fired.\n"));
+      return;
+    }
+  g_print (_("Findings, most severe first:\n"));
+  for (guint i = 0; i < nf; i++)
+    {
+      const EspalierFinding *f = espalier_profile_report_finding (report, i);
+      g_autofree char *head = g_strdup_printf (_("%s (%s, %.0f%% at stake)"), f->title,
+                                               f->name, 100 * f->severity);
+
+      g_print ("  - %s\n", head);
+      print_wrapped (4, f->evidence);
+    }
+  if (na == 0)
+    return;
+  g_print (_("\nAdvice (apply one with --apply N):\n"));
+  for (guint i = 0; i < na; i++)
+    {
+      const EspalierAdvice *a = espalier_profile_report_advice (report, i);
+      g_autofree char *head = NULL;
+
+      if (isfinite (a->expected_gain))
+        head = g_strdup_printf (_("%u. %s [%s]: %.2fx expected (estimate)"), i + 1, a->title,
+                                a->name, a->expected_gain);
+      else
+        head = g_strdup_printf (_("%u. %s [%s]: no estimate"), i + 1, a->title, a->name);
+      g_print ("  %s\n", head);
+      print_wrapped (5, a->evidence);
+      if (a->can_apply)
+        {
+          g_autofree char *act = g_strdup_printf (_("Apply: %s"), a->action);
+
+          print_wrapped (5, act);
+        }
+      else
+        {
+          g_autofree char *why = g_strdup_printf (_("Cannot apply: %s"), a->cannot_apply);
+
+          print_wrapped (5, why);
+        }
+    }
+}
+
+/* The advice --apply names: a 1-based number or an advice name; 0 when it names none
+ * in this report. */
+static guint
+find_advice (EspalierProfileReport *report, const char *which)
+{
+  guint na = espalier_profile_report_n_advice (report);
+  guint64 n;
+
+  if (g_ascii_string_to_unsigned (which, 10, 1, G_MAXUINT, &n, NULL))
+    return n <= na ? (guint) n : 0;
+  for (guint i = 0; i < na; i++)
+    if (g_str_equal (espalier_profile_report_advice (report, i)->name, which))
+      return i + 1;
+  return 0;
+}
+
+/* Whether --apply's argument can name advice at all. */
+static gboolean
+apply_arg_valid (const char *which)
+{
+  guint64 n;
+
+  if (g_ascii_string_to_unsigned (which, 10, 1, G_MAXUINT, &n, NULL))
+    return TRUE;
+  for (int k = 0; k < ESPALIER_N_ADVICE; k++)
+    if (g_str_equal (espalier_advice_kind_name ((EspalierAdviceKind) k), which))
+      return TRUE;
+  return FALSE;
+}
+
+static void
+print_apply_result (const EspalierAdvice *a, guint index, const EspalierAdviceResult *res)
+{
+  const char *c_q = C_("column", "measured"), *c_before = C_("column", "before");
+  const char *c_after = C_("column", "after");
+  int w = MAX ((int) g_utf8_strlen (res->quantity, -1), 12);
+
+  g_print (_("\nApplied %u. %s: %s\n"), index, a->title, res->change);
+  g_print ("%-*s %*s %*s\n", field_width (c_q, w), c_q, field_width (c_before, 14), c_before,
+           field_width (c_after, 14), c_after);
+  g_print ("%-*s %14.1f %14.1f\n", field_width (res->quantity, w), res->quantity, res->before,
+           res->after);
+  if (isfinite (a->expected_gain))
+    g_print (_("Gain: %.2fx, measured before and after in this run (the estimate was "
+               "%.2fx).\n"), res->gain, a->expected_gain);
+  else
+    g_print (_("Gain: %.2fx, measured before and after in this run.\n"), res->gain);
 }
 
 static int
@@ -3046,32 +3407,31 @@ cmd_profile (int argc, char **argv)
 {
   g_auto(DataOpts) d = { 0 };
   g_autofree GOptionEntry *dentries = data_entries (&d);
-  g_autoptr(GOptionContext) ctx = g_option_context_new (_("[MODEL.json] - where the time of a training step goes"));
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("[MODEL.json] - where the time of a training step goes, and what to do about it"));
   g_autoptr(GError) error = NULL;
   g_autoptr(EspalierDataset) ds = NULL;
-  g_autoptr(EspalierTrainer) trainer = NULL;
-  g_autofree char *model_name = NULL, *spec = NULL, *trace = NULL;
+  g_autoptr(EspalierProfileReport) report = NULL;
+  g_autofree char *model_name = NULL, *spec = NULL, *trace = NULL, *memory = NULL;
+  g_autofree char *augment = NULL, *apply = NULL;
   int steps = 50, batch = 0, threads = 0;
   gboolean json = FALSE, remeasure = FALSE;
   EspalierTrainOptions opts;
+  EspalierProfileOptions popts;
   EspalierModelInfo info;
+  EspalierAdviceResult res = { 0 };
   EsModel *model = NULL;
-  const EspalierProfile *prof;
-  EsCeilings ceil;
-  double *intensity = NULL, *roofline = NULL;
-  double step_s, staged_s, other_s, coverage, layers_s = 0.0;
-  double stage_s[ES_N_STAGES + 2];   /* data, the engine's, other */
-  const char *stage_label[ES_N_STAGES + 2];
-  gboolean adds_up;
-  int status = 1, n_layers;
+  int status = 1;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_STRING, &model_name, _("An untrained template instead of a file (default: as train chooses)"), "NAME" },
     { "spec", 0, 0, G_OPTION_ARG_STRING, &spec, _("Layers as a spec string instead of a file"), "LAYERS" },
     { "steps", 'n', 0, G_OPTION_ARG_INT, &steps, _("Training steps to profile (50)"), "N" },
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, _("Batch size (the model's)"), "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (as train chooses)"), "N" },
+    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, _("Engine memory budget, e.g. 64M"), "SIZE" },
+    { "augment", 0, 0, G_OPTION_ARG_STRING, &augment, _("Image augmentation: shift=K,flip,noise=STD"), "LIST" },
     { "trace", 0, 0, G_OPTION_ARG_FILENAME, &trace, _("Write the steps as Chrome trace-event JSON (Perfetto, chrome://tracing)"), "FILE" },
     { "remeasure", 0, 0, G_OPTION_ARG_NONE, &remeasure, _("Measure the machine's ceilings again instead of reading them from the cache"), NULL },
+    { "apply", 0, 0, G_OPTION_ARG_STRING, &apply, _("Apply advice N (or the advice of that name, e.g. larger-batch) and measure before and after"), "N" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
@@ -3080,9 +3440,13 @@ cmd_profile (int argc, char **argv)
   g_option_context_add_main_entries (ctx, dentries, NULL);
   g_option_context_set_summary (ctx, _("Trains for a few steps with every stage and layer timed, "
                                        "and prints where the\n"
-                                       "time went: data, forward, loss, backward, optimizer, "
-                                       "and each layer's share\n"
-                                       "with its achieved FLOP/s."));
+                                       "time went (data, forward, loss, backward, optimizer, "
+                                       "each layer on the\n"
+                                       "machine's roofline), memory and threads, what the "
+                                       "detectors found and\n"
+                                       "the advice, each with its estimated gain. --apply "
+                                       "applies one and measures\n"
+                                       "before and after."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
     return usage_error (ctx, _("profile: %s"), error->message);
   if (argc > 2)
@@ -3092,6 +3456,18 @@ cmd_profile (int argc, char **argv)
   if (steps <= 0 || batch < 0 || threads < 0)
     return usage_error (ctx, _("profile: --steps must be at least 1, and the batch and threads "
                                "cannot be negative"));
+  {
+    gsize ok_size;
+    EspalierAugment ok_aug = { 0 };
+
+    if (memory && !parse_size (memory, &ok_size))
+      return usage_error (ctx, _("profile: cannot read the size '%s' (say 64M or 2G)"), memory);
+    if (augment && !parse_augment (augment, &ok_aug, &error))
+      return usage_error (ctx, _("profile: %s"), error->message);
+    if (apply && !apply_arg_valid (apply))
+      return usage_error (ctx, _("profile: --apply takes an advice number (1, 2, ...) or name "
+                                 "(larger-batch, prefetch, ...), not '%s'"), apply);
+  }
   if (json)
     out_mode = OUT_JSON;
 
@@ -3138,69 +3514,22 @@ cmd_profile (int argc, char **argv)
     }
   if (batch) opts.batch_size = (guint) batch;
   if (threads) opts.threads = (guint) threads;
-  /* every epoch has a step: the run ends on the step count, never on epochs, and
-   * without validation or early stopping between them */
-  opts.epochs = (guint) steps;
-  opts.val_fraction = 0;
-  opts.patience = 0;
+  if (memory) parse_size (memory, &opts.memory_limit);
+  if (augment) parse_augment (augment, &opts.augment, NULL);
 
-  trainer = espalier_trainer_new (ds, model, &opts);
-  espalier_trainer_set_profiling (trainer, TRUE, (guint) steps, trace != NULL);
-  if (!espalier_trainer_run (trainer, NULL, NULL, NULL, &error))
+  espalier_profile_options_init (&popts);
+  popts.steps = (guint) steps;
+  popts.trace = trace != NULL;
+  popts.remeasure = remeasure;
+  report = espalier_profile_run (ds, model, &opts, &popts, NULL, NULL, NULL, &error);
+  if (report == NULL)
     {
-      status = fail (g_steal_pointer (&error), N_("training"));
+      status = fail (g_steal_pointer (&error), N_("profiling"));
       goto out;
     }
-  prof = espalier_trainer_get_profile (trainer);
-  g_assert (prof != NULL && prof->steps > 0);
-  n_layers = es_model_n_layers (model);
-
-  /* The stages of a step: data from the batcher, the engine's, and what is left. */
-  stage_label[0] = "data";
-  stage_s[0] = prof->data_s;
-  staged_s = prof->data_s;
-  for (int s = 0; s < ES_N_STAGES; s++)
-    {
-      stage_label[s + 1] = es_stage_name ((EsStage) s);
-      stage_s[s + 1] = prof->engine.stage_s[s];
-      staged_s += prof->engine.stage_s[s];
-    }
-  other_s = MAX (prof->wall_s - staged_s, 0.0);
-  stage_label[ES_N_STAGES + 1] = "other";
-  stage_s[ES_N_STAGES + 1] = other_s;
-  step_s = prof->wall_s / prof->steps;
-  coverage = prof->wall_s > 0 ? staged_s / prof->wall_s : 1.0;
-  adds_up = fabs (1.0 - coverage) <= 0.05;
-  for (int i = 0; i < n_layers; i++)
-    layers_s += prof->layers[i].forward_s + prof->layers[i].backward_s;
-
-  /* The roofline: the machine's ceilings (measured once, cached) on the threads asked
-   * for, or all cores when the trainer chose; each layer's arithmetic intensity is its
-   * forward FLOPs on a batch over the bytes it moves (weights, inputs, outputs). */
-  if (!espalier_ceilings_get (opts.threads, remeasure, &ceil, &error))
-    {
-      status = fail (g_steal_pointer (&error), N_("measuring the machine's ceilings"));
-      goto out;
-    }
-  intensity = g_new0 (double, (gsize) MAX (n_layers, 1));
-  roofline = g_new0 (double, (gsize) MAX (n_layers, 1));
-  for (int i = 0; i < n_layers; i++)
-    {
-      const EsLayerInfo *li = es_model_layer (model, i);
-      const EsLayerProfile *lp = &prof->layers[i];
-      double in_floats = 1.0, bytes, flops, t = lp->forward_s + lp->backward_s, attainable;
-
-      for (int k = 0; k < li->in.rank; k++)
-        in_floats *= li->in.dims[k];
-      bytes = 4.0 * ((double) li->n_params + (double) opts.batch_size * (in_floats + (double) li->out_floats));
-      flops = (double) li->flops * opts.batch_size;
-      intensity[i] = bytes > 0 ? flops / bytes : 0.0;
-      attainable = MIN (ceil.gemm_gflops, intensity[i] * ceil.copy_gbs);
-      roofline[i] = attainable > 0 && t > 0
-                    ? (double) (lp->forward_flops + lp->backward_flops) / t / 1e9 / attainable : 0.0;
-    }
-
-  if (trace != NULL && !write_trace (prof, model, trace, &error))
+  if (trace != NULL
+      && !espalier_profile_write_trace (espalier_profile_report_get_summary (report)->profile,
+                                        model, trace, &error))
     {
       g_prefix_error (&error, "%s: ", trace);
       status = fail (g_steal_pointer (&error), N_("writing the trace"));
@@ -3209,115 +3538,92 @@ cmd_profile (int argc, char **argv)
 
   if (out_mode == OUT_JSON)
     {
-      JsonBuilder *b = json_event ("profile");
+      g_autoptr(JsonNode) node = espalier_profile_report_to_json (report);
+      JsonObject *o = json_node_get_object (node);
+      g_autoptr(JsonGenerator) gen = json_generator_new ();
+      g_autofree char *text = NULL;
 
-      json_int (b, "steps", prof->steps);
-      json_int (b, "batch", opts.batch_size);
-      json_builder_set_member_name (b, "machine");
-      json_builder_begin_object (b);
-      json_double (b, "peak_gflops_per_s", ceil.gemm_gflops);
-      json_double (b, "copy_gb_per_s", ceil.copy_gbs);
-      json_int (b, "threads", ceil.n_threads);
-      json_str (b, "gemm", es_cpu_backend_gemm_path ());
-      json_builder_set_member_name (b, "cached");
-      json_builder_add_boolean_value (b, ceil.cached);
-      json_builder_end_object (b);
-      json_int (b, "micro_batch", espalier_trainer_get_micro_batch (trainer));
-      json_double (b, "step_ms", step_s * 1e3);
-      json_double (b, "coverage", coverage);
-      json_builder_set_member_name (b, "adds_up");
-      json_builder_add_boolean_value (b, adds_up);
-      json_builder_set_member_name (b, "stages");
-      json_builder_begin_array (b);
-      for (int s = 0; s < ES_N_STAGES + 2; s++)
-        {
-          json_builder_begin_object (b);
-          json_str (b, "name", stage_label[s]);
-          json_double (b, "ms_per_step", stage_s[s] / prof->steps * 1e3);
-          json_double (b, "share", prof->wall_s > 0 ? stage_s[s] / prof->wall_s : 0.0);
-          json_builder_end_object (b);
-        }
-      json_builder_end_array (b);
-      json_builder_set_member_name (b, "layers");
-      json_builder_begin_array (b);
-      for (int i = 0; i < n_layers; i++)
-        {
-          const EsLayerProfile *lp = &prof->layers[i];
-          double t = lp->forward_s + lp->backward_s;
-          gint64 flops = lp->forward_flops + lp->backward_flops;
+      /* an event like the others: "event" first */
+      {
+        g_autoptr(JsonBuilder) b = json_event ("profile");
+        g_autoptr(JsonNode) ev = NULL;
+        GList *members = json_object_get_members (o);
 
-          json_builder_begin_object (b);
-          json_int (b, "index", i);
-          json_str (b, "kind", es_layer_kind_name (es_model_layer (model, i)->spec.kind));
-          json_double (b, "forward_ms", lp->forward_s / prof->steps * 1e3);
-          json_double (b, "backward_ms", lp->backward_s / prof->steps * 1e3);
-          json_double (b, "share", prof->wall_s > 0 ? t / prof->wall_s : 0.0);
-          json_int (b, "flops", flops / prof->steps);
-          json_double (b, "gflops_per_s", t > 0 ? flops / t / 1e9 : 0.0);
-          json_double (b, "intensity", intensity[i]);
-          json_double (b, "roofline_share", roofline[i]);
-          json_builder_end_object (b);
-        }
-      json_builder_end_array (b);
-      if (trace != NULL)
-        json_str (b, "trace", trace);
-      json_finish (b);
+        for (GList *m = members; m != NULL; m = m->next)
+          {
+            json_builder_set_member_name (b, m->data);
+            json_builder_add_value (b, json_node_copy (json_object_get_member (o, m->data)));
+          }
+        g_list_free (members);
+        if (trace != NULL)
+          json_str (b, "trace", trace);
+        json_builder_end_object (b);
+        ev = json_builder_get_root (b);
+        json_generator_set_root (gen, ev);
+        text = json_generator_to_data (gen, NULL);
+        printf ("%s\n", text);
+        fflush (stdout);
+      }
     }
   else
     {
-      const char *c_stage = C_("column", "stage"), *c_ms = C_("column", "ms/step");
-      const char *c_share = C_("column", "share");
-      const char *c_layer = C_("column", "layer"), *c_fwd = C_("column", "fwd ms");
-      const char *c_bwd = C_("column", "bwd ms"), *c_flops = C_("column", "FLOPs/step");
-      const char *c_rate = C_("column", "GFLOP/s");
-      const char *c_ai = C_("column", "FLOP/B"), *c_roof = C_("column", "roofline");
-
-      g_print (_("%u steps of %u rows (micro-batch %u): %.3f ms per step\n\n"), prof->steps,
-               opts.batch_size, espalier_trainer_get_micro_batch (trainer), step_s * 1e3);
-      g_print (_("machine: %.1f GFLOP/s peak (gemm %s, %d threads), %.1f GB/s copy%s\n\n"),
-               ceil.gemm_gflops, es_cpu_backend_gemm_path (), ceil.n_threads, ceil.copy_gbs,
-               ceil.cached ? _(" (cached)") : "");
-      g_print ("%-*s %*s %*s\n", field_width (c_stage, 10), c_stage, field_width (c_ms, 10), c_ms,
-               field_width (c_share, 7), c_share);
-      for (int s = 0; s < ES_N_STAGES + 2; s++)
-        g_print ("%-10s %10.3f %6.1f%%\n", stage_label[s], stage_s[s] / prof->steps * 1e3,
-                 prof->wall_s > 0 ? 100 * stage_s[s] / prof->wall_s : 0.0);
-      if (adds_up)
-        g_print (_("The stages add up to the step time (%.1f%% of it).\n\n"), 100 * coverage);
-      else
-        g_print (_("The stages do not add up to the step time: they cover %.1f%% of it.\n\n"),
-                 100 * coverage);
-
-      g_print ("%-*s %*s %*s %*s %*s %*s %*s %*s\n", field_width (c_layer, 16), c_layer,
-               field_width (c_fwd, 10), c_fwd, field_width (c_bwd, 10), c_bwd,
-               field_width (c_share, 7), c_share, field_width (c_flops, 14), c_flops,
-               field_width (c_rate, 9), c_rate, field_width (c_ai, 8), c_ai,
-               field_width (c_roof, 8), c_roof);
-      for (int i = 0; i < n_layers; i++)
-        {
-          const EsLayerProfile *lp = &prof->layers[i];
-          double t = lp->forward_s + lp->backward_s;
-          gint64 flops = lp->forward_flops + lp->backward_flops;
-          g_autofree char *label = g_strdup_printf ("%d %s", i,
-                                                    es_layer_kind_name (es_model_layer (model, i)->spec.kind));
-
-          g_print ("%-16s %10.3f %10.3f %6.1f%% %14lld %9.2f %8.2f %7.1f%%\n", label,
-                   lp->forward_s / prof->steps * 1e3, lp->backward_s / prof->steps * 1e3,
-                   prof->wall_s > 0 ? 100 * t / prof->wall_s : 0.0,
-                   (long long) (flops / prof->steps), t > 0 ? flops / t / 1e9 : 0.0,
-                   intensity[i], 100 * roofline[i]);
-        }
-      g_print (_("Layers: %.1f%% of the step time.\n"),
-               prof->wall_s > 0 ? 100 * layers_s / prof->wall_s : 0.0);
+      print_profile_summary (report, model);
+      print_profile_advice (report);
       if (trace != NULL)
-        g_print (_("Trace written to %s\n"), trace);
+        g_print (_("\nTrace written to %s\n"), trace);
+    }
+
+  if (apply != NULL)
+    {
+      guint index = find_advice (report, apply);
+      const EspalierAdvice *a;
+
+      if (index == 0)
+        {
+          g_set_error (&error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                       _("This profile has no advice '%s' (it gave %u)"), apply,
+                       espalier_profile_report_n_advice (report));
+          status = fail (g_steal_pointer (&error), N_("applying advice"));
+          goto out;
+        }
+      a = espalier_profile_report_advice (report, index - 1);
+      if (out_mode != OUT_JSON)
+        g_print (_("\nApplying %u. %s: profiling before and after...\n"), index, a->title);
+      if (!espalier_advice_apply (report, index - 1, ds, model, &opts, &popts, NULL, &res,
+                                  &error))
+        {
+          status = fail (g_steal_pointer (&error), N_("applying advice"));
+          goto out;
+        }
+      if (out_mode == OUT_JSON)
+        {
+          JsonBuilder *b = json_event ("apply");
+
+          json_int (b, "index", index);
+          json_str (b, "name", a->name);
+          json_str (b, "title", a->title);
+          json_str (b, "change", res.change);
+          json_str (b, "quantity", res.quantity);
+          json_double (b, "before", res.before);
+          json_double (b, "after", res.after);
+          json_double (b, "gain", res.gain);
+          json_double (b, "expected_gain", a->expected_gain);
+          json_builder_set_member_name (b, "measured");
+          json_builder_add_boolean_value (b, TRUE);
+          json_builder_set_member_name (b, "profile");
+          if (res.report != NULL)
+            json_builder_add_value (b, espalier_profile_report_to_json (res.report));
+          else
+            json_builder_add_null_value (b);
+          json_finish (b);
+        }
+      else
+        print_apply_result (a, index, &res);
     }
   status = 0;
 
 out:
-  g_free (intensity);
-  g_free (roofline);
-  g_clear_object (&trainer);
+  espalier_advice_result_clear (&res);
   es_model_free (model);
   espalier_model_info_clear (&info);
   return status;
@@ -3335,7 +3641,7 @@ static const struct {
   { "info", cmd_info, N_("layers, shapes, parameters, FLOPs and the memory plan") },
   { "datasets", cmd_datasets, N_("list the datasets known by name") },
   { "bench", cmd_bench, N_("time inference: batch-1 latency and a large batch") },
-  { "profile", cmd_profile, N_("train a few steps timed by stage and layer; --trace for Perfetto") },
+  { "profile", cmd_profile, N_("find the bottleneck of a few training steps and advise; --apply, --trace") },
   { "prune", cmd_prune, N_("prune a saved model (magnitude, gradual, structured, 2:4) and measure it") },
   { "quantize", cmd_quantize, N_("quantize a saved model (int8 static or dynamic, fp16, bf16, QAT)") },
   { "reduce", cmd_reduce, N_("remove a layer, recover by distillation or fine-tuning") },

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-batcher.c: the prefetching batch producer. Two slots: the consumer holds
- * one (the batch next() returned), the producer thread fills the other with the
- * following batch, then sleeps on the condition variable until a slot is free or an
- * epoch starts. One mutex guards the slot states and the epoch; the filling itself runs
- * unlocked, and start_epoch() waits for a fill in flight to finish before it touches
- * the order, so the producer never reads a half-written permutation.
+/* espalier-batcher.c: the prefetching batch producer. A ring of slots (two by default):
+ * the consumer holds one (the batch next() returned), the producer threads (one by
+ * default) fill the others with the following batches, batch b always in slot
+ * b % n_slots, then sleep on the condition variable until a slot is free or an epoch
+ * starts. One mutex guards the slot states and the epoch; each worker claims a batch
+ * under it and fills the slot unlocked, and start_epoch() waits for every fill in
+ * flight to finish before it touches the order, so no worker reads a half-written
+ * permutation. The workers count the seconds they spend filling and waiting for a
+ * free slot, for the profiler.
  *
  * Randomness is counter-based: the order of epoch e comes from (seed, e), the
  * augmentation of the row at position p from (seed, e, p), whatever the timing.
@@ -25,7 +28,14 @@ typedef struct {
   guint32       *rows;         /* (B) */
   EspalierBatch  batch;
   gint64         index;        /* the batch it holds, -1 when free */
+  gboolean       filling;      /* a worker is filling it */
 } Slot;
+
+typedef struct {
+  struct _EspalierBatcher *self;
+  GThread                 *thread;
+  float                   *scratch;   /* (F) for shifts and flips */
+} Worker;
 
 struct _EspalierBatcher
 {
@@ -49,10 +59,11 @@ struct _EspalierBatcher
   const float     *targets;      /* (N, T) or NULL */
   float            scale, shift;
 
-  Slot             slots[2];
-  float           *scratch;      /* (F) the producer's, for shifts and flips */
+  Slot            *slots;        /* (n_slots) */
+  guint            n_slots;
+  Worker         **workers;      /* (n_workers) */
+  guint            n_workers;
 
-  GThread         *thread;
   GMutex           lock;
   GCond            cond;
   /* Under lock: */
@@ -60,15 +71,19 @@ struct _EspalierBatcher
   gboolean         active;       /* an epoch was started */
   guint            generation;   /* bumped by start_epoch */
   guint            epoch;
-  guint            next_fill;    /* batch the producer fills next */
+  guint            next_fill;    /* batch a worker claims next */
   guint            next_take;    /* batch next() returns next */
-  gboolean         filling;
+  guint            filling;      /* fills in flight */
   gint             held;         /* slot the consumer holds, -1 */
   double           wait_seconds;
+  double           produce_seconds;        /* all workers, since creation */
+  double           producer_wait_seconds;
+  gint64           freed_at;     /* when next() last freed a slot */
 };
 
 static void
 augment_row (EspalierBatcher *self,
+             float           *scratch,
              float           *x,
              guint            epoch,
              guint            position)
@@ -90,7 +105,7 @@ augment_row (EspalierBatcher *self,
 
       if (dx != 0 || dy != 0 || flip)
         {
-          memcpy (self->scratch, x, sizeof (float) * self->F);
+          memcpy (scratch, x, sizeof (float) * self->F);
           for (guint c = 0; c < C; c++)
             for (guint y = 0; y < H; y++)
               for (guint xx = 0; xx < W; xx++)
@@ -102,7 +117,7 @@ augment_row (EspalierBatcher *self,
                   if (sx < 0 || sy < 0 || sx >= (gint) W || sy >= (gint) H)
                     *out = fill;
                   else
-                    *out = self->scratch[((gsize) c * H + sy) * W + sx];
+                    *out = scratch[((gsize) c * H + sy) * W + sx];
                 }
         }
     }
@@ -113,6 +128,7 @@ augment_row (EspalierBatcher *self,
 
 static void
 fill_slot (EspalierBatcher *self,
+           float           *scratch,
            Slot            *slot,
            guint            b,
            guint            epoch)
@@ -152,7 +168,7 @@ fill_slot (EspalierBatcher *self,
         memcpy (slot->targets + (gsize) i * T, self->targets + (gsize) row * T,
                 sizeof (float) * T);
       if (self->augmenting)
-        augment_row (self, x, epoch, start + i);
+        augment_row (self, scratch, x, epoch, start + i);
     }
   slot->batch.B = B;
   slot->batch.x = slot->x_u8 != NULL ? NULL : slot->x;
@@ -164,44 +180,127 @@ fill_slot (EspalierBatcher *self,
   slot->batch.rows = slot->rows;
 }
 
+/* Under lock: whether a worker can claim the next batch now. */
+static gboolean
+can_fill (EspalierBatcher *self)
+{
+  const Slot *slot;
+
+  if (!self->active || self->next_fill >= self->n_batches)
+    return FALSE;
+  slot = &self->slots[self->next_fill % self->n_slots];
+  return slot->index < 0 && !slot->filling;
+}
+
 static gpointer
 batcher_thread (gpointer data)
 {
-  EspalierBatcher *self = data;
+  Worker *worker = data;
+  EspalierBatcher *self = worker->self;
 
   g_mutex_lock (&self->lock);
   for (;;)
     {
       guint b, gen, epoch;
+      gint64 t0;
       Slot *slot;
 
-      while (!self->quit
-             && !(self->active && self->next_fill < self->n_batches
-                  && self->slots[self->next_fill % 2].index < 0))
-        g_cond_wait (&self->cond, &self->lock);
+      while (!self->quit && !can_fill (self))
+        {
+          /* Blocked with batches left to fill: every slot is ahead of the consumer. */
+          gboolean blocked = self->active && self->next_fill < self->n_batches;
+
+          t0 = g_get_monotonic_time ();
+          g_cond_wait (&self->cond, &self->lock);
+          if (blocked)
+            {
+              /* until the consumer freed a slot: the time it takes this thread to be
+               * scheduled again is not the data being ahead */
+              gint64 t1 = g_get_monotonic_time ();
+
+              if (self->freed_at > t0 && self->freed_at < t1)
+                t1 = self->freed_at;
+              self->producer_wait_seconds += (t1 - t0) / 1e6;
+            }
+        }
       if (self->quit)
         break;
 
-      b = self->next_fill;
-      slot = &self->slots[b % 2];
+      b = self->next_fill++;
+      slot = &self->slots[b % self->n_slots];
+      slot->filling = TRUE;
+      self->filling++;
       gen = self->generation;
       epoch = self->epoch;
-      self->filling = TRUE;
       g_mutex_unlock (&self->lock);
 
-      fill_slot (self, slot, b, epoch);
+      t0 = g_get_monotonic_time ();
+      fill_slot (self, worker->scratch, slot, b, epoch);
 
       g_mutex_lock (&self->lock);
-      self->filling = FALSE;
+      self->produce_seconds += (g_get_monotonic_time () - t0) / 1e6;
+      slot->filling = FALSE;
+      self->filling--;
       if (gen == self->generation)
-        {
-          slot->index = b;
-          self->next_fill++;
-        }
+        slot->index = b;
       g_cond_broadcast (&self->cond);
     }
   g_mutex_unlock (&self->lock);
   return NULL;
+}
+
+/* Under lock, no epoch active: n slots for batches of batch_size rows. */
+static void
+slots_alloc (EspalierBatcher *self,
+             guint            n)
+{
+  for (guint s = 0; s < self->n_slots; s++)
+    {
+      Slot *slot = &self->slots[s];
+
+      g_free (slot->x);
+      g_free (slot->x_u8);
+      g_free (slot->rows);
+      g_free (slot->labels);
+      g_free (slot->targets);
+    }
+  g_free (self->slots);
+  self->n_slots = n;
+  self->slots = g_new0 (Slot, n);
+  for (guint s = 0; s < n; s++)
+    {
+      Slot *slot = &self->slots[s];
+
+      slot->x = g_new0 (float, MAX ((gsize) self->batch_size * self->F, 1));
+      if (self->keep_u8)
+        slot->x_u8 = g_new0 (guint8, MAX ((gsize) self->batch_size * self->F, 1));
+      slot->rows = g_new0 (guint32, self->batch_size);
+      if (self->labels != NULL)
+        slot->labels = g_new0 (gint32, self->batch_size);
+      if (self->targets != NULL)
+        slot->targets = g_new0 (float, MAX ((gsize) self->batch_size * self->T, 1));
+      slot->index = -1;
+    }
+}
+
+/* Under lock: start workers until there are n. */
+static void
+workers_add (EspalierBatcher *self,
+             guint            n)
+{
+  if (n <= self->n_workers)
+    return;
+  self->workers = g_renew (Worker *, self->workers, n);
+  for (guint w = self->n_workers; w < n; w++)
+    {
+      Worker *worker = g_new0 (Worker, 1);
+
+      worker->self = self;
+      worker->scratch = g_new (float, MAX (self->F, 1));
+      worker->thread = g_thread_new ("espalier-batcher", batcher_thread, worker);
+      self->workers[w] = worker;
+    }
+  self->n_workers = n;
 }
 
 EspalierBatcher *
@@ -256,25 +355,14 @@ espalier_batcher_new (EspalierDataset       *ds,
       self->augmenting = augment->noise_std > 0
                          || (self->C > 0 && (augment->shift_pixels > 0 || augment->hflip));
     }
-  self->scratch = g_new (float, MAX (self->F, 1));
-
-  for (guint s = 0; s < 2; s++)
-    {
-      Slot *slot = &self->slots[s];
-
-      slot->x = g_new0 (float, MAX ((gsize) batch_size * self->F, 1));
-      slot->rows = g_new0 (guint32, batch_size);
-      if (self->labels != NULL)
-        slot->labels = g_new0 (gint32, batch_size);
-      if (self->targets != NULL)
-        slot->targets = g_new0 (float, MAX ((gsize) batch_size * self->T, 1));
-      slot->index = -1;
-    }
   self->held = -1;
 
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
-  self->thread = g_thread_new ("espalier-batcher", batcher_thread, self);
+  g_mutex_lock (&self->lock);
+  slots_alloc (self, 2);
+  workers_add (self, 1);
+  g_mutex_unlock (&self->lock);
   return self;
 }
 
@@ -292,14 +380,28 @@ espalier_batcher_set_keep_u8 (EspalierBatcher *self,
       return;
     }
   self->keep_u8 = keep_u8 && self->u8 != NULL && !self->augmenting;
-  for (guint s = 0; s < 2; s++)
-    {
-      Slot *slot = &self->slots[s];
+  slots_alloc (self, self->n_slots);
+  g_mutex_unlock (&self->lock);
+}
 
-      g_clear_pointer (&slot->x_u8, g_free);
-      if (self->keep_u8)
-        slot->x_u8 = g_new0 (guint8, MAX ((gsize) self->batch_size * self->F, 1));
+void
+espalier_batcher_set_prefetch (EspalierBatcher *self,
+                               guint            workers,
+                               guint            ahead)
+{
+  g_return_if_fail (self != NULL);
+  g_return_if_fail (workers >= 1 && workers <= 64 && ahead >= 1 && ahead <= 256);
+
+  g_mutex_lock (&self->lock);
+  if (self->active)
+    {
+      g_mutex_unlock (&self->lock);
+      g_critical ("espalier_batcher_set_prefetch() must come before the first epoch");
+      return;
     }
+  /* every worker needs a slot of its own to fill */
+  slots_alloc (self, MAX (ahead, workers) + 1);
+  workers_add (self, workers);
   g_mutex_unlock (&self->lock);
 }
 
@@ -333,12 +435,12 @@ espalier_batcher_start_epoch (EspalierBatcher *self,
 
   g_mutex_lock (&self->lock);
   self->generation++;
-  while (self->filling)
+  while (self->filling > 0)
     g_cond_wait (&self->cond, &self->lock);
   shuffle_order (self, epoch);
   self->epoch = epoch;
-  self->slots[0].index = -1;
-  self->slots[1].index = -1;
+  for (guint s = 0; s < self->n_slots; s++)
+    self->slots[s].index = -1;
   self->held = -1;
   self->next_fill = 0;
   self->next_take = 0;
@@ -366,6 +468,7 @@ espalier_batcher_next (EspalierBatcher *self)
     {
       self->slots[self->held].index = -1;
       self->held = -1;
+      self->freed_at = g_get_monotonic_time ();
       g_cond_broadcast (&self->cond);
     }
   if (self->next_take >= self->n_batches)
@@ -373,7 +476,7 @@ espalier_batcher_next (EspalierBatcher *self)
       g_mutex_unlock (&self->lock);
       return NULL;
     }
-  slot = &self->slots[self->next_take % 2];
+  slot = &self->slots[self->next_take % self->n_slots];
   if (slot->index != (gint64) self->next_take)
     {
       gint64 t0 = g_get_monotonic_time ();
@@ -382,7 +485,7 @@ espalier_batcher_next (EspalierBatcher *self)
         g_cond_wait (&self->cond, &self->lock);
       self->wait_seconds += (g_get_monotonic_time () - t0) / 1e6;
     }
-  self->held = self->next_take % 2;
+  self->held = (gint) (self->next_take % self->n_slots);
   self->next_take++;
   g_mutex_unlock (&self->lock);
   return &slot->batch;
@@ -409,6 +512,28 @@ espalier_batcher_wait_seconds (EspalierBatcher *self)
 }
 
 void
+espalier_batcher_get_producer_seconds (EspalierBatcher *self,
+                                       double          *produce,
+                                       double          *wait)
+{
+  g_return_if_fail (self != NULL);
+
+  g_mutex_lock (&self->lock);
+  if (produce != NULL)
+    *produce = self->produce_seconds;
+  if (wait != NULL)
+    *wait = self->producer_wait_seconds;
+  g_mutex_unlock (&self->lock);
+}
+
+guint
+espalier_batcher_get_workers (EspalierBatcher *self)
+{
+  g_return_val_if_fail (self != NULL, 0);
+  return self->n_workers;
+}
+
+void
 espalier_batcher_free (EspalierBatcher *self)
 {
   if (self == NULL)
@@ -418,19 +543,17 @@ espalier_batcher_free (EspalierBatcher *self)
   self->quit = TRUE;
   g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->lock);
-  g_thread_join (self->thread);
+  for (guint w = 0; w < self->n_workers; w++)
+    {
+      g_thread_join (self->workers[w]->thread);
+      g_free (self->workers[w]->scratch);
+      g_free (self->workers[w]);
+    }
+  g_free (self->workers);
 
   g_mutex_clear (&self->lock);
   g_cond_clear (&self->cond);
-  for (guint s = 0; s < 2; s++)
-    {
-      g_free (self->slots[s].x);
-      g_free (self->slots[s].x_u8);
-      g_free (self->slots[s].rows);
-      g_free (self->slots[s].labels);
-      g_free (self->slots[s].targets);
-    }
-  g_free (self->scratch);
+  slots_alloc (self, 0);
   g_free (self->rows);
   g_free (self->order);
   g_object_unref (self->ds);

@@ -2,7 +2,8 @@
 /* espalier-batcher.h: batches of a dataset's rows for training and evaluation. A
  * thread of its own shuffles (seeded, per epoch), gathers, converts uint8 to float
  * (x * scale + shift) and augments one batch ahead of the consumer (double
- * buffering); it sleeps on a condition variable, never spins.
+ * buffering), or more threads further ahead (espalier_batcher_set_prefetch); they
+ * sleep on a condition variable, never spin.
  *
  * Dimension key: B = batch size, F = row size, T = targets. */
 #pragma once
@@ -48,6 +49,14 @@ EspalierBatcher     *espalier_batcher_new           (EspalierDataset       *ds,
  * bytes cross between cores. Call before the first epoch. */
 void                 espalier_batcher_set_keep_u8   (EspalierBatcher       *self,
                                                      gboolean               keep_u8);
+/* Prepare batches on `workers` threads (1 by default) up to `ahead` batches ahead of
+ * the one the consumer holds (1 by default), for a data pipeline slower than the
+ * compute (heavy augmentation). The batches and their order are the same whatever the
+ * setting. Call before the first epoch. */
+void                 espalier_batcher_set_prefetch  (EspalierBatcher       *self,
+                                                     guint                  workers,
+                                                     guint                  ahead);
+guint                espalier_batcher_get_workers   (EspalierBatcher       *self);
 /* Reshuffle with seed and epoch and start prefetching; an epoch in progress is
  * abandoned. */
 void                 espalier_batcher_start_epoch   (EspalierBatcher       *self,
@@ -58,6 +67,13 @@ const EspalierBatch *espalier_batcher_next          (EspalierBatcher       *self
 guint                espalier_batcher_n_batches     (EspalierBatcher       *self);
 /* Seconds next() spent waiting for data this epoch. */
 double               espalier_batcher_wait_seconds  (EspalierBatcher       *self);
+/* The producer side since the batcher was made, summed over its threads: seconds spent
+ * preparing batches (gather, convert, augment) and seconds spent waiting for the
+ * consumer to free a slot while batches were left to prepare (the data is ahead).
+ * Either may be NULL. */
+void                 espalier_batcher_get_producer_seconds (EspalierBatcher *self,
+                                                            double          *produce,
+                                                            double          *wait);
 /* Stops and joins the thread, also in the middle of an epoch. */
 void                 espalier_batcher_free          (EspalierBatcher       *self);
 

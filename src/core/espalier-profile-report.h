@@ -35,10 +35,12 @@ void espalier_profile_options_init (EspalierProfileOptions *popts);
 typedef struct _EspalierProfileReport EspalierProfileReport;
 
 /* Train a copy of model (the model itself is not changed) on dataset with opts for
- * popts->steps steps with profiling on, read the machine's ceilings (espalier-
- * ceilings.h) and build the report. Runs on the calling thread (use a GTask for the
- * UI); progress as espalier_trainer_run gives it (func may be NULL). Cancelling returns
- * FALSE with G_IO_ERROR_CANCELLED. */
+ * popts->steps steps with profiling on (after one warm-up step; no validation or early
+ * stopping), read the machine's ceilings (espalier-ceilings.h) for the threads that
+ * ran, and build the report; with denormals found and flush-to-zero off, time a few
+ * steps both ways (popts->probe_denormals). Runs on the calling thread (use a GTask for
+ * the UI); progress as espalier_trainer_run gives it (func may be NULL). Cancelling
+ * returns NULL with G_IO_ERROR_CANCELLED. */
 EspalierProfileReport *espalier_profile_run (EspalierDataset              *dataset,
                                              const EsModel                *model,
                                              const EspalierTrainOptions   *opts,
@@ -100,6 +102,9 @@ typedef struct {
   const EspalierLayerTime *layers;        /* (n_layers) */
   gboolean           have_ceilings;
   EsCeilings         ceilings;
+  gboolean           ceilings_low;        /* some layer ran well above the measured peak:
+                                           * the ceilings were measured on a busy machine
+                                           * (the detectors then do not use them) */
   const EspalierProfile *profile;         /* what it was built from (memory, threads,
                                            * denormals, events) */
 } EspalierProfileSummary;
@@ -154,14 +159,21 @@ typedef struct {
   const char *evidence;      /* translated: why, from the findings' figures */
   const char *action;        /* translated: what Apply changes */
   double      expected_gain; /* estimated speed-up of the measured quantity (rows per
-                              * second of training; for QUANTIZE, batch-1 inference),
-                              * > 1; NAN when no estimate can be made. An estimate only:
-                              * shown as such until measured by espalier_advice_apply */
+                              * second of training; for QUANTIZE, batch-1 inference;
+                              * for GRAD_ACCUMULATION, the engine's peak memory, as
+                              * before / after), > 1; NAN when no estimate can be made.
+                              * An estimate only: shown as such until measured by
+                              * espalier_advice_apply */
   EspalierFindingKind finding;   /* the finding it answers */
   int         layer;         /* the layer it acts on, or -1 */
   gboolean    can_apply;
   const char *cannot_apply;  /* translated reason when !can_apply ("no CUDA device") */
 } EspalierAdvice;
+
+/* The untranslated keys of the kinds: "data-bound", ...; "larger-batch", ... (the
+ * names of EspalierFinding and EspalierAdvice). */
+const char            *espalier_finding_kind_name (EspalierFindingKind kind);
+const char            *espalier_advice_kind_name  (EspalierAdviceKind  kind);
 
 /* Findings and advice, most important first; advice follows the order of the findings
  * it answers. */
@@ -172,6 +184,14 @@ guint                  espalier_profile_report_n_advice   (EspalierProfileReport
 const EspalierAdvice  *espalier_profile_report_advice     (EspalierProfileReport *report,
                                                            guint                  i);
 
+/* The denormal probe of espalier_profile_run (denormals found with flush-to-zero off):
+ * seconds per step over `steps` steps with flush-to-zero off and on, from the profiled
+ * weights. FALSE (and 0s) when no probe ran. Any pointer may be NULL. */
+gboolean               espalier_profile_report_get_probe (EspalierProfileReport *report,
+                                                          guint                 *steps,
+                                                          double                *ftz_off_step_s,
+                                                          double                *ftz_on_step_s);
+
 /* ---- applying advice ------------------------------------------------------------ */
 
 /* What applying a piece of advice changed and measured. */
@@ -180,22 +200,25 @@ typedef struct {
   EsModel               *model;      /* the changed copy of the model (owned) */
   EspalierTrainOptions   opts;       /* the changed options */
   char                  *change;     /* translated: "batch 32 → 128" */
-  const char            *quantity;   /* translated: "rows/s (training)" or "batch-1
-                                      * latency (inference)" */
+  const char            *quantity;   /* translated: "rows/s (training)", "batch-1
+                                      * latency (inference, µs)" or, for
+                                      * GRAD_ACCUMULATION, "engine peak memory (bytes)" */
   double                 before, after;   /* the quantity, measured in the same call */
   double                 gain;       /* after / before for rates, before / after for
-                                      * latencies: > 1 is better */
+                                      * latencies and memory: > 1 is better */
   EspalierProfileReport *report;     /* the new profile (NULL for QUANTIZE) */
 } EspalierAdviceResult;
 
 void espalier_advice_result_clear (EspalierAdviceResult *res);
 
-/* Apply advice i of report: change a copy of model / opts as its action says, profile
- * again with popts (or, for QUANTIZE, measure inference latency of both), and fill res.
- * The before figure is measured again in the same call, not taken from the old report,
- * so both sides ran under the same conditions. FALSE with an error when the advice
- * cannot be applied (can_apply is FALSE) or the run fails; cancellable as
- * espalier_profile_run. */
+/* Apply advice i of report: change a copy of model / opts (or of the dataset, for
+ * STANDARDIZE_ONCE) as its action says, profile again with popts (or, for QUANTIZE,
+ * measure inference latency of both), and fill res. The before figure is measured
+ * again in the same call, not taken from the old report, so both sides ran under the
+ * same conditions: one profile right after the other, and for speeds the best of up to
+ * three such pairs while a pair takes under a second. FALSE with an error
+ * (ESPALIER_ERROR_UNSUPPORTED) when the advice cannot be applied (can_apply is FALSE)
+ * or with the run's error when it fails; cancellable as espalier_profile_run. */
 gboolean espalier_advice_apply (EspalierProfileReport        *report,
                                 guint                         i,
                                 EspalierDataset              *dataset,

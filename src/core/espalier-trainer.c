@@ -7,8 +7,10 @@
 #include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "es-backend.h"
+#include "espalier-distributed.h"
 #include "espalier-error.h"
 #include "espalier-split.h"
 #include "espalier-trainer.h"
@@ -43,6 +45,9 @@ struct _EspalierTrainer
   gboolean              fq_reduce_range;
   float                *range_lo, *range_hi;  /* (n_layers) QAT input ranges of the last run */
   gboolean             *range_set;      /* (n_layers) */
+
+  /* Data parallelism (espalier_trainer_set_distributed), borrowed, or NULL. */
+  EspalierDistributed  *dist;
 
   /* Profiling (espalier_trainer_set_profiling). */
   gboolean              prof_on, prof_trace;
@@ -82,13 +87,33 @@ espalier_metrics_class_accuracy (const EspalierMetrics *m, guint k)
   return row > 0 ? (double) m->confusion[k * m->n_classes + k] / (double) row : NAN;
 }
 
-static void
-profile_free (EspalierProfile *p)
+EspalierProfile *
+espalier_profile_copy (const EspalierProfile *prof)
 {
-  g_free (p->layers);
-  if (p->events != NULL)
-    g_array_unref (p->events);
-  g_free (p);
+  EspalierProfile *copy;
+
+  g_return_val_if_fail (prof != NULL, NULL);
+
+  copy = g_memdup2 (prof, sizeof *prof);
+  copy->layers = g_memdup2 (prof->layers, sizeof (EsLayerProfile) * prof->n_layers);
+  if (prof->events != NULL)
+    {
+      copy->events = g_array_sized_new (FALSE, FALSE, sizeof (EspalierTraceEvent),
+                                        prof->events->len);
+      g_array_append_vals (copy->events, prof->events->data, prof->events->len);
+    }
+  return copy;
+}
+
+void
+espalier_profile_free (EspalierProfile *prof)
+{
+  if (prof == NULL)
+    return;
+  g_free (prof->layers);
+  if (prof->events != NULL)
+    g_array_unref (prof->events);
+  g_free (prof);
 }
 
 static void
@@ -108,7 +133,7 @@ espalier_trainer_finalize (GObject *object)
   g_clear_pointer (&self->range_lo, g_free);
   g_clear_pointer (&self->range_hi, g_free);
   g_clear_pointer (&self->range_set, g_free);
-  g_clear_pointer (&self->profile, profile_free);
+  g_clear_pointer (&self->profile, espalier_profile_free);
   g_mutex_clear (&self->pause_lock);
   g_cond_clear (&self->pause_cond);
   G_OBJECT_CLASS (espalier_trainer_parent_class)->finalize (object);
@@ -299,6 +324,14 @@ espalier_trainer_get_split (EspalierTrainer *self)
 }
 
 void
+espalier_trainer_set_distributed (EspalierTrainer     *self,
+                                  EspalierDistributed *dist)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+  self->dist = dist;
+}
+
+void
 espalier_trainer_set_profiling (EspalierTrainer *self,
                                 gboolean         on,
                                 guint            max_steps,
@@ -315,6 +348,165 @@ espalier_trainer_get_profile (EspalierTrainer *self)
 {
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
   return self->profile;
+}
+
+void
+espalier_trainer_set_flush_denormals (EspalierTrainer *self,
+                                      gboolean         on)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+  self->opts.keep_denormals = !on;
+}
+
+#define PROFILE_RING 1024
+
+/* Where the profile's counters started: the batcher's and the process's, read when
+ * profiling begins, so the profile covers its own steps only; and the last steps' data
+ * waits and wall times. */
+typedef struct {
+  double produce_s, producer_wait_s;
+  gint64 involuntary_switches;
+  double last_post;                 /* es_now of the last STEP record with a profile */
+  double runqueue_wait_s, trainer_runqueue_wait_s;
+  /* The data wait and wall time of the last PROFILE_RING steps, for their medians. */
+  double data[PROFILE_RING], wall[PROFILE_RING];
+  guint  n;                         /* steps recorded, all time */
+  double step_data;                 /* this step's data wait */
+} ProfileBase;
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+static double
+median (const double *v, guint n)
+{
+  double sorted[PROFILE_RING];
+
+  if (n == 0)
+    return 0.0;
+  memcpy (sorted, v, n * sizeof *v);
+  qsort (sorted, n, sizeof *sorted, cmp_double);
+  return n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+}
+
+static gint64
+involuntary_switches (void)
+{
+  struct rusage ru;
+
+  return getrusage (RUSAGE_SELF, &ru) == 0 ? (gint64) ru.ru_nivcsw : 0;
+}
+
+/* VmRSS and VmHWM of /proc/self/status in bytes, 0 where unknown. */
+static void
+read_rss (gsize *rss, gsize *peak)
+{
+  g_autofree char *text = NULL;
+  const char *p;
+
+  *rss = *peak = 0;
+  if (!g_file_get_contents ("/proc/self/status", &text, NULL, NULL))
+    return;
+  if ((p = strstr (text, "\nVmRSS:")) != NULL)
+    *rss = (gsize) g_ascii_strtoull (p + 7, NULL, 10) * 1024;
+  if ((p = strstr (text, "\nVmHWM:")) != NULL)
+    *peak = (gsize) g_ascii_strtoull (p + 7, NULL, 10) * 1024;
+}
+
+/* The run-queue wait (second field of schedstat, nanoseconds) in seconds, 0 unknown. */
+static double
+schedstat_wait (const char *path)
+{
+  g_autofree char *text = NULL;
+  char *end;
+  guint64 v;
+
+  if (!g_file_get_contents (path, &text, NULL, NULL))
+    return 0.0;
+  g_ascii_strtoull (text, &end, 10);
+  v = g_ascii_strtoull (end, NULL, 10);
+  return v / 1e9;
+}
+
+/* The run-queue wait of all the process's threads and of the calling one. */
+static void
+read_runqueue (double *all, double *self)
+{
+  GDir *dir = g_dir_open ("/proc/self/task", 0, NULL);
+  const char *name;
+
+  *all = 0.0;
+  *self = schedstat_wait ("/proc/thread-self/schedstat");
+  if (dir == NULL)
+    return;
+  while ((name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *path = g_build_filename ("/proc/self/task", name, "schedstat", NULL);
+
+      *all += schedstat_wait (path);
+    }
+  g_dir_close (dir);
+}
+
+static void
+profile_begin (ProfileBase *base, EspalierBatcher *batcher)
+{
+  espalier_batcher_get_producer_seconds (batcher, &base->produce_s, &base->producer_wait_s);
+  base->involuntary_switches = involuntary_switches ();
+  read_runqueue (&base->runqueue_wait_s, &base->trainer_runqueue_wait_s);
+  base->last_post = es_now ();
+}
+
+/* Bring prof up to date from the engine, the batcher, the budget and the process. */
+static void
+profile_update (EspalierTrainer   *self,
+                EspalierProfile   *prof,
+                const ProfileBase *base,
+                EsTrainer         *tr,
+                EsBackend         *be,
+                EsBudget          *budget,
+                EspalierBatcher   *batcher)
+{
+  es_trainer_get_profile (tr, &prof->engine);
+  for (guint i = 0; i < prof->n_layers; i++)
+    es_trainer_get_layer_profile (tr, (int) i, &prof->layers[i]);
+  if (batcher != NULL)
+    {
+      espalier_batcher_get_producer_seconds (batcher, &prof->produce_s, &prof->producer_wait_s);
+      prof->produce_s -= base->produce_s;
+      prof->producer_wait_s -= base->producer_wait_s;
+    }
+  prof->batch = self->opts.batch_size;
+  prof->micro_batch = self->micro_batch;
+  prof->train_rows = self->split->train->len;
+  if (batcher != NULL)
+    prof->data_threads = espalier_batcher_get_workers (batcher);
+  prof->prefetch = MAX (self->opts.prefetch, 1);
+  prof->convert_per_batch = espalier_dataset_is_u8 (self->dataset)
+                            || espalier_dataset_get_scale (self->dataset) != 1.0f
+                            || espalier_dataset_get_shift (self->dataset) != 0.0f;
+  prof->augment = self->opts.augment.noise_std > 0
+                  || (espalier_dataset_get_rank (self->dataset) == 3
+                      && (self->opts.augment.shift_pixels > 0 || self->opts.augment.hflip));
+  for (int k = 0; k < ES_MEM_N_KINDS; k++)
+    prof->mem_kind[k] = es_budget_used_kind (budget, (EsMemKind) k);
+  prof->mem_peak = es_budget_peak (budget);
+  prof->mem_limit = es_budget_limit (budget);
+  read_rss (&prof->rss, &prof->rss_peak);
+  es_cpu_backend_thread_info (be, &prof->threads);
+  prof->involuntary_switches = involuntary_switches () - base->involuntary_switches;
+  read_runqueue (&prof->runqueue_wait_s, &prof->trainer_runqueue_wait_s);
+  prof->runqueue_wait_s = MAX (prof->runqueue_wait_s - base->runqueue_wait_s, 0.0);
+  prof->trainer_runqueue_wait_s = MAX (prof->trainer_runqueue_wait_s
+                                       - base->trainer_runqueue_wait_s, 0.0);
+  prof->ftz = es_cpu_backend_get_ftz (be);
+  prof->data_median_s = median (base->data, MIN (base->n, PROFILE_RING));
+  prof->step_median_s = median (base->wall, MIN (base->n, PROFILE_RING));
 }
 
 /* The engine's intervals into the trace (on the worker). */
@@ -510,6 +702,7 @@ typedef struct {
   gpointer             data;
   double               last_step;
   double               last_snapshot;
+  EspalierDistributed *dist;          /* adds the data-parallel fields, or NULL */
 } Reporter;
 
 /* Pass p to the callback, then free its snapshot unless the callback took it (the async
@@ -517,6 +710,8 @@ typedef struct {
 static void
 report (Reporter *rep, EspalierProgress *p)
 {
+  if (rep->dist != NULL)
+    espalier_distributed_fill_progress (rep->dist, p);
   if (rep->func != NULL)
     rep->func (p, rep->data);
   g_clear_pointer (&p->snapshot, es_model_free);
@@ -731,22 +926,29 @@ espalier_trainer_run (EspalierTrainer      *self,
   g_autofree float *best = NULL;
   g_autofree float *bce_targets = NULL;
   EspalierMetrics vm = { 0 };      /* validation metrics of the current epoch */
-  Reporter rep = { func, user_data, 0, -INFINITY };
+  Reporter rep = { func, user_data, 0, -INFINITY, NULL };
   EsError es = { 0 };
   gboolean ok = FALSE, bce, have_best = FALSE;
   double t_start, best_val = INFINITY;
   guint best_epoch = 0;
   guint bad_epochs = 0, steps_per_epoch, patience;
+  guint first_epoch = 1, global_batch;  /* data parallelism: resumed epoch, rows per step */
   gint64 next_event = 0;
   gsize n_params;
   EspalierProfile *prof = NULL;    /* self->profile when profiling */
+  EspalierProfile snap;            /* what a STEP record shows of it */
+  ProfileBase pbase = { 0 };
   gboolean prof_done = FALSE;      /* max_steps reached */
+  gboolean prof_warm = FALSE;      /* the warm-up step is done */
 
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
 
   o = &self->opts;
+  rep.dist = self->dist;
   cfg = o->engine;
   cfg.seed = o->seed;
+  if (self->dist != NULL)  /* each rank its own dropout masks */
+    cfg.seed = espalier_distributed_rank_seed (self->dist, cfg.seed);
   bce = cfg.loss == ES_LOSS_BCE && espalier_dataset_get_targets (self->dataset) == NULL;
   if (o->epochs == 0 || o->batch_size == 0)
     {
@@ -773,16 +975,20 @@ espalier_trainer_run (EspalierTrainer      *self,
       patience = 0;
     }
 
-  steps_per_epoch = (self->split->train->len + o->batch_size - 1) / o->batch_size;
+  global_batch = self->dist != NULL
+                 ? espalier_distributed_global_batch (self->dist, o->batch_size)
+                 : o->batch_size;
+  steps_per_epoch = (self->split->train->len + global_batch - 1) / global_batch;
   if (cfg.schedule == ES_LR_COSINE && cfg.total_steps <= 0)
     cfg.total_steps = (gint64) o->epochs * steps_per_epoch / MAX (cfg.accum_steps, 1);
 
-  if (o->memory_limit > 0)
-    budget = es_budget_new (o->memory_limit);
+  /* Always a budget, so the memory is counted by kind; limit 0 is none. */
+  budget = es_budget_new (o->memory_limit);
   be = make_backend (o->threads ? o->threads : auto_threads (self->model, o->batch_size),
                      budget, error);
   if (be == NULL)
     goto out;
+  es_cpu_backend_set_ftz (be, !o->keep_denormals);
   tr = es_trainer_new (self->model, be, &cfg, (int) o->batch_size, &es);
   if (tr == NULL)
     {
@@ -791,7 +997,12 @@ espalier_trainer_run (EspalierTrainer      *self,
     }
   if (!apply_hooks (self, tr, error))
     goto out;
-  g_clear_pointer (&self->profile, profile_free);
+  if (self->dist != NULL
+      && !espalier_distributed_begin_run (self->dist, tr, self->model, self->history,
+                                          self->split->train->len, o->batch_size, o->seed,
+                                          &first_epoch, error))
+    goto out;
+  g_clear_pointer (&self->profile, espalier_profile_free);
   if (self->prof_on)
     {
       prof = self->profile = g_new0 (EspalierProfile, 1);
@@ -827,12 +1038,16 @@ espalier_trainer_run (EspalierTrainer      *self,
   if (bce)
     bce_targets = g_new0 (float, o->batch_size);
   batcher = espalier_batcher_new (self->dataset, (const guint32 *) self->split->train->data,
-                                  self->split->train->len, o->batch_size, TRUE, o->seed,
+                                  self->split->train->len, global_batch, TRUE, o->seed,
                                   (o->augment.shift_pixels || o->augment.hflip || o->augment.noise_std > 0)
                                     ? &o->augment : NULL);
   espalier_batcher_set_keep_u8 (batcher, TRUE);
+  if (o->data_threads > 1 || o->prefetch > 1)
+    espalier_batcher_set_prefetch (batcher, MAX (o->data_threads, 1), MAX (o->prefetch, 1));
+  if (prof != NULL)
+    profile_begin (&pbase, batcher);
   t_start = g_get_monotonic_time () / 1e6;
-  for (guint epoch = 1; epoch <= o->epochs; epoch++)
+  for (guint epoch = first_epoch; epoch <= o->epochs; epoch++)
     {
       EspalierEpochRecord rec = { .epoch = epoch, .val_loss = NAN, .val_accuracy = NAN };
       EsStepStats stats = { 0 };
@@ -842,7 +1057,9 @@ espalier_trainer_run (EspalierTrainer      *self,
       guint step = 0;
 
       espalier_batcher_start_epoch (batcher, epoch - 1);
-      while ((b = espalier_batcher_next (batcher)) != NULL)
+      while ((b = self->dist != NULL
+                  ? espalier_distributed_next (self->dist, batcher, epoch, &stats)
+                  : espalier_batcher_next (batcher)) != NULL)
         {
           EsBatch eb;
           double now;
@@ -853,6 +1070,7 @@ espalier_trainer_run (EspalierTrainer      *self,
               double t_filled = es_now ();
 
               prof->data_s += t_filled - t_ask;
+              pbase.step_data = t_filled - t_ask;
               if (prof->events != NULL)
                 {
                   EspalierTraceEvent ev = { ESPALIER_STAGE_DATA, -1, t_ask, t_filled };
@@ -872,6 +1090,12 @@ espalier_trainer_run (EspalierTrainer      *self,
               espalier_error_from_es (error, &es, NULL);
               if (es.code == ES_ERR_NUMERIC)
                 g_prefix_error (error, _("Training stopped in epoch %u: "), epoch);
+              goto out;
+            }
+          if (self->dist != NULL
+              && !espalier_distributed_step_done (self->dist, tr, &stats, error))
+            {
+              es_trainer_sync (tr);
               goto out;
             }
           step++;
@@ -894,6 +1118,16 @@ espalier_trainer_run (EspalierTrainer      *self,
                   p.snapshot = snapshot (tr, self->model);
                   rep.last_snapshot = now;
                 }
+              if (prof != NULL && prof_warm && es_now () - pbase.last_post >= 0.5)
+                {
+                  /* this step's engine counters are in; its wall time is so far */
+                  profile_update (self, prof, &pbase, tr, be, budget, batcher);
+                  snap = *prof;
+                  snap.steps++;
+                  snap.wall_s += es_now () - t_ask;
+                  p.profile = &snap;
+                  pbase.last_post = es_now ();
+                }
               report (&rep, &p);
             }
           if (g_atomic_int_get (&self->paused))
@@ -910,11 +1144,26 @@ espalier_trainer_run (EspalierTrainer      *self,
               g_cancellable_set_error_if_cancelled (cancellable, error);
               goto out;
             }
-          if (prof != NULL)
+          if (prof != NULL && !prof_warm)
+            {
+              /* The run's first step (first touch of the buffers, the data pipeline
+               * starting) is warm-up: the profile starts after it. */
+              prof_warm = TRUE;
+              es_trainer_profile_reset (tr);
+              prof->data_s = 0;
+              if (prof->events != NULL)
+                g_array_set_size (prof->events, 0);
+              profile_begin (&pbase, batcher);
+              t_ask = es_now ();
+            }
+          else if (prof != NULL)
             {
               double t_end = es_now ();
 
               prof->wall_s += t_end - t_ask;
+              pbase.data[pbase.n % PROFILE_RING] = pbase.step_data;
+              pbase.wall[pbase.n % PROFILE_RING] = t_end - t_ask;
+              pbase.n++;
               t_ask = t_end;
               if (++prof->steps == self->prof_max_steps)
                 {
@@ -925,15 +1174,25 @@ espalier_trainer_run (EspalierTrainer      *self,
         }
       if (prof_done)
         break;
+      if (self->dist != NULL && !espalier_distributed_end_epoch (self->dist, tr, &stats, error))
+        {
+          es_trainer_sync (tr);
+          goto out;
+        }
       rec.seconds = g_get_monotonic_time () / 1e6 - t0;
       rec.train_loss = stats.loss_sum / MAX (stats.rows, 1);
       rec.train_accuracy = (double) stats.correct / MAX (stats.rows, 1);
       rec.lr = es_trainer_current_lr (tr);
       if (self->split->val->len > 0)
         {
-          if (!evaluate_rows (tr, self->dataset, (const guint32 *) self->split->val->data,
-                              self->split->val->len, MAX (o->batch_size, 256), bce, &vm,
-                              cancellable, error))
+          guint v0 = 0, vn = self->split->val->len;  /* this rank's share */
+
+          if (self->dist != NULL)
+            espalier_distributed_shard (self->dist, vn, &v0, &vn);
+          if (!evaluate_rows (tr, self->dataset, (const guint32 *) self->split->val->data + v0,
+                              vn, MAX (o->batch_size, 256), bce, &vm, cancellable, error)
+              || (self->dist != NULL
+                  && !espalier_distributed_reduce_metrics (self->dist, &vm, error)))
             {
               es_trainer_sync (tr);
               goto out;
@@ -953,6 +1212,11 @@ espalier_trainer_run (EspalierTrainer      *self,
         };
         if (rep.func != NULL)
           p.snapshot = snapshot (tr, self->model);
+        if (prof != NULL)
+          {
+            profile_update (self, prof, &pbase, tr, be, budget, batcher);
+            p.profile = prof;
+          }
         report (&rep, &p);
       }
       espalier_metrics_clear (&vm);
@@ -1013,16 +1277,15 @@ espalier_trainer_run (EspalierTrainer      *self,
 
 out:
   espalier_metrics_clear (&vm);
+  if (tr != NULL && prof != NULL)
+    {
+      profile_update (self, prof, &pbase, tr, be, budget, batcher);
+      es_trainer_count_denormals (tr, &prof->denormals);
+    }
   if (batcher != NULL)
     espalier_batcher_free (batcher);
   if (tr != NULL)
     keep_input_ranges (self, tr);
-  if (tr != NULL && prof != NULL)
-    {
-      es_trainer_get_profile (tr, &prof->engine);
-      for (guint i = 0; i < prof->n_layers; i++)
-        es_trainer_get_layer_profile (tr, (int) i, &prof->layers[i]);
-    }
   es_trainer_free (tr);
   es_backend_free (be);
   if (budget != NULL)
@@ -1048,6 +1311,7 @@ typedef struct {
   EspalierEpochRecord record;
   EspalierMetrics     val_metrics;  /* owns its confusion matrix */
   char               *message;
+  EspalierProfile    *profile;      /* a copy, or NULL */
 } Posted;
 
 static void
@@ -1056,6 +1320,7 @@ posted_free (gpointer p)
   Posted *posted = p;
 
   g_free (posted->message);
+  espalier_profile_free (posted->profile);
   g_clear_pointer (&posted->progress.snapshot, es_model_free);
   espalier_metrics_clear (&posted->val_metrics);
   g_free (posted);
@@ -1153,6 +1418,9 @@ espalier_progress_relay_post (const EspalierProgress *progress,
   ((EspalierProgress *) progress)->snapshot = NULL;
   posted->message = g_strdup (progress->message);
   posted->progress.message = posted->message;
+  if (progress->profile != NULL)
+    posted->profile = espalier_profile_copy (progress->profile);
+  posted->progress.profile = posted->profile;
 
   g_mutex_lock (&relay->lock);
   {

@@ -28,6 +28,13 @@ typedef struct {
   guint           threads;         /* compute threads, 0: chosen by the work per step */
   gsize           memory_limit;    /* engine memory budget in bytes, 0: none */
   EspalierAugment augment;
+  /* The data pipeline (espalier_batcher_set_prefetch): threads preparing batches (0:
+   * 1) and batches prepared ahead of the one in training (0: 1). */
+  guint           data_threads;
+  guint           prefetch;
+  /* Compute without flush-to-zero (FALSE): only for the denormal detector, which times
+   * steps both ways; espalier_trainer_set_flush_denormals sets it too. */
+  gboolean        keep_denormals;
 } EspalierTrainOptions;
 
 void espalier_train_options_init (EspalierTrainOptions *opts);
@@ -55,6 +62,7 @@ void   espalier_metrics_clear          (EspalierMetrics *m);
 double espalier_metrics_class_accuracy (const EspalierMetrics *m, guint k);
 
 typedef struct _EspalierProfile EspalierProfile;   /* below, with profiling */
+typedef struct _EspalierDistributed EspalierDistributed;   /* espalier-distributed.h */
 
 typedef enum {
   ESPALIER_PROGRESS_START,         /* plan decided, before the first step */
@@ -84,6 +92,13 @@ typedef struct {
    * Valid during the callback (the relay delivers a copy; espalier_profile_copy to keep
    * it). Lets the Profile page update live. */
   const EspalierProfile     *profile;
+  /* Data-parallel runs (espalier_trainer_set_distributed): the ranks training together,
+   * this rank's training rows per second since the run began, and its seconds in
+   * communication so far (waiting for reductions, staging gradients). ranks is 0 in a
+   * run of one process. */
+  guint                      ranks;
+  double                     rank_samples_per_s;
+  double                     comm_s;
 } EspalierProgress;
 
 typedef void (*EspalierProgressFunc) (const EspalierProgress *progress, gpointer user_data);
@@ -190,6 +205,12 @@ gboolean          espalier_trainer_get_input_range (EspalierTrainer *self,
                                                     float           *lo,
                                                     float           *hi);
 
+/* Data-parallel training (espalier-distributed.h): the following runs take this rank's
+ * part of every global batch, reduce gradients and metrics across ranks, write and
+ * resume checkpoints. dist is borrowed (it must outlive the runs); NULL: one process. */
+void              espalier_trainer_set_distributed (EspalierTrainer     *self,
+                                                    EspalierDistributed *dist);
+
 /* ---- profiling (es_trainer_set_profiling) ---------------------------------------- */
 
 /* The stage of an EspalierTraceEvent that is not the engine's: waiting for the batcher
@@ -217,8 +238,17 @@ struct _EspalierProfile {
    * take one (the data is ahead: compute is the slow side). */
   double          produce_s;
   double          producer_wait_s;
+  /* Medians over the last 1024 profiled steps of the data wait and of the wall time of
+   * a step: the typical step, which a stall of the machine does not move. */
+  double          data_median_s, step_median_s;
   guint           batch;          /* rows per step asked for */
   guint           micro_batch;    /* rows per engine pass the budget allowed */
+  /* The data side's setup: rows of the training split (an epoch), the batcher's
+   * threads and batches ahead, whether rows are converted per batch (uint8 as
+   * x * scale + shift, or scaled floats) and augmented per batch. */
+  guint           train_rows;
+  guint           data_threads, prefetch;
+  gboolean        convert_per_batch, augment;
 
   /* Memory at the end of the profiled steps: the engine's budget by kind (EsMemKind),
    * its peak and limit (0: none), and the process's resident set and its peak
@@ -232,6 +262,11 @@ struct _EspalierProfile {
    * whether flush-to-zero was on, and the denormals in the trainer's tensors at the end. */
   EsThreadInfo    threads;
   gint64          involuntary_switches;
+  /* Seconds the process's threads, and the training thread alone, spent runnable but
+   * waiting for a core (run-queue wait, /proc/self/task/N/schedstat) during the
+   * profiled steps: more threads than cores, or other work on the machine. 0 where
+   * unknown. */
+  double          runqueue_wait_s, trainer_runqueue_wait_s;
   gboolean        ftz;
   EsDenormalCount denormals;
 };
@@ -240,9 +275,11 @@ struct _EspalierProfile {
 EspalierProfile *espalier_profile_copy (const EspalierProfile *prof);
 void             espalier_profile_free (EspalierProfile *prof);
 
-/* Profile the following runs: time every step by stage and layer. max_steps > 0 ends a
- * run after that many training steps (over epochs; the unfinished epoch gets no record
- * and no validation). trace also keeps every interval (EspalierProfile.events). */
+/* Profile the following runs: time every step by stage and layer. The run's first step
+ * is warm-up (first touch of the buffers, the data pipeline starting) and not counted.
+ * max_steps > 0 ends a run after that many profiled steps, max_steps + 1 in all (over
+ * epochs; the unfinished epoch gets no record and no validation). trace also keeps
+ * every interval (EspalierProfile.events). */
 void              espalier_trainer_set_profiling (EspalierTrainer *self,
                                                   gboolean         on,
                                                   guint            max_steps,

@@ -2,7 +2,8 @@
  * what went wrong, --help for every command, --json events, a train/save/eval/info/bench
  * round on a generated set, Ctrl-C stopping a run without writing the model, and the
  * optimization commands (prune, quantize, reduce, sensitivity, compare) and export/import
- * (ONNX, safetensors, C) on good and bad arguments, and profile with its trace. */
+ * (ONNX, safetensors, C) on good and bad arguments, and profile with its trace, advice
+ * and --apply. */
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -1181,8 +1182,10 @@ test_export_usage (void)
 /* ------------------------------------------------------------------------------ */
 /* profile */
 
-/* profile: the stage and layer tables, --json with stages that make up the step time,
- * and --trace writing trace-event JSON: one "X" event per interval and one per step. */
+/* profile: the stage and layer tables, memory, threads, findings and advice; --json
+ * with stages that make up the step time and the report's members; --trace writing
+ * trace-event JSON (one "X" event per interval and one per step); --apply measuring
+ * before and after; bad arguments. */
 static void
 test_profile (void)
 {
@@ -1192,7 +1195,7 @@ test_profile (void)
   g_autoptr(JsonParser) tp = json_parser_new ();
   g_autoptr(GError) error = NULL;
   JsonObject *o;
-  JsonArray *stages, *layers, *tev;
+  JsonArray *stages, *layers, *tev, *arr;
   double share_sum = 0.0;
   guint steps = 0;
   Run r;
@@ -1211,6 +1214,18 @@ test_profile (void)
   g_assert_nonnull (strstr (r.out, "GB/s copy"));
   g_assert_nonnull (strstr (r.out, "FLOP/B"));
   g_assert_nonnull (strstr (r.out, "roofline"));
+  g_assert_nonnull (strstr (r.out, "bytes/step"));
+  g_assert_nonnull (strstr (r.out, "GB/s "));
+  g_assert_nonnull (strstr (r.out, "bound"));
+  g_assert_true (strstr (r.out, " memory\n") != NULL || strstr (r.out, " compute\n") != NULL);
+  /* memory, threads, denormals */
+  g_assert_nonnull (strstr (r.out, "memory: engine peak "));
+  g_assert_nonnull (strstr (r.out, "no limit"));
+  g_assert_nonnull (strstr (r.out, "process resident "));
+  g_assert_nonnull (strstr (r.out, "threads: pool "));
+  g_assert_nonnull (strstr (r.out, "flush-to-zero on"));
+  g_assert_true (strstr (r.out, "Findings, most severe first:") != NULL
+                 || strstr (r.out, "No bottleneck found") != NULL);
   run_clear (&r);
 
   /* the ceilings were measured above and cached in tmpdir (XDG_CACHE_HOME) */
@@ -1220,7 +1235,7 @@ test_profile (void)
     g_assert_true (g_file_test (cache, G_FILE_TEST_IS_REGULAR));
   }
   r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "12", "--batch", "16",
-           "--json", "--trace", trace, NULL);
+           "--json", "--trace", trace, "--memory-limit", "10M", NULL);
   g_assert_cmpint (r.status, ==, 0);
   o = find_event (&keep, r.out, "profile");
   g_assert_nonnull (o);
@@ -1237,6 +1252,7 @@ test_profile (void)
   g_assert_cmpint (json_object_get_int_member (o, "steps"), ==, 12);
   g_assert_cmpint (json_object_get_int_member (o, "batch"), ==, 16);
   g_assert_true (JSON_NODE_HOLDS_VALUE (json_object_get_member (o, "adds_up")));
+  g_assert_cmpstr (json_object_get_string_member (o, "trace"), ==, trace);
   stages = json_object_get_array_member (o, "stages");
   for (guint i = 0; i < json_array_get_length (stages); i++)
     share_sum += json_object_get_double_member (json_array_get_object_element (stages, i), "share");
@@ -1246,20 +1262,39 @@ test_profile (void)
   g_assert_cmpuint (json_array_get_length (layers), ==, 4);
   {
     JsonObject *d0 = json_array_get_object_element (layers, 0);
+    double flops = json_object_get_int_member (d0, "flops");
+    double bytes = json_object_get_int_member (d0, "bytes");
 
     g_assert_cmpstr (json_object_get_string_member (d0, "kind"), ==, "dense");
     /* 2 inputs to 16 units on 16 rows: forward 2*2*16 FLOPs a row, backward the weight
      * gradient only */
     g_assert_cmpint (json_object_get_int_member (d0, "flops"), ==, 2 * (2 * 2 * 16) * 16);
     g_assert_cmpfloat (json_object_get_double_member (d0, "forward_ms"), >, 0.0);
-    /* forward FLOPs on the batch over the bytes moved: weights and bias (2*16 + 16),
-     * inputs (16 rows of 2) and outputs (16 rows of 16), 4 bytes each */
-    g_assert_cmpfloat (fabs (json_object_get_double_member (d0, "intensity")
-                             - (2.0 * 2 * 16 * 16) / (4.0 * (2 * 16 + 16 + 16 * (2 + 16)))),
-                       <, 1e-9);
+    /* at least the weights, the inputs and the outputs, 4 bytes each */
+    g_assert_cmpfloat (bytes, >=, 4.0 * (2 * 16 + 16 + 16 * (2 + 16)));
+    g_assert_cmpfloat (fabs (json_object_get_double_member (d0, "intensity") - flops / bytes),
+                       <, 1e-6);
     g_assert_cmpfloat (json_object_get_double_member (d0, "roofline_share"), >=, 0.0);
     g_assert_true (isfinite (json_object_get_double_member (d0, "roofline_share")));
+    g_assert_true (json_object_has_member (d0, "gb_per_s"));
+    g_assert_true (json_object_has_member (d0, "bound"));
   }
+  /* --memory-limit reaches the engine's budget */
+  g_assert_cmpint (json_object_get_int_member (json_object_get_object_member (o, "memory"), "limit"),
+                   ==, 10 * 1024 * 1024);
+  g_assert_true (json_object_has_member (json_object_get_object_member (o, "threads"), "cores"));
+  g_assert_true (json_object_has_member (json_object_get_object_member (o, "denormals"), "ftz"));
+  g_assert_nonnull (json_object_get_array_member (o, "findings"));
+  arr = json_object_get_array_member (o, "advice");
+  g_assert_nonnull (arr);
+  for (guint i = 0; i < json_array_get_length (arr); i++)
+    {
+      JsonObject *a = json_array_get_object_element (arr, i);
+
+      g_assert_cmpint (json_object_get_int_member (a, "index"), ==, i + 1);
+      g_assert_true (json_object_get_boolean_member (a, "estimate"));
+      g_assert_nonnull (json_object_get_string_member (a, "evidence"));
+    }
   run_clear (&r);
 
   /* --remeasure measures again */
@@ -1290,11 +1325,60 @@ test_profile (void)
     }
   g_assert_cmpuint (steps, ==, 12);
 
+  /* batches of two rows: a larger batch is the first advice; --apply measures both */
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "100", "--batch", "2",
+           "--apply", "1", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "1. Train on batches of 8 [larger-batch]"));
+  g_assert_nonnull (strstr (r.out, "(estimate)"));
+  g_assert_nonnull (strstr (r.out, "Applied 1. Train on batches of 8: batch 2 → 8"));
+  g_assert_nonnull (strstr (r.out, "rows/s (training)"));
+  g_assert_nonnull (strstr (r.out, "before"));
+  g_assert_nonnull (strstr (r.out, "after"));
+  g_assert_nonnull (strstr (r.out, "Gain: "));
+  g_assert_nonnull (strstr (r.out, "measured before and after"));
+  run_clear (&r);
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "100", "--batch", "2",
+           "--apply", "larger-batch", "--json", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_clear_object (&keep);
+  o = find_event (&keep, r.out, "apply");
+  g_assert_nonnull (o);
+  g_assert_cmpstr (json_object_get_string_member (o, "name"), ==, "larger-batch");
+  g_assert_true (json_object_get_boolean_member (o, "measured"));
+  g_assert_cmpfloat (json_object_get_double_member (o, "before"), >, 0.0);
+  g_assert_cmpfloat (json_object_get_double_member (o, "after"), >, 0.0);
+  g_assert_cmpfloat (fabs (json_object_get_double_member (o, "gain")
+                           - json_object_get_double_member (o, "after")
+                             / json_object_get_double_member (o, "before")),
+                     <, 1e-6 * json_object_get_double_member (o, "gain"));
+  g_assert_cmpint (json_object_get_int_member (json_object_get_object_member (o, "profile"),
+                                               "batch"), ==, 8);
+  run_clear (&r);
+
+  /* bad arguments: usage errors before any work, and advice the profile did not give */
   r = cli ("profile", "--data", "spiral:n=300", "--steps", "0", NULL);
   g_assert_cmpint (r.status, ==, 2);
   run_clear (&r);
   r = cli ("profile", "model.json", "--spec", spec, NULL);
   g_assert_cmpint (r.status, ==, 2);
+  run_clear (&r);
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--apply", "0", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "--apply"));
+  run_clear (&r);
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--apply", "faster", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "faster"));
+  run_clear (&r);
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--memory-limit", "lots", NULL);
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "lots"));
+  run_clear (&r);
+  r = cli ("profile", "--data", "spiral:n=300", "--spec", spec, "--steps", "3", "--apply", "99",
+           NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "99"));
   run_clear (&r);
 }
 

@@ -3,7 +3,8 @@
  * right features and labels, a smaller last batch, an order that changes with the epoch
  * and repeats with the seed, uint8 converted as x * scale + shift, augmentation
  * (shifts with background fill, flips, noise) deterministic in the seed, targets for
- * regression, and freeing or restarting in the middle of an epoch. */
+ * regression, freeing or restarting in the middle of an epoch, and several producer
+ * threads giving the same batches as one. */
 #include "config.h"
 
 #include <math.h>
@@ -475,6 +476,50 @@ test_restart_mid_epoch (void)
   }
 }
 
+/* Several producer threads further ahead hand over the same batches in the same order
+ * (augmentation included), also across restarts in the middle of an epoch, and count
+ * their time preparing and waiting. */
+static void
+test_workers (void)
+{
+  const guint N = 300, F = 10 * 10;
+  g_autoptr(EspalierDataset) ds = make_images (N, 10, 10);
+  g_autofree guint32 *rows = all_rows (N);
+  const EspalierAugment aug = { .shift_pixels = 2, .hflip = TRUE, .noise_std = 0.1f };
+  g_autoptr(EspalierBatcher) one = espalier_batcher_new (ds, rows, N, 16, TRUE, 9, &aug);
+  g_autoptr(EspalierBatcher) many = espalier_batcher_new (ds, rows, N, 16, TRUE, 9, &aug);
+  double produce = 0, wait = -1;
+
+  espalier_batcher_set_prefetch (many, 3, 5);
+  g_assert_cmpuint (espalier_batcher_get_workers (one), ==, 1);
+  g_assert_cmpuint (espalier_batcher_get_workers (many), ==, 3);
+  for (guint epoch = 0; epoch < 3; epoch++)
+    {
+      const EspalierBatch *a, *b;
+
+      /* abandon part of an epoch first */
+      espalier_batcher_start_epoch (many, epoch + 7);
+      for (guint k = 0; k < epoch * 3; k++)
+        g_assert_nonnull (espalier_batcher_next (many));
+      espalier_batcher_start_epoch (one, epoch);
+      espalier_batcher_start_epoch (many, epoch);
+      while ((a = espalier_batcher_next (one)) != NULL)
+        {
+          b = espalier_batcher_next (many);
+          g_assert_nonnull (b);
+          g_assert_cmpuint (a->B, ==, b->B);
+          g_assert_cmpmem (a->rows, a->B * sizeof (guint32), b->rows, b->B * sizeof (guint32));
+          g_assert_cmpmem (a->labels, a->B * sizeof (gint32), b->labels, b->B * sizeof (gint32));
+          g_assert_cmpmem (a->x, (gsize) a->B * F * sizeof (float), b->x,
+                           (gsize) b->B * F * sizeof (float));
+        }
+      g_assert_null (espalier_batcher_next (many));
+    }
+  espalier_batcher_get_producer_seconds (many, &produce, &wait);
+  g_assert_cmpfloat (produce, >, 0.0);
+  g_assert_cmpfloat (wait, >=, 0.0);
+}
+
 static void
 test_empty (void)
 {
@@ -505,6 +550,7 @@ main (int   argc,
   g_test_add_func ("/batcher/early-free", test_early_free);
   g_test_add_func ("/batcher/restart-mid-epoch", test_restart_mid_epoch);
   g_test_add_func ("/batcher/empty", test_empty);
+  g_test_add_func ("/batcher/workers", test_workers);
 
   return dtu_finish (g_test_run ());
 }

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-distributed.h: data-parallel training over MPI. Every process (rank) runs
+ * the same EspalierTrainer on its own part of each global batch: the epoch's shuffled
+ * order is the same on every rank (same seed), each global batch of N x B rows is cut
+ * into N contiguous parts, and the gradients are averaged (weighted by rows) with
+ * MPI_Iallreduce in buckets, started while backward still runs, before the same
+ * optimizer step on every rank. So N ranks with batch B see the same rows per step as
+ * one rank with batch N x B. Training and validation metrics and the test evaluation
+ * are reduced across ranks. Rank 0 writes checkpoints (model, optimizer state, step,
+ * epoch, position in the epoch; the batcher's randomness is counter-based, so the seed
+ * and the position are its whole state), atomically; a run resumes from one on any
+ * number of ranks.
+ *
+ * Every collective is non-blocking and waited for with a deadline (the collective
+ * timeout): when it passes, the rank prints which collective hung and ends the whole
+ * job with MPI_Abort, so a rank that died or hangs never leaves the others waiting.
+ *
+ * Without MPI (meson -Dmpi=disabled, or no libopenmpi-dev) the API is here but
+ * espalier_distributed_new fails with ESPALIER_ERROR_UNSUPPORTED.
+ *
+ * Not here: GPU-aware MPI and NCCL (gradients are staged through host memory), a
+ * synchronized BatchNorm (each rank normalizes with its own rows' statistics), and a
+ * batcher that gathers only this rank's rows (each rank's batcher gathers the whole
+ * global batch and keeps its part; cheap at the rank counts of one machine). */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "es-train.h"
+#include "espalier-batcher.h"
+#include "espalier-dataset.h"
+#include "espalier-trainer.h"
+
+G_BEGIN_DECLS
+
+/* (EspalierDistributed is declared in espalier-trainer.h.) */
+
+/* TRUE when this build has MPI. */
+gboolean             espalier_distributed_available      (void);
+
+/* Join the job: MPI_Init_thread (serialized: the trainer's worker thread makes the
+ * calls) on the first call in the process. Started without mpirun, the process is a
+ * job of one rank. Fails with ESPALIER_ERROR_UNSUPPORTED without MPI. */
+EspalierDistributed *espalier_distributed_new            (GError              **error);
+/* Wait (with the timeout) until every rank has got here, then MPI_Finalize. */
+void                 espalier_distributed_free           (EspalierDistributed  *self);
+/* Print "rank R of N: <error>" on standard error and end the whole job (MPI_Abort with
+ * status 1): for a failure on one rank that the others cannot know about. */
+void                 espalier_distributed_abort          (EspalierDistributed  *self,
+                                                          const GError         *error) G_GNUC_NORETURN;
+
+/* Collective, once where every rank passes (before training): whether every rank
+ * reached it with ok. *show_error (may be NULL) tells a rank that failed whether to
+ * show its error: rank 0 shows its own (the others most likely failed the same way and
+ * stay quiet); the others show theirs only when rank 0 did not fail. */
+gboolean             espalier_distributed_all_ok         (EspalierDistributed  *self,
+                                                          gboolean              ok,
+                                                          gboolean             *show_error);
+/* Whether the last error this rank's run or collective calls returned came out of a
+ * collective check, so that every rank got the same one (rank 0 alone need show it
+ * and the job can end normally); otherwise it is this rank's alone
+ * (espalier_distributed_abort). */
+gboolean             espalier_distributed_error_is_shared (EspalierDistributed *self);
+
+int                  espalier_distributed_rank           (EspalierDistributed  *self);
+int                  espalier_distributed_size           (EspalierDistributed  *self);
+/* Ranks on this machine (MPI_COMM_TYPE_SHARED), to share its cores among them. */
+int                  espalier_distributed_local_size     (EspalierDistributed  *self);
+
+/* Seconds a collective may take before the job is ended (300; > 0). */
+void                 espalier_distributed_set_timeout    (EspalierDistributed  *self,
+                                                          double                seconds);
+/* Gradient bytes per allreduce bucket (0, the default: a quarter of the model's
+ * gradients, from 64 KiB to 4 MiB): layers are grouped, last first, until a bucket
+ * holds at least this many; smaller buckets start sooner, larger ones pay the latency
+ * less often. */
+void                 espalier_distributed_set_bucket_bytes (EspalierDistributed *self,
+                                                          gsize                 bytes);
+/* Rank 0 writes a checkpoint to path every `every` optimizer steps (0: never). */
+void                 espalier_distributed_set_checkpoint (EspalierDistributed  *self,
+                                                          const char           *path,
+                                                          guint                 every);
+
+/* Where a checkpoint left off. */
+typedef struct {
+  guint   epoch;        /* 1-based epoch it was written in */
+  guint64 position;     /* rows of that epoch's shuffled order already trained on */
+  gint64  step;         /* optimizer steps done */
+  guint   ranks;        /* ranks that wrote it */
+  guint   batch;        /* rows per rank per step then */
+  guint64 seed;
+} EspalierCheckpointInfo;
+
+/* Collective: rank 0 reads the checkpoint at path and sends it to every rank; the next
+ * run continues from it (espalier_distributed_begin_run checks that it fits the model
+ * and the data). info (may be NULL) says where it left off. ESPALIER_ERROR_IO when rank
+ * 0 cannot read it, ESPALIER_ERROR_FORMAT when it is not a whole Espalier checkpoint;
+ * every rank gets the same error. */
+gboolean             espalier_distributed_set_resume     (EspalierDistributed  *self,
+                                                          const char           *path,
+                                                          EspalierCheckpointInfo *info,
+                                                          GError              **error);
+/* The last checkpoint written by this process (rank 0), FALSE when none was. */
+gboolean             espalier_distributed_get_last_checkpoint (EspalierDistributed *self,
+                                                          EspalierCheckpointInfo *info);
+
+/* Collective: metrics of model on rows (n_rows) of dataset, each rank evaluating its
+ * contiguous share (espalier_evaluate) and the sums reduced; every rank gets the whole. */
+gboolean             espalier_distributed_evaluate       (EspalierDistributed  *self,
+                                                          EsModel              *model,
+                                                          EspalierDataset      *dataset,
+                                                          const guint32        *rows,
+                                                          guint                 n_rows,
+                                                          EsLossKind            loss,
+                                                          guint                 threads,
+                                                          EspalierMetrics      *metrics,
+                                                          GError              **error);
+
+/* Time and rows of the last (or current) run, on this rank. */
+typedef struct {
+  guint   ranks;
+  gint64  rows;            /* training rows this rank trained on */
+  gint64  steps;           /* optimizer steps this run */
+  double  seconds;         /* since the run began */
+  double  comm_s;          /* waiting for reductions (gradients, metrics, checks) and
+                            * staging gradients to and from the reduction buffers */
+  double  exposed_s;       /* of which waiting for the gradient buckets after backward:
+                            * the communication that backward did not hide */
+  gint64  allreduce_bytes; /* gradient bytes this rank sent into allreduces */
+} EspalierDistributedStats;
+
+void                 espalier_distributed_get_stats      (EspalierDistributed  *self,
+                                                          EspalierDistributedStats *stats);
+
+/* ---- for EspalierTrainer (espalier_trainer_set_distributed) ----------------------
+ * The trainer calls these from its worker; each rank's calls run in the same order. */
+
+/* The seed of this rank's dropout masks: seed itself on rank 0, a hash of it and the
+ * rank on the others, so that ranks do not drop the same units of their rows. */
+guint64              espalier_distributed_rank_seed      (EspalierDistributed  *self,
+                                                          guint64               seed);
+/* Rows per step over all ranks for a per-rank batch. */
+guint                espalier_distributed_global_batch   (EspalierDistributed  *self,
+                                                          guint                 batch);
+/* Collective: check that every rank has the same model, data and batch; install the
+ * gradient reduction on tr; with a checkpoint to resume, load its parameters and
+ * optimizer state into tr, its epoch records into history and say the epoch to start
+ * from (*first_epoch; 1 otherwise). */
+gboolean             espalier_distributed_begin_run      (EspalierDistributed  *self,
+                                                          EsTrainer            *tr,
+                                                          EsModel              *model,
+                                                          GArray               *history,
+                                                          guint                 n_train,
+                                                          guint                 batch,
+                                                          guint64               seed,
+                                                          guint                *first_epoch,
+                                                          GError              **error);
+/* This rank's part of the next global batch of batcher (in epoch, 1-based), NULL at the
+ * end of the epoch. Rows a resumed run already trained on are skipped; stats gets the
+ * epoch's reduced sums from the checkpoint. Valid until the next call. */
+const EspalierBatch *espalier_distributed_next           (EspalierDistributed  *self,
+                                                          EspalierBatcher      *batcher,
+                                                          guint                 epoch,
+                                                          EsStepStats          *stats);
+/* After a successful es_trainer_train_batch of that batch: counts it and writes a
+ * checkpoint when one is due. */
+gboolean             espalier_distributed_step_done      (EspalierDistributed  *self,
+                                                          EsTrainer            *tr,
+                                                          EsStepStats          *stats,
+                                                          GError              **error);
+/* Collective, at the end of an epoch's training pass: sum stats over the ranks, and
+ * give every rank rank 0's buffers (BatchNorm running statistics, which each rank
+ * updates from its own rows; checkpoints share them too), so validation sees one model. */
+gboolean             espalier_distributed_end_epoch      (EspalierDistributed  *self,
+                                                          EsTrainer            *tr,
+                                                          EsStepStats          *stats,
+                                                          GError              **error);
+/* This rank's contiguous share [*first, *first + *count) of n rows. */
+void                 espalier_distributed_shard          (EspalierDistributed  *self,
+                                                          guint                 n,
+                                                          guint                *first,
+                                                          guint                *count);
+/* Collective: metrics over every rank's share (loss and accuracy weighted by rows,
+ * confusion matrices summed). */
+gboolean             espalier_distributed_reduce_metrics (EspalierDistributed  *self,
+                                                          EspalierMetrics      *metrics,
+                                                          GError              **error);
+/* Set the data-parallel fields of a progress record. */
+void                 espalier_distributed_fill_progress  (EspalierDistributed  *self,
+                                                          EspalierProgress     *progress);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EspalierDistributed, espalier_distributed_free)
+
+G_END_DECLS
