@@ -2,7 +2,9 @@
 /* espalier-bars-layer.c: n bars at x = 0..n-1 rising from zero (or from the bottom of a
  * log axis), each with its value printed above it when there is room. The bar names
  * replace the chart's numeric x ticks (get_axis_labels) and the x axis ends exactly at
- * the outer bars' slots (is_tight). */
+ * the outer bars' slots (is_tight). Stacked bars are one layer per part, each bar
+ * rising from a base (the parts below it) instead of zero; those print no values and
+ * name their part in the readout. */
 
 #include "config.h"
 
@@ -15,6 +17,7 @@ struct _EspalierBarsLayer
   EspalierChartLayer  parent_instance;
 
   double             *values;       /* (n) */
+  double             *bases;        /* (n) where the bars start, or NULL: zero */
   char              **labels;       /* (n) or NULL */
   guint               n;
   guint               per_bar_colors : 1;
@@ -53,11 +56,14 @@ espalier_bars_layer_get_extents (EspalierChartLayer *layer,
     return FALSE;
 
   for (guint i = 0; i < self->n; i++)
-    if (isfinite (self->values[i]))
-      {
-        lo = MIN (lo, self->values[i]);
-        hi = MAX (hi, self->values[i]);
-      }
+    {
+      double base = self->bases != NULL && isfinite (self->bases[i]) ? self->bases[i] : 0;
+
+      if (!isfinite (self->values[i]))
+        continue;
+      lo = MIN (lo, MIN (base, base + self->values[i]));
+      hi = MAX (hi, MAX (base, base + self->values[i]));
+    }
 
   *x_min = -0.5;
   *x_max = self->n - 0.5;
@@ -116,11 +122,15 @@ bar_rect (EspalierBarsLayer     *self,
 {
   double base = 0;
 
-  if (espalier_chart_axis_get_logarithmic (y_axis))
+  if (self->bases != NULL)
+    base = self->bases[i];
+  else if (espalier_chart_axis_get_logarithmic (y_axis))
     espalier_chart_axis_get_range (y_axis, &base, NULL);
 
   espalier_chart_layer_map (area, x_axis, y_axis, i - BAR_FILL / 2, base, x0, y_base);
-  espalier_chart_layer_map (area, x_axis, y_axis, i + BAR_FILL / 2, self->values[i], x1, y_top);
+  espalier_chart_layer_map (area, x_axis, y_axis, i + BAR_FILL / 2,
+                            self->bases != NULL ? base + self->values[i] : self->values[i],
+                            x1, y_top);
   if (!isfinite (*x0) || !isfinite (*x1) || !isfinite (*y_base) || !isfinite (*y_top))
     return FALSE;
 
@@ -158,10 +168,10 @@ espalier_bars_layer_draw (EspalierChartLayer    *layer,
       else
         color = *espalier_chart_layer_get_color (layer);
 
-      /* A bar with slightly rounded outer corners. */
+      /* A bar with slightly rounded outer corners; a stacked part is square. */
       top = MIN (yb, yt);
       h = fabs (yb - yt);
-      r = MIN (3.0, MIN ((x1 - x0) / 2, h / 2));
+      r = self->bases != NULL ? 0.0 : MIN (3.0, MIN ((x1 - x0) / 2, h / 2));
       cairo_new_path (cr);
       if (yt <= yb)
         {
@@ -182,7 +192,7 @@ espalier_bars_layer_draw (EspalierChartLayer    *layer,
       cairo_fill (cr);
 
       /* The value above the bar (below a negative one) when it fits the slot. */
-      if (isfinite (self->values[i]))
+      if (isfinite (self->values[i]) && self->bases == NULL)
         {
           g_autofree char *text = format_value (self->values[i]);
           g_autoptr(PangoLayout) layout = espalier_chart_layer_create_layout (cr, text);
@@ -235,6 +245,14 @@ espalier_bars_layer_describe_at (EspalierChartLayer    *layer,
     return NULL;
 
   value = format_value (self->values[i]);
+  if (self->bases != NULL)
+    {
+      const char *part = espalier_chart_layer_get_title (layer);
+
+      if (self->labels != NULL)
+        return g_strdup_printf ("%s · %s: %s", self->labels[i], part != NULL ? part : "", value);
+      return g_strdup_printf ("%ld · %s: %s", i, part != NULL ? part : "", value);
+    }
   if (self->labels != NULL)
     return g_strdup_printf ("%s: %s", self->labels[i], value);
   return g_strdup_printf ("%ld: %s", i, value);
@@ -246,6 +264,7 @@ espalier_bars_layer_finalize (GObject *object)
   EspalierBarsLayer *self = ESPALIER_BARS_LAYER (object);
 
   g_free (self->values);
+  g_free (self->bases);
   g_strfreev (self->labels);
 
   G_OBJECT_CLASS (espalier_bars_layer_parent_class)->finalize (object);
@@ -320,12 +339,24 @@ espalier_bars_layer_set_values (EspalierBarsLayer  *self,
                                 const char * const *labels,
                                 guint               n)
 {
+  espalier_bars_layer_set_stacked (self, values, NULL, labels, n);
+}
+
+void
+espalier_bars_layer_set_stacked (EspalierBarsLayer  *self,
+                                 const double       *values,
+                                 const double       *bases,
+                                 const char * const *labels,
+                                 guint               n)
+{
   g_return_if_fail (ESPALIER_IS_BARS_LAYER (self));
   g_return_if_fail (n == 0 || values != NULL);
 
   g_free (self->values);
+  g_free (self->bases);
   g_strfreev (self->labels);
   self->values = n > 0 ? g_memdup2 (values, n * sizeof (double)) : NULL;
+  self->bases = n > 0 && bases != NULL ? g_memdup2 (bases, n * sizeof (double)) : NULL;
   self->labels = NULL;
   self->n = n;
   if (labels != NULL && n > 0)

@@ -49,6 +49,15 @@ void                espalier_bars_layer_set_values   (EspalierBarsLayer   *self,
                                                       guint                n);
 void                espalier_bars_layer_set_per_bar_colors (EspalierBarsLayer *self,
                                                       gboolean             per_bar);
+/* Stacked bars: the same, bar i rising from bases[i] (NULL: from zero) to bases[i] +
+ * values[i]. A stack is one layer per part (its title and colour in the legend), each
+ * part's bases the sum of the parts below; stacked parts print no values, and the
+ * readout names the part ("step 3 · Forward: 1.2"). */
+void                espalier_bars_layer_set_stacked  (EspalierBarsLayer   *self,
+                                                      const double        *values,
+                                                      const double        *bases,
+                                                      const char * const  *labels,
+                                                      guint                n);
 
 #define ESPALIER_TYPE_HEATMAP_LAYER (espalier_heatmap_layer_get_type ())
 G_DECLARE_FINAL_TYPE (EspalierHeatmapLayer, espalier_heatmap_layer, ESPALIER, HEATMAP_LAYER, EspalierChartLayer)

@@ -147,7 +147,8 @@ make_stamp (double         r,
   return surface;
 }
 
-/* Few labelled points (variants on the Optimize chart) get their names beside them. */
+/* Few labelled points (variants on the Optimize chart, layers on the roofline) get their
+ * names beside them, placed so that no two names overlap. */
 static void
 draw_labels (EspalierScatterLayer  *self,
              cairo_t               *cr,
@@ -158,6 +159,7 @@ draw_labels (EspalierScatterLayer  *self,
   const double *xs = espalier_series_get_x (self->series);
   const double *ys = espalier_series_get_y (self->series);
   guint n = espalier_series_get_n_points (self->series);
+  g_autoptr(GArray) placed_rects = g_array_new (FALSE, FALSE, sizeof (graphene_rect_t));
   GdkRGBA fg;
 
   if (self->labels == NULL || n > MAX_LABELLED_POINTS)
@@ -168,8 +170,9 @@ draw_labels (EspalierScatterLayer  *self,
   for (guint i = 0; i < n && self->labels[i] != NULL; i++)
     {
       g_autoptr(PangoLayout) layout = NULL;
-      double px, py;
+      double px, py, gap = self->radius + 4;
       int tw, th;
+      gboolean placed = FALSE;
 
       espalier_chart_layer_map (area, x_axis, y_axis, xs[i], ys[i], &px, &py);
       if (!isfinite (px) || !isfinite (py))
@@ -179,12 +182,36 @@ draw_labels (EspalierScatterLayer  *self,
       espalier_text_layout_style (layout, PANGO_SCALE_SMALL, PANGO_WEIGHT_NORMAL, FALSE);
       pango_layout_get_pixel_size (layout, &tw, &th);
 
-      /* Right of the dot, or left of it near the right edge. */
-      px += self->radius + 4;
-      if (px + tw > area->origin.x + area->size.width)
-        px -= 2 * (self->radius + 4) + tw;
-      cairo_move_to (cr, round (px), round (py - th / 2.0));
-      pango_cairo_show_layout (cr, layout);
+      /* Right of the dot, else left of it, above or below it: the first place inside the
+       * plot that no label drawn before covers. A label with no free place is left to
+       * the readout. */
+      {
+        const double cand[4][2] = {
+          { px + gap, py - th / 2.0 },
+          { px - gap - tw, py - th / 2.0 },
+          { px - tw / 2.0, py - gap - th },
+          { px - tw / 2.0, py + gap },
+        };
+
+        for (guint c = 0; c < G_N_ELEMENTS (cand) && !placed; c++)
+          {
+            graphene_rect_t r = GRAPHENE_RECT_INIT (cand[c][0], cand[c][1], tw, th);
+
+            if (r.origin.x < area->origin.x || r.origin.x + tw > area->origin.x + area->size.width
+                || r.origin.y < area->origin.y - 1
+                || r.origin.y + th > area->origin.y + area->size.height + 1)
+              continue;
+            placed = TRUE;
+            for (guint k = 0; k < placed_rects->len && placed; k++)
+              placed = !graphene_rect_intersection (&g_array_index (placed_rects, graphene_rect_t, k),
+                                                    &r, NULL);
+            if (!placed)
+              continue;
+            g_array_append_val (placed_rects, r);
+            cairo_move_to (cr, round (r.origin.x), round (r.origin.y));
+            pango_cairo_show_layout (cr, layout);
+          }
+      }
     }
 }
 

@@ -159,6 +159,11 @@ G_DEFINE_FINAL_TYPE (EspalierTrainPage, espalier_train_page, ADW_TYPE_BIN)
 enum { PROP_0, PROP_PROJECT, PROP_TRAINING, PROP_PAUSED, N_PROPS };
 static GParamSpec *properties[N_PROPS];
 
+/* "profile" (gpointer: const EspalierProfile *, valid during the emission): a profiled
+ * run's profile so far, for the Profile page (the "profiling" preference). */
+enum { SIGNAL_PROFILE, N_SIGNALS };
+static guint signals[N_SIGNALS];
+
 /* The combo rows' entries, in their order in the .ui. */
 static const EsOptKind optimizer_kinds[] = {
   ES_OPT_SGD, ES_OPT_MOMENTUM, ES_OPT_NESTEROV, ES_OPT_ADAM, ES_OPT_ADAMW,
@@ -300,6 +305,18 @@ settings_get_uint (EspalierTrainPage *self,
     return 0;
   g_object_get (self->settings, "settings-schema", &schema, NULL);
   return g_settings_schema_has_key (schema, key) ? g_settings_get_uint (self->settings, key) : 0;
+}
+
+static gboolean
+settings_get_boolean (EspalierTrainPage *self,
+                      const char        *key)
+{
+  g_autoptr(GSettingsSchema) schema = NULL;
+
+  if (self->settings == NULL)
+    return FALSE;
+  g_object_get (self->settings, "settings-schema", &schema, NULL);
+  return g_settings_schema_has_key (schema, key) && g_settings_get_boolean (self->settings, key);
 }
 
 static char *
@@ -1624,6 +1641,8 @@ on_progress (const EspalierProgress *p,
     }
   if (p->snapshot != NULL && self->two_d)
     boundary_request (self, es_model_copy (p->snapshot));
+  if (p->profile != NULL)
+    g_signal_emit (self, signals[SIGNAL_PROFILE], 0, p->profile);
 }
 
 static void
@@ -1670,6 +1689,9 @@ start_segment (EspalierTrainPage *self,
   /* Snapshots feed the live decision boundary; epochs bring one for the histograms. */
   if (self->two_d)
     espalier_trainer_set_snapshot_interval (s->trainer, SNAPSHOT_INTERVAL);
+  /* "Profile While Training" (the Profile page's switch): the page follows the run. */
+  if (self->settings != NULL && settings_get_boolean (self, "profiling"))
+    espalier_trainer_set_profiling (s->trainer, TRUE, 0, FALSE);
   plan = espalier_trainer_describe_plan (s->trainer);
   gtk_label_set_text (self->plan_label, g_strchomp (plan));
 
@@ -1994,6 +2016,8 @@ espalier_train_page_class_init (EspalierTrainPageClass *klass)
     g_param_spec_boolean ("paused", NULL, NULL, FALSE,
                           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
   g_object_class_install_properties (object_class, N_PROPS, properties);
+  signals[SIGNAL_PROFILE] = g_signal_new ("profile", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST,
+                                          0, NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_POINTER);
 
   g_type_ensure (ESPALIER_TYPE_CHART);
   gtk_widget_class_set_template_from_resource (widget_class,

@@ -19,7 +19,10 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE (EspalierTrainPage, espalier_train_page, ESPALIER, TRAIN_PAGE, AdwBin)
 
 /* Properties: "project" (EspalierProject), "training" (gboolean, read-only: a run is in
- * progress, paused or being evaluated), "paused" (gboolean, read-only). */
+ * progress, paused or being evaluated), "paused" (gboolean, read-only). Signal "profile"
+ * (gpointer: const EspalierProfile *, valid during the emission): with the "profiling"
+ * preference on, runs are profiled and each profile record passes here (the window
+ * hands it to the Profile page). */
 
 GtkWidget       *espalier_train_page_new                   (void);
 EspalierProject *espalier_train_page_get_project           (EspalierTrainPage *self);

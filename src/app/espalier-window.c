@@ -1207,6 +1207,9 @@ espalier_window_init (EspalierWindow *self)
                           self->switcher_bar, "reveal", G_BINDING_SYNC_CREATE);
   g_signal_connect (self->train_page, "notify::training", G_CALLBACK (on_training_changed), self);
   g_signal_connect (self->optimize_page, "export-requested", G_CALLBACK (on_export_requested), self);
+  /* A profiled training run shows live on the Profile page. */
+  g_signal_connect_swapped (self->train_page, "profile",
+                            G_CALLBACK (espalier_profile_page_update_live), self->profile_page);
 
   if (settings != NULL)
     {

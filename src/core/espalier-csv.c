@@ -15,6 +15,7 @@
 
 #include "espalier-csv.h"
 #include "espalier-dataset-private.h"
+#include "espalier-limits.h"
 
 typedef struct {
   GStringChunk *chunk;
@@ -437,6 +438,38 @@ resolve_label_column (const CsvTable  *t,
   }
 }
 
+/* Whether the memory holds the table parse_table and the dataset make of text: a copy of
+ * the text, a pointer and a float for every cell (a cell ends at a delimiter or a line
+ * break, so there are at most that many plus one). Refused naming the size, before
+ * parsing. */
+static gboolean
+check_memory (const char  *text,
+              gsize        length,
+              char         delim,
+              const char  *path,
+              GError     **error)
+{
+  guint64 cells = 1;
+  double need;
+  g_autofree char *why = NULL;
+
+  for (gsize i = 0; i < length; i++)
+    cells += text[i] == delim || text[i] == '\n';
+  need = (double) length + (double) cells * (sizeof (char *) + sizeof (float) + sizeof (guint));
+  if (espalier_memory_fits (need >= 0x1p63 ? G_MAXUINT64 : (guint64) need, 0, &why))
+    return TRUE;
+  {
+    g_autofree char *size = g_format_size (length);
+
+    /* TRANSLATORS: "data.csv: this table of 100.0 GB (about 20000000000 cells) needs
+     * 340.0 GB of memory, more than the 15.2 GB available" */
+    g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                 _("%s: this table of %s (about %llu cells) %s"), path, size,
+                 (unsigned long long) cells, why);
+  }
+  return FALSE;
+}
+
 static const char *
 delimiter_name (char delim)
 {
@@ -502,7 +535,8 @@ espalier_csv_load_bytes (GBytes                     *raw,
     }
 
   delim = espalier_csv_detect_delimiter (text, length);
-  if (!parse_table (text, length, delim, path, &t, cancellable, error))
+  if (!check_memory (text, length, delim, path, error)
+      || !parse_table (text, length, delim, path, &t, cancellable, error))
     return NULL;
   if (t.lines->len == 0)
     {

@@ -24,6 +24,7 @@
 #include "espalier-dataset-private.h"
 #include "espalier-generate.h"
 #include "espalier-idx.h"
+#include "espalier-limits.h"
 #include "espalier-split.h"
 
 G_DEFINE_QUARK (espalier-data-error-quark, espalier_data_error)
@@ -390,6 +391,23 @@ _espalier_data_read_file (const char    *path,
   if (fd < 0)
     return NULL;
 
+  /* A file larger than the memory is refused before any of it is read
+   * (espalier-limits.h). */
+  {
+    g_autofree char *why = NULL;
+
+    if (!espalier_memory_fits ((guint64) st.st_size, 0, &why))
+      {
+        g_autofree char *size = g_format_size ((guint64) st.st_size);
+
+        /* TRANSLATORS: "data.csv: reading this 100.0 GB file needs 100.0 GB of memory,
+         * more than the 15.2 GB available" */
+        g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                     _("%s: reading this %s file %s"), path, size, why);
+        close (fd);
+        return NULL;
+      }
+  }
   data = g_try_malloc (MAX (st.st_size, 1));
   if (data == NULL)
     {

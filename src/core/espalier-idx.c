@@ -21,6 +21,7 @@
 
 #include "espalier-dataset-private.h"
 #include "espalier-idx.h"
+#include "espalier-limits.h"
 
 const char * const espalier_fashion_mnist_files[4] = {
   "train-images-idx3-ubyte.gz",
@@ -284,12 +285,42 @@ idx_reader_open (IdxReader     *r,
          && parse_header (r->ahead, r->n_ahead, path, &r->idx, &r->header, error);
 }
 
+/* Whether the memory holds what the header describes: its payload, and a float copy
+ * of every element when float_copy. Refused naming the size, before any allocation. */
+static gboolean
+check_memory (const EspalierIdx  *idx,
+              const char         *path,
+              gboolean            float_copy,
+              GError            **error)
+{
+  double bytes = (double) idx->n_elements * (double) espalier_idx_type_size (idx->type);
+  double need = bytes + (float_copy ? (double) idx->n_elements * sizeof (float) : 0.0);
+  g_autofree char *why = NULL;
+
+  if (!espalier_memory_fits (need >= 0x1p63 ? G_MAXUINT64 : (guint64) need, 0, &why))
+    {
+      g_autofree char *dims = format_dims (idx);
+      g_autofree char *size = g_format_size (bytes >= 0x1p63 ? G_MAXUINT64 : (guint64) bytes);
+
+      /* TRANSLATORS: "images.idx: header fields 'dimensions' (1000000 x 1000000 ubyte)
+       * describe 1.0 TB of data: loading it needs 1.0 TB of memory, more than the
+       * 20.1 GB available" */
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                   _("%s: header fields 'dimensions' (%s %s) describe %s of data: loading it %s"),
+                   path, dims, type_name (idx->type), size, why);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 /* Before the payload is given room: fail on a size the file cannot hold, with the
- * error the whole file would give. A raw file's size is known: checked exactly. A gzip
- * one's is only known at its end: read to it when the header promises more than any
- * gzip file of this size can hold. */
+ * error the whole file would give, then on one the memory cannot hold (check_memory).
+ * A raw file's size is known: checked exactly. A gzip one's is only known at its end:
+ * read to it (nothing kept) when the header promises more than any gzip file of this
+ * size can hold. */
 static gboolean
 idx_reader_check_size (IdxReader     *r,
+                       gboolean       float_copy,
                        GCancellable  *cancellable,
                        GError       **error)
 {
@@ -299,10 +330,11 @@ idx_reader_check_size (IdxReader     *r,
 
   if (!_espalier_data_stream_is_gzip (r->stream))
     return check_payload (&r->idx, r->path, r->header, size - r->header, &r->payload,
-                          error);
+                          error)
+           && check_memory (&r->idx, r->path, float_copy, error);
   if (g_size_checked_mul (&r->payload, r->idx.n_elements, esize)
       && r->payload / GZIP_MAX_RATIO <= size)
-    return TRUE;
+    return check_memory (&r->idx, r->path, float_copy, error);
   if (!_espalier_data_stream_skip_rest (r->stream, &skipped, cancellable, error))
     return FALSE;
   if (check_payload (&r->idx, r->path, r->header, r->n_ahead - r->header + skipped,
@@ -357,7 +389,7 @@ read_idx (GBytes        *raw,
 
   memset (idx, 0, sizeof *idx);
   if (!idx_reader_open (&r, raw, path, cancellable, error)
-      || !idx_reader_check_size (&r, cancellable, error))
+      || !idx_reader_check_size (&r, FALSE, cancellable, error))
     goto out;
   payload = g_try_malloc (MAX (r.payload, 1));
   if (payload == NULL)
@@ -618,7 +650,7 @@ espalier_idx_load_bytes (GBytes        *images_raw,
   /* The images first, read straight into the dataset's block when they are ubyte. */
   if (!idx_reader_open (&img, images_raw, images_path, cancellable, error)
       || !check_images (&img.idx, images_path, error)
-      || !idx_reader_check_size (&img, cancellable, error))
+      || !idx_reader_check_size (&img, img.idx.type != ESPALIER_IDX_UBYTE, cancellable, error))
     goto out;
   N = img.idx.dims[0];
   if (img.idx.type == ESPALIER_IDX_UBYTE)
@@ -766,7 +798,7 @@ espalier_idx_load_fashion_mnist_bytes (GBytes * const     raw[4],
                        type_name (img[part].idx.type));
           goto out;
         }
-      if (!idx_reader_check_size (&img[part], cancellable, error))
+      if (!idx_reader_check_size (&img[part], FALSE, cancellable, error))
         goto out;
       N[part] = img[part].idx.dims[0];
     }

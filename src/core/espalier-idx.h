@@ -52,7 +52,9 @@ char            *espalier_idx_find_labels        (const char      *images_path);
  * raw is streamed from its path instead, so that only the final block is ever whole
  * in memory. Rows of rank 1 for 2-D files (N, F), (1, H, W) for 3-D, (C, H, W) for 4-D
  * (N, C, H, W), the dims as they are beyond. Classes are "0".."K-1", K = max label +
- * 1. No preprocessing, no cache. */
+ * 1. No preprocessing, no cache. A header describing more data than this machine's memory
+ * holds (espalier-limits.h) is refused, naming the size, before anything is allocated
+ * (ESPALIER_DATA_ERROR_IO). */
 EspalierDataset *espalier_idx_load_bytes         (GBytes          *images_raw,
                                                   const char      *images_path,
                                                   GBytes          *labels_raw,

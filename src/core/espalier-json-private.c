@@ -1,19 +1,16 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-json-private.c: the JSON writing, atomic files and validating reader shared
- * by the model file and the project file (see espalier-json-private.h). */
+/* espalier-json-private.c: the JSON writing and validating reader shared by the
+ * model file and the project file (see espalier-json-private.h; the atomic writes are
+ * in espalier-save.c). */
 #include "config.h"
 
 #include "espalier-json-private.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <glib/gi18n-lib.h>
-#include <glib/gstdio.h>
 
 #include "espalier-error.h"
 #include "espalier-format.h"
@@ -283,142 +280,6 @@ espalier_json_add_shape (JsonBuilder *b, const char *key, const EsShape *shape)
     json_builder_add_int_value (b, shape->dims[i]);
   json_builder_end_array (b);
 }
-
-
-/* format: a translated "Cannot write %s: %s", the path then the system's reason. */
-static gboolean
-set_io_error (GError **error, int errsv, const char *format, const char *path)
-{
-  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errsv), format, path,
-               g_strerror (errsv));
-  return FALSE;
-}
-
-gboolean
-espalier_atomic_open (EspalierAtomicFile *af, const char *path, GError **error)
-{
-  g_autofree char *dir = g_path_get_dirname (path);
-  g_autofree char *base = g_path_get_basename (path);
-
-  af->path = g_strdup (path);
-  af->tmp_path = g_strdup_printf ("%s/.%s.XXXXXX", dir, base);
-  af->fd = g_mkstemp_full (af->tmp_path, O_WRONLY | O_CLOEXEC, 0644);
-  if (af->fd < 0)
-    {
-      int errsv = errno;
-
-      g_clear_pointer (&af->tmp_path, g_free);
-      return set_io_error (error, errsv, _("Cannot create a temporary file for %s: %s"), path);
-    }
-  return TRUE;
-}
-
-gboolean
-espalier_atomic_write (EspalierAtomicFile *af, const void *data, gsize len, GChecksum *sum,
-                       GError **error)
-{
-  const guint8 *p = data;
-
-  if (sum != NULL)
-    g_checksum_update (sum, data, (gssize) len);
-  while (len > 0)
-    {
-      gssize n = write (af->fd, p, MIN (len, (gsize) 1 << 30));
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return set_io_error (error, errno, _("Cannot write %s: %s"), af->tmp_path);
-      p += n;
-      len -= (gsize) n;
-    }
-  return TRUE;
-}
-
-/* Little-endian floats, whatever the host order. */
-gboolean
-espalier_atomic_write_floats (EspalierAtomicFile *af, const float *data, gint64 n, GChecksum *sum,
-                              GError **error)
-{
-#if G_BYTE_ORDER == G_LITTLE_ENDIAN
-  return espalier_atomic_write (af, data, (gsize) n * sizeof (float), sum, error);
-#else
-  guint32 chunk[4096];
-
-  while (n > 0)
-    {
-      gint64 m = MIN (n, (gint64) G_N_ELEMENTS (chunk));
-
-      for (gint64 i = 0; i < m; i++)
-        {
-          guint32 u;
-
-          memcpy (&u, &data[i], 4);
-          chunk[i] = GUINT32_TO_LE (u);
-        }
-      if (!espalier_atomic_write (af, chunk, (gsize) m * 4, sum, error))
-        return FALSE;
-      data += m;
-      n -= m;
-    }
-  return TRUE;
-#endif
-}
-
-/* fsync and close the temporary file; it is renamed later by espalier_atomic_commit. */
-gboolean
-espalier_atomic_sync (EspalierAtomicFile *af, GError **error)
-{
-  int fd = af->fd;
-
-  af->fd = -1;
-  if (fsync (fd) != 0)
-    {
-      int errsv = errno;
-
-      close (fd);
-      return set_io_error (error, errsv, _("Cannot sync %s: %s"), af->tmp_path);
-    }
-  if (close (fd) != 0)
-    return set_io_error (error, errno, _("Cannot close %s: %s"), af->tmp_path);
-  return TRUE;
-}
-
-gboolean
-espalier_atomic_commit (EspalierAtomicFile *af, GError **error)
-{
-  if (g_rename (af->tmp_path, af->path) != 0)
-    return set_io_error (error, errno, _("Cannot replace %s: %s"), af->path);
-  g_clear_pointer (&af->tmp_path, g_free);
-  return TRUE;
-}
-
-/* Remove the temporary file if it is still there, and free af. */
-void
-espalier_atomic_clear (EspalierAtomicFile *af)
-{
-  if (af->fd >= 0)
-    close (af->fd);
-  af->fd = -1;
-  if (af->tmp_path != NULL)
-    g_unlink (af->tmp_path);
-  g_clear_pointer (&af->tmp_path, g_free);
-  g_clear_pointer (&af->path, g_free);
-}
-
-void
-espalier_sync_directory (const char *path)
-{
-  g_autofree char *dir = g_path_get_dirname (path);
-  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-  if (fd >= 0)
-    {
-      fsync (fd);
-      close (fd);
-    }
-}
-
 
 void
 espalier_json_build_training (JsonBuilder *b, const EspalierTrainOptions *o)

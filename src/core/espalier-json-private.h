@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* espalier-json-private.h: what the model file (espalier-model-file.c) and the project
  * file (espalier-project.c) share: JSON text with shortest round-trip numbers, builder
- * shorthands, the training options, history and metrics in JSON, atomic file writes,
- * and a validating reader that names the file and the field of the first problem.
+ * shorthands, the training options, history and metrics in JSON, atomic file writes
+ * (espalier-save.h), and a validating reader that names the file and the field of the first problem.
  * Internal to core; not installed, not for the app. */
 #pragma once
 
@@ -10,6 +10,7 @@
 #include <json-glib/json-glib.h>
 
 #include "es-model.h"
+#include "espalier-save.h"
 #include "espalier-trainer.h"
 
 G_BEGIN_DECLS
@@ -49,43 +50,6 @@ void     espalier_json_build_history  (JsonBuilder                *b,
                                        GArray                     *history);
 void     espalier_json_build_metrics  (JsonBuilder                *b,
                                        const EspalierMetrics      *m);
-
-/* ------------------------------------------------------------------------------------ */
-/* Atomic files: write a temporary file beside the target, sync it, rename it over the
- * target, then sync the directory. */
-
-typedef struct {
-  char *path;       /* the target */
-  char *tmp_path;   /* the temporary file next to it, until committed */
-  int   fd;
-} EspalierAtomicFile;
-
-#define ESPALIER_ATOMIC_FILE_INIT { NULL, NULL, -1 }
-
-gboolean espalier_atomic_open         (EspalierAtomicFile *af,
-                                       const char         *path,
-                                       GError            **error);
-/* sum (may be NULL) is updated with the bytes written. */
-gboolean espalier_atomic_write        (EspalierAtomicFile *af,
-                                       const void         *data,
-                                       gsize               len,
-                                       GChecksum          *sum,
-                                       GError            **error);
-/* data (n) as little-endian float32, whatever the host order. */
-gboolean espalier_atomic_write_floats (EspalierAtomicFile *af,
-                                       const float        *data,
-                                       gint64              n,
-                                       GChecksum          *sum,
-                                       GError            **error);
-/* fsync and close the temporary file; espalier_atomic_commit renames it. */
-gboolean espalier_atomic_sync         (EspalierAtomicFile *af,
-                                       GError            **error);
-gboolean espalier_atomic_commit       (EspalierAtomicFile *af,
-                                       GError            **error);
-/* Remove the temporary file if it is still there, and free what af holds. */
-void     espalier_atomic_clear        (EspalierAtomicFile *af);
-/* fsync the directory holding path, so a rename in it is durable. */
-void     espalier_sync_directory      (const char         *path);
 
 /* ------------------------------------------------------------------------------------ */
 /* Reading with validation. A reader keeps the first problem as ESPALIER_ERROR_FORMAT

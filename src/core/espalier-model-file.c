@@ -22,14 +22,18 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <gio/gio.h>
 #include <glib/gi18n-lib.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
 #include "espalier-error.h"
 #include "espalier-json-private.h"
+#include "espalier-limits.h"
 #include "espalier-quant-json-private.h"
+#include "espalier-save.h"
 
 #define MODEL_FORMAT_NAME        "espalier-model"
 /* The safetensors library refuses headers above 100 MB; so do we. */
@@ -424,6 +428,71 @@ build_model_json (const EsModel *model, const EsQuant *quant, const EspalierMode
 static gboolean validate_for_save (JsonNode *root, const char *json_path, const char *st_path,
                                    const EsModel *model, const EsQuant *quant, GError **error);
 
+/* ".NAME.safetensors.old" beside st_path: the weights the JSON file on disk describes,
+ * kept while a save replaces the pair (see espalier_model_save_variant). */
+static char *
+previous_weights_path (const char *st_path)
+{
+  g_autofree char *dir = g_path_get_dirname (st_path);
+  g_autofree char *base = g_path_get_basename (st_path);
+  g_autofree char *name = g_strdup_printf (".%s.old", base);
+
+  return g_build_filename (dir, name, NULL);
+}
+
+/* The SHA-256 of a mapped file, lower-case hex. */
+static char *
+mapped_sha256 (GMappedFile *mapped)
+{
+  return g_compute_checksum_for_data (G_CHECKSUM_SHA256,
+                                      (const guint8 *) g_mapped_file_get_contents (mapped),
+                                      g_mapped_file_get_length (mapped));
+}
+
+/* Whether the JSON file at json_path records the size and SHA-256 of the weights file at
+ * st_path (TRUE too when it cannot tell: no JSON file, or no record in it). */
+static gboolean
+json_describes (const char *json_path, const char *st_path)
+{
+  g_autoptr(JsonParser) parser = json_parser_new ();
+  g_autoptr(GMappedFile) mapped = NULL;
+  g_autofree char *sum = NULL;
+  JsonNode *root, *weights, *size, *sha256;
+
+  if (!json_parser_load_from_mapped_file (parser, json_path, NULL)
+      || (root = json_parser_get_root (parser)) == NULL || !JSON_NODE_HOLDS_OBJECT (root)
+      || (weights = json_object_get_member (json_node_get_object (root), "weights")) == NULL
+      || !JSON_NODE_HOLDS_OBJECT (weights)
+      || (size = json_object_get_member (json_node_get_object (weights), "size")) == NULL
+      || (sha256 = json_object_get_member (json_node_get_object (weights), "sha256")) == NULL
+      || json_node_get_value_type (size) != G_TYPE_INT64
+      || json_node_get_value_type (sha256) != G_TYPE_STRING)
+    return TRUE;
+  mapped = g_mapped_file_new (st_path, FALSE, NULL);
+  if (mapped == NULL || (gint64) g_mapped_file_get_length (mapped) != json_node_get_int (size))
+    return FALSE;
+  sum = mapped_sha256 (mapped);
+  return g_ascii_strcasecmp (sum, json_node_get_string (sha256)) == 0;
+}
+
+/* Keep the weights the JSON file on disk describes reachable at prev_path until the new
+ * JSON file replaces it: the weights at st_path (a hard link: nothing is copied), or,
+ * when an earlier save was cut between its renames (new weights beside the old JSON
+ * file), the previous weights that save kept, left as they are. Where links are not
+ * possible nothing is kept, and a save cut between its two renames leaves a pair that
+ * fails its checksum at load. */
+static gboolean
+keep_previous_weights (const char *json_path, const char *st_path, const char *prev_path)
+{
+  if (g_file_test (prev_path, G_FILE_TEST_IS_REGULAR) && !json_describes (json_path, st_path))
+    return TRUE;
+  g_unlink (prev_path);
+  if (!g_file_test (st_path, G_FILE_TEST_EXISTS) || link (st_path, prev_path) != 0)
+    return FALSE;
+  espalier_sync_directory (prev_path);
+  return TRUE;
+}
+
 gboolean
 espalier_model_save (const EsModel *model, const EspalierModelInfo *info, const char *path,
                      GError **error)
@@ -436,7 +505,7 @@ espalier_model_save_variant (const EsModel *model, const EsQuant *quant,
                              const EspalierModelInfo *info, const char *path, GError **error)
 {
   g_autofree char *json_path = NULL, *st_path = NULL, *name = NULL, *st_file = NULL;
-  g_autofree char *producer = NULL, *text = NULL;
+  g_autofree char *producer = NULL, *text = NULL, *prev_path = NULL;
   g_autoptr(JsonNode) preprocessing = NULL;
   g_autoptr(JsonNode) root = NULL;
   EspalierAtomicFile st = ESPALIER_ATOMIC_FILE_INIT, js = ESPALIER_ATOMIC_FILE_INIT;
@@ -485,9 +554,11 @@ espalier_model_save_variant (const EsModel *model, const EsQuant *quant,
     return FALSE;
   g_clear_pointer (&root, json_node_unref);
 
-  /* Both files are complete and synced before either replaces its target; only a failed
-   * second rename can leave new weights beside the old JSON file, and loading that pair
-   * then fails on the checksum rather than mixing them. */
+  /* Both files are complete and synced before either replaces its target. Between the
+   * two renames the new weights sit beside the old JSON file: the old weights stay
+   * reachable as .NAME.safetensors.old until the new JSON file is in place, and
+   * espalier_model_load falls back on them when the weights do not match the JSON's
+   * checksum, so a save cut at any point loads as the old model or the new one. */
   if (!espalier_atomic_open (&st, st_path, error)
       || !write_safetensors (&st, model, quant, name, producer, sha256, &st_size, error)
       || !espalier_atomic_sync (&st, error))
@@ -498,11 +569,17 @@ espalier_model_save_variant (const EsModel *model, const EsQuant *quant,
   text = espalier_json_to_text (root, TRUE);
   if (!espalier_atomic_open (&js, json_path, error)
       || !espalier_atomic_write (&js, text, strlen (text), NULL, error)
-      || !espalier_atomic_sync (&js, error)
-      || !espalier_atomic_commit (&st, error)
-      || !espalier_atomic_commit (&js, error))
+      || !espalier_atomic_sync (&js, error))
     goto out;
-  espalier_sync_directory (json_path);
+  prev_path = previous_weights_path (st_path);
+  if (!keep_previous_weights (json_path, st_path, prev_path))
+    g_clear_pointer (&prev_path, g_free);
+  /* Should a rename fail, the kept weights stay: they are checked before they are used,
+   * and the next save replaces them. */
+  if (!espalier_atomic_commit (&st, error) || !espalier_atomic_commit (&js, error))
+    goto out;
+  if (prev_path != NULL)
+    g_unlink (prev_path);
   ok = TRUE;
 
 out:
@@ -567,6 +644,30 @@ read_layer (EspalierReader *r, JsonNode *node, guint i, EsLayerSpec *spec)
       break;
     }
   return r->error == NULL;
+}
+
+/* Before the model is allocated (and after check_architecture_size: a file whose data
+ * cannot hold its architecture is corrupt, whatever the memory): whether the
+ * architecture's parameters fit in memory (memory_limit, 0: none, and what the machine
+ * has); an int8 model (quantized) is dequantized into a second copy.
+ * ESPALIER_ERROR_MEMORY naming the file and the size when not. */
+static gboolean
+check_architecture_memory (EspalierReader *r, const EsShape *input, const EsLayerSpec *specs,
+                           int n, gboolean quantized, guint64 memory_limit)
+{
+  g_autofree double *floats = g_new0 (double, MAX (n, 1));   /* (n) */
+  int too_large = espalier_arch_check_size (input, specs, n, floats);
+  double count = floats[MAX (too_large >= 0 ? too_large : n - 1, 0)];
+  double need = count * 4.0 * (quantized ? 2.0 : 1.0);
+  g_autofree char *why = NULL;
+
+  if (espalier_memory_fits (need >= 0x1p63 ? G_MAXUINT64 : (guint64) need, memory_limit, &why))
+    return TRUE;
+  espalier_reader_fail (r, _("the architecture has %.0f parameters and buffer values: it %s"),
+                        count, why);
+  if (r->error != NULL)
+    r->error->code = ESPALIER_ERROR_MEMORY;
+  return FALSE;
 }
 
 /* A corrupt file must not make the engine's int arithmetic overflow, nor allocate more
@@ -1080,6 +1181,42 @@ validate_for_save (JsonNode *root, const char *json_path, const char *st_path,
   return FALSE;
 }
 
+/* The weights file at st_path, mapped, with its SHA-256 in *sha256. When it is not the
+ * one ref describes (size and checksum) and the previous weights a save keeps while it
+ * replaces the pair are (a save cut between its renames), those instead: then *st_path
+ * changes to theirs. */
+static GMappedFile *
+map_weights (char **st_path, const WeightsRef *ref, char **sha256, GError **error)
+{
+  g_autoptr(GMappedFile) mapped = g_mapped_file_new (*st_path, FALSE, error);
+  g_autofree char *prev_path = NULL;
+  g_autoptr(GMappedFile) prev = NULL;
+
+  if (mapped == NULL)
+    return NULL;
+  *sha256 = mapped_sha256 (mapped);
+  if ((gint64) g_mapped_file_get_length (mapped) == ref->size
+      && g_ascii_strcasecmp (*sha256, ref->sha256) == 0)
+    return g_steal_pointer (&mapped);
+
+  prev_path = previous_weights_path (*st_path);
+  prev = g_mapped_file_new (prev_path, FALSE, NULL);
+  if (prev != NULL && (gint64) g_mapped_file_get_length (prev) == ref->size)
+    {
+      g_autofree char *prev_sum = mapped_sha256 (prev);
+
+      if (g_ascii_strcasecmp (prev_sum, ref->sha256) == 0)
+        {
+          g_free (*sha256);
+          *sha256 = g_steal_pointer (&prev_sum);
+          g_free (*st_path);
+          *st_path = g_steal_pointer (&prev_path);
+          return g_steal_pointer (&prev);
+        }
+    }
+  return g_steal_pointer (&mapped);
+}
+
 static gboolean
 load_file (const char *path, char **contents, gsize *len, GError **error)
 {
@@ -1103,7 +1240,7 @@ espalier_model_load_variant (const char *path, EspalierModelInfo *info, EsQuant 
   g_autoptr(JsonParser) parser = NULL;
   g_autoptr(JsonParser) st_parser = json_parser_new ();
   g_autoptr(GMappedFile) mapped = NULL;
-  g_autoptr(GChecksum) sum = NULL;
+  g_autofree char *sha256 = NULL;
   g_autoptr(GError) local = NULL;
   EspalierModelInfo tmp;
   WeightsRef ref = { 0 };
@@ -1135,7 +1272,7 @@ espalier_model_load_variant (const char *path, EspalierModelInfo *info, EsQuant 
         {
           dir = g_path_get_dirname (json_path);
           st_path = g_build_filename (dir, ref.file, NULL);
-          mapped = g_mapped_file_new (st_path, FALSE, &local);
+          mapped = map_weights (&st_path, &ref, &sha256, &local);
           if (mapped == NULL)
             {
               g_set_error (&r.error, G_IO_ERROR, g_io_error_from_file_error (local->code),
@@ -1151,11 +1288,16 @@ espalier_model_load_variant (const char *path, EspalierModelInfo *info, EsQuant 
                                           json_is_quantized (obj) ? 1.0 : 4.0, json_path))
             {
               r.file = json_path;
-              model = es_model_new (&input, specs, n_layers, &es_err);
-              if (model == NULL)
-                espalier_reader_fail (&r, _("the architecture does not build: %s"), es_err.message);
-              else
-                check_architecture_counts (&r, obj, model);
+              if (check_architecture_memory (&r, &input, specs, n_layers,
+                                             json_is_quantized (obj), tmp.train.memory_limit))
+                {
+                  model = es_model_new (&input, specs, n_layers, &es_err);
+                  if (model == NULL)
+                    espalier_reader_fail (&r, _("the architecture does not build: %s"),
+                                          es_err.message);
+                  else
+                    check_architecture_counts (&r, obj, model);
+                }
               if (r.error == NULL)
                 q = read_quantization (&r, obj, model);
             }
@@ -1173,13 +1315,10 @@ espalier_model_load_variant (const char *path, EspalierModelInfo *info, EsQuant 
                             (unsigned long long) len, json_path, (long long) ref.size);
       goto fail;
     }
-  sum = g_checksum_new (G_CHECKSUM_SHA256);
-  g_checksum_update (sum, bytes, (gssize) len);
-  if (g_ascii_strcasecmp (g_checksum_get_string (sum), ref.sha256) != 0)
+  if (g_ascii_strcasecmp (sha256, ref.sha256) != 0)
     {
       espalier_reader_fail (&r, _("the SHA-256 is %s, but %s records %s: the weights are corrupt "
-                              "or belong to another model"), g_checksum_get_string (sum), json_path,
-                            ref.sha256);
+                              "or belong to another model"), sha256, json_path, ref.sha256);
       goto fail;
     }
   if (q != NULL && !espalier_quant_check_weights (&r, q, model, ""))

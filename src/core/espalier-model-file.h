@@ -57,8 +57,10 @@ void      espalier_model_paths      (const char  *path,
                                      char       **safetensors_path);
 
 /* Write NAME.safetensors, then NAME.json, each through a temporary file in the same
- * directory that is synced and renamed over its target; both are complete before the
- * first rename. Fails with G_IO_ERROR when a file cannot be written, and with
+ * directory that is synced and renamed over its target (espalier-save.h); both are
+ * complete before the first rename, and the old weights stay reachable as
+ * .NAME.safetensors.old between the two renames, so that a save cut at any point loads
+ * as the old model or the new one. Fails with G_IO_ERROR when a file cannot be written, and with
  * ESPALIER_ERROR_INVALID, before writing anything, when info holds what
  * espalier_model_load would refuse (preprocessing that is not JSON, a batch size of 0,
  * a NaN option...). On failure no temporary file is left behind. */
@@ -67,9 +69,13 @@ gboolean  espalier_model_save       (const EsModel           *model,
                                      const char              *path,
                                      GError                 **error);
 
-/* Read NAME.json and the weights file it names. info (may be NULL; else initialized or
- * zero-filled) is cleared and filled on success and left untouched on failure. Fails with G_IO_ERROR when a file
- * cannot be read and ESPALIER_ERROR_FORMAT, naming the file and the field or tensor,
+/* Read NAME.json and the weights file it names (or the .old weights a cut save kept, when
+ * they are the ones NAME.json records). info (may be NULL; else initialized or
+ * zero-filled) is cleared and filled on success and left untouched on failure. Fails with
+ * G_IO_ERROR when a file cannot be read, ESPALIER_ERROR_MEMORY, before anything is
+ * allocated, when the architecture's parameters would not fit the JSON's
+ * training.memory_limit or the memory this machine has (espalier-limits.h), and
+ * ESPALIER_ERROR_FORMAT, naming the file and the field or tensor,
  * when anything in either file is missing, mistyped, out of range or inconsistent
  * (the architecture is rebuilt and shape-checked, every tensor's dtype, shape and byte
  * range is checked, and the weights' size and SHA-256 must match the JSON). */

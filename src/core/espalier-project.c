@@ -15,7 +15,9 @@
 
 #include "espalier-error.h"
 #include "espalier-json-private.h"
+#include "espalier-limits.h"
 #include "espalier-quant-json-private.h"
+#include "espalier-save.h"
 #include "espalier-templates.h"
 
 #define PROJECT_FORMAT_NAME "espalier-project"
@@ -754,23 +756,12 @@ static gboolean
 write_atomically (GFile *file, const char *text, GCancellable *cancellable, GError **error)
 {
   g_autofree char *path = g_file_get_path (file);
-  EspalierAtomicFile af = ESPALIER_ATOMIC_FILE_INIT;
-  gboolean ok;
 
   /* Not a local file (a GVfs location): GIO's own replace is as atomic as it gets. */
   if (path == NULL)
     return g_file_replace_contents (file, text, strlen (text), NULL, FALSE,
                                     G_FILE_CREATE_REPLACE_DESTINATION, NULL, cancellable, error);
-
-  ok = espalier_atomic_open (&af, path, error)
-       && espalier_atomic_write (&af, text, strlen (text), NULL, error)
-       && espalier_atomic_sync (&af, error)
-       && !g_cancellable_set_error_if_cancelled (cancellable, error)
-       && espalier_atomic_commit (&af, error);
-  espalier_atomic_clear (&af);
-  if (ok)
-    espalier_sync_directory (path);
-  return ok;
+  return espalier_save_atomic (path, text, strlen (text), cancellable, error);
 }
 
 static void read_project (EspalierReader *r, JsonObject *root, EspalierProject *self);
@@ -940,6 +931,39 @@ read_load_options (EspalierReader *r, JsonObject *parent, EspalierLoadOptions *o
   o->cache_dir = espalier_reader_string (r, obj, w, "cache_dir", TRUE);
 }
 
+/* Whether the layers of spec on input fit in memory (espalier-limits.h) and in the
+ * engine's arithmetic, checked before the model document builds them: ESPALIER_ERROR_MEMORY
+ * naming the size, or a format error naming the layer. A spec that does not parse is
+ * left to the document, which says what is wrong with it. */
+static gboolean
+check_spec_size (EspalierReader *r, const char *where, const EsShape *input, const char *spec)
+{
+  g_autofree EsLayerSpec *specs = NULL;
+  g_autofree double *floats = NULL;
+  g_autofree char *why = NULL;
+  int n = 0, too_large;
+  double count;
+
+  specs = espalier_spec_parse (spec, &n, NULL);
+  if (specs == NULL)
+    return TRUE;
+  floats = g_new0 (double, n);
+  too_large = espalier_arch_check_size (input, specs, n, floats);
+  count = floats[too_large >= 0 ? too_large : n - 1];
+  if (!espalier_memory_fits (count * 4.0 >= 0x1p63 ? G_MAXUINT64 : (guint64) (count * 4.0), 0,
+                             &why))
+    {
+      espalier_reader_fail (r, _("“%s.spec” has %.0f parameters: it %s"), where, count, why);
+      if (r->error != NULL)
+        r->error->code = ESPALIER_ERROR_MEMORY;
+      return FALSE;
+    }
+  if (too_large >= 0)
+    return espalier_reader_fail (r, _("“%s.spec”: layer %d is too large to be a real model"),
+                                 where, too_large + 1);
+  return TRUE;
+}
+
 static void
 read_model (EspalierReader *r, JsonObject *root, EspalierModelDoc *doc)
 {
@@ -953,7 +977,7 @@ read_model (EspalierReader *r, JsonObject *root, EspalierModelDoc *doc)
       || !espalier_reader_uint (r, obj, "model", "n_outputs", &n_outputs))
     return;
   spec = espalier_reader_string (r, obj, "model", "spec", FALSE);
-  if (spec == NULL)
+  if (spec == NULL || !check_spec_size (r, "model", &input, spec))
     return;
   espalier_model_doc_set_input (doc, &input, n_outputs);
   if (!espalier_model_doc_set_spec (doc, spec, &local))

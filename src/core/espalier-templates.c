@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "espalier-error.h"
+#include "espalier-json-private.h"
+#include "espalier-limits.h"
 
 /* Spec arguments above this are typos, and would overflow shape arithmetic. */
 #define SPEC_MAX_INT      (1 << 24)
@@ -347,8 +349,9 @@ parse_layer (char **parts, const char *token, gsize position, int index, EsLayer
             ok = parse_int (arg, 1, SPEC_MAX_INT, &spec->stride);
           break;
         case ES_LAYER_LEAKY_RELU:
-          need = _("a number");
-          ok = parse_float (arg, -1e30, 1e30, &spec->alpha);
+          /* The engine reads an alpha of 0 as "the default" (0.01); leaky_relu:0 is relu. */
+          need = _("a number other than 0 (for a slope of 0, use relu)");
+          ok = parse_float (arg, -1e30, 1e30, &spec->alpha) && spec->alpha != 0.0f;
           break;
         case ES_LAYER_DROPOUT:
           need = _("a rate in [0, 1)");
@@ -436,6 +439,32 @@ espalier_model_from_spec (const char *spec, const EsShape *input, GError **error
   layers = espalier_spec_parse (spec, &n, error);
   if (layers == NULL)
     return NULL;
+
+  /* What the layers would allocate, before the engine does (espalier-limits.h). */
+  {
+    g_autofree double *floats = g_new0 (double, n);   /* (n) */
+    int too_large = espalier_arch_check_size (input, layers, n, floats);
+    double count = floats[too_large >= 0 ? too_large : n - 1];
+    g_autofree char *why = NULL;
+
+    if (!espalier_memory_fits (count * 4.0 >= 0x1p63 ? G_MAXUINT64 : (guint64) (count * 4.0), 0,
+                               &why))
+      {
+        /* TRANSLATORS: "The model has 268435456000000 parameters: it needs 1.1 PB of
+         * memory, more than the 20.1 GB available" */
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                     _("The model has %.0f parameters: it %s"), count, why);
+        return NULL;
+      }
+    if (too_large >= 0)
+      {
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE,
+                     _("Layer %d (%s) is too large to build: its output or its work per "
+                       "sample is beyond what a model can hold"), too_large + 1,
+                     es_layer_kind_name (layers[too_large].kind));
+        return NULL;
+      }
+  }
   model = build (NULL, input, layers, n, error);
   if (model != NULL)
     es_model_init (model, 0);

@@ -49,7 +49,9 @@ EsLayerSpec       *espalier_spec_parse           (const char            *spec,
                                                   int                   *n_layers,
                                                   GError               **error);
 /* Build a model from a spec string on input shape `input`. Parse errors are
- * ESPALIER_ERROR_INVALID, shape errors ESPALIER_ERROR_SHAPE naming the layer. */
+ * ESPALIER_ERROR_INVALID, shape errors ESPALIER_ERROR_SHAPE naming the layer, and
+ * parameters beyond this machine's memory (espalier-limits.h) ESPALIER_ERROR_MEMORY
+ * naming the size, before anything is allocated. */
 EsModel           *espalier_model_from_spec      (const char            *spec,
                                                   const EsShape         *input,
                                                   GError               **error);

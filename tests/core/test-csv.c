@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <unistd.h>
 
 #include "espalier-csv.h"
 #include "espalier-dataset.h"
@@ -692,6 +693,19 @@ test_error_empty (void)
       dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY,
                         "nothing.csv", "empty file", NULL);
     }
+
+  /* Empty bytes from memory (their data pointer is NULL): found by fuzz-csv, whose
+   * memory estimate once did arithmetic on that pointer. */
+  {
+    g_autoptr(GBytes) empty = g_bytes_new (NULL, 0);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(EspalierDataset) ds = espalier_csv_load_bytes (empty, "nothing.csv", NULL, NULL,
+                                                             &error);
+
+    g_assert_null (ds);
+    dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_EMPTY, "nothing.csv",
+                      "empty file", NULL);
+  }
 }
 
 static void
@@ -773,6 +787,81 @@ test_error_no_file (void)
                     "/nonexistent/x.csv", NULL);
 }
 
+/* Limits: ESPALIER_MEMORY_AVAILABLE makes the machine small. A file larger than the
+ * memory is refused before it is read, a table that would not fit before it is
+ * parsed; both name the sizes. */
+
+static void
+test_limit_file (void)
+{
+  g_autoptr(GString) text = g_string_new ("a,b,label\n");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autofree char *size = NULL, *have = g_format_size (1000), *field = NULL;
+
+  while (text->len < 2000)
+    g_string_append (text, "1,2,0\n");
+  size = g_format_size (text->len);
+  field = g_strdup_printf ("reading this %s file needs %s of memory, more than the %s available",
+                           size, size, have);
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "1000", TRUE);
+  ds = load_text ("big.csv", text->str, NULL, &error);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+  g_assert_null (ds);
+  dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO, "big.csv", field, NULL);
+}
+
+static void
+test_limit_table (void)
+{
+  g_autoptr(GString) text = g_string_new (NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autofree char *have = g_format_size (50000), *cells = NULL, *why = NULL;
+  guint n_cells = 1;
+
+  for (guint i = 0; i < 5000; i++)
+    g_string_append (text, "1,2\n");
+  for (gsize i = 0; i < text->len; i++)
+    n_cells += text->str[i] == ',' || text->str[i] == '\n';
+  cells = g_strdup_printf ("(about %u cells)", n_cells);
+  why = g_strdup_printf ("more than the %s available", have);
+  g_assert_cmpuint (text->len, <, 50000);
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "50000", TRUE);
+  ds = load_text ("cells.csv", text->str, NULL, &error);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+  g_assert_null (ds);
+  dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO, "cells.csv", cells, why,
+                    NULL);
+}
+
+/* A CSV file of 1 TB (sparse: holes take no disk) on a machine of 1 GB: refused before
+ * anything of it is read. Skipped where the file system cannot make such a file. */
+static void
+test_limit_sparse_terabyte (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  g_autofree char *path = dtu_write_text (dir, "huge.csv", "a,b,label\n1,2,0\n");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autofree char *size = g_format_size (1000000000000);
+  g_autofree char *field = g_strdup_printf ("reading this %s file needs %s of memory", size, size);
+  EspalierLoadOptions options;
+
+  if (truncate (path, (off_t) 1000000000000) != 0)
+    {
+      g_test_skip ("the file system cannot hold a sparse file of 1 TB");
+      return;
+    }
+  dtu_options_no_cache (&options);
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "1000000000", TRUE);
+  ds = espalier_dataset_load (path, &options, NULL, &error);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+  g_unlink (path);
+  g_assert_null (ds);
+  dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO, "huge.csv", field, NULL);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -812,6 +901,9 @@ main (int   argc,
   g_test_add_func ("/csv/error/unknown-column", test_error_unknown_column);
   g_test_add_func ("/csv/error/unclosed-quote", test_error_unclosed_quote);
   g_test_add_func ("/csv/error/no-file", test_error_no_file);
+  g_test_add_func ("/csv/limit/file", test_limit_file);
+  g_test_add_func ("/csv/limit/table", test_limit_table);
+  g_test_add_func ("/csv/limit/sparse-terabyte", test_limit_sparse_terabyte);
 
   return dtu_finish (g_test_run ());
 }

@@ -5,7 +5,9 @@
  * Fashion-MNIST, a tiny fake one and the real one when it is installed. */
 #include "config.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "espalier-dataset.h"
 #include "espalier-dataset-private.h"
@@ -398,6 +400,95 @@ test_error_short_payload (void)
   g_autofree char *path = dtu_write_idx (dir, "few-images.idx", idx, TRUE);
 
   expect_load_error (path, ESPALIER_DATA_ERROR_TRUNCATED, "'dimensions' (10 x 4 x 4 ubyte)");
+}
+
+/* Limits: a header describing more than the memory holds is refused, naming the size,
+ * before anything is allocated. ESPALIER_MEMORY_AVAILABLE makes the machine small. */
+
+/* A 28-byte raw file whose header claims 10^12 ubyte elements (1000000 x 1000 x 1000):
+ * the file cannot hold them, and the error says how many bytes it promised. */
+static void
+test_limit_huge_header_raw (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  guint32 dims[3] = { 1000000, 1000, 1000 };
+  guint8 pixels[12] = { 0 };
+  g_autoptr(GByteArray) idx = dtu_idx (0x08, 3, dims, pixels, sizeof pixels);
+  g_autofree char *path = dtu_write_idx (dir, "huge-images.idx", idx, FALSE);
+
+  expect_load_error (path, ESPALIER_DATA_ERROR_TRUNCATED, "promise 1000000000000 bytes");
+}
+
+/* The same header gzipped: the stream is read to its end (nothing kept) to give the
+ * same error. */
+static void
+test_limit_huge_header_gzip (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  guint32 dims[3] = { 1000000, 1000, 1000 };
+  guint8 pixels[12] = { 0 };
+  g_autoptr(GByteArray) idx = dtu_idx (0x08, 3, dims, pixels, sizeof pixels);
+  g_autofree char *path = dtu_write_idx (dir, "huge-images.idx.gz", idx, TRUE);
+
+  expect_load_error (path, ESPALIER_DATA_ERROR_TRUNCATED, "promise 1000000000000 bytes");
+}
+
+/* A consistent float file of 1000 x 1000 (4 MB, 8 MB with its float copy), raw and
+ * gzip, on a machine of 1 MB: the need and what is available are named. */
+static void
+test_limit_memory (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  guint32 dims[2] = { 1000, 1000 };
+  g_autofree guint8 *payload = g_new0 (guint8, 4000000);
+  g_autoptr(GByteArray) idx = NULL;
+  g_autofree char *need = g_format_size (8000000), *have = g_format_size (1000000);
+  g_autofree char *field = g_strdup_printf ("needs %s of memory, more than the %s available",
+                                            need, have);
+  GRand *rand = g_rand_new_with_seed (7);
+
+  /* Small random floats: gzip cannot squeeze them much. */
+  for (guint i = 0; i < 1000000; i++)
+    payload[4 * i + 3] = (guint8) g_rand_int (rand);
+  g_rand_free (rand);
+  idx = dtu_idx (0x0D, 2, dims, payload, 4000000);
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "1000000", TRUE);
+  for (int gzip = 0; gzip < 2; gzip++)
+    {
+      g_autofree char *path = dtu_write_idx (dir, gzip ? "float-images.idx.gz" : "float-images.idx",
+                                             idx, gzip);
+
+      expect_load_error (path, ESPALIER_DATA_ERROR_IO, field);
+    }
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+}
+
+/* A sparse raw file that really holds the 10^12 bytes its header promises (holes take
+ * no disk): refused by the memory check without reading it. Skipped where the file
+ * system cannot make such a file. */
+static void
+test_limit_sparse_terabyte (void)
+{
+  g_autofree char *dir = dtu_tmpdir ();
+  guint32 dims[3] = { 1000000, 1000, 1000 };
+  g_autoptr(GByteArray) idx = dtu_idx (0x08, 3, dims, NULL, 0);
+  g_autofree char *path = dtu_write_idx (dir, "sparse-images.idx", idx, FALSE);
+  g_autofree char *size = g_format_size (1000000000000);
+  g_autofree char *field = g_strdup_printf ("describe %s of data", size);
+  int fd = open (path, O_WRONLY);
+
+  g_assert_cmpint (fd, >=, 0);
+  if (ftruncate (fd, (off_t) idx->len + (off_t) 1000000000000) != 0)
+    {
+      close (fd);
+      g_test_skip ("the file system cannot hold a sparse file of 1 TB");
+      return;
+    }
+  close (fd);
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "1000000000", TRUE);
+  expect_load_error (path, ESPALIER_DATA_ERROR_IO, field);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+  g_unlink (path);
 }
 
 static void
@@ -948,6 +1039,10 @@ main (int   argc,
   g_test_add_func ("/idx/error/zero-dimension", test_error_zero_dimension);
   g_test_add_func ("/idx/error/short-payload", test_error_short_payload);
   g_test_add_func ("/idx/error/extra-bytes", test_error_extra_bytes);
+  g_test_add_func ("/idx/limit/huge-header-raw", test_limit_huge_header_raw);
+  g_test_add_func ("/idx/limit/huge-header-gzip", test_limit_huge_header_gzip);
+  g_test_add_func ("/idx/limit/memory", test_limit_memory);
+  g_test_add_func ("/idx/limit/sparse-terabyte", test_limit_sparse_terabyte);
   g_test_add_func ("/idx/error/label-count", test_error_label_count);
   g_test_add_func ("/idx/error/label-range", test_error_label_range);
   g_test_add_func ("/idx/error/labels-not-1d", test_error_labels_not_1d);

@@ -1008,6 +1008,112 @@ test_checksum (Fixture *f, gconstpointer data)
   assert_format_error (f, f->st_path, "SHA-256");
 }
 
+/* A save cut between its two renames leaves the new weights beside the old JSON file,
+ * with the old weights kept as .mlp.safetensors.old: the load is the old model, exactly.
+ * Other weights there (not the ones the JSON records) change nothing. */
+static void
+test_previous_weights (Fixture *f, gconstpointer data)
+{
+  g_autofree char *prev = g_build_filename (f->dir, ".mlp.safetensors.old", NULL);
+  g_autoptr(GError) error = NULL;
+  gsize len;
+  g_autofree guint8 *other = g_memdup2 (g_bytes_get_data (f->st, &len), g_bytes_get_size (f->st));
+  EsModel *model;
+
+  other[len - 1] ^= 0x01;
+  g_assert_cmpint (g_rename (f->st_path, prev), ==, 0);
+  write_bytes (f->st_path, other, len);
+  model = espalier_model_load (f->json_path, NULL, &error);
+  g_assert_no_error (error);
+  qtu_assert_weights_equal (model, f->model);
+  es_model_free (model);
+
+  /* Kept weights that are not the JSON's own: the error is about the weights file. */
+  write_bytes (prev, other, len);
+  assert_format_error (f, f->st_path, "SHA-256");
+}
+
+/* Limits: the architecture's parameters are checked against training.memory_limit and
+ * the machine's memory (ESPALIER_MEMORY_AVAILABLE makes it small) before anything is
+ * mapped or allocated: ESPALIER_ERROR_MEMORY naming the count and the sizes. */
+static void
+set_memory_limit (JsonObject *root)
+{
+  json_object_set_int_member (json_object_get_object_member (root, "training"), "memory_limit",
+                              100000);
+}
+
+static void
+assert_memory_error (Fixture *f, const char *count, const char *why)
+{
+  g_autoptr(GError) error = NULL;
+  EsModel *model = espalier_model_load (f->json_path, NULL, &error);
+
+  g_assert_null (model);
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY);
+  g_test_message ("%s", error->message);
+  g_assert_nonnull (strstr (error->message, f->json_path));
+  if (strstr (error->message, count) == NULL || strstr (error->message, why) == NULL)
+    g_error ("“%s” and “%s” are not in the error “%s”", count, why, error->message);
+}
+
+static void
+test_memory_limit (Fixture *f, gconstpointer data)
+{
+  g_autofree char *count = g_strdup_printf ("has %" G_GINT64_FORMAT " parameters",
+                                            es_model_n_params (f->model)
+                                            + es_model_n_buffers (f->model));
+  g_autofree char *need = g_format_size ((guint64) (es_model_n_params (f->model)
+                                                    + es_model_n_buffers (f->model)) * 4);
+  g_autofree char *limit = g_format_size (100000);
+  g_autofree char *why = g_strdup_printf ("needs %s of memory, more than the memory limit of %s",
+                                          need, limit);
+
+  edit_json (f, set_memory_limit);
+  assert_memory_error (f, count, why);
+}
+
+/* The same model on a machine of 100 kB. */
+static void
+test_memory_available (Fixture *f, gconstpointer data)
+{
+  gint64 n = es_model_n_params (f->model) + es_model_n_buffers (f->model);
+  g_autofree char *count = g_strdup_printf ("has %" G_GINT64_FORMAT " parameters", n);
+  g_autofree char *need = g_format_size ((guint64) n * 4), *have = g_format_size (100000);
+  g_autofree char *why = g_strdup_printf ("needs %s of memory, more than the %s available", need,
+                                          have);
+
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "100000", TRUE);
+  assert_memory_error (f, count, why);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+}
+
+/* A JSON file declaring enormous layers beside its small weights file: refused as
+ * corrupt before anything is allocated, naming the floats the layers would need. */
+static void
+enormous_layers (JsonObject *root)
+{
+  JsonArray *layers = json_object_get_array_member (json_object_get_object_member (root,
+                                                                                   "architecture"),
+                                                    "layers");
+
+  /* flatten, dense:128, relu, dense:10, softmax -> the two Dense 16777216 wide */
+  json_object_set_int_member (json_array_get_object_element (layers, 1), "units", 16777216);
+  json_object_set_int_member (json_array_get_object_element (layers, 3), "units", 16777216);
+}
+
+static void
+test_memory_enormous (Fixture *f, gconstpointer data)
+{
+  /* Dense 784 -> U (weights and biases): already more than the data holds. */
+  double U = 16777216.0;
+  g_autofree char *floats = g_strdup_printf ("up to its layer 2 the architecture in %s needs %.0f "
+                                             "floats", f->json_path, 784.0 * U + U);
+
+  edit_json (f, enormous_layers);
+  assert_format_error (f, f->st_path, floats);
+}
+
 static void
 remove_lr (JsonObject *root)
 {
@@ -2041,6 +2147,10 @@ test_spec_parse (void)
     { "flatten,dense:0", "dense:0", "from 1 to" },
     { "flatten,dense:99999999999999", "dense:99999999999999", "layer 2" },
     { "conv2d:4:3:1:-1", "conv2d:4:3:1:-1", "argument 4" },
+    /* Found by fuzz-spec: the engine reads an alpha of 0 as its default, so the model
+     * would not have been what the spec says. */
+    { "flatten,leaky_relu:0.,dense:3", "leaky_relu:0.", "other than 0" },
+    { "flatten,leaky_relu:1e-50", "leaky_relu:1e-50", "other than 0" },
   };
   g_autoptr(GError) error = NULL;
 
@@ -2092,6 +2202,29 @@ test_spec_parse (void)
   g_clear_error (&error);
 }
 
+/* A spec whose parameters would not fit the memory (ESPALIER_MEMORY_AVAILABLE makes the
+ * machine small) is refused before the engine allocates, naming the count and the
+ * sizes. */
+static void
+test_spec_memory (void)
+{
+  g_autoptr(GError) error = NULL;
+  double U = 16777216.0, n = 784.0 * U + U + U * U + U;
+  g_autofree char *count = g_strdup_printf ("has %.0f parameters", n);
+  g_autofree char *need = g_format_size ((guint64) (n * 4.0));
+  g_autofree char *have = g_format_size (1000000000);
+  g_autofree char *why = g_strdup_printf ("needs %s of memory, more than the %s available", need,
+                                          have);
+
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "1000000000", TRUE);
+  g_assert_null (espalier_model_from_spec ("flatten,dense:16777216,dense:16777216", &image_28,
+                                           &error));
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY);
+  if (strstr (error->message, count) == NULL || strstr (error->message, why) == NULL)
+    g_error ("“%s” and “%s” are not in the error “%s”", count, why, error->message);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -2118,6 +2251,14 @@ main (int argc, char **argv)
               fixture_tear_down);
   g_test_add ("/model-file/load/checksum", Fixture, NULL, fixture_set_up, test_checksum,
               fixture_tear_down);
+  g_test_add ("/model-file/load/previous-weights", Fixture, NULL, fixture_set_up,
+              test_previous_weights, fixture_tear_down);
+  g_test_add ("/model-file/limit/memory-limit", Fixture, NULL, fixture_set_up, test_memory_limit,
+              fixture_tear_down);
+  g_test_add ("/model-file/limit/memory-available", Fixture, NULL, fixture_set_up,
+              test_memory_available, fixture_tear_down);
+  g_test_add ("/model-file/limit/enormous-layers", Fixture, NULL, fixture_set_up,
+              test_memory_enormous, fixture_tear_down);
   g_test_add ("/model-file/load/json-fields", Fixture, NULL, fixture_set_up, test_json_errors,
               fixture_tear_down);
   g_test_add ("/model-file/load/malformed", Fixture, NULL, fixture_set_up, test_malformed_json,
@@ -2144,6 +2285,7 @@ main (int argc, char **argv)
   g_test_add_func ("/templates/lenet", test_template_lenet);
   g_test_add_func ("/templates/playground", test_template_playground);
   g_test_add_func ("/templates/spec", test_spec_parse);
+  g_test_add_func ("/templates/spec-memory", test_spec_memory);
 
   return g_test_run ();
 }

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* espalier-limits.c: the memory a load may take (espalier-limits.h), from
+ * /proc/meminfo, the memory cgroup (v2 or v1) and RLIMIT_AS. Linux first; elsewhere
+ * the physical memory sysconf reports, or nothing known. */
+#include "config.h"
+
+#include "espalier-limits.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <glib/gi18n-lib.h>
+
+/* "MemAvailable:   123456 kB" -> bytes; FALSE when key is not there. */
+static gboolean
+meminfo_field (const char *text, const char *key, guint64 *bytes)
+{
+  const char *at = strstr (text, key);
+
+  if (at == NULL || (at != text && at[-1] != '\n'))
+    return FALSE;
+  *bytes = g_ascii_strtoull (at + strlen (key), NULL, 10) * 1024;
+  return TRUE;
+}
+
+/* What a cgroup v2 file holds as a number; FALSE for "max" or when unreadable. */
+static gboolean
+cgroup_number (const char *dir, const char *name, guint64 *value)
+{
+  g_autofree char *path = g_build_filename (dir, name, NULL);
+  g_autofree char *text = NULL;
+  char *end = NULL;
+
+  if (!g_file_get_contents (path, &text, NULL, NULL))
+    return FALSE;
+  *value = g_ascii_strtoull (text, &end, 10);
+  return end != text;
+}
+
+/* The room left under the tightest limit from the cgroup at path (below root, the
+ * hierarchy's mount point) up to root: limit_file minus usage_file at each level. In a
+ * container root is the container's own cgroup, with its limit. */
+static guint64
+cgroup_walk (const char *root, const char *path, const char *limit_file, const char *usage_file)
+{
+  g_autofree char *dir = g_build_filename (root, path, NULL);
+  guint64 room = G_MAXUINT64;
+
+  for (;;)
+    {
+      guint64 max, current;
+
+      if (cgroup_number (dir, limit_file, &max) && cgroup_number (dir, usage_file, &current))
+        room = MIN (room, max > current ? max - current : 0);
+      if (strlen (dir) <= strlen (root))
+        break;
+      *strrchr (dir, '/') = '\0';
+    }
+  return room;
+}
+
+/* The room this process's memory cgroup leaves: cgroup v2 ("0::/path", memory.max) or
+ * the v1 memory controller ("N:memory:/path", memory.limit_in_bytes); G_MAXUINT64 when
+ * there is no limit. */
+static guint64
+cgroup_room (void)
+{
+  g_autofree char *self = NULL;
+  g_auto(GStrv) lines = NULL;
+  guint64 room = G_MAXUINT64;
+
+  if (!g_file_get_contents ("/proc/self/cgroup", &self, NULL, NULL))
+    return room;
+  lines = g_strsplit (self, "\n", -1);
+  for (char **l = lines; *l != NULL; l++)
+    {
+      const char *at;
+
+      if (g_str_has_prefix (*l, "0::/"))
+        room = MIN (room, cgroup_walk ("/sys/fs/cgroup", *l + 3, "memory.max", "memory.current"));
+      else if ((at = strstr (*l, ":memory:/")) != NULL)
+        room = MIN (room, cgroup_walk ("/sys/fs/cgroup/memory", at + 8, "memory.limit_in_bytes",
+                                       "memory.usage_in_bytes"));
+    }
+  return room;
+}
+
+/* The room RLIMIT_AS leaves beside this process's address space, or G_MAXUINT64. */
+static guint64
+rlimit_room (void)
+{
+  struct rlimit rl;
+  g_autofree char *statm = NULL;
+  guint64 pages;
+
+  if (getrlimit (RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+    return G_MAXUINT64;
+  if (!g_file_get_contents ("/proc/self/statm", &statm, NULL, NULL))
+    return (guint64) rl.rlim_cur;
+  pages = g_ascii_strtoull (statm, NULL, 10);
+  pages *= (guint64) sysconf (_SC_PAGESIZE);
+  return (guint64) rl.rlim_cur > pages ? (guint64) rl.rlim_cur - pages : 0;
+}
+
+guint64
+espalier_memory_available (void)
+{
+  const char *env = g_getenv ("ESPALIER_MEMORY_AVAILABLE");
+  g_autofree char *meminfo = NULL;
+  guint64 avail = G_MAXUINT64, mem, swap;
+
+  if (env != NULL && *env != '\0')
+    {
+      char *end = NULL;
+      guint64 v = g_ascii_strtoull (env, &end, 10);
+
+      if (end != env)
+        return v;
+    }
+
+  if (g_file_get_contents ("/proc/meminfo", &meminfo, NULL, NULL)
+      && meminfo_field (meminfo, "MemAvailable:", &mem))
+    avail = mem + (meminfo_field (meminfo, "SwapFree:", &swap) ? swap : 0);
+#ifdef _SC_AVPHYS_PAGES
+  else
+    {
+      long pages = sysconf (_SC_AVPHYS_PAGES), size = sysconf (_SC_PAGESIZE);
+
+      if (pages > 0 && size > 0)
+        avail = (guint64) pages * (guint64) size;
+    }
+#endif
+  avail = MIN (avail, cgroup_room ());
+  avail = MIN (avail, rlimit_room ());
+  return avail;
+}
+
+gboolean
+espalier_memory_fits (guint64 need, guint64 limit, char **why)
+{
+  guint64 avail = espalier_memory_available ();
+  g_autofree char *need_s = NULL, *cap_s = NULL;
+
+  if (why != NULL)
+    *why = NULL;
+  if ((limit == 0 || need <= limit) && need <= avail)
+    return TRUE;
+  if (why == NULL)
+    return FALSE;
+  need_s = g_format_size (need);
+  if (limit != 0 && need > limit && limit <= avail)
+    {
+      cap_s = g_format_size (limit);
+      /* TRANSLATORS: the end of a sentence: "<file>: the header (...) needs 1.0 TB of
+       * memory, more than the memory limit of 2.0 GB" */
+      *why = g_strdup_printf (_("needs %s of memory, more than the memory limit of %s"), need_s,
+                              cap_s);
+    }
+  else
+    {
+      cap_s = g_format_size (avail);
+      /* TRANSLATORS: the end of a sentence: "<file>: the header (...) needs 1.0 TB of
+       * memory, more than the 23.4 GB available" */
+      *why = g_strdup_printf (_("needs %s of memory, more than the %s available"), need_s, cap_s);
+    }
+  return FALSE;
+}

@@ -1,0 +1,115 @@
+/* es-cuda-private.h: what the CUDA backend's files share (C++ under nvcc only): the
+ * backend's state, the checks that record the first CUDA or cuBLAS failure with its
+ * file and line, and the memory helpers of es-cuda.cu that the ops of es-cuda-ops.cu
+ * use. Not installed, not for callers. */
+#pragma once
+
+#ifdef ES_CUDA_EMULATE
+/* tests/cuda/emu: the same code on a CPU emulation of the runtime, cuBLAS and the
+ * kernels' threads, so the backend is tested where there is no GPU */
+#include "es-cuda-emu.h"
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#endif
+
+#include "es-cuda.h"
+
+/* Reductions that return a value to the host run in two launches: at most
+ * ES_CUDA_PARTIALS blocks each write a partial (in a fixed order, so results repeat
+ * bit for bit), then one block adds them up. */
+#define ES_CUDA_PARTIALS 1024
+/* Threads of a block in the element-wise and row kernels (8 warps). */
+#define ES_CUDA_THREADS 256
+
+/* A device buffer that grows on demand, charged to the budget as ES_MEM_WORKSPACE. */
+typedef struct {
+  void   *ptr;
+  size_t  bytes;
+} EsCudaBuf;
+
+typedef struct {
+  EsBackend       be;
+  int             device;
+  cudaStream_t    stream;
+  cublasHandle_t  blas;
+  bool            tf32;
+  bool            conv_direct;   /* ESPALIER_CUDA_CONV=direct */
+
+  void           *blas_ws;       /* cuBLAS workspace (blas_ws_bytes, charged) */
+  size_t          blas_ws_bytes;
+  double         *partial;       /* (2, ES_CUDA_PARTIALS) per-block partials */
+  double         *result;        /* (8) finished reductions, device side */
+  double         *host_result;   /* (8) pinned host memory the results come back to */
+  size_t          fixed_bytes;   /* partial + result, charged as ES_MEM_WORKSPACE */
+
+  EsCudaBuf       ws;            /* convolution columns */
+  EsCudaBuf       stage;         /* uint8 batches on their way in (load_u8) */
+  EsCudaBuf       idx;           /* argmax results (B) on their way out */
+  float          *host_f32;      /* (ES_CUDA_HOST_CHUNK) host staging when stage is refused */
+
+  /* softmax_xent_forward also counts the rows it got right, for the argmax_correct
+   * call that follows it in a training step (saves a second wait) */
+  bool            xent_valid;
+  const float    *xent_probs;
+  const int32_t  *xent_labels;
+  int             xent_B, xent_C, xent_correct;
+
+  bool            failed;        /* a CUDA or cuBLAS call failed: no more work */
+  EsError         error;         /* the first failure */
+} EsCuda;
+
+#define ES_CUDA_HOST_CHUNK (1 << 16)
+
+static inline EsCuda *
+es_cuda_of (EsBackend *be)
+{
+  return (EsCuda *) be->impl;
+}
+
+/* Records the first failure (what, file, line) and marks the backend failed; true
+ * when status is success. */
+bool  es_cuda_record        (EsCuda *cu, cudaError_t status, const char *what,
+                             const char *file, int line);
+bool  es_cuda_record_blas   (EsCuda *cu, cublasStatus_t status, const char *what,
+                             const char *file, int line);
+
+#define ES_CU_CHECK(cu, call) es_cuda_record ((cu), (call), #call, __FILE__, __LINE__)
+#define ES_BLAS_CHECK(cu, call) es_cuda_record_blas ((cu), (call), #call, __FILE__, __LINE__)
+/* After every kernel launch: a bad configuration shows here, not at the next sync. */
+#define ES_CU_LAUNCHED(cu, name) es_cuda_record ((cu), cudaGetLastError (), name, __FILE__, __LINE__)
+
+/* Called first by every op: false when the backend has failed (do nothing then). It
+ * makes the backend's device current on the calling thread and forgets the counted
+ * rows of the last softmax_xent_forward (the op may write what they were counted
+ * on); es_cuda_enter_read, for calls that write no device memory, keeps them. */
+bool  es_cuda_enter         (EsCuda *cu);
+bool  es_cuda_enter_read    (EsCuda *cu);
+
+/* The buffer b grown to at least bytes (never shrunk), charged as ES_MEM_WORKSPACE;
+ * NULL when the budget or the device refuses (not a failure of the backend: callers
+ * then take a path without it). */
+void *es_cuda_buf_get       (EsCuda *cu, EsCudaBuf *b, size_t bytes);
+void  es_cuda_buf_release   (EsCuda *cu, EsCudaBuf *b);
+
+/* Waits for the stream and copies n doubles of cu->result to out; false (out left
+ * NaN) when the backend has failed. */
+bool  es_cuda_fetch_results (EsCuda *cu, double *out, int n);
+
+/* Why cudaGetDeviceCount gave e (or no device), in words for a user (es-cuda-device.cu);
+ * a static string, or a buffer of the calling thread. */
+const char *es_cuda_no_device_reason (cudaError_t e);
+
+/* The memory functions of the interface (es-cuda.cu). */
+void *es_cuda_alloc         (EsBackend *be, EsMemKind kind, size_t bytes, EsError *err);
+void  es_cuda_free          (EsBackend *be, EsMemKind kind, void *ptr, size_t bytes);
+void  es_cuda_upload        (EsBackend *be, void *dst, const void *src, size_t bytes);
+void  es_cuda_download      (EsBackend *be, void *dst, const void *src, size_t bytes);
+void  es_cuda_copy          (EsBackend *be, void *dst, const void *src, size_t bytes);
+void  es_cuda_zero          (EsBackend *be, void *dst, size_t bytes);
+void  es_cuda_synchronize   (EsBackend *be);
+bool  es_cuda_supports_op   (EsBackend *be, EsOp op);
+void  es_cuda_destroy       (EsBackend *be);
+
+/* The interface, with the ops of es-cuda-ops.cu. */
+extern const EsBackendIface es_cuda_iface;

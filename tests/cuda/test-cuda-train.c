@@ -1,0 +1,534 @@
+/* test-cuda-train.c: the CUDA backend under the engine's trainer, against the CPU
+ * backend on the same model, data and seed: the loss curve of a few training steps of
+ * an MLP (Adam, uint8 inputs) and of a small CNN (Conv2D, BatchNorm, MaxPool, Dropout;
+ * Nesterov with L2 and clipping), evaluation and prediction, inference through EsInfer,
+ * pruning masks with distillation and quantization-aware training through the trainer.
+ * Then the memory limit: an allocation past the budget fails cleanly and leaves the
+ * backend working, one past the device's memory too, and a trainer whose batch does
+ * not fit halves its micro-batch and accumulates to the same losses. And the device
+ * list. Without a CUDA device it checks the clean refusal and skips (exit 77). No GLib. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "es-backend.h"
+#include "es-cuda.h"
+#include "es-train.h"
+
+#include "cuda-tap.h"
+
+static EsBackend *cpu, *gpu;
+
+/* Rows of uint8 "images" (n, D) with labels in [0, 10) that depend on them (the
+ * brightest of 10 stripes), so training has something to learn. */
+static void
+make_data (uint8_t *x, int32_t *y, int n, int D, uint64_t seed)
+{
+  EsRng rng = { seed };
+
+  for (int i = 0; i < n; i++)
+    {
+      int best = 0;
+      double best_sum = -1.0;
+
+      for (int d = 0; d < D; d++)
+        x[(int64_t) i * D + d] = (uint8_t) (es_rng_next (&rng) & 0xff);
+      for (int k = 0; k < 10; k++)
+        {
+          double s = 0.0;
+
+          for (int d = k; d < D; d += 10)
+            s += x[(int64_t) i * D + d];
+          if (s > best_sum)
+            {
+              best_sum = s;
+              best = k;
+            }
+        }
+      y[i] = best;
+    }
+}
+
+static EsModel *
+mlp (int D, int hidden, uint64_t seed)
+{
+  EsShape in = { 1, { D } };
+  EsLayerSpec l[4];
+  EsModel *m;
+
+  l[0] = es_layer_spec_default (ES_LAYER_DENSE);
+  l[0].units = hidden;
+  l[1] = es_layer_spec_default (ES_LAYER_RELU);
+  l[2] = es_layer_spec_default (ES_LAYER_DENSE);
+  l[2].units = 10;
+  l[3] = es_layer_spec_default (ES_LAYER_SOFTMAX);
+  m = es_model_new (&in, l, 4, NULL);
+  if (m != NULL)
+    es_model_init (m, seed);
+  return m;
+}
+
+static EsModel *
+cnn (uint64_t seed)
+{
+  EsShape in = { 3, { 1, 12, 12 } };
+  EsLayerSpec l[9];
+  EsModel *m;
+  int n = 0;
+
+  l[n] = es_layer_spec_default (ES_LAYER_CONV2D);
+  l[n].filters = 4;
+  l[n].kernel = 3;
+  l[n++].padding = 1;
+  l[n++] = es_layer_spec_default (ES_LAYER_BATCHNORM);
+  l[n++] = es_layer_spec_default (ES_LAYER_RELU);
+  l[n] = es_layer_spec_default (ES_LAYER_MAXPOOL2D);
+  l[n++].kernel = 2;
+  l[n++] = es_layer_spec_default (ES_LAYER_FLATTEN);
+  l[n] = es_layer_spec_default (ES_LAYER_DROPOUT);
+  l[n++].rate = 0.2f;
+  l[n] = es_layer_spec_default (ES_LAYER_DENSE);
+  l[n++].units = 10;
+  m = es_model_new (&in, l, n, NULL);
+  if (m != NULL)
+    es_model_init (m, seed);
+  return m;
+}
+
+/* steps batches of B rows (u8 or f32 inputs) through tr from row 0 on, cycling over n
+ * rows; losses (steps) get each batch's mean loss. false on a failed step. */
+static bool
+run_steps (EsTrainer *tr, const uint8_t *xu8, const float *xf, const int32_t *y, int n, int D,
+           int B, int steps, double *losses)
+{
+  for (int s = 0; s < steps; s++)
+    {
+      int r0 = (s * B) % (n - B + 1);
+      EsBatch b = { .B = B, .scale = 1.0f / 255.0f, .shift = 0.0f, .labels = y + r0 };
+      EsStepStats st = { 0, 0, 0 };
+      EsError err = { ES_OK, "" };
+
+      if (xu8 != NULL)
+        b.x_u8 = xu8 + (int64_t) r0 * D;
+      else
+        b.x_f32 = xf + (int64_t) r0 * D;
+      if (!es_trainer_train_batch (tr, &b, &st, &err))
+        {
+          tap_diag ("step %d failed: %s", s, err.message);
+          return false;
+        }
+      losses[s] = st.loss_sum / st.rows;
+    }
+  return true;
+}
+
+/* The two curves within tol (relative), and the worst step said. */
+static bool
+curves_close (const char *what, const double *g, const double *c, int steps, double tol)
+{
+  double worst = 0.0;
+  int at = 0;
+
+  for (int s = 0; s < steps; s++)
+    {
+      double e = fabs (g[s] - c[s]) / fmax (fabs (c[s]), 1e-3);
+
+      if (!(e <= worst))
+        {
+          worst = e;
+          at = s;
+        }
+    }
+  tap_diag ("%s: loss %.6f -> %.6f on the GPU, %.6f -> %.6f on the CPU", what, g[0],
+            g[steps - 1], c[0], c[steps - 1]);
+  return tap_ok (worst <= tol, "%s: %d steps, worst relative loss difference %.3g (step %d) <= %.0e",
+                 what, steps, worst, at, tol);
+}
+
+/* The parameters of two trainers' models after es_trainer_sync. */
+static void
+params_close (const char *what, EsTrainer *tg, EsTrainer *tc, EsModel *mg, EsModel *mc,
+              double tol)
+{
+  es_trainer_sync (tg);
+  es_trainer_sync (tc);
+  tap_close (what, es_model_params (mg), es_model_params (mc), es_model_n_params (mc), tol);
+}
+
+/* ---- the device list ------------------------------------------------------------------------ */
+
+static void
+test_devices (void)
+{
+  int n = es_cuda_device_count ();
+  EsError err = { ES_OK, "" };
+  EsCudaDeviceInfo info;
+
+  tap_ok (n > 0, "%d CUDA device(s)", n);
+  for (int i = 0; i < n; i++)
+    {
+      bool ok = es_cuda_device_info (i, &info, &err);
+
+      tap_ok (ok && info.name[0] != '\0' && info.cc_major >= 7 && info.mem_total > 0
+              && info.mem_free <= info.mem_total && info.runtime_version > 0
+              && info.driver_version >= info.runtime_version / 1000 * 1000,
+              "device %d: %s, compute capability %d.%d, %d SMs", i, info.name, info.cc_major,
+              info.cc_minor, info.multiprocessors);
+      tap_diag ("  memory %.1f GiB free of %.1f GiB, L2 %zu KiB, driver CUDA %d.%d, runtime %d.%d, "
+                "bus %s", info.mem_free / 1073741824.0, info.mem_total / 1073741824.0,
+                info.l2_bytes >> 10, info.driver_version / 1000, info.driver_version % 1000 / 10,
+                info.runtime_version / 1000, info.runtime_version % 1000 / 10, info.pci_bus_id);
+      if (info.have_nvml)
+        tap_diag ("  NVML: driver %s, utilization %d%% (memory %d%%), %d C, %.0f W of %.0f W",
+                  info.driver_string, info.utilization_gpu, info.utilization_mem,
+                  info.temperature_c, info.power_w, info.power_limit_w);
+      else
+        tap_diag ("  NVML not loaded (libnvidia-ml.so.1 missing or failing)");
+    }
+  tap_ok (!es_cuda_device_info (n, &info, &err) && err.code == ES_ERR_INVALID,
+          "a device index past the last is refused: %s", err.message);
+  es_error_clear (&err);
+  tap_ok (es_cuda_backend_new (n, NULL, &err) == NULL && err.code == ES_ERR_INVALID,
+          "no backend on a device past the last: %s", err.message);
+  tap_ok (es_cuda_backend_device (gpu) == 0 && es_cuda_backend_device (cpu) == -1,
+          "es_cuda_backend_device tells CUDA backends from others");
+}
+
+/* ---- training against the CPU ---------------------------------------------------------------- */
+
+#define N_ROWS 512
+
+static void
+test_mlp (const uint8_t *x, const int32_t *y, int D)
+{
+  enum { STEPS = 20, B = 64 };
+  EsModel *mc = mlp (D, 64, 7), *mg = es_model_copy (mc);
+  EsTrainConfig cfg;
+  EsTrainer *tc, *tg;
+  EsError err = { ES_OK, "" };
+  double lc[STEPS], lg[STEPS];
+
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAM;
+  cfg.seed = 3;
+  tc = es_trainer_new (mc, cpu, &cfg, B, &err);
+  tg = es_trainer_new (mg, gpu, &cfg, B, &err);
+  if (!tap_ok (tc != NULL && tg != NULL, "MLP trainers made (%s)", err.message))
+    goto out;
+
+  /* prediction and evaluation before training: the same parameters */
+  {
+    float *xf = malloc ((size_t) B * D * sizeof (float));
+    float *pc = malloc ((size_t) B * 10 * sizeof (float)), *pg = malloc ((size_t) B * 10 * sizeof (float));
+
+    for (int64_t i = 0; i < (int64_t) B * D; i++)
+      xf[i] = x[i] / 255.0f;
+    tap_ok (es_trainer_predict (tc, xf, B, pc, &err) && es_trainer_predict (tg, xf, B, pg, &err),
+            "predict runs (%s)", err.message);
+    tap_close ("predict before training", pg, pc, (int64_t) B * 10, 1e-4);
+    free (xf);
+    free (pc);
+    free (pg);
+  }
+
+  tap_ok (run_steps (tc, x, NULL, y, N_ROWS, D, B, STEPS, lc)
+          && run_steps (tg, x, NULL, y, N_ROWS, D, B, STEPS, lg), "MLP: %d Adam steps on both",
+          STEPS);
+  curves_close ("MLP, Adam, uint8 inputs", lg, lc, STEPS, 2e-3);
+  params_close ("MLP parameters after training", tg, tc, mg, mc, 1e-2);
+
+  /* evaluation: losses, correct counts and predictions */
+  {
+    EsBatch b = { .B = 200, .x_u8 = x, .scale = 1.0f / 255.0f, .labels = y };
+    EsStepStats sc = { 0, 0, 0 }, sg = { 0, 0, 0 };
+    int32_t *pc = malloc (200 * sizeof (int32_t)), *pg = malloc (200 * sizeof (int32_t));
+    int agree = 0;
+
+    tap_ok (es_trainer_eval_batch (tc, &b, &sc, pc, &err) && es_trainer_eval_batch (tg, &b, &sg, pg, &err),
+            "evaluation runs (%s)", err.message);
+    for (int i = 0; i < 200; i++)
+      agree += pc[i] == pg[i];
+    tap_close_scalar ("evaluation loss", sg.loss_sum / sg.rows, sc.loss_sum / sc.rows, 2e-3);
+    tap_ok (agree >= 198 && abs (sc.correct - sg.correct) <= 2,
+            "evaluation predictions agree on %d of 200 rows; correct %d vs %d on the CPU", agree,
+            sg.correct, sc.correct);
+    free (pc);
+    free (pg);
+  }
+
+  /* profiling synchronizes the backend between stages */
+  {
+    EsProfile prof;
+    double l[2];
+
+    es_trainer_set_profiling (tg, true);
+    run_steps (tg, x, NULL, y, N_ROWS, D, B, 2, l);
+    es_trainer_get_profile (tg, &prof);
+    tap_ok (prof.batches == 2 && prof.total_s > 0.0 && prof.stage_s[ES_STAGE_FORWARD] > 0.0,
+            "profiled steps on the GPU: %lld batches, %.3f ms a batch", (long long) prof.batches,
+            prof.total_s / 2 * 1e3);
+  }
+
+  /* EsInfer (dense and activation fused where the backend offers it) */
+  {
+    EsInfer *ic = es_infer_new (mc, cpu, 100, &err), *ig = es_infer_new (mg, gpu, 100, &err);
+    float *xf = malloc ((size_t) 100 * D * sizeof (float));
+
+    es_trainer_sync (tg);
+    es_trainer_sync (tc);
+    if (tap_ok (ic != NULL && ig != NULL, "EsInfer made on both (%s)", err.message))
+      {
+        const float *oc, *og;
+        float *keep = malloc (100 * 10 * sizeof (float));
+
+        for (int64_t i = 0; i < (int64_t) 100 * D; i++)
+          xf[i] = x[i] / 255.0f;
+        oc = es_infer_run (ic, xf, 100);
+        memcpy (keep, oc, 100 * 10 * sizeof (float));
+        og = es_infer_run (ig, xf, 100);
+        /* each on its own trained parameters: those differ within the curve tolerance */
+        tap_close ("EsInfer outputs", og, keep, 100 * 10, 1e-2);
+        free (keep);
+      }
+    es_infer_free (ic);
+    es_infer_free (ig);
+    free (xf);
+  }
+out:
+  es_trainer_free (tc);
+  es_trainer_free (tg);
+  es_model_free (mc);
+  es_model_free (mg);
+}
+
+static void
+test_cnn (void)
+{
+  enum { STEPS = 10, B = 16, D = 144, N = 128 };
+  EsModel *mc = cnn (11), *mg = es_model_copy (mc);
+  EsTrainConfig cfg;
+  EsTrainer *tc, *tg;
+  EsError err = { ES_OK, "" };
+  double lc[STEPS], lg[STEPS];
+  float *x = malloc ((size_t) N * D * sizeof (float));
+  int32_t *y = malloc (N * sizeof (int32_t));
+  EsRng rng = { 99 };
+
+  for (int i = 0; i < N; i++)
+    {
+      y[i] = i % 10;
+      for (int d = 0; d < D; d++)
+        x[i * D + d] = (float) es_rng_normal (&rng) + (d % 10 == y[i] ? 1.5f : 0.0f);
+    }
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_NESTEROV;
+  cfg.lr = 0.05f;
+  cfg.l2 = 1e-4f;
+  cfg.clip_norm = 5.0f;
+  cfg.seed = 5;
+  tc = es_trainer_new (mc, cpu, &cfg, B, &err);
+  tg = es_trainer_new (mg, gpu, &cfg, B, &err);
+  if (tap_ok (tc != NULL && tg != NULL, "CNN trainers made (%s)", err.message))
+    {
+      tap_ok (run_steps (tc, NULL, x, y, N, D, B, STEPS, lc)
+              && run_steps (tg, NULL, x, y, N, D, B, STEPS, lg), "CNN: %d Nesterov steps on both",
+              STEPS);
+      curves_close ("CNN with BatchNorm, MaxPool, Dropout; Nesterov, L2, clipping", lg, lc,
+                    STEPS, 2e-3);
+      params_close ("CNN parameters after training", tg, tc, mg, mc, 1e-2);
+      {
+        EsModel *bc = mc, *bg = mg;
+
+        tap_close ("CNN BatchNorm running statistics", es_model_buffers (bg),
+                   es_model_buffers (bc), es_model_n_buffers (bc), 1e-3);
+      }
+    }
+  es_trainer_free (tc);
+  es_trainer_free (tg);
+  es_model_free (mc);
+  es_model_free (mg);
+  free (x);
+  free (y);
+}
+
+/* Pruning masks with distillation from a teacher, then quantization-aware training. */
+static void
+test_slimming (const uint8_t *x, const int32_t *y, int D)
+{
+  enum { STEPS = 8, B = 32 };
+  EsModel *mc = mlp (D, 32, 21), *mg = es_model_copy (mc), *teacher = mlp (D, 48, 22);
+  int64_t P = es_model_n_params (mc);
+  uint8_t *mask = malloc ((size_t) P);
+  bool qat[4] = { true, false, true, false };
+  EsTrainConfig cfg;
+  EsTrainer *tc, *tg;
+  EsError err = { ES_OK, "" };
+  double lc[STEPS], lg[STEPS];
+  EsRng rng = { 5 };
+
+  for (int64_t i = 0; i < P; i++)
+    mask[i] = (es_rng_next (&rng) & 1) != 0;
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAMW;
+  cfg.seed = 9;
+  tc = es_trainer_new (mc, cpu, &cfg, B, &err);
+  tg = es_trainer_new (mg, gpu, &cfg, B, &err);
+  if (!tap_ok (tc != NULL && tg != NULL, "slimming trainers made (%s)", err.message))
+    goto out;
+  tap_ok (es_trainer_set_mask (tc, mask, &err) && es_trainer_set_mask (tg, mask, &err)
+          && es_trainer_set_teacher (tc, teacher, 2.0f, 0.5f, &err)
+          && es_trainer_set_teacher (tg, teacher, 2.0f, 0.5f, &err),
+          "mask and teacher set (%s)", err.message);
+  tap_ok (run_steps (tc, x, NULL, y, N_ROWS, D, B, STEPS, lc)
+          && run_steps (tg, x, NULL, y, N_ROWS, D, B, STEPS, lg), "pruned and distilled steps");
+  curves_close ("pruning mask + distillation, AdamW", lg, lc, STEPS, 2e-3);
+  es_trainer_sync (tg);
+  {
+    const float *p = es_model_params (mg);
+    int64_t nonzero = 0;
+
+    for (int64_t i = 0; i < P; i++)
+      nonzero += !mask[i] && p[i] != 0.0f;
+    tap_ok (nonzero == 0, "pruned weights stay exactly zero on the GPU (%lld are not)",
+            (long long) nonzero);
+  }
+
+  /* QAT: a value that lands on the other side of a rounding boundary moves by one
+   * quantization step, so the curves agree less closely than in float */
+  tap_ok (es_trainer_set_teacher (tc, NULL, 1, 0, &err) && es_trainer_set_teacher (tg, NULL, 1, 0, &err)
+          && es_trainer_set_fake_quant (tc, qat, false, &err)
+          && es_trainer_set_fake_quant (tg, qat, false, &err), "fake quantization on (%s)",
+          err.message);
+  tap_ok (run_steps (tc, x, NULL, y, N_ROWS, D, B, STEPS, lc)
+          && run_steps (tg, x, NULL, y, N_ROWS, D, B, STEPS, lg), "quantization-aware steps");
+  curves_close ("quantization-aware training", lg, lc, STEPS, 2e-2);
+  {
+    float lo_c = NAN, hi_c = NAN, lo_g = NAN, hi_g = NAN;
+    bool have = es_trainer_get_input_range (tc, 2, &lo_c, &hi_c)
+                && es_trainer_get_input_range (tg, 2, &lo_g, &hi_g);
+
+    tap_ok (have && fabsf (lo_g - lo_c) <= 1e-3f * fmaxf (1.0f, fabsf (lo_c))
+            && fabsf (hi_g - hi_c) <= 1e-3f * fmaxf (1.0f, fabsf (hi_c)),
+            "tracked QAT input range of layer 3: [%g, %g], CPU [%g, %g]", lo_g, hi_g, lo_c, hi_c);
+  }
+out:
+  es_trainer_free (tc);
+  es_trainer_free (tg);
+  es_model_free (mc);
+  es_model_free (mg);
+  es_model_free (teacher);
+  free (mask);
+}
+
+/* ---- the memory limit -------------------------------------------------------------------------- */
+
+static void
+test_memory_limit (const uint8_t *x, const int32_t *y, int D)
+{
+  enum { STEPS = 5, B = N_ROWS };
+  EsBudget *budget = es_budget_new ((size_t) 1 << 40);
+  EsError err = { ES_OK, "" };
+  EsBackend *g = es_cuda_backend_new (0, budget, &err);
+  EsModel *mc = mlp (D, 32, 31), *mg = es_model_copy (mc);
+  EsTrainConfig cfg;
+  EsMemPlan plan;
+  EsTrainer *tc = NULL, *tg = NULL;
+  double lc[STEPS], lg[STEPS];
+  size_t own, used;
+  void *p;
+
+  if (!tap_ok (g != NULL, "a backend with a budget (%s)", err.message))
+    goto out;
+  own = es_budget_used (budget);
+  tap_diag ("the backend's own buffers: %zu bytes", own);
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAM;
+  es_mem_plan (mc, &cfg, B / 4, true, &plan);
+  es_budget_set_limit (budget, own + plan.total + plan.total * 15 / 100);
+
+  /* past the limit: refused, nothing charged, the backend unharmed */
+  used = es_budget_used (budget);
+  p = g->iface->alloc (g, ES_MEM_ACTIVATIONS, es_budget_limit (budget) - used + 1, &err);
+  tap_ok (p == NULL && err.code == ES_ERR_BUDGET && es_budget_used (budget) == used,
+          "an allocation past the limit fails with a budget error: %s", err.message);
+  es_error_clear (&err);
+  p = g->iface->alloc (g, ES_MEM_ACTIVATIONS, 4096, &err);
+  tap_ok (p != NULL && es_budget_used (budget) == used + 4096, "and a small one still works");
+  g->iface->free (g, ES_MEM_ACTIVATIONS, p, 4096);
+  tap_ok (es_budget_used (budget) == used, "free gives the bytes back");
+
+  /* a batch four times what fits: the trainer halves it twice and accumulates */
+  tg = es_trainer_new (mg, g, &cfg, B, &err);
+  tc = es_trainer_new (mc, cpu, &cfg, B, &err);
+  if (!tap_ok (tg != NULL && tc != NULL, "trainers made under the limit (%s)", err.message))
+    goto out;
+  tap_ok (es_trainer_micro_batch (tg) == B / 4 && es_trainer_accum_steps (tg) == 4,
+          "batch %d in micro-batches of %d, %d accumulated", B, es_trainer_micro_batch (tg),
+          es_trainer_accum_steps (tg));
+  tap_ok (run_steps (tc, x, NULL, y, N_ROWS, D, B, STEPS, lc)
+          && run_steps (tg, x, NULL, y, N_ROWS, D, B, STEPS, lg), "steps under the limit");
+  curves_close ("halved micro-batches against the whole batch on the CPU", lg, lc, STEPS, 2e-3);
+  tap_ok (es_budget_peak (budget) <= es_budget_limit (budget),
+          "the budget's peak %zu stayed within its limit %zu", es_budget_peak (budget),
+          es_budget_limit (budget));
+  tap_ok (es_cuda_backend_check (g, &err), "no CUDA error under the limit (%s)", err.message);
+
+out:
+  es_trainer_free (tc);
+  es_trainer_free (tg);
+  es_backend_free (g);
+  tap_ok (es_budget_used (budget) == 0, "everything given back: %zu bytes still charged",
+          es_budget_used (budget));
+  es_budget_free (budget);
+  es_model_free (mc);
+  es_model_free (mg);
+}
+
+/* More than any GPU has, without a budget: the device refuses, the backend carries on. */
+static void
+test_device_full (void)
+{
+  EsError err = { ES_OK, "" };
+  void *p = gpu->iface->alloc (gpu, ES_MEM_ACTIVATIONS, (size_t) 1 << 42, &err);
+
+  tap_ok (p == NULL && err.code == ES_ERR_NOMEM, "4 TiB is refused by the device: %s",
+          err.message);
+  es_error_clear (&err);
+  p = gpu->iface->alloc (gpu, ES_MEM_ACTIVATIONS, 1 << 20, &err);
+  tap_ok (p != NULL && es_cuda_backend_check (gpu, &err),
+          "the backend still allocates and has no error recorded (%s)", err.message);
+  gpu->iface->free (gpu, ES_MEM_ACTIVATIONS, p, 1 << 20);
+}
+
+int
+main (void)
+{
+  enum { D = 196 };
+  EsError err = { ES_OK, "" };
+  uint8_t *x;
+  int32_t *y;
+
+  tap_require_device ();
+  cpu = es_cpu_backend_new (1, NULL, &err);
+  gpu = es_cuda_backend_new (0, NULL, &err);
+  if (!tap_ok (cpu != NULL && gpu != NULL, "backends made (%s)", err.message))
+    return tap_done ();
+  x = malloc ((size_t) N_ROWS * D);
+  y = malloc (N_ROWS * sizeof (int32_t));
+  make_data (x, y, N_ROWS, D, 1);
+
+  test_devices ();
+  test_mlp (x, y, D);
+  test_cnn ();
+  test_slimming (x, y, D);
+  test_memory_limit (x, y, D);
+  test_device_full ();
+
+  tap_ok (es_cuda_backend_check (gpu, &err), "no CUDA error on the way (%s)", err.message);
+  es_backend_free (gpu);
+  es_backend_free (cpu);
+  free (x);
+  free (y);
+  return tap_done ();
+}
