@@ -23,6 +23,7 @@
 #include "espalier-ceilings.h"
 #include "espalier-dataset-private.h"
 #include "espalier-error.h"
+#include "espalier-json-private.h"
 #include "espalier-profile-report.h"
 #include "espalier-variant.h"
 
@@ -1517,40 +1518,6 @@ espalier_advice_apply (EspalierProfileReport        *report,
 
 /* ---- output ---------------------------------------------------------------------- */
 
-static void
-jd (JsonBuilder *b, const char *name, double v)
-{
-  json_builder_set_member_name (b, name);
-  if (isfinite (v))
-    json_builder_add_double_value (b, v);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-ji (JsonBuilder *b, const char *name, gint64 v)
-{
-  json_builder_set_member_name (b, name);
-  json_builder_add_int_value (b, v);
-}
-
-static void
-js (JsonBuilder *b, const char *name, const char *v)
-{
-  json_builder_set_member_name (b, name);
-  if (v != NULL)
-    json_builder_add_string_value (b, v);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-jb (JsonBuilder *b, const char *name, gboolean v)
-{
-  json_builder_set_member_name (b, name);
-  json_builder_add_boolean_value (b, v);
-}
-
 JsonNode *
 espalier_profile_report_to_json (EspalierProfileReport *report)
 {
@@ -1565,27 +1532,27 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
   p = report->profile;
   steps = MAX (p->steps, 1);
   json_builder_begin_object (b);
-  ji (b, "steps", s->steps);
-  ji (b, "batch", s->batch);
-  ji (b, "micro_batch", s->micro_batch);
-  ji (b, "accum_steps", MAX (report->opts.engine.accum_steps, 1));
-  jd (b, "wall_s", s->wall_s);
-  jd (b, "step_ms", 1e3 * s->step_s);
-  jd (b, "step_median_ms", 1e3 * p->step_median_s);
-  jd (b, "rows_per_s", s->rows_per_s);
-  jd (b, "coverage", s->coverage);
-  jb (b, "adds_up", fabs (1.0 - s->coverage) <= 0.05);
+  espalier_json_add_int (b, "steps", s->steps);
+  espalier_json_add_int (b, "batch", s->batch);
+  espalier_json_add_int (b, "micro_batch", s->micro_batch);
+  espalier_json_add_int (b, "accum_steps", MAX (report->opts.engine.accum_steps, 1));
+  espalier_json_add_double (b, "wall_s", s->wall_s);
+  espalier_json_add_double (b, "step_ms", 1e3 * s->step_s);
+  espalier_json_add_double (b, "step_median_ms", 1e3 * p->step_median_s);
+  espalier_json_add_double (b, "rows_per_s", s->rows_per_s);
+  espalier_json_add_double (b, "coverage", s->coverage);
+  espalier_json_add_bool (b, "adds_up", fabs (1.0 - s->coverage) <= 0.05);
 
   json_builder_set_member_name (b, "stages");
   json_builder_begin_array (b);
   for (guint i = 0; i < s->n_stages; i++)
     {
       json_builder_begin_object (b);
-      js (b, "name", s->stages[i].name);
-      js (b, "label", s->stages[i].label);
-      jd (b, "seconds", s->stages[i].seconds);
-      jd (b, "ms_per_step", 1e3 * s->stages[i].seconds / steps);
-      jd (b, "share", s->stages[i].share);
+      espalier_json_add_string (b, "name", s->stages[i].name);
+      espalier_json_add_string (b, "label", s->stages[i].label);
+      espalier_json_add_double (b, "seconds", s->stages[i].seconds);
+      espalier_json_add_double (b, "ms_per_step", 1e3 * s->stages[i].seconds / steps);
+      espalier_json_add_double (b, "share", s->stages[i].share);
       json_builder_end_object (b);
     }
   json_builder_end_array (b);
@@ -1597,19 +1564,19 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
       const EspalierLayerTime *l = &s->layers[i];
 
       json_builder_begin_object (b);
-      ji (b, "index", l->index);
-      js (b, "kind", l->kind);
-      jd (b, "forward_ms", 1e3 * l->forward_s / steps);
-      jd (b, "backward_ms", 1e3 * l->backward_s / steps);
-      jd (b, "share", l->share);
-      ji (b, "flops", (gint64) llround (l->flops));
-      ji (b, "bytes", (gint64) llround (l->bytes));
-      jd (b, "gflops_per_s", l->gflops);
-      jd (b, "gb_per_s", l->gbs);
-      jd (b, "intensity", l->intensity);
-      jd (b, "attainable_gflops_per_s", l->attainable_gflops);
-      jd (b, "roofline_share", l->roofline_share);
-      js (b, "bound", !s->have_ceilings || l->bytes <= 0 ? NULL
+      espalier_json_add_int (b, "index", l->index);
+      espalier_json_add_string (b, "kind", l->kind);
+      espalier_json_add_double (b, "forward_ms", 1e3 * l->forward_s / steps);
+      espalier_json_add_double (b, "backward_ms", 1e3 * l->backward_s / steps);
+      espalier_json_add_double (b, "share", l->share);
+      espalier_json_add_int (b, "flops", (gint64) llround (l->flops));
+      espalier_json_add_int (b, "bytes", (gint64) llround (l->bytes));
+      espalier_json_add_double (b, "gflops_per_s", l->gflops);
+      espalier_json_add_double (b, "gb_per_s", l->gbs);
+      espalier_json_add_double (b, "intensity", l->intensity);
+      espalier_json_add_double (b, "attainable_gflops_per_s", l->attainable_gflops);
+      espalier_json_add_double (b, "roofline_share", l->roofline_share);
+      espalier_json_add_string (b, "bound", !s->have_ceilings || l->bytes <= 0 ? NULL
                       : l->memory_bound ? "memory" : "compute");
       json_builder_end_object (b);
     }
@@ -1619,13 +1586,13 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
   if (s->have_ceilings)
     {
       json_builder_begin_object (b);
-      jd (b, "peak_gflops_per_s", s->ceilings.gemm_gflops);
-      jd (b, "copy_gb_per_s", s->ceilings.copy_gbs);
-      jd (b, "ridge_flop_per_byte", s->ceilings.gemm_gflops / s->ceilings.copy_gbs);
-      ji (b, "threads", s->ceilings.n_threads);
-      js (b, "gemm", es_cpu_backend_gemm_path ());
-      jb (b, "cached", s->ceilings.cached);
-      jb (b, "measured_low", s->ceilings_low);
+      espalier_json_add_double (b, "peak_gflops_per_s", s->ceilings.gemm_gflops);
+      espalier_json_add_double (b, "copy_gb_per_s", s->ceilings.copy_gbs);
+      espalier_json_add_double (b, "ridge_flop_per_byte", s->ceilings.gemm_gflops / s->ceilings.copy_gbs);
+      espalier_json_add_int (b, "threads", s->ceilings.n_threads);
+      espalier_json_add_string (b, "gemm", es_cpu_backend_gemm_path ());
+      espalier_json_add_bool (b, "cached", s->ceilings.cached);
+      espalier_json_add_bool (b, "measured_low", s->ceilings_low);
       json_builder_end_object (b);
     }
   else
@@ -1636,57 +1603,57 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
   json_builder_set_member_name (b, "kinds");
   json_builder_begin_object (b);
   for (int k = 0; k < ES_MEM_N_KINDS; k++)
-    ji (b, es_mem_kind_name ((EsMemKind) k), (gint64) p->mem_kind[k]);
+    espalier_json_add_int (b, es_mem_kind_name ((EsMemKind) k), (gint64) p->mem_kind[k]);
   json_builder_end_object (b);
-  ji (b, "peak", (gint64) p->mem_peak);
-  ji (b, "limit", (gint64) p->mem_limit);
-  jd (b, "peak_share", p->mem_limit > 0 ? (double) p->mem_peak / p->mem_limit : NAN);
-  ji (b, "rss", (gint64) p->rss);
-  ji (b, "rss_peak", (gint64) p->rss_peak);
+  espalier_json_add_int (b, "peak", (gint64) p->mem_peak);
+  espalier_json_add_int (b, "limit", (gint64) p->mem_limit);
+  espalier_json_add_double (b, "peak_share", p->mem_limit > 0 ? (double) p->mem_peak / p->mem_limit : NAN);
+  espalier_json_add_int (b, "rss", (gint64) p->rss);
+  espalier_json_add_int (b, "rss_peak", (gint64) p->rss_peak);
   json_builder_end_object (b);
 
   json_builder_set_member_name (b, "threads");
   json_builder_begin_object (b);
-  ji (b, "pool", p->threads.pool_threads);
-  ji (b, "blas", p->threads.blas_threads);
-  ji (b, "omp", p->threads.omp_threads);
-  ji (b, "cores", p->threads.cores);
-  ji (b, "process", p->threads.process_threads);
-  ji (b, "data", MAX (p->data_threads, 1));
-  ji (b, "involuntary_switches", p->involuntary_switches);
-  jd (b, "involuntary_switches_per_step", p->involuntary_switches / steps);
-  jd (b, "runqueue_wait_ms_per_step", 1e3 * p->runqueue_wait_s / steps);
-  jd (b, "trainer_runqueue_wait_ms_per_step", 1e3 * p->trainer_runqueue_wait_s / steps);
+  espalier_json_add_int (b, "pool", p->threads.pool_threads);
+  espalier_json_add_int (b, "blas", p->threads.blas_threads);
+  espalier_json_add_int (b, "omp", p->threads.omp_threads);
+  espalier_json_add_int (b, "cores", p->threads.cores);
+  espalier_json_add_int (b, "process", p->threads.process_threads);
+  espalier_json_add_int (b, "data", MAX (p->data_threads, 1));
+  espalier_json_add_int (b, "involuntary_switches", p->involuntary_switches);
+  espalier_json_add_double (b, "involuntary_switches_per_step", p->involuntary_switches / steps);
+  espalier_json_add_double (b, "runqueue_wait_ms_per_step", 1e3 * p->runqueue_wait_s / steps);
+  espalier_json_add_double (b, "trainer_runqueue_wait_ms_per_step", 1e3 * p->trainer_runqueue_wait_s / steps);
   json_builder_end_object (b);
 
   json_builder_set_member_name (b, "data");
   json_builder_begin_object (b);
-  ji (b, "train_rows", p->train_rows);
-  ji (b, "threads", MAX (p->data_threads, 1));
-  ji (b, "prefetch", MAX (p->prefetch, 1));
-  jb (b, "convert_per_batch", p->convert_per_batch);
-  jb (b, "augment", p->augment);
-  jd (b, "wait_ms_per_step", 1e3 * p->data_s / steps);
-  jd (b, "wait_median_ms", 1e3 * p->data_median_s);
-  jd (b, "produce_ms_per_step", 1e3 * p->produce_s / steps);
-  jd (b, "producer_wait_ms_per_step", 1e3 * p->producer_wait_s / steps);
+  espalier_json_add_int (b, "train_rows", p->train_rows);
+  espalier_json_add_int (b, "threads", MAX (p->data_threads, 1));
+  espalier_json_add_int (b, "prefetch", MAX (p->prefetch, 1));
+  espalier_json_add_bool (b, "convert_per_batch", p->convert_per_batch);
+  espalier_json_add_bool (b, "augment", p->augment);
+  espalier_json_add_double (b, "wait_ms_per_step", 1e3 * p->data_s / steps);
+  espalier_json_add_double (b, "wait_median_ms", 1e3 * p->data_median_s);
+  espalier_json_add_double (b, "produce_ms_per_step", 1e3 * p->produce_s / steps);
+  espalier_json_add_double (b, "producer_wait_ms_per_step", 1e3 * p->producer_wait_s / steps);
   json_builder_end_object (b);
 
   json_builder_set_member_name (b, "denormals");
   json_builder_begin_object (b);
-  jb (b, "ftz", p->ftz);
-  ji (b, "params", p->denormals.params);
-  ji (b, "gradients", p->denormals.gradients);
-  ji (b, "optimizer", p->denormals.optimizer);
-  ji (b, "activations", p->denormals.activations);
-  ji (b, "total_values", p->denormals.total_values);
+  espalier_json_add_bool (b, "ftz", p->ftz);
+  espalier_json_add_int (b, "params", p->denormals.params);
+  espalier_json_add_int (b, "gradients", p->denormals.gradients);
+  espalier_json_add_int (b, "optimizer", p->denormals.optimizer);
+  espalier_json_add_int (b, "activations", p->denormals.activations);
+  espalier_json_add_int (b, "total_values", p->denormals.total_values);
   json_builder_set_member_name (b, "probe");
   if (report->probe_steps > 0)
     {
       json_builder_begin_object (b);
-      ji (b, "steps", report->probe_steps);
-      jd (b, "ftz_off_step_ms", 1e3 * report->probe_off_s);
-      jd (b, "ftz_on_step_ms", 1e3 * report->probe_on_s);
+      espalier_json_add_int (b, "steps", report->probe_steps);
+      espalier_json_add_double (b, "ftz_off_step_ms", 1e3 * report->probe_off_s);
+      espalier_json_add_double (b, "ftz_on_step_ms", 1e3 * report->probe_on_s);
       json_builder_end_object (b);
     }
   else
@@ -1700,14 +1667,14 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
       const EspalierFinding *f = &g_array_index (report->findings, EspalierFinding, i);
 
       json_builder_begin_object (b);
-      js (b, "name", f->name);
-      js (b, "title", f->title);
-      js (b, "evidence", f->evidence);
-      jd (b, "severity", f->severity);
+      espalier_json_add_string (b, "name", f->name);
+      espalier_json_add_string (b, "title", f->title);
+      espalier_json_add_string (b, "evidence", f->evidence);
+      espalier_json_add_double (b, "severity", f->severity);
       if (f->layer >= 0)
-        ji (b, "layer", f->layer);
+        espalier_json_add_int (b, "layer", f->layer);
       else
-        js (b, "layer", NULL);
+        espalier_json_add_string (b, "layer", NULL);
       json_builder_end_object (b);
     }
   json_builder_end_array (b);
@@ -1719,20 +1686,20 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
       const EspalierAdvice *a = &g_array_index (report->advice, Advice, i).pub;
 
       json_builder_begin_object (b);
-      ji (b, "index", i + 1);
-      js (b, "name", a->name);
-      js (b, "title", a->title);
-      js (b, "evidence", a->evidence);
-      js (b, "action", a->action);
-      jd (b, "expected_gain", a->expected_gain);
-      jb (b, "estimate", TRUE);
-      js (b, "finding", finding_names[a->finding]);
+      espalier_json_add_int (b, "index", i + 1);
+      espalier_json_add_string (b, "name", a->name);
+      espalier_json_add_string (b, "title", a->title);
+      espalier_json_add_string (b, "evidence", a->evidence);
+      espalier_json_add_string (b, "action", a->action);
+      espalier_json_add_double (b, "expected_gain", a->expected_gain);
+      espalier_json_add_bool (b, "estimate", TRUE);
+      espalier_json_add_string (b, "finding", finding_names[a->finding]);
       if (a->layer >= 0)
-        ji (b, "layer", a->layer);
+        espalier_json_add_int (b, "layer", a->layer);
       else
-        js (b, "layer", NULL);
-      jb (b, "can_apply", a->can_apply);
-      js (b, "cannot_apply", a->cannot_apply);
+        espalier_json_add_string (b, "layer", NULL);
+      espalier_json_add_bool (b, "can_apply", a->can_apply);
+      espalier_json_add_string (b, "cannot_apply", a->cannot_apply);
       json_builder_end_object (b);
     }
   json_builder_end_array (b);
@@ -1757,18 +1724,18 @@ trace_event (JsonBuilder *b,
              int          layer)
 {
   json_builder_begin_object (b);
-  js (b, "name", name);
-  js (b, "cat", cat);
-  js (b, "ph", "X");
-  jd (b, "ts", ts);
-  jd (b, "dur", dur);
-  ji (b, "pid", 1);
-  ji (b, "tid", 1);
+  espalier_json_add_string (b, "name", name);
+  espalier_json_add_string (b, "cat", cat);
+  espalier_json_add_string (b, "ph", "X");
+  espalier_json_add_double (b, "ts", ts);
+  espalier_json_add_double (b, "dur", dur);
+  espalier_json_add_int (b, "pid", 1);
+  espalier_json_add_int (b, "tid", 1);
   json_builder_set_member_name (b, "args");
   json_builder_begin_object (b);
-  ji (b, "step", step);
+  espalier_json_add_int (b, "step", step);
   if (layer >= 0)
-    ji (b, "layer", layer);
+    espalier_json_add_int (b, "layer", layer);
   json_builder_end_object (b);
   json_builder_end_object (b);
 }
@@ -1801,7 +1768,7 @@ espalier_profile_write_trace (const EspalierProfile *prof,
   origin = ev[0].t0;
   b = json_builder_new ();
   json_builder_begin_object (b);
-  js (b, "displayTimeUnit", "ms");
+  espalier_json_add_string (b, "displayTimeUnit", "ms");
   json_builder_set_member_name (b, "traceEvents");
   json_builder_begin_array (b);
   for (guint i = 0; i < n; i++)
