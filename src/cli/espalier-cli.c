@@ -3257,7 +3257,7 @@ print_profile_summary (EspalierProfileReport *report, const EsModel *model)
   for (guint i = 0; i < s->n_layers; i++)
     {
       const EspalierLayerTime *l = &s->layers[i];
-      g_autofree char *label = g_strdup_printf ("%u %s", i, l->kind);
+      g_autofree char *label = g_strdup_printf ("%u %s", i + 1, l->kind);
       const char *bound = !s->have_ceilings || l->bytes <= 0 ? "-"
                           : l->memory_bound ? C_("bound", "memory") : C_("bound", "compute");
 

@@ -647,12 +647,12 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
   li = es_model_layer (r->model, top);
   f = add_finding (pending, ESPALIER_FINDING_DOMINANT_LAYER, t_top / c->wall, top,
                    own (r, g_strdup_printf (_("Layer %d (%s) takes most of the compute"),
-                                            top, l->kind)),
+                                            top + 1, l->kind)),
                    own (r, g_strdup_printf (
                      _("Layer %d (%s) takes %.0f%% of the layers' time (%.3f ms of %.3f ms "
                        "a step, %.0f%% of the step) for %.0f%% of their FLOPs; it runs at "
                        "%.2f GFLOP/s%s."),
-                     top, l->kind, 100 * share, 1e3 * t_top / c->steps,
+                     top + 1, l->kind, 100 * share, 1e3 * t_top / c->steps,
                      1e3 * c->layers_s / c->steps, 100 * t_top / c->wall,
                      flops > 0 ? 100 * l->flops / flops : 0.0, l->gflops,
                      l->attainable_gflops > 0 && !r->ceilings_low
@@ -663,7 +663,8 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
                        : "")));
   if (!is_weight_layer (r->model, top))
     return;
-  /* The layers up to the next weight layer belong to it; that one's input shrinks. */
+  /* The layers up to the next weight layer belong to it; that one's input shrinks.
+   * Layers are numbered from 1 in what the user reads, as espalier-cli info prints them. */
   for (int j = top + 1; j < (int) s->n_layers; j++)
     {
       double t = r->layers[j].forward_s + r->layers[j].backward_s;
@@ -684,18 +685,25 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
       double gain = c->wall / MAX (c->wall - saved, 1e-12);
 
       a = add_advice (f, ESPALIER_ADVICE_PRUNE,
-                      own (r, g_strdup_printf (_("Prune half of layer %d's units"), top)),
-                      own (r, g_strdup_printf (
-                        _("Layer %d, the layers after it up to layer %d and layer %d's "
-                          "inputs take %.0f%% of the step; keeping %d of %d units saves "
-                          "about half of that, %.2fx the rows per second (estimate)."),
-                        top, next - 1, next, 100 * (t_top + t_tail + t_next) / c->wall, keep,
-                        units, gain)),
+                      own (r, g_strdup_printf (_("Prune half of layer %d's units"), top + 1)),
+                      next - 1 > top
+                      ? own (r, g_strdup_printf (
+                          _("Layer %d, the layers after it up to layer %d and layer %d's "
+                            "inputs take %.0f%% of the step; keeping %d of %d units saves "
+                            "about half of that, %.2fx the rows per second (estimate)."),
+                          top + 1, next, next + 1, 100 * (t_top + t_tail + t_next) / c->wall,
+                          keep, units, gain))
+                      : own (r, g_strdup_printf (
+                          _("Layer %d and layer %d's inputs take %.0f%% of the step; keeping "
+                            "%d of %d units saves about half of that, %.2fx the rows per "
+                            "second (estimate)."),
+                          top + 1, next + 1, 100 * (t_top + t_tail + t_next) / c->wall,
+                          keep, units, gain)),
                       own (r, g_strdup_printf (
                         _("Structured pruning: layer %d keeps the %d of its %d units with "
                           "the largest weights, layer %d's inputs shrink to match. "
                           "Fine-tune afterwards to recover accuracy."),
-                        top, keep, units, next)),
+                        top + 1, keep, units, next + 1)),
                       gain, top);
       a->keep = keep;
       if (units < 2)
@@ -703,16 +711,16 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
 
       gain = c->wall / MAX (c->wall - (t_top + t_tail), 1e-12);
       a = add_advice (f, ESPALIER_ADVICE_FEWER_LAYERS,
-                      own (r, g_strdup_printf (_("Remove layer %d"), top)),
+                      own (r, g_strdup_printf (_("Remove layer %d"), top + 1)),
                       own (r, g_strdup_printf (
                         _("Layer %d and the layers up to the next weight layer take %.0f%% "
                           "of the step: without them, about %.2fx the rows per second "
                           "(estimate; the model loses capacity, recover it by "
                           "distillation)."),
-                        top, 100 * (t_top + t_tail) / c->wall, gain)),
+                        top + 1, 100 * (t_top + t_tail) / c->wall, gain)),
                       own (r, g_strdup_printf (
                         _("Layer reduction: layer %d and its activation are removed; layer "
-                          "%d reads what it read."), top, next)),
+                          "%d reads what it read."), top + 1, next + 1)),
                       gain, top);
       {
         EsError es = { 0 };
@@ -727,7 +735,7 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
                   own (r, g_strdup_printf (
                     _("Layer %d's weights in int8 move a quarter of the bytes and run on "
                       "int8 kernels. No estimate for training: this speeds up inference, "
-                      "measured as batch-1 latency."), top)),
+                      "measured as batch-1 latency."), top + 1)),
                   _("Dynamic int8 quantization of the Dense and Conv2D layers; the trained "
                     "model is unchanged."),
                   NAN, top);
@@ -1396,7 +1404,7 @@ espalier_advice_apply (EspalierProfileReport        *report,
       break;
     case ESPALIER_ADVICE_FEWER_LAYERS:
       res->model = es_reduce_remove_layer (model, a->pub.layer, o.seed, &es);
-      res->change = g_strdup_printf (_("layer %d (%s) removed"), a->pub.layer,
+      res->change = g_strdup_printf (_("layer %d (%s) removed"), a->pub.layer + 1,
                                      es_layer_kind_name (es_model_layer (model, a->pub.layer)->spec.kind));
       break;
     case ESPALIER_ADVICE_PRUNE:
@@ -1404,7 +1412,7 @@ espalier_advice_apply (EspalierProfileReport        *report,
         const EsLayerInfo *li = es_model_layer (model, a->pub.layer);
 
         res->model = es_prune_structured (model, a->pub.layer, a->keep, ES_NORM_L2, &es);
-        res->change = g_strdup_printf (_("layer %d: %d → %d units"), a->pub.layer,
+        res->change = g_strdup_printf (_("layer %d: %d → %d units"), a->pub.layer + 1,
                                        li->spec.kind == ES_LAYER_DENSE ? li->spec.units
                                                                        : li->spec.filters,
                                        a->keep);
