@@ -42,7 +42,7 @@ espalier_advice_format_estimate (double expected_gain)
   if (!isfinite (expected_gain) || expected_gain <= 0)
     return NULL;
   /* TRANSLATORS: an advice's expected speed-up before it is measured: "about 1.8× faster" */
-  return g_strdup_printf (_("Estimated: about %.2g× faster (an estimate until applied and measured)"),
+  return g_strdup_printf (_("Estimated: about %.1f× faster (an estimate until applied and measured)"),
                           expected_gain);
 }
 
