@@ -7,7 +7,8 @@
  *
  * Agreement with the CPU backend: the kernels compute the formulas of es-ref-impl.h in
  * the same order, sums in double as the reference does, and the file is compiled with
- * --fmad=false so no multiply-add is fused behind our back: the element-wise ops
+ * --fmad=false so no multiply-add is fused behind our back (and -ftz=true: denormals
+ * flushed as on the CPU backend's threads): the element-wise ops
  * (activations but sigmoid/tanh, dropout and its counter-based masks, the optimizer
  * steps, masks, fake quantization) give the CPU's results bit for bit, the others
  * within fp32 rounding. Reductions that come back to the host (losses, correct
@@ -223,12 +224,16 @@ d_lrintf_x86 (float v)
 
 /* The first index of the largest value of row (C), as a scan that keeps the first
  * strictly larger value does it: NaN never wins, and a NaN in column 0 keeps 0. All
- * lanes of the warp call it and get the same answer. */
+ * lanes of the warp call it and get the same answer. The row may have just been
+ * written by the warp's lanes (the probabilities of k_xent_fwd): __syncwarp orders
+ * those writes before these reads, column 0 is read by every lane. */
 __device__ static int
 warp_row_argmax (const float *row, int C, int lane)
 {
   float bv = -INFINITY;
   int bi = -1;
+
+  __syncwarp ();
 
   for (int c = lane; c < C; c += 32)
     {

@@ -8,14 +8,15 @@
  * its live threads wait at __syncthreads; when nothing can be released it reports the
  * deadlock and aborts. A kernel whose first launch never reached a barrier runs its
  * threads one after another on later launches, without fibers (fast); if such a thread
- * then reaches a barrier after all, that is reported and aborts too.
- * Blocks run one after another, which is a legal schedule of independent blocks. */
-#undef _FORTIFY_SOURCE  /* longjmp between fiber stacks is what this file does */
-
+ * then reaches a barrier after all, that is reported and aborts too. Runnable fibers are
+ * taken in an order that changes from block to block. Blocks run one after another,
+ * which is a legal schedule of independent blocks. The fiber switch is a few lines of
+ * x86-64 assembly (ucontext elsewhere), told to AddressSanitizer when it is on.
+ * Not thread-safe: one test thread drives it. */
 #include "es-cuda-emu.h"
 
-#include <csetjmp>
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #include <cstdio>
@@ -23,8 +24,6 @@
 #include <cstring>
 #include <map>
 #include <typeindex>
-#include <ucontext.h>
-
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 /* ---- memory ------------------------------------------------------------------------- */
@@ -471,14 +470,40 @@ cublasSgemm (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t 
 
 /* ---- kernels: fibers ------------------------------------------------------------------- */
 
+#if defined(__x86_64__)
+/* es_emu_switch (save, load): saves the callee-saved registers on the current stack and
+ * the stack pointer in *save, then takes the stack at load and returns on it with its
+ * registers: a whole fiber switch in a dozen instructions, no system call, and nothing
+ * a sanitizer intercepts (glibc's longjmp asks the kernel for the signal stack under
+ * AddressSanitizer: millions of system calls in a test). */
+extern "C" void es_emu_switch (void **save, void *load);
+asm (".text\n"
+     ".p2align 4\n"
+     ".globl es_emu_switch\n"
+     ".hidden es_emu_switch\n"
+     ".type es_emu_switch, @function\n"
+     "es_emu_switch:\n"
+     "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+     "  movq %rsp, (%rdi)\n"
+     "  movq %rsi, %rsp\n"
+     "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+     "  ret\n"
+     ".size es_emu_switch, .-es_emu_switch\n");
+#else
+#include <ucontext.h>
+#endif
+
 namespace {
 
 enum class St { fresh, runnable, at_block, at_warp, done };
 
 struct Fiber
 {
-  jmp_buf     ctx;
-  ucontext_t  start;
+#if defined(__x86_64__)
+  void       *sp;             /* its saved stack pointer while it does not run */
+#else
+  ucontext_t  uc;
+#endif
   St          state;
 };
 
@@ -487,7 +512,11 @@ const size_t stack_bytes = 64 << 10;
 
 Fiber fibers[max_threads];
 char *stacks[max_threads];
-jmp_buf scheduler;
+#if defined(__x86_64__)
+void *scheduler_sp;
+#else
+ucontext_t scheduler_uc;
+#endif
 int running = -1;             /* the fiber running, or -1 (direct mode: no fibers) */
 bool direct_mode;             /* threads run one after another without fibers */
 bool reached_barrier;         /* a barrier was reached during this launch */
@@ -532,6 +561,18 @@ void to_scheduler (bool) {}
 void in_scheduler () {}
 #endif
 
+/* From the running fiber to the scheduler. */
+void
+switch_to_scheduler (Fiber *f)
+{
+#if defined(__x86_64__)
+  es_emu_switch (&f->sp, scheduler_sp);
+#else
+  swapcontext (&f->uc, &scheduler_uc);
+#endif
+}
+
+/* A fiber's first frame: the kernel's body, then back to the scheduler for good. */
 void
 trampoline ()
 {
@@ -539,7 +580,8 @@ trampoline ()
   (*body) ();
   fibers[running].state = St::done;
   to_scheduler (true);
-  _longjmp (scheduler, 1);
+  switch_to_scheduler (&fibers[running]);
+  abort ();  /* a finished fiber is never resumed */
 }
 
 /* Back to the scheduler in state s; returns when the scheduler resumes this fiber. */
@@ -556,59 +598,57 @@ wait_in (St s)
   Fiber *f = &fibers[running];
 
   f->state = s;
-  if (!_setjmp (f->ctx))
-    {
-      to_scheduler (false);
-      _longjmp (scheduler, 1);
-    }
+  to_scheduler (false);
+  switch_to_scheduler (f);
   in_fiber ();
 }
 
-#if defined(__x86_64__)
-/* Calls trampoline on the stack that ends at top (16-byte aligned); it never returns
- * (the fiber leaves by _longjmp). Cheaper than setcontext, which makes a system call to
- * restore the signal mask at each of the thousands of fiber starts of a test. */
-__attribute__ ((noreturn, noinline)) void
-start_on (char *top)
-{
-  asm volatile ("mov %0, %%rsp\n\t"
-                "xor %%ebp, %%ebp\n\t"
-                "call *%1\n\t"
-                "ud2"
-                :
-                : "r" (top), "r" (trampoline)
-                : "memory");
-  __builtin_unreachable ();
-}
-#endif
-
-/* Runs fiber i until it waits or ends (not inlined: the caller's variables stay clear
- * of the _setjmp). */
-__attribute__ ((noinline)) void
+/* Runs fiber i until it waits or ends. */
+void
 resume (int i)
 {
   running = i;
   threadIdx = dim3 ((unsigned) i);
-  if (!_setjmp (scheduler))
-    {
-      to_fiber (i);
-      if (fibers[i].state == St::fresh)
-        {
-          fibers[i].state = St::runnable;
+  fibers[i].state = St::runnable;
+  to_fiber (i);
 #if defined(__x86_64__)
-          start_on (stacks[i] + stack_bytes);
+  es_emu_switch (&scheduler_sp, fibers[i].sp);
 #else
-          setcontext (&fibers[i].start);
+  swapcontext (&scheduler_uc, &fibers[i].uc);
 #endif
-        }
-      else
-        {
-          fibers[i].state = St::runnable;
-          _longjmp (fibers[i].ctx, 1);
-        }
-    }
   in_scheduler ();
   running = -1;
+}
+
+/* Fiber i ready to start the kernel on its own stack: on x86-64 a stack laid out as
+ * es_emu_switch leaves one, returning into trampoline as if it had been called. */
+void
+prepare_fiber (int i)
+{
+  if (stacks[i] == NULL && (stacks[i] = (char *) aligned_alloc (64, stack_bytes)) == NULL)
+    abort ();
+#if defined(__SANITIZE_ADDRESS__)
+  /* the frames an earlier fiber left on this stack are gone (nothing unwound them) */
+  __asan_unpoison_memory_region (stacks[i], stack_bytes);
+#endif
+#if defined(__x86_64__)
+  {
+    void **top = (void **) (stacks[i] + stack_bytes);
+
+    top[-1] = NULL;                      /* trampoline's return address: it never returns */
+    top[-2] = (void *) trampoline;       /* where es_emu_switch's ret goes */
+    for (int r = 3; r <= 8; r++)
+      top[-r] = NULL;                    /* rbp, rbx, r12 .. r15 */
+    fibers[i].sp = &top[-8];
+  }
+#else
+  getcontext (&fibers[i].uc);
+  fibers[i].uc.uc_stack.ss_sp = stacks[i];
+  fibers[i].uc.uc_stack.ss_size = stack_bytes;
+  fibers[i].uc.uc_link = NULL;
+  makecontext (&fibers[i].uc, trampoline, 0);
+#endif
+  fibers[i].state = St::fresh;
 }
 
 const char *
@@ -622,23 +662,6 @@ state_name (St s)
     case St::at_warp: return "at a shuffle";
     default: return "done";
     }
-}
-
-/* Fiber i ready to start the kernel on its own stack (not inlined, for getcontext
- * where start_on is not available). */
-__attribute__ ((noinline)) void
-prepare_fiber (int i)
-{
-  if (stacks[i] == NULL && (stacks[i] = (char *) aligned_alloc (64, stack_bytes)) == NULL)
-    abort ();
-  fibers[i].state = St::fresh;
-#if !defined(__x86_64__)
-  getcontext (&fibers[i].start);
-  fibers[i].start.uc_stack.ss_sp = stacks[i];
-  fibers[i].start.uc_stack.ss_size = stack_bytes;
-  fibers[i].start.uc_link = NULL;
-  makecontext (&fibers[i].start, trampoline, 0);
-#endif
 }
 
 /* One block of nt threads on fibers. */
@@ -716,6 +739,12 @@ void
 __syncthreads ()
 {
   wait_in (St::at_block);
+}
+
+void
+__syncwarp (unsigned)
+{
+  wait_in (St::at_warp);
 }
 
 uint64_t

@@ -40,6 +40,8 @@ extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 /* Runs body as a kernel of grid x block threads (x dimensions only). */
 void es_emu_launch (dim3 grid, dim3 block, const std::function<void ()> &body);
 void __syncthreads ();
+/* A barrier of the warp's lanes (all of them: the backend only uses the full mask). */
+void __syncwarp (unsigned mask = 0xffffffffu);
 /* Every lane of the warp must call it (the backend only ever passes the full mask). */
 uint64_t es_emu_shfl_xor (uint64_t bits, int lane_mask);
 
