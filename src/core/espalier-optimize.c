@@ -177,7 +177,10 @@ espalier_optimize_describe (const EspalierOptimizeOptions *opts)
         return g_strdup (_("Quantize weights to int8, activation ranges at run time"));
       return g_strdup_printf (_("Store weights as %s"), quant_title (opts->quant_mode));
     case ESPALIER_OPTIMIZE_QAT:
-      return g_strdup_printf (_("Quantization-aware training for %u epochs, then int8"),
+      return g_strdup_printf (g_dngettext (GETTEXT_PACKAGE,
+                                           "Quantization-aware training for %u epoch, then int8",
+                                           "Quantization-aware training for %u epochs, then int8",
+                                           opts->epochs),
                               opts->epochs);
     case ESPALIER_OPTIMIZE_REDUCE:
       {
@@ -1096,7 +1099,9 @@ run_quantize (Job *job, GError **error)
   switch (o->quant_mode)
     {
     case ES_QUANT_INT8_STATIC:
-      job_message (job, _("Calibrating activation ranges (%s) on %u batches"),
+      job_message (job, g_dngettext (GETTEXT_PACKAGE, "Calibrating activation ranges (%s) on %u batch",
+                                     "Calibrating activation ranges (%s) on %u batches",
+                                     o->calib_batches),
                    es_calib_method_name (o->calib), o->calib_batches);
       if (!calibrate (job, job->model, q, o->calib, error))
         {
@@ -1160,7 +1165,9 @@ run_qat (Job *job, GError **error)
   model = es_model_copy (job->model);
   tr = job_trainer_keeping_zeros (job, model);
   espalier_trainer_set_fake_quant (tr, fq, o->reduce_range);
-  job_message (job, _("Training with fake quantization for %u epochs"), o->epochs);
+  job_message (job, g_dngettext (GETTEXT_PACKAGE, "Training with fake quantization for %u epoch",
+                                 "Training with fake quantization for %u epochs", o->epochs),
+               o->epochs);
   if (!job_run (job, tr, error))
     {
       es_model_free (model);

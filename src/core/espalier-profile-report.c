@@ -418,7 +418,8 @@ detect_data (EspalierProfileReport *r, Ctx *c, GArray *pending)
   ahead = MAX (2 * k, MAX (p->prefetch, 1));
   gain = c->step / MAX (compute, prepare / MIN (k, cores));
   a = add_advice (f, ESPALIER_ADVICE_PREFETCH_DATA,
-                  own (r, g_strdup_printf (_("Prepare batches on %u threads"), k)),
+                  own (r, g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "Prepare batches on %u thread",
+                                                        "Prepare batches on %u threads", k), k)),
                   own (r, g_strdup_printf (
                     _("A batch takes %.3f ms to prepare and %.3f ms to train on: %u "
                       "threads preparing batches ahead keep the compute fed (estimate)."),
@@ -768,8 +769,12 @@ detect_denormals (EspalierProfileReport *r, Ctx *c, GArray *pending)
                      (long long) d->gradients, (long long) d->optimizer,
                      (long long) d->activations,
                      r->probe_steps > 0
-                       ? own (r, g_strdup_printf (_(": %u steps took %.3f ms each with it "
-                                                    "off, %.3f ms with it on"),
+                       ? own (r, g_strdup_printf (g_dngettext (GETTEXT_PACKAGE,
+                                                                ": %u step took %.3f ms with it "
+                                                                "off, %.3f ms with it on",
+                                                                ": %u steps took %.3f ms each with it "
+                                                                "off, %.3f ms with it on",
+                                                                r->probe_steps),
                                                   r->probe_steps, 1e3 * r->probe_off_s,
                                                   1e3 * r->probe_on_s))
                        : "")));
@@ -842,7 +847,9 @@ detect_threads (EspalierProfileReport *r, Ctx *c, GArray *pending)
   else
     return;
   a = add_advice (f, ESPALIER_ADVICE_FEWER_THREADS,
-                  own (r, g_strdup_printf (_("Compute on %d threads"), target)),
+                  own (r, g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "Compute on %d thread",
+                                                        "Compute on %d threads", target),
+                                           target)),
                   too_many
                     ? own (r, g_strdup_printf (
                         _("The layers take %.0f%% of the step; with every thread on a core "
@@ -1618,6 +1625,28 @@ espalier_profile_report_to_json (EspalierProfileReport *report)
   espalier_json_add_double (b, "peak_share", p->mem_limit > 0 ? (double) p->mem_peak / p->mem_limit : NAN);
   espalier_json_add_int (b, "rss", (gint64) p->rss);
   espalier_json_add_int (b, "rss_peak", (gint64) p->rss_peak);
+  json_builder_end_object (b);
+
+  /* The device the steps ran on; on CUDA the memory above is the GPU pool's, and the
+   * device's own readings (-1, unknown, as null) */
+  json_builder_set_member_name (b, "device");
+  json_builder_begin_object (b);
+  {
+    g_autofree char *id = espalier_device_to_string (p->device);
+
+    espalier_json_add_string (b, "device", id);
+  }
+  espalier_json_add_string (b, "name", p->device_name);
+  if (p->device >= 0)
+    {
+      espalier_json_add_int (b, "memory_total", (gint64) p->device_mem_total);
+      espalier_json_add_int (b, "memory_free", (gint64) p->device_mem_free);
+      espalier_json_add_double (b, "utilization_gpu",
+                                p->device_utilization >= 0 ? p->device_utilization : NAN);
+      espalier_json_add_double (b, "temperature_c",
+                                p->device_temperature_c >= 0 ? p->device_temperature_c : NAN);
+      espalier_json_add_double (b, "power_w", p->device_power_w >= 0 ? p->device_power_w : NAN);
+    }
   json_builder_end_object (b);
 
   json_builder_set_member_name (b, "threads");
