@@ -914,6 +914,14 @@ show_report (EspalierProfilePage *self)
         /* TRANSLATORS: the profile's headline: "3.10 ms per step · 10.3 k rows/s · batch 32 · ..." */
         text = g_strdup_printf (_("%s per step · %s rows/s · batch %u · the stages cover %.0f %% of the time"),
                                 step, rate, s->batch, 100.0 * s->coverage);
+      if (s->profile != NULL && s->profile->device_name[0] != '\0')
+        {
+          /* TRANSLATORS: the headline, then the device the steps ran on ("CPU", "CUDA 0: …") */
+          g_autofree char *headline = g_strdup_printf (_("%s · on %s"), text, s->profile->device_name);
+
+          g_free (text);
+          text = g_steal_pointer (&headline);
+        }
       gtk_label_set_label (self->report_summary_label, text);
     }
   show_source (self, NULL);

@@ -18,11 +18,15 @@
 #include <math.h>
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include <glib/gi18n.h>
 
 #include "es-backend.h"
 #include "es-train.h"
 #include "espalier-chart-layers.h"
+#include "espalier-checkpoint.h"
+#include "espalier-error.h"
 #include "espalier-job.h"
 #include "espalier-train-page.h"
 #include "espalier-ui-util.h"
@@ -36,6 +40,7 @@
 #define HISTOGRAM_BINS     30
 #define MAX_SCATTER_POINTS 2000
 #define LATENCY_SECONDS    0.5
+#define CHECKPOINT_EVERY   ESPALIER_LAST_GOOD_EVERY  /* optimizer steps between checkpoints */
 
 typedef enum {
   PHASE_TRAINING,      /* a trainer segment runs on its worker */
@@ -73,6 +78,9 @@ typedef struct {
   double                rate;            /* samples/s over the last interval */
   double                last_ui_t;       /* when the labels and running loss were updated */
   double                last_weights_t;  /* when a snapshot last reached the charts */
+  char                 *ck_path;         /* where the run keeps its last good state */
+  EspalierCheckpoint   *resume;          /* the leftover checkpoint it resumes, or NULL */
+  guint                 resumed_epochs;  /* epochs that checkpoint had finished */
 } Session;
 
 struct _EspalierTrainPage
@@ -117,6 +125,11 @@ struct _EspalierTrainPage
   GtkProgressBar      *progress_bar;
   GtkLabel            *status_label;
   GtkLabel            *message_label;
+  GtkWidget           *resume_box;        /* "Resume training from step S?" */
+  GtkLabel            *resume_label;
+  EspalierCheckpoint  *leftover;          /* a crashed run's checkpoint, offered */
+  char                *leftover_path;
+  gboolean             resuming;          /* Start was pressed through Resume */
   GtkWidget           *options_box;
   AdwComboRow         *optimizer_row;
   GtkSpinButton       *lr_spin;
@@ -138,6 +151,7 @@ struct _EspalierTrainPage
   GtkCheckButton      *cpu_check;
   AdwActionRow        *gpu_row;
   GtkCheckButton      *gpu_check;
+  GtkDropDown         *cuda_dropdown;     /* which CUDA device, when there are several */
   AdwActionRow        *precision_row;
   GtkSwitch           *precision_switch;
   AdwExpanderRow      *plan_row;
@@ -210,6 +224,8 @@ session_clear (gpointer data)
   g_clear_object (&s->job);
   g_clear_object (&s->trainer);
   g_clear_object (&s->cancellable);
+  g_clear_pointer (&s->ck_path, g_free);
+  g_clear_pointer (&s->resume, espalier_checkpoint_free);
 }
 
 static Session *
@@ -510,19 +526,26 @@ read_controls (EspalierTrainPage    *self,
 }
 
 /* The options a run uses: the project's, with the preferences' threads and memory
- * limit when they are set. */
+ * limit when they are set, on the device chosen on the page: the CPU, or the CUDA
+ * device of the drop-down (the first). A "cuda" preference on a machine without one
+ * asks for device 0 all the same: the trainer then trains on the CPU and says why. */
 static void
 run_options (EspalierTrainPage    *self,
              EspalierTrainOptions *o)
 {
   guint threads = settings_get_uint (self, "threads");
   guint limit_mib = settings_get_uint (self, "memory-limit");
+  g_autofree char *device = settings_get_device (self);
 
   *o = *espalier_project_get_train_options (self->project);
   if (threads > 0)
     o->threads = threads;
   if (limit_mib > 0)
     o->memory_limit = (gsize) limit_mib * 1024 * 1024;
+  o->device = ESPALIER_DEVICE_CPU;
+  if (g_strcmp0 (device, "cuda") == 0)
+    o->device = self->cuda_dropdown != NULL
+                ? (gint) gtk_drop_down_get_selected (self->cuda_dropdown) : 0;
 }
 
 /* The memory plan ------------------------------------------------------------------- */
@@ -617,6 +640,81 @@ queue_plan (EspalierTrainPage *self)
     self->plan_idle_id = g_idle_add (update_plan_idle, self);
 }
 
+/* The CUDA devices (EspalierDevice) and, when there are none, why: listed once, as
+ * reading them wakes the driver, and GPUs do not come and go while the app runs. */
+static const GArray *
+cuda_devices (const char **no_cuda)
+{
+  static GArray *list;
+  static char *reason;
+
+  if (g_once_init_enter (&list))
+    {
+      GArray *all = espalier_devices_list (&reason);
+
+      g_array_remove_index (all, 0);   /* the CPU, which has its own row */
+      g_once_init_leave (&list, all);
+    }
+  *no_cuda = reason;
+  return list;
+}
+
+/* The GPU row: the CUDA devices by name and memory (a drop-down picks one when there
+ * are several), or insensitive with a tooltip saying why there is none; the check
+ * buttons follow the preference. */
+static void
+update_gpu_row (EspalierTrainPage *self)
+{
+  const char *no_cuda = NULL;
+  const GArray *gpus = cuda_devices (&no_cuda);
+  g_autofree char *device = settings_get_device (self);
+  gboolean cuda = FALSE;
+
+  if (gpus->len == 0)
+    {
+      g_autofree char *tooltip = g_strdup_printf (_("No CUDA device can be used: %s"),
+                                                  no_cuda != NULL ? no_cuda : "");
+
+      adw_action_row_set_subtitle (self->gpu_row, _("No CUDA device"));
+      gtk_widget_set_sensitive (GTK_WIDGET (self->gpu_row), FALSE);
+      gtk_widget_set_tooltip_text (GTK_WIDGET (self->gpu_row), tooltip);
+    }
+  else
+    {
+      g_autoptr(GString) subtitle = g_string_new (NULL);
+
+      for (guint i = 0; i < gpus->len; i++)
+        {
+          const EspalierDevice *d = &g_array_index (gpus, EspalierDevice, i);
+          char mem[32];
+
+          es_format_bytes (mem, sizeof mem, (double) d->cuda.mem_total);
+          /* TRANSLATORS: a GPU in the device list: its name and memory */
+          g_string_append_printf (subtitle, i ? _(" · %s, %s") : _("%s, %s"), d->name, mem);
+        }
+      adw_action_row_set_subtitle (self->gpu_row, subtitle->str);
+      gtk_widget_set_sensitive (GTK_WIDGET (self->gpu_row), TRUE);
+      gtk_widget_set_tooltip_text (GTK_WIDGET (self->gpu_row),
+                                   _("Train on the GPU; the memory limit of Preferences is its "
+                                     "memory pool's"));
+      if (gpus->len > 1 && self->cuda_dropdown == NULL)
+        {
+          g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+
+          for (guint i = 0; i < gpus->len; i++)
+            g_ptr_array_add (names, espalier_device_describe (g_array_index (gpus, EspalierDevice, i).device));
+          g_ptr_array_add (names, NULL);
+          self->cuda_dropdown = GTK_DROP_DOWN (gtk_drop_down_new_from_strings ((const char * const *) names->pdata));
+          gtk_widget_set_valign (GTK_WIDGET (self->cuda_dropdown), GTK_ALIGN_CENTER);
+          adw_action_row_add_suffix (self->gpu_row, GTK_WIDGET (self->cuda_dropdown));
+        }
+      cuda = g_strcmp0 (device, "cuda") == 0;
+    }
+  self->syncing = TRUE;
+  gtk_check_button_set_active (cuda ? self->gpu_check : self->cpu_check, TRUE);
+  self->syncing = FALSE;
+}
+
 static void
 update_device_rows (EspalierTrainPage *self)
 {
@@ -636,16 +734,9 @@ update_device_rows (EspalierTrainPage *self)
   adw_action_row_set_subtitle (self->cpu_row, subtitle);
   gtk_widget_set_tooltip_text (GTK_WIDGET (self->cpu_row),
                                _("Threads and the memory limit are set in Preferences"));
-  /* There is no CUDA backend in this build: the GPU row says so and stays insensitive,
-   * and a "cuda" preference trains on the CPU (start says it). */
-  gtk_widget_set_sensitive (GTK_WIDGET (self->gpu_row), FALSE);
-  gtk_widget_set_tooltip_text (GTK_WIDGET (self->gpu_row),
-                               _("This build of Espalier has no CUDA backend"));
+  update_gpu_row (self);
   gtk_widget_set_tooltip_text (GTK_WIDGET (self->precision_row),
                                _("Mixed precision (float16 or bfloat16 with loss scaling) runs on the GPU; the CPU backend computes in float32"));
-  self->syncing = TRUE;
-  gtk_check_button_set_active (self->cpu_check, TRUE);
-  self->syncing = FALSE;
 }
 
 /* Charts ------------------------------------------------------------------------------ */
@@ -1305,6 +1396,18 @@ session_end (Session      *s,
     }
   if (error == NULL)
     cancelled = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, _("Training stopped"));
+  /* A loss that turned NaN: the trainer went back to the last good weights; the
+   * project keeps them. */
+  if (g_error_matches (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC) && s->model != NULL)
+    {
+      espalier_project_set_model (s->project, g_steal_pointer (&s->model));
+      if (self != NULL)
+        {
+          set_weights (self, es_model_copy (espalier_project_get_model (s->project)));
+          if (self->two_d)
+            boundary_request (self, es_model_copy (espalier_project_get_model (s->project)));
+        }
+    }
   session_disconnect_job (s);
   espalier_job_finish (s->job, error ? error : cancelled);
 
@@ -1654,6 +1757,10 @@ on_trained (GObject      *source,
   g_autoptr(GError) error = NULL;
   gboolean ok = espalier_trainer_run_finish (ESPALIER_TRAINER (source), result, &error);
 
+  /* the run ended in order (finished, stopped, failed): no state to come back to */
+  if (s->ck_path != NULL)
+    g_unlink (s->ck_path);
+
   s->opt_steps_done += (gint64) (s->segment_batches / (guint64) MAX (s->opts.engine.accum_steps, 1));
   s->time_offset += s->elapsed;
   s->segment_batches = 0;
@@ -1675,6 +1782,121 @@ job_cancelled_cb (GCancellable      *cancellable,
   espalier_train_page_stop (self);
 }
 
+/* The last good state on disk ---------------------------------------------------------
+ * A run writes a checkpoint (espalier-checkpoint.h) every CHECKPOINT_EVERY optimizer
+ * steps into the project's cache directory, the user cache directory's
+ * espalier/projects/<SHA-1 of the project file's URI>, or espalier/unsaved for a
+ * project not saved yet; the run removes it when it ends, however it ends. One found
+ * when a project is opened was left by a run that crashed or was killed: the page
+ * offers to resume from it when it fits the project's model. */
+
+static char *
+checkpoint_path (EspalierProject *project)
+{
+  GFile *file = espalier_project_get_file (project);
+  g_autofree char *uri = file != NULL ? g_file_get_uri (file) : NULL;
+  g_autofree char *key = uri != NULL ? g_compute_checksum_for_string (G_CHECKSUM_SHA1, uri, -1)
+                                     : NULL;
+
+  if (key == NULL)
+    return g_build_filename (g_get_user_cache_dir (), "espalier", "unsaved", "train.ckpt", NULL);
+  return g_build_filename (g_get_user_cache_dir (), "espalier", "projects", key, "train.ckpt",
+                           NULL);
+}
+
+static void
+hide_leftover (EspalierTrainPage *self)
+{
+  g_clear_pointer (&self->leftover, espalier_checkpoint_free);
+  g_clear_pointer (&self->leftover_path, g_free);
+  gtk_widget_set_visible (self->resume_box, FALSE);
+}
+
+/* Offer to resume from a checkpoint a crashed run of this project left behind. */
+static void
+check_leftover (EspalierTrainPage *self)
+{
+  g_autofree char *path = NULL;
+  g_autofree char *text = NULL;
+  g_autoptr(GError) error = NULL;
+  EspalierCheckpoint *ck;
+  EsModel *model;
+
+  hide_leftover (self);
+  if (self->project == NULL || self->session != NULL)
+    return;
+  path = checkpoint_path (self->project);
+  if (!g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    return;
+  ck = espalier_checkpoint_load (path, &error);
+  if (ck == NULL)
+    {
+      g_message ("Ignoring the checkpoint %s: %s", path, error->message);
+      return;
+    }
+  model = espalier_model_doc_build (espalier_project_get_model_doc (self->project), 0, NULL);
+  if (model == NULL || !espalier_checkpoint_fits_model (ck, model, NULL))
+    {
+      g_clear_pointer (&model, es_model_free);
+      espalier_checkpoint_free (ck);
+      return;
+    }
+  es_model_free (model);
+  self->leftover = ck;
+  self->leftover_path = g_steal_pointer (&path);
+  text = g_strdup_printf (_("Resume training from step %lld (epoch %u)?"),
+                          (long long) ck->info.step, ck->info.epoch);
+  gtk_label_set_text (self->resume_label, text);
+  gtk_widget_set_visible (self->resume_box, TRUE);
+}
+
+static void
+resume_clicked_cb (EspalierTrainPage *self)
+{
+  if (self->leftover == NULL || self->session != NULL)
+    return;
+  self->resuming = TRUE;
+  espalier_train_page_start (self);
+  self->resuming = FALSE;
+}
+
+static void
+discard_clicked_cb (EspalierTrainPage *self)
+{
+  if (self->leftover_path != NULL)
+    g_unlink (self->leftover_path);
+  hide_leftover (self);
+}
+
+/* Before a segment runs: where its checkpoints go, and the checkpoint to resume from
+ * when the user asked to (its finished epochs then join the run and the charts). */
+static gboolean
+segment_checkpoint (EspalierTrainPage *self,
+                    Session           *s,
+                    GError           **error)
+{
+  g_autofree char *dir = NULL;
+
+  if (s->ck_path == NULL)
+    s->ck_path = checkpoint_path (s->project);
+  dir = g_path_get_dirname (s->ck_path);
+  if (g_mkdir_with_parents (dir, 0700) == 0)
+    espalier_trainer_set_checkpoint (s->trainer, s->ck_path, CHECKPOINT_EVERY);
+  if (s->resume == NULL)
+    return TRUE;
+  if (!espalier_trainer_set_resume (s->trainer, s->ck_path, NULL, error))
+    return FALSE;
+  for (guint i = 0; i < s->resume->history->len; i++)
+    {
+      const EspalierEpochRecord *rec = &g_array_index (s->resume->history, EspalierEpochRecord, i);
+
+      espalier_run_add_record (s->run, rec);
+      append_record (self, rec);
+    }
+  s->resumed_epochs = s->resume->history->len;
+  return TRUE;
+}
+
 /* Run the next segment of s: a trainer for the epochs left on the current weights. */
 static void
 start_segment (EspalierTrainPage *self,
@@ -1694,6 +1916,18 @@ start_segment (EspalierTrainPage *self,
     espalier_trainer_set_profiling (s->trainer, TRUE, 0, FALSE);
   plan = espalier_trainer_describe_plan (s->trainer);
   gtk_label_set_text (self->plan_label, g_strchomp (plan));
+  {
+    g_autoptr(GError) error = NULL;
+
+    if (!segment_checkpoint (self, s, &error))
+      {
+        /* a checkpoint that cannot be resumed: the run starts afresh and says why */
+        g_autofree char *text = g_strdup_printf (_("Starting afresh: %s"), error->message);
+
+        set_message (self, text, TRUE);
+        g_clear_pointer (&s->resume, espalier_checkpoint_free);
+      }
+  }
 
   g_clear_object (&s->cancellable);
   s->cancellable = g_cancellable_new ();
@@ -1705,6 +1939,7 @@ start_segment (EspalierTrainPage *self,
   s->last_ui_t = -1;
   s->last_weights_t = -1;
   truncate_series (self->running_loss, s->epochs_done);
+  s->epochs_done += s->resumed_epochs;   /* segment_base stays: records count from 1 */
   espalier_trainer_run_async (s->trainer, s->cancellable, on_progress, session_ref (s),
                               session_release_later, on_trained, session_ref (s));
   update_state (self);
@@ -1939,6 +2174,8 @@ espalier_train_page_finalize (GObject *object)
   g_clear_object (&self->boundary_cancellable);
   g_clear_pointer (&self->boundary_pending, es_model_free);
   g_clear_pointer (&self->weights, es_model_free);
+  g_clear_pointer (&self->leftover, espalier_checkpoint_free);
+  g_clear_pointer (&self->leftover_path, g_free);
   g_clear_pointer (&self->weight_layers, g_array_unref);
   g_clear_object (&self->train_loss);
   g_clear_object (&self->val_loss);
@@ -2028,6 +2265,10 @@ espalier_train_page_class_init (EspalierTrainPageClass *klass)
   gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, progress_bar);
   gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, status_label);
   gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, message_label);
+  gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, resume_box);
+  gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, resume_label);
+  gtk_widget_class_bind_template_callback (widget_class, resume_clicked_cb);
+  gtk_widget_class_bind_template_callback (widget_class, discard_clicked_cb);
   gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, options_box);
   gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, optimizer_row);
   gtk_widget_class_bind_template_child (widget_class, EspalierTrainPage, lr_spin);
@@ -2134,6 +2375,7 @@ espalier_train_page_set_project (EspalierTrainPage *self,
     }
 
   set_message (self, NULL, FALSE);
+  check_leftover (self);
   gtk_progress_bar_set_fraction (self->progress_bar, 0);
   gtk_progress_bar_set_text (self->progress_bar, _("Not started"));
   sync_controls (self);
@@ -2148,7 +2390,6 @@ void
 espalier_train_page_start (EspalierTrainPage *self)
 {
   g_autofree char *blocker = NULL;
-  g_autofree char *device = NULL;
   g_autofree char *name = NULL;
   g_autofree char *spec = NULL;
   g_autoptr(GError) error = NULL;
@@ -2197,12 +2438,15 @@ espalier_train_page_start (EspalierTrainPage *self)
   s->job_cancel_id = g_signal_connect_object (espalier_job_get_cancellable (s->job), "cancelled",
                                               G_CALLBACK (job_cancelled_cb), self, 0);
   self->session = s;
+  if (self->resuming && self->leftover != NULL)
+    {
+      s->resume = g_steal_pointer (&self->leftover);
+      s->ck_path = g_steal_pointer (&self->leftover_path);
+    }
+  hide_leftover (self);
 
-  device = settings_get_device (self);
-  if (g_strcmp0 (device, "cuda") == 0)
-    set_message (self, _("There is no CUDA device: training on the CPU."), FALSE);
-  else
-    set_message (self, NULL, FALSE);
+  /* a CUDA device that cannot start is the trainer's first message */
+  set_message (self, NULL, FALSE);
   clear_live_charts (self);
   espalier_heatmap_layer_set_data (ESPALIER_HEATMAP_LAYER (self->confusion_layer), NULL, NULL,
                                    0, 0, 0, 1, 0, 1);

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* espalier-window.c: the main window: pages, project actions (new, open, save, recent,
- * import ONNX), the job bar, toasts, shortcuts, and the question about unsaved changes. */
+ * import ONNX), the job bar, toasts, shortcuts, the question about unsaved changes, and
+ * what goes wrong around a project: a dataset file that is gone (the window asks where it
+ * went), a folder that cannot be written (Save As is offered), window state and recent
+ * projects in corrupt settings (ignored). */
 #include "config.h"
 
 #include <math.h>
@@ -22,10 +25,19 @@
 
 #define PROJECT_MIME_TYPE "application/x-espalier-project"
 #define MAX_RECENT 8
+/* The most entries of the settings' recent list looked at: it may hold anything. */
+#define MAX_RECENT_SCANNED 64
+/* Window sizes taken from the settings; others (0, negative, larger than any screen,
+ * from a corrupt or hand-edited settings file) give the defaults. */
+#define MIN_WINDOW_SIZE 360
+#define MAX_WINDOW_SIZE 16384
+#define DEFAULT_WIDTH 1280
+#define DEFAULT_HEIGHT 800
 
 typedef void (*ContinueFunc) (EspalierWindow *self, gpointer data);
 
 static void do_close (EspalierWindow *self, gpointer data);
+static void ask_missing_dataset (EspalierWindow *self, const GError *error);
 
 struct _EspalierWindow
 {
@@ -236,14 +248,24 @@ rebuild_recent_menu (EspalierWindow *self)
   guint shown = 0;
 
   g_menu_remove_all (self->recent_section);
-  for (guint i = 0; uris != NULL && uris[i] != NULL && shown < MAX_RECENT; i++)
+  /* Only local files that are there: the list may hold anything (a corrupt settings
+   * file), and a remote location would block the menu on the network. */
+  for (guint i = 0; uris != NULL && uris[i] != NULL && shown < MAX_RECENT
+                    && i < MAX_RECENT_SCANNED; i++)
     {
-      g_autoptr(GFile) file = g_file_new_for_uri (uris[i]);
-      g_autofree char *name = g_file_get_basename (file);
+      g_autoptr(GFile) file = NULL;
+      g_autofree char *path = NULL;
+      g_autofree char *name = NULL;
       g_autoptr(GMenuItem) item = NULL;
 
-      if (!g_file_query_exists (file, NULL))
+      if (!g_str_has_prefix (uris[i], "file:///"))
         continue;
+      file = g_file_new_for_uri (uris[i]);
+      path = g_file_get_path (file);
+      if (path == NULL || !g_file_test (path, G_FILE_TEST_IS_REGULAR))
+        continue;
+      /* The name in the menu is UTF-8 whatever the file system's encoding. */
+      name = g_filename_display_basename (path);
       item = g_menu_item_new (name, NULL);
       g_menu_item_set_action_and_target (item, "win.open-recent", "s", uris[i]);
       g_menu_append_item (self->recent_section, item);
@@ -486,13 +508,191 @@ open_done (GObject      *source,
   g_autoptr(EspalierWindow) self = g_weak_ref_get (&od->window);
   g_autoptr(GError) error = NULL;
   g_autoptr(EspalierProject) project = g_task_propagate_pointer (G_TASK (result), &error);
+  g_autoptr(GError) missing = NULL;
 
   espalier_job_finish (od->job, error);
   if (self == NULL || project == NULL)
     return;
   espalier_window_set_project (self, project);
   add_recent (od->file);
-  load_dataset_of_project (self);
+  /* A dataset file that is gone: the project is open all the same; ask where it went. */
+  if (espalier_project_check_dataset (project, &missing))
+    load_dataset_of_project (self);
+  else
+    ask_missing_dataset (self, missing);
+}
+
+/* The missing dataset ------------------------------------------------------------- */
+
+typedef struct {
+  GWeakRef         window;
+  EspalierProject *project;   /* the project asked about: a later Open replaces it */
+  char            *path;
+  EspalierJob     *job;
+} LocateData;
+
+static void
+locate_data_free (LocateData *ld)
+{
+  g_weak_ref_clear (&ld->window);
+  g_clear_object (&ld->project);
+  g_clear_pointer (&ld->path, g_free);
+  g_clear_object (&ld->job);
+  g_free (ld);
+}
+
+static void
+locate_done (GObject      *source,
+             GAsyncResult *result,
+             gpointer      user_data)
+{
+  LocateData *ld = user_data;
+  g_autoptr(EspalierWindow) self = g_weak_ref_get (&ld->window);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) dataset = espalier_dataset_load_finish (result, &error);
+  g_autofree char *name = g_filename_display_basename (ld->path);
+
+  /* The question itself says what went wrong, not a second dialog. */
+  espalier_job_finish (ld->job, NULL);
+  if (self != NULL && self->project == ld->project
+      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    {
+      if (dataset != NULL && espalier_project_dataset_fits (ld->project, dataset, &error))
+        {
+          g_autofree char *message = g_strdup_printf (_("Dataset found at “%s”"), name);
+
+          espalier_project_relocate_dataset (ld->project, ld->path);
+          espalier_project_set_dataset (ld->project, dataset,
+                                        espalier_project_get_load_options (ld->project));
+          espalier_window_add_toast (self, message);
+        }
+      else
+        {
+          g_autoptr(GError) why = g_error_new (error->domain, error->code,
+                                               _("“%s” cannot stand in for the dataset: %s"),
+                                               name, error->message);
+
+          ask_missing_dataset (self, why);
+        }
+    }
+  locate_data_free (ld);
+}
+
+/* Load path as the project's dataset, with the project's options (a labels file that is
+ * gone is left to the usual naming); it replaces the source if it fits the model. */
+static void
+locate_dataset (EspalierWindow *self,
+                const char     *path)
+{
+  EspalierLoadOptions options = *espalier_project_get_load_options (self->project);
+  g_autofree char *name = g_filename_display_basename (path);
+  g_autofree char *title = g_strdup_printf (_("Loading %s"), name);
+  LocateData *ld = g_new0 (LocateData, 1);
+
+  if (options.labels_path != NULL && !g_file_test (options.labels_path, G_FILE_TEST_EXISTS))
+    options.labels_path = NULL;
+  g_weak_ref_init (&ld->window, self);
+  ld->project = g_object_ref (self->project);
+  ld->path = g_strdup (path);
+  ld->job = espalier_job_new (title);
+  espalier_window_add_job (self, ld->job);
+  espalier_dataset_load_async (path, &options, espalier_job_get_cancellable (ld->job),
+                               locate_done, ld);
+}
+
+static void
+on_locate_response (GtkNativeDialog *dialog,
+                    int              response,
+                    EspalierWindow  *self)
+{
+  g_autoptr(GFile) file = NULL;
+  g_autofree char *path = NULL;
+
+  if (response == GTK_RESPONSE_ACCEPT)
+    file = gtk_file_chooser_get_file (GTK_FILE_CHOOSER (dialog));
+  if (file != NULL)
+    path = g_file_get_path (file);
+  gtk_native_dialog_destroy (dialog);
+  g_object_unref (dialog);
+
+  if (path != NULL)
+    locate_dataset (self, path);
+  else
+    {
+      /* Cancelled, or not a local file: back to the question. */
+      g_autoptr(GError) missing = NULL;
+
+      if (!espalier_project_check_dataset (self->project, &missing))
+        ask_missing_dataset (self, missing);
+    }
+}
+
+static void
+choose_dataset_file (EspalierWindow *self)
+{
+  GtkFileChooserNative *dialog;
+  GFile *project_file = espalier_project_get_file (self->project);
+
+  dialog = gtk_file_chooser_native_new (_("Locate the Dataset"), GTK_WINDOW (self),
+                                        GTK_FILE_CHOOSER_ACTION_OPEN, _("_Select"), _("_Cancel"));
+  /* Datasets often travel with their project: start in its folder. */
+  if (project_file != NULL)
+    {
+      g_autoptr(GFile) folder = g_file_get_parent (project_file);
+
+      if (folder != NULL)
+        gtk_file_chooser_set_current_folder (GTK_FILE_CHOOSER (dialog), folder, NULL);
+    }
+  gtk_native_dialog_set_modal (GTK_NATIVE_DIALOG (dialog), TRUE);
+  g_signal_connect (dialog, "response", G_CALLBACK (on_locate_response), self);
+  gtk_native_dialog_show (GTK_NATIVE_DIALOG (dialog));
+}
+
+static void
+on_missing_response (AdwMessageDialog *dialog,
+                     const char       *response,
+                     EspalierWindow   *self)
+{
+  if (g_str_equal (response, "locate"))
+    choose_dataset_file (self);
+  else
+    espalier_window_add_toast (self, _("Opened without its data: the model, runs and "
+                                       "variants are all there"));
+}
+
+static void
+ask_missing_dataset (EspalierWindow *self,
+                     const GError   *error)
+{
+  AdwMessageDialog *dialog;
+
+  dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self),
+                                                       _("Where Is the Dataset?"), NULL));
+  adw_message_dialog_format_body (dialog, "%s\n\n%s", error->message,
+                                  _("Locate the file to train and measure with it, or open "
+                                    "the project without data: its model, runs and variants "
+                                    "are all there."));
+  adw_message_dialog_add_responses (dialog,
+                                    "without", _("Open _Without Data"),
+                                    "locate", _("_Locate…"),
+                                    NULL);
+  adw_message_dialog_set_response_appearance (dialog, "locate", ADW_RESPONSE_SUGGESTED);
+  adw_message_dialog_set_default_response (dialog, "locate");
+  adw_message_dialog_set_close_response (dialog, "without");
+  g_signal_connect_object (dialog, "response", G_CALLBACK (on_missing_response), self, 0);
+  gtk_window_present (GTK_WINDOW (dialog));
+}
+
+/* The same as choosing path in the file chooser (scripts, tests). */
+static void
+locate_dataset_action (GtkWidget  *widget,
+                       const char *action_name,
+                       GVariant   *parameter)
+{
+  const char *path = g_variant_get_string (parameter, NULL);
+
+  if (g_path_is_absolute (path))
+    locate_dataset (ESPALIER_WINDOW (widget), path);
 }
 
 static void
@@ -593,6 +793,14 @@ save_data_free (SaveData *sd)
   g_free (sd);
 }
 
+static void save_as_action (GtkWidget *widget, const char *action_name, GVariant *parameter);
+
+static void
+on_save_failed_save_as (EspalierWindow *self)
+{
+  save_as_action (GTK_WIDGET (self), "win.save-as", NULL);
+}
+
 static void
 save_done (GObject      *source,
            GAsyncResult *result,
@@ -613,14 +821,34 @@ save_done (GObject      *source,
   if (!ok)
     {
       AdwMessageDialog *dialog;
+      g_autoptr(GFile) folder = g_file_get_parent (sd->file);
+      g_autofree char *where = folder ? g_file_get_parse_name (folder) : NULL;
+      g_autofree char *why = NULL;
 
+      /* Name the folder: it is what the user has to change (or leave for another). */
+      if (where != NULL
+          && (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED)
+              || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY)
+              || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE)))
+        why = g_strdup_printf (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE)
+                               ? _("The folder “%s” has no space left.")
+                               : _("The folder “%s” cannot be written to."), where);
       dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self),
                                                            _("The Project Could Not Be Saved"),
                                                            NULL));
-      adw_message_dialog_format_body (dialog, "%s\n\n%s", error->message,
+      adw_message_dialog_format_body (dialog, "%s%s%s\n\n%s", why ? why : "", why ? " " : "",
+                                      error->message,
                                       _("Nothing was lost: the project is still open. "
                                         "Choose “Save As…” to save it somewhere else."));
-      adw_message_dialog_add_response (dialog, "close", _("_Close"));
+      adw_message_dialog_add_responses (dialog,
+                                        "close", _("_Close"),
+                                        "save-as", _("Save _As…"),
+                                        NULL);
+      adw_message_dialog_set_response_appearance (dialog, "save-as", ADW_RESPONSE_SUGGESTED);
+      adw_message_dialog_set_default_response (dialog, "save-as");
+      adw_message_dialog_set_close_response (dialog, "close");
+      g_signal_connect_object (dialog, "response::save-as", G_CALLBACK (on_save_failed_save_as),
+                               self, G_CONNECT_SWAPPED);
       gtk_window_present (GTK_WINDOW (dialog));
       self->close_after_save = FALSE;
     }
@@ -1074,8 +1302,10 @@ save_window_state (EspalierWindow *self)
   if (settings == NULL)
     return;
   gtk_window_get_default_size (GTK_WINDOW (self), &width, &height);
-  g_settings_set_int (settings, "window-width", width);
-  g_settings_set_int (settings, "window-height", height);
+  if (width >= MIN_WINDOW_SIZE && width <= MAX_WINDOW_SIZE)
+    g_settings_set_int (settings, "window-width", width);
+  if (height >= MIN_WINDOW_SIZE && height <= MAX_WINDOW_SIZE)
+    g_settings_set_int (settings, "window-height", height);
   g_settings_set_boolean (settings, "window-maximized", gtk_window_is_maximized (GTK_WINDOW (self)));
 }
 
@@ -1163,6 +1393,7 @@ espalier_window_class_init (EspalierWindowClass *klass)
   gtk_widget_class_install_action (widget_class, "win.save-as", NULL, save_as_action);
   gtk_widget_class_install_action (widget_class, "win.import-onnx", NULL, import_onnx_action);
   gtk_widget_class_install_action (widget_class, "win.import-onnx-file", "s", import_onnx_file_action);
+  gtk_widget_class_install_action (widget_class, "win.locate-dataset", "s", locate_dataset_action);
   gtk_widget_class_install_action (widget_class, "win.show-page", "s", show_page_action);
   gtk_widget_class_install_action (widget_class, "win.train", NULL, train_action);
   gtk_widget_class_install_action (widget_class, "win.cancel-job", NULL, cancel_job_action);
@@ -1213,9 +1444,15 @@ espalier_window_init (EspalierWindow *self)
 
   if (settings != NULL)
     {
-      gtk_window_set_default_size (GTK_WINDOW (self),
-                                   g_settings_get_int (settings, "window-width"),
-                                   g_settings_get_int (settings, "window-height"));
+      int width = g_settings_get_int (settings, "window-width");
+      int height = g_settings_get_int (settings, "window-height");
+
+      /* A corrupt or hand-edited settings file may say anything. */
+      if (width < MIN_WINDOW_SIZE || width > MAX_WINDOW_SIZE)
+        width = DEFAULT_WIDTH;
+      if (height < MIN_WINDOW_SIZE || height > MAX_WINDOW_SIZE)
+        height = DEFAULT_HEIGHT;
+      gtk_window_set_default_size (GTK_WINDOW (self), width, height);
       if (g_settings_get_boolean (settings, "window-maximized"))
         gtk_window_maximize (GTK_WINDOW (self));
     }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-cli.c: the headless front end over core: train, eval, info, datasets, bench,
+/* espalier-cli.c: the headless front end over core: train, eval, info, datasets, bench, devices,
  * the optimization commands prune, quantize, reduce, sensitivity and compare, which
  * make measured variants of a saved model (espalier-optimize.h), profile (where a
  * training step's time goes, and the advisor's remedies), and export (ONNX,
@@ -27,6 +27,7 @@
 #include "espalier-c-export.h"
 #include "espalier-ceilings.h"
 #include "espalier-dataset.h"
+#include "espalier-device.h"
 #include "espalier-distributed.h"
 #include "espalier-error.h"
 #include "espalier-model-file.h"
@@ -760,6 +761,177 @@ fail_run (EspalierDistributed *d, GError *error, const char *what)
   espalier_distributed_abort (d, error);
 }
 
+/* ---- devices: --device and --tf32 on the commands that make a backend (train, eval,
+ * profile, bench), and the devices command ----------------------------------------- */
+
+#define DEVICE_ENTRIES(text, tf32) \
+  { "device", 0, 0, G_OPTION_ARG_STRING, &(text), _("Where to compute: auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N"), "DEVICE" }, \
+  { "tf32", 0, 0, G_OPTION_ARG_NONE, &(tf32), _("TF32 tensor cores for the matrix products on a CUDA device"), NULL }
+
+/* --device's value (NULL: auto) into *device; FALSE and error for a bad one. */
+static gboolean
+device_arg (const char *text, gint *device, GError **error)
+{
+  *device = ESPALIER_DEVICE_AUTO;
+  return text == NULL || espalier_device_parse (text, device, error);
+}
+
+/* Why CUDA was asked for and the work runs on the CPU (NULL: nothing to say): on
+ * standard error, or a message event with --json. */
+static void
+print_fallback (const char *message)
+{
+  if (message == NULL)
+    return;
+  if (out_mode == OUT_JSON)
+    {
+      JsonBuilder *b = json_event ("message");
+      json_str (b, "message", message);
+      json_finish (b);
+    }
+  else
+    g_printerr ("%s\n", message);
+}
+
+/* A CUDA version number as CUDA writes it: 13000 is "13.0". */
+static char *
+cuda_version (int v)
+{
+  return v > 0 ? g_strdup_printf ("%d.%d", v / 1000, v % 1000 / 10) : g_strdup ("?");
+}
+
+static void
+json_device (JsonBuilder *b, const EspalierDevice *dev)
+{
+  const EsCudaDeviceInfo *c = &dev->cuda;
+  g_autofree char *id = espalier_device_to_string (dev->device);
+  g_autofree char *cc = NULL, *drv = NULL, *rt = NULL;
+
+  json_builder_begin_object (b);
+  json_str (b, "device", id);
+  json_str (b, "name", dev->name);
+  if (dev->device < 0)
+    {
+      json_int (b, "cores", dev->cores);
+      json_builder_end_object (b);
+      return;
+    }
+  cc = g_strdup_printf ("%d.%d", c->cc_major, c->cc_minor);
+  drv = cuda_version (c->driver_version);
+  rt = cuda_version (c->runtime_version);
+  json_int (b, "index", dev->device);
+  json_str (b, "compute_capability", cc);
+  json_int (b, "multiprocessors", c->multiprocessors);
+  json_int (b, "memory_total", (gint64) c->mem_total);
+  json_int (b, "memory_free", (gint64) c->mem_free);
+  json_int (b, "l2_bytes", (gint64) c->l2_bytes);
+  json_str (b, "pci_bus_id", c->pci_bus_id);
+  json_str (b, "driver_cuda_version", drv);
+  json_str (b, "runtime_cuda_version", rt);
+  json_builder_set_member_name (b, "nvml");
+  json_builder_add_boolean_value (b, c->have_nvml);
+  json_str (b, "driver", c->have_nvml && c->driver_string[0] ? c->driver_string : NULL);
+  /* -1 (unknown) as null */
+  json_double (b, "utilization_gpu", c->utilization_gpu >= 0 ? c->utilization_gpu : NAN);
+  json_double (b, "utilization_memory", c->utilization_mem >= 0 ? c->utilization_mem : NAN);
+  json_double (b, "temperature_c", c->temperature_c >= 0 ? c->temperature_c : NAN);
+  json_double (b, "power_w", c->power_w >= 0 ? c->power_w : NAN);
+  json_double (b, "power_limit_w", c->power_limit_w >= 0 ? c->power_limit_w : NAN);
+  json_builder_end_object (b);
+}
+
+static void
+print_device (const EspalierDevice *dev)
+{
+  const EsCudaDeviceInfo *c = &dev->cuda;
+  g_autofree char *id = espalier_device_to_string (dev->device);
+  g_autofree char *drv = NULL, *rt = NULL;
+  char a[32], b[32], l2[32];
+
+  if (dev->device < 0)
+    {
+      g_print (g_dngettext (GETTEXT_PACKAGE, "%-8s %s, %u core\n", "%-8s %s, %u cores\n",
+                            dev->cores), id, dev->name, dev->cores);
+      return;
+    }
+  drv = cuda_version (c->driver_version);
+  rt = cuda_version (c->runtime_version);
+  g_print ("%-8s %s\n", id, dev->name);
+  g_print (_("         compute capability %d.%d, %d multiprocessors, L2 %s, PCI %s\n"),
+           c->cc_major, c->cc_minor, c->multiprocessors,
+           es_format_bytes (l2, sizeof l2, (double) c->l2_bytes), c->pci_bus_id);
+  g_print (_("         memory %s total, %s free\n"),
+           es_format_bytes (a, sizeof a, (double) c->mem_total),
+           es_format_bytes (b, sizeof b, (double) c->mem_free));
+  if (c->have_nvml && c->driver_string[0] != '\0')
+    g_print (_("         driver %s (CUDA %s), runtime CUDA %s\n"), c->driver_string, drv, rt);
+  else
+    g_print (_("         driver CUDA %s, runtime CUDA %s\n"), drv, rt);
+  if (!c->have_nvml)
+    {
+      g_print (_("         NVML not found: no utilization, temperature or power\n"));
+      return;
+    }
+  g_print ("         ");
+  if (c->utilization_gpu >= 0)
+    g_print (_("utilization %d%% GPU, %d%% memory; "), c->utilization_gpu, MAX (c->utilization_mem, 0));
+  if (c->temperature_c >= 0)
+    g_print (_("%d °C; "), c->temperature_c);
+  if (c->power_w >= 0 && c->power_limit_w > 0)
+    g_print (_("power %.0f W of %.0f W"), c->power_w, c->power_limit_w);
+  else if (c->power_w >= 0)
+    g_print (_("power %.0f W"), c->power_w);
+  g_print ("\n");
+}
+
+static int
+cmd_devices (int argc, char **argv)
+{
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("- the CPU and the CUDA devices"));
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GArray) list = NULL;
+  g_autofree char *no_cuda = NULL;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
+    { NULL }
+  };
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, _("The devices --device can name, as nvidia-smi shows them: "
+                                       "the CPU, and each CUDA\n"
+                                       "device with its compute capability, memory, driver and "
+                                       "runtime versions, and\n"
+                                       "its utilization, temperature and power when NVML is "
+                                       "present."));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage_error (ctx, _("devices: %s"), error->message);
+  if (argc > 1)
+    return usage_error (ctx, _("devices: unexpected argument '%s'"), argv[1]);
+  list = espalier_devices_list (&no_cuda);
+  if (json)
+    {
+      JsonBuilder *b;
+
+      out_mode = OUT_JSON;
+      b = json_event ("devices");
+      json_builder_set_member_name (b, "devices");
+      json_builder_begin_array (b);
+      for (guint i = 0; i < list->len; i++)
+        json_device (b, &g_array_index (list, EspalierDevice, i));
+      json_builder_end_array (b);
+      json_str (b, "no_cuda", no_cuda);
+      json_finish (b);
+      return 0;
+    }
+  for (guint i = 0; i < list->len; i++)
+    print_device (&g_array_index (list, EspalierDevice, i));
+  if (no_cuda != NULL)
+    /* TRANSLATORS: %s says why (in English: the engine's words) */
+    g_print (_("No CUDA device: %s\n"), no_cuda);
+  return 0;
+}
+
 static int
 cmd_train (int argc, char **argv)
 {
@@ -777,6 +949,10 @@ cmd_train (int argc, char **argv)
   guint64 load_seed;
   double load_val, load_test;
   gboolean json = FALSE, plan = FALSE;
+  g_autofree char *device = NULL, *precision = NULL;   /* --device, --precision */
+  gboolean tf32 = FALSE;
+  gint device_choice;
+  EsPrecision precision_choice = ES_PRECISION_FP32;
   /* data parallelism */
   gboolean distributed = FALSE, quiet = FALSE;
   g_autofree char *checkpoint = NULL, *resume = NULL;
@@ -814,15 +990,17 @@ cmd_train (int argc, char **argv)
     { "test", 0, 0, G_OPTION_ARG_DOUBLE, &test, _("Test fraction, for sets without their own test part (0.2)"), "F" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, _("Random seed (0)"), "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (default: one per core when the model is large enough to gain from it)"), "N" },
-    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, _("Engine memory budget, e.g. 64M"), "SIZE" },
+    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, _("Engine memory budget, e.g. 64M (on a CUDA device: the GPU pool's)"), "SIZE" },
+    DEVICE_ENTRIES (device, tf32),
+    { "precision", 0, 0, G_OPTION_ARG_STRING, &precision, _("Compute precision: fp32 (default), bf16 or fp16 (mixed precision, fp32 master weights; a CUDA device)"), "P" },
     { "augment", 0, 0, G_OPTION_ARG_STRING, &augment, _("Image augmentation: shift=K,flip,noise=STD"), "LIST" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, _("Save the trained model as NAME.json + NAME.safetensors"), "NAME" },
     { "plan", 0, 0, G_OPTION_ARG_NONE, &plan, _("Print the layers and the memory plan before training"), NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("One JSON object per event on standard output"), NULL },
     { "distributed", 0, 0, G_OPTION_ARG_NONE, &distributed, _("Data-parallel over the ranks of an MPI job (mpirun -np N): --batch rows per rank, N times that per step"), NULL },
-    { "checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &checkpoint, _("With --distributed: rank 0 writes a checkpoint to FILE every --checkpoint-every steps"), "FILE" },
+    { "checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &checkpoint, _("Write a checkpoint to FILE every --checkpoint-every steps (with --distributed: rank 0 does)"), "FILE" },
     { "checkpoint-every", 0, 0, G_OPTION_ARG_INT, &checkpoint_every, _("Optimizer steps between checkpoints (100)"), "K" },
-    { "resume", 0, 0, G_OPTION_ARG_FILENAME, &resume, _("With --distributed: continue from a checkpoint, on any number of ranks"), "FILE" },
+    { "resume", 0, 0, G_OPTION_ARG_FILENAME, &resume, _("Continue from a checkpoint (with --distributed: on any number of ranks)"), "FILE" },
     { "collective-timeout", 0, 0, G_OPTION_ARG_DOUBLE, &coll_timeout, _("With --distributed: seconds a collective may take before the job is ended (300)"), "S" },
     { NULL }
   };
@@ -845,9 +1023,13 @@ cmd_train (int argc, char **argv)
     return usage_error (ctx, _("train: counts, rates and the seed cannot be negative"));
   if (lr != -1 && !(lr > 0 && isfinite (lr)))
     return usage_error (ctx, _("train: the learning rate must be positive"));
-  if (!distributed && (checkpoint || resume || checkpoint_every || coll_timeout))
-    return usage_error (ctx, _("train: --checkpoint, --checkpoint-every, --resume and "
-                               "--collective-timeout go with --distributed"));
+  if (!device_arg (device, &device_choice, &error))
+    return usage_error (ctx, _("train: %s"), error->message);
+  if (precision != NULL && !es_precision_from_name (precision, &precision_choice))
+    return usage_error (ctx, _("train: --precision must be fp32, bf16 or fp16, not '%s'"),
+                        precision);
+  if (!distributed && coll_timeout)
+    return usage_error (ctx, _("train: --collective-timeout goes with --distributed"));
   if (checkpoint_every < 0 || coll_timeout < 0 || !isfinite (coll_timeout))
     return usage_error (ctx, _("train: counts, rates and the seed cannot be negative"));
   if (checkpoint_every > 0 && checkpoint == NULL)
@@ -963,6 +1145,9 @@ cmd_train (int argc, char **argv)
   if (test >= 0) opts.test_fraction = test;
   if (threads) opts.threads = (guint) threads;
   if (seed >= 0) opts.seed = (guint64) seed;  /* --init keeps the saved seed, and its split */
+  opts.device = device_choice;
+  opts.tf32 = tf32;
+  if (precision != NULL) opts.engine.precision = precision_choice;
 
   /* Standardization, min-max and mean-fill take their statistics from the training
    * split; a template that splits otherwise than the defaults the data was loaded with
@@ -1059,6 +1244,33 @@ cmd_train (int argc, char **argv)
   trainer = espalier_trainer_new (ds, model, &opts);
   if (dist != NULL)
     espalier_trainer_set_distributed (trainer, dist);
+  else
+    {
+      /* One process: the trainer writes and resumes checkpoints itself. */
+      EspalierCheckpointInfo ck;
+
+      espalier_trainer_set_checkpoint (trainer, checkpoint,
+                                       checkpoint_every ? (guint) checkpoint_every : 100);
+      if (resume != NULL && !espalier_trainer_set_resume (trainer, resume, &ck, &error))
+        {
+          g_clear_object (&trainer);
+          es_model_free (model);
+          espalier_model_info_clear (&info);
+          return fail (g_steal_pointer (&error), N_("resuming"));
+        }
+      if (resume != NULL && out_mode == OUT_JSON)
+        {
+          JsonBuilder *b = json_event ("resume");
+          json_str (b, "resume", resume);
+          json_int (b, "resume_epoch", ck.epoch);
+          json_int (b, "resume_position", (gint64) ck.position);
+          json_int (b, "resume_step", ck.step);
+          json_finish (b);
+        }
+      else if (resume != NULL)
+        g_print (_("Resuming from %s: epoch %u, %llu rows into it, after step %lld\n"), resume,
+                 ck.epoch, (unsigned long long) ck.position, (long long) ck.step);
+    }
   st.loop = g_main_loop_new (NULL, FALSE);
   st.cancellable = g_cancellable_new ();
   sigint_id = g_unix_signal_add (SIGINT, on_sigint, &st);
@@ -1088,8 +1300,9 @@ cmd_train (int argc, char **argv)
           ? !espalier_distributed_evaluate (dist, model, ds, (const guint32 *) split->test->data,
                                             split->test->len, opts.engine.loss, opts.threads,
                                             &test_metrics, &error)
-          : !espalier_evaluate (model, ds, (const guint32 *) split->test->data, split->test->len,
-                                opts.engine.loss, opts.threads, &test_metrics, &error))
+          : !espalier_evaluate_device (model, ds, (const guint32 *) split->test->data,
+                                       split->test->len, opts.engine.loss, opts.threads,
+                                       opts.device, opts.tf32, NULL, &test_metrics, &error))
         {
           status = fail_run (dist, g_steal_pointer (&error), N_("evaluating"));
           goto out;
@@ -1099,6 +1312,14 @@ cmd_train (int argc, char **argv)
     }
   if (dist != NULL && !quiet)
     print_distributed_summary (dist, checkpoint);
+  else if (dist == NULL && checkpoint != NULL && out_mode != OUT_JSON)
+    {
+      EspalierCheckpointInfo ck;
+
+      if (espalier_trainer_get_last_checkpoint (trainer, &ck))
+        g_print (_("Last checkpoint: %s, after step %lld (epoch %u)\n"), checkpoint,
+                 (long long) ck.step, ck.epoch);
+    }
 
   if (output != NULL && !quiet)
     {
@@ -1168,9 +1389,10 @@ cmd_eval (int argc, char **argv)
   g_autoptr(GOptionContext) ctx = g_option_context_new (_("MODEL.json - evaluate a saved model"));
   g_autoptr(GError) error = NULL;
   g_autoptr(EspalierDataset) ds = NULL;
-  g_autofree char *which = NULL;
-  gboolean json = FALSE;
+  g_autofree char *which = NULL, *device = NULL, *fallback = NULL;
+  gboolean json = FALSE, tf32 = FALSE;
   int threads = 0;
+  gint device_choice;
   EspalierModelInfo info;
   EspalierMetrics m = { 0 };
   EsModel *model;
@@ -1178,6 +1400,7 @@ cmd_eval (int argc, char **argv)
   GOptionEntry entries[] = {
     { "split", 's', 0, G_OPTION_ARG_STRING, &which, _("Rows to use: test (default), val, train or all"), "PART" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads"), "N" },
+    DEVICE_ENTRIES (device, tf32),
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
@@ -1196,6 +1419,8 @@ cmd_eval (int argc, char **argv)
     return usage_error (ctx, _("eval: --split must be test, val, train or all"));
   if (threads < 0)
     return usage_error (ctx, _("eval: --threads cannot be negative"));
+  if (!device_arg (device, &device_choice, &error))
+    return usage_error (ctx, _("eval: %s"), error->message);
   if (json)
     out_mode = OUT_JSON;
 
@@ -1225,18 +1450,22 @@ cmd_eval (int argc, char **argv)
         }
       rows = which == NULL || g_str_equal (which, "test") ? split->test
              : g_str_equal (which, "val") ? split->val : split->train;
-      if (!espalier_evaluate (model, ds, (const guint32 *) rows->data, rows->len,
-                              info.train.engine.loss, (guint) threads, &m, &error))
+      if (!espalier_evaluate_device (model, ds, (const guint32 *) rows->data, rows->len,
+                                     info.train.engine.loss, (guint) threads, device_choice,
+                                     tf32, &fallback, &m, &error))
         {
           status = fail (g_steal_pointer (&error), N_("evaluating"));
           goto out;
         }
     }
-  else if (!espalier_evaluate (model, ds, NULL, 0, info.train.engine.loss, (guint) threads, &m, &error))
+  else if (!espalier_evaluate_device (model, ds, NULL, 0, info.train.engine.loss,
+                                      (guint) threads, device_choice, tf32, &fallback, &m,
+                                      &error))
     {
       status = fail (g_steal_pointer (&error), N_("evaluating"));
       goto out;
     }
+  print_fallback (fallback);
   print_metrics (&m, ds, which ? which : "test");
   status = 0;
 
@@ -1470,7 +1699,9 @@ cmd_bench (int argc, char **argv)
   g_autofree char *model_name = NULL;
   g_autofree float *x = NULL;
   int rows = 10000, reps = 20000, threads = 0;
-  gboolean json = FALSE;
+  gboolean json = FALSE, tf32 = FALSE;
+  g_autofree char *device = NULL, *fallback = NULL, *device_name = NULL;
+  gint device_choice;
   EspalierModelInfo info;
   EsModel *model = NULL;
   EsBackend *be;
@@ -1484,6 +1715,7 @@ cmd_bench (int argc, char **argv)
     { "rows", 'r', 0, G_OPTION_ARG_INT, &rows, _("Rows of the large batch (10000)"), "N" },
     { "reps", 0, 0, G_OPTION_ARG_INT, &reps, _("Batch-1 repetitions (20000)"), "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (default: all cores)"), "N" },
+    DEVICE_ENTRIES (device, tf32),
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, _("JSON output"), NULL },
     { NULL }
   };
@@ -1491,7 +1723,7 @@ cmd_bench (int argc, char **argv)
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_add_main_entries (ctx, dentries, NULL);
   g_option_context_set_summary (ctx, _("Batch-1 latency and the time of one large batch on the "
-                                       "CPU backend,\n"
+                                       "chosen device (--device),\n"
                                        "with inputs of 0.5 as the ONNX Runtime peer uses."));
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
     return usage_error (ctx, _("bench: %s"), error->message);
@@ -1502,6 +1734,8 @@ cmd_bench (int argc, char **argv)
                                "its own shape"));
   if (rows <= 0 || reps <= 0 || threads < 0)
     return usage_error (ctx, _("bench: --rows and --reps must be positive"));
+  if (!device_arg (device, &device_choice, &error))
+    return usage_error (ctx, _("bench: %s"), error->message);
   if (json)
     out_mode = OUT_JSON;
 
@@ -1532,10 +1766,9 @@ cmd_bench (int argc, char **argv)
       return fail (g_steal_pointer (&error), N_("reading the model"));
     }
 
-  be = es_cpu_backend_new (threads, NULL, &es);
+  be = espalier_backend_new (device_choice, (guint) threads, NULL, tf32, &fallback, &error);
   if (be == NULL)
     {
-      espalier_error_from_es (&error, &es, NULL);
       es_model_free (model);
       espalier_model_info_clear (&info);
       return fail (g_steal_pointer (&error), N_("starting the backend"));
@@ -1584,10 +1817,25 @@ cmd_bench (int argc, char **argv)
     }
   qsort (rounds, 10, sizeof (double), compare_double);
   big_ms = rounds[4];
+  if (!espalier_backend_check (be, &error))
+    {
+      es_infer_free (big);
+      es_infer_free (one);
+      es_backend_free (be);
+      es_model_free (model);
+      espalier_model_info_clear (&info);
+      return fail (g_steal_pointer (&error), N_("running inference"));
+    }
 
+  print_fallback (fallback);
+  device_name = espalier_device_describe (espalier_backend_get_device (be));
   if (out_mode == OUT_JSON)
     {
       JsonBuilder *b = json_event ("bench");
+      g_autofree char *device_id = espalier_device_to_string (espalier_backend_get_device (be));
+
+      json_str (b, "device", device_id);
+      json_str (b, "device_name", device_name);
       json_int (b, "threads", be->n_threads);
       json_double (b, "latency_batch1_us", lat_us);
       json_int (b, "rows", rows);
@@ -1597,6 +1845,7 @@ cmd_bench (int argc, char **argv)
     }
   else
     {
+      g_print (_("device %s\n"), device_name);
       g_print (_("threads %d\n"), be->n_threads);
       g_print (_("batch-1 latency: %.2f us (median of 10 rounds)\n"), lat_us);
       g_print (_("%d rows: %.3f ms (%.0f rows/s)\n"), rows, big_ms, rows / (big_ms / 1e3));
@@ -3231,6 +3480,20 @@ print_profile_summary (EspalierProfileReport *report, const EsModel *model)
 
   g_print (_("%u steps of %u rows (micro-batch %u): %.3f ms per step, %.0f rows/s\n"),
            s->steps, s->batch, s->micro_batch, 1e3 * s->step_s, s->rows_per_s);
+  g_print (_("device: %s"), p->device_name[0] != '\0' ? p->device_name : C_("device", "CPU"));
+  if (p->device >= 0)
+    {
+      g_print (_("; memory %s of %s free"),
+               es_format_bytes (a, sizeof a, (double) p->device_mem_free),
+               es_format_bytes (b, sizeof b, (double) p->device_mem_total));
+      if (p->device_utilization >= 0)
+        g_print (_("; utilization %d%%"), p->device_utilization);
+      if (p->device_temperature_c >= 0)
+        g_print (_("; %d °C"), p->device_temperature_c);
+      if (p->device_power_w >= 0)
+        g_print (_("; %.0f W"), p->device_power_w);
+    }
+  g_print ("\n");
   if (s->have_ceilings)
     g_print (_("machine: %.1f GFLOP/s peak (gemm %s, %d threads), %.1f GB/s copy%s; ridge "
                "point %.2f FLOP/B\n"),
@@ -3412,9 +3675,10 @@ cmd_profile (int argc, char **argv)
   g_autoptr(EspalierDataset) ds = NULL;
   g_autoptr(EspalierProfileReport) report = NULL;
   g_autofree char *model_name = NULL, *spec = NULL, *trace = NULL, *memory = NULL;
-  g_autofree char *augment = NULL, *apply = NULL;
+  g_autofree char *augment = NULL, *apply = NULL, *device = NULL;
   int steps = 50, batch = 0, threads = 0;
-  gboolean json = FALSE, remeasure = FALSE;
+  gboolean json = FALSE, remeasure = FALSE, tf32 = FALSE;
+  gint device_choice;
   EspalierTrainOptions opts;
   EspalierProfileOptions popts;
   EspalierModelInfo info;
@@ -3427,7 +3691,8 @@ cmd_profile (int argc, char **argv)
     { "steps", 'n', 0, G_OPTION_ARG_INT, &steps, _("Training steps to profile (50)"), "N" },
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, _("Batch size (the model's)"), "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, _("Compute threads (as train chooses)"), "N" },
-    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, _("Engine memory budget, e.g. 64M"), "SIZE" },
+    { "memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory, _("Engine memory budget, e.g. 64M (on a CUDA device: the GPU pool's)"), "SIZE" },
+    DEVICE_ENTRIES (device, tf32),
     { "augment", 0, 0, G_OPTION_ARG_STRING, &augment, _("Image augmentation: shift=K,flip,noise=STD"), "LIST" },
     { "trace", 0, 0, G_OPTION_ARG_FILENAME, &trace, _("Write the steps as Chrome trace-event JSON (Perfetto, chrome://tracing)"), "FILE" },
     { "remeasure", 0, 0, G_OPTION_ARG_NONE, &remeasure, _("Measure the machine's ceilings again instead of reading them from the cache"), NULL },
@@ -3463,6 +3728,8 @@ cmd_profile (int argc, char **argv)
     if (memory && !parse_size (memory, &ok_size))
       return usage_error (ctx, _("profile: cannot read the size '%s' (say 64M or 2G)"), memory);
     if (augment && !parse_augment (augment, &ok_aug, &error))
+      return usage_error (ctx, _("profile: %s"), error->message);
+    if (!device_arg (device, &device_choice, &error))
       return usage_error (ctx, _("profile: %s"), error->message);
     if (apply && !apply_arg_valid (apply))
       return usage_error (ctx, _("profile: --apply takes an advice number (1, 2, ...) or name "
@@ -3516,6 +3783,8 @@ cmd_profile (int argc, char **argv)
   if (threads) opts.threads = (guint) threads;
   if (memory) parse_size (memory, &opts.memory_limit);
   if (augment) parse_augment (augment, &opts.augment, NULL);
+  opts.device = device_choice;
+  opts.tf32 = tf32;
 
   espalier_profile_options_init (&popts);
   popts.steps = (guint) steps;
@@ -3641,6 +3910,7 @@ static const struct {
   { "info", cmd_info, N_("layers, shapes, parameters, FLOPs and the memory plan") },
   { "datasets", cmd_datasets, N_("list the datasets known by name") },
   { "bench", cmd_bench, N_("time inference: batch-1 latency and a large batch") },
+  { "devices", cmd_devices, N_("the CPU and the CUDA devices, as nvidia-smi shows them") },
   { "profile", cmd_profile, N_("find the bottleneck of a few training steps and advise; --apply, --trace") },
   { "prune", cmd_prune, N_("prune a saved model (magnitude, gradual, structured, 2:4) and measure it") },
   { "quantize", cmd_quantize, N_("quantize a saved model (int8 static or dynamic, fp16, bf16, QAT)") },

@@ -10,7 +10,13 @@
  * free slot, for the profiler.
  *
  * Randomness is counter-based: the order of epoch e comes from (seed, e), the
- * augmentation of the row at position p from (seed, e, p), whatever the timing.
+ * augmentation of the row at position p from (seed, e, p), whatever the timing, the
+ * batch size or the shard.
+ *
+ * Shards (data parallelism): batch b covers positions [start, end) of the epoch's order
+ * (start is b * batch_size, or the position the epoch started at for its first batch);
+ * with R ranks, rank r fills only [start + G r / R, start + G (r + 1) / R), G = end -
+ * start: the same split espalier_distributed_shard makes of a whole set.
  *
  * Dimension key: B = batch size, F = row size, T = targets, (C, H, W) image shape. */
 #include "config.h"
@@ -50,6 +56,7 @@ struct _EspalierBatcher
   EspalierAugment  augment;
   gboolean         augmenting;
   gboolean         keep_u8;      /* hand over uint8 rows unconverted */
+  guint            rank, ranks;  /* the shard this epoch fills (0, 1: all) */
 
   /* The dataset, read-only. */
   guint            F, T, C, H, W;
@@ -71,6 +78,8 @@ struct _EspalierBatcher
   gboolean         active;       /* an epoch was started */
   guint            generation;   /* bumped by start_epoch */
   guint            epoch;
+  guint            start_pos;    /* the position in the order the epoch started at */
+  guint            want_rank, want_ranks;  /* set_shard's, for the next epoch */
   guint            next_fill;    /* batch a worker claims next */
   guint            next_take;    /* batch next() returns next */
   guint            filling;      /* fills in flight */
@@ -134,12 +143,21 @@ fill_slot (EspalierBatcher *self,
            guint            epoch)
 {
   const guint F = self->F, T = self->T;
-  const guint start = b * self->batch_size;
-  const guint B = MIN (self->batch_size, self->n_rows - start);
+  const guint start = MAX (b * self->batch_size, self->start_pos);
+  const guint G = MIN ((b + 1) * self->batch_size, self->n_rows) - start;
+  /* this shard: positions [first, first + B) */
+  guint first = start + (guint) ((guint64) G * self->rank / self->ranks);
+  guint B = start + (guint) ((guint64) G * (self->rank + 1) / self->ranks) - first;
+  gboolean padding = B == 0;
 
+  if (padding)
+    {
+      first = start;
+      B = 1;
+    }
   for (guint i = 0; i < B; i++)
     {
-      guint32 row = self->order[start + i];
+      guint32 row = self->order[first + i];
       float *x = slot->x + (gsize) i * F;
 
       slot->rows[i] = row;
@@ -168,9 +186,12 @@ fill_slot (EspalierBatcher *self,
         memcpy (slot->targets + (gsize) i * T, self->targets + (gsize) row * T,
                 sizeof (float) * T);
       if (self->augmenting)
-        augment_row (self, scratch, x, epoch, start + i);
+        augment_row (self, scratch, x, epoch, first + i);
     }
   slot->batch.B = B;
+  slot->batch.position = start;
+  slot->batch.global_B = G;
+  slot->batch.padding = padding;
   slot->batch.x = slot->x_u8 != NULL ? NULL : slot->x;
   slot->batch.x_u8 = slot->x_u8;
   slot->batch.scale = self->scale;
@@ -356,6 +377,7 @@ espalier_batcher_new (EspalierDataset       *ds,
                          || (self->C > 0 && (augment->shift_pixels > 0 || augment->hflip));
     }
   self->held = -1;
+  self->ranks = self->want_ranks = 1;
 
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
@@ -428,22 +450,59 @@ shuffle_order (EspalierBatcher *self,
 }
 
 void
+espalier_batcher_set_shard (EspalierBatcher *self,
+                            guint            rank,
+                            guint            ranks)
+{
+  g_return_if_fail (self != NULL);
+  g_return_if_fail (ranks >= 1 && rank < ranks);
+
+  g_mutex_lock (&self->lock);
+  self->want_rank = rank;
+  self->want_ranks = ranks;
+  g_mutex_unlock (&self->lock);
+}
+
+void
 espalier_batcher_start_epoch (EspalierBatcher *self,
                               guint            epoch)
 {
+  espalier_batcher_start_epoch_at (self, epoch, 0);
+}
+
+void
+espalier_batcher_start_epoch_at (EspalierBatcher *self,
+                                 guint            epoch,
+                                 guint            position)
+{
+  guint first_batch;
+
   g_return_if_fail (self != NULL);
 
+  position = MIN (position, self->n_rows);
+  first_batch = position == self->n_rows ? self->n_batches : position / self->batch_size;
   g_mutex_lock (&self->lock);
+  if (self->active && self->epoch == epoch && self->start_pos == position
+      && self->rank == self->want_rank && self->ranks == self->want_ranks
+      && self->next_take == first_batch && self->held < 0)
+    {
+      /* this very epoch, untouched: keep what the workers prepared */
+      g_mutex_unlock (&self->lock);
+      return;
+    }
   self->generation++;
   while (self->filling > 0)
     g_cond_wait (&self->cond, &self->lock);
   shuffle_order (self, epoch);
   self->epoch = epoch;
+  self->start_pos = position;
+  self->rank = self->want_rank;
+  self->ranks = self->want_ranks;
   for (guint s = 0; s < self->n_slots; s++)
     self->slots[s].index = -1;
   self->held = -1;
-  self->next_fill = 0;
-  self->next_take = 0;
+  self->next_fill = first_batch;
+  self->next_take = first_batch;
   self->wait_seconds = 0;
   self->active = TRUE;
   g_cond_broadcast (&self->cond);

@@ -23,6 +23,14 @@ typedef struct {
    * x_u8 * scale + shift; x is then NULL. */
   const guint8  *x_u8;     /* (B, F) or NULL */
   float          scale, shift;
+  /* The whole batch this one is a shard of (espalier_batcher_set_shard), or itself:
+   * its first row's position in the epoch's order and its rows over every shard. */
+  guint          position;
+  guint          global_B;
+  /* A shard with no rows of its own (a last batch with fewer rows than shards) holds
+   * the whole batch's first row instead, so that its rank can still take part in the
+   * step; that row counts for nothing. */
+  gboolean       padding;
 } EspalierBatch;
 
 /* Augmentation, for images (rank 3) only except the noise, which applies to any
@@ -57,13 +65,30 @@ void                 espalier_batcher_set_prefetch  (EspalierBatcher       *self
                                                      guint                  workers,
                                                      guint                  ahead);
 guint                espalier_batcher_get_workers   (EspalierBatcher       *self);
+/* Data parallelism: cut every batch of batch_size rows into `ranks` contiguous shards
+ * (rank r gets rows [G r / ranks, G (r + 1) / ranks) of a batch of G rows) and
+ * gather, convert and augment only shard `rank`. The order and the augmentation are
+ * those of the whole batch (the randomness goes by position in the epoch's order), so
+ * the shards of every rank, put together, are the unsharded batch. (0, 1): no shards,
+ * the default. Takes effect at the next start_epoch. */
+void                 espalier_batcher_set_shard     (EspalierBatcher       *self,
+                                                     guint                  rank,
+                                                     guint                  ranks);
 /* Reshuffle with seed and epoch and start prefetching; an epoch in progress is
  * abandoned. */
 void                 espalier_batcher_start_epoch   (EspalierBatcher       *self,
                                                      guint                  epoch);
-/* The next batch, NULL at the end of the epoch. The batch stays valid until the next
- * call (or start_epoch, or free). */
+/* The same, from row `position` of the epoch's order on (a resumed run): the batch
+ * that holds it starts there, cut short, and the later batches are the usual ones.
+ * Past the end, the epoch has no batches. Starting again the epoch just started, from
+ * the same place with the same shards, before next() keeps the batches prepared. */
+void                 espalier_batcher_start_epoch_at (EspalierBatcher      *self,
+                                                     guint                  epoch,
+                                                     guint                  position);
+/* The next batch (this rank's shard of it when sharded), NULL at the end of the epoch.
+ * The batch stays valid until the next call (or start_epoch, or free). */
 const EspalierBatch *espalier_batcher_next          (EspalierBatcher       *self);
+/* Batches of a whole epoch. */
 guint                espalier_batcher_n_batches     (EspalierBatcher       *self);
 /* Seconds next() spent waiting for data this epoch. */
 double               espalier_batcher_wait_seconds  (EspalierBatcher       *self);

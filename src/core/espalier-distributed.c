@@ -4,14 +4,9 @@
  * shard of each global batch, reductions of metrics, the collective timeout, and
  * checkpoints.
  *
- * A checkpoint is a safetensors file (readable by other tools): the tensors "params"
- * (P), "buffers" (Q, when the model has any) and "optimizer.K" (P each, K < the
- * optimizer's slots: velocity, or Adam's first and second moments), and in the header's
- * __metadata__ one string, "espalier", holding JSON: format "espalier-checkpoint",
- * version, where the run stood (epoch, position in the epoch's order, optimizer step),
- * what it ran (ranks, per-rank batch, seed, rows of the training split, model spec),
- * the epoch's training sums so far over all ranks, the finished epochs' records, and
- * the SHA-256 of the tensors' floats.
+ * Checkpoints are espalier-checkpoint.h's files: rank 0 fills one (the epoch's
+ * training sums reduced over all ranks; the trainer adds its hooks' state through the
+ * fill function) and writes it; every rank parses the bytes rank 0 read.
  *
  * Dimension key: P = parameters, Q = buffers, N = ranks, G = rows of a global batch,
  * F = input floats per row, T = target floats per row. */
@@ -25,21 +20,23 @@
 #include <string.h>
 
 #include "es-backend.h"
+#include "espalier-checkpoint.h"
 #include "espalier-distributed.h"
 #include "espalier-error.h"
 
 #ifdef ESPALIER_HAVE_MPI
 
+#include <dlfcn.h>
 #include <mpi.h>
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>   /* Open MPI's MPIX_Query_cuda_support */
+#endif
 
+#include "espalier-device.h"
 #include "espalier-json-private.h"
 #include "espalier-save.h"
 #include "espalier-templates.h"
 
-#define CHECKPOINT_FORMAT  "espalier-checkpoint"
-#define CHECKPOINT_VERSION 1
-/* The safetensors library refuses headers above 100 MB; so do we. */
-#define MAX_HEADER_BYTES   (100u << 20)
 /* Broadcasts go in pieces an int can count. */
 #define BCAST_CHUNK        (1 << 30)
 
@@ -49,21 +46,6 @@ typedef struct {
   int    n_layers;
   int    layers_left;   /* this step */
 } Bucket;
-
-/* A checkpoint read for resuming. */
-typedef struct {
-  EspalierCheckpointInfo info;
-  char    *spec;
-  gint64   n_params, n_buffers;
-  int      n_slots;
-  guint    n_train;
-  double   loss_sum;    /* the epoch's training sums so far, over every rank */
-  gint64   correct, rows;
-  GArray  *history;     /* EspalierEpochRecord of the finished epochs */
-  float   *params;      /* (P) */
-  float   *buffers;     /* (Q) */
-  float   *slots;       /* (n_slots, P) */
-} Checkpoint;
 
 struct _EspalierDistributed
 {
@@ -75,7 +57,10 @@ struct _EspalierDistributed
   guint        ck_every;
   gboolean     have_last;
   EspalierCheckpointInfo last;
-  Checkpoint  *resume;          /* for the next run, or NULL */
+  EspalierCheckpoint *resume;   /* for the next run, or NULL */
+  EspalierCheckpoint *resumed;  /* the one the current run resumed from, or NULL */
+  EspalierCheckpointFillFunc ck_fill;   /* adds the trainer's hook state, or NULL */
+  gpointer     ck_fill_data;
   gboolean     shared_error;    /* the last error came out of a collective check */
 
   /* the current run */
@@ -85,14 +70,19 @@ struct _EspalierDistributed
   guint64      seed;
   gint64       P;
   gint64       F, T;
-  float       *host;            /* (P) the reduction buffer */
+  float       *host;            /* (P) the staging buffer, made when first needed */
+  void       (*host_free) (void *ptr);   /* pinned: the module's es_cuda_host_free */
+  gboolean     cuda_aware;      /* MPI reads and writes device memory */
+  gboolean     force_stage;     /* ESPALIER_MPI_STAGE: always through host */
+  gboolean     path_told;       /* the reduction's path was logged this run */
   Bucket      *buckets;         /* last layers first */
   int          n_buckets;
   int          next_bucket;     /* the next to start, this step */
   MPI_Request *reqs;            /* (n_buckets) */
   double       weight;          /* this rank's share of the rows of the current step */
   gboolean     even;            /* every rank has the same share this step */
-  gboolean     in_place;        /* this step reduces in the gradient vector itself */
+  gboolean     direct;          /* this step MPI reduces the gradient vector itself */
+  gboolean     post_scale;      /* and the sum is scaled by the share after it */
   EspalierBatch local;          /* this rank's part of the current global batch */
   gboolean     dummy;           /* it has no rows: one row trained with weight 0 */
   EsStepStats  stats_before;
@@ -112,6 +102,32 @@ struct _EspalierDistributed
 };
 
 static gboolean mpi_started;   /* by us: we finalize it */
+
+/* Whether the environment variable name is set to something other than "" or "0". */
+static gboolean
+env_flag (const char *name)
+{
+  const char *v = g_getenv (name);
+
+  return v != NULL && *v != '\0' && strcmp (v, "0") != 0;
+}
+
+/* Whether MPI takes device pointers (a CUDA-aware MPI): ESPALIER_MPI_CUDA_AWARE=0 or 1
+ * says so; otherwise Open MPI answers through its CUDA extension at run time (the
+ * library loaded may not be the one we were built against); any other MPI: no. */
+static gboolean
+mpi_cuda_aware (void)
+{
+  const char *v = g_getenv ("ESPALIER_MPI_CUDA_AWARE");
+
+  if (v != NULL && *v != '\0')
+    return strcmp (v, "0") != 0;
+#if defined(OMPI_HAVE_MPI_EXT_CUDA) && OMPI_HAVE_MPI_EXT_CUDA
+  return MPIX_Query_cuda_support () == 1;
+#else
+  return FALSE;
+#endif
+}
 
 /* ------------------------------------------------------------------------------ */
 /* waiting with a deadline */
@@ -260,27 +276,20 @@ espalier_distributed_new (GError **error)
   MPI_Comm_size (local, &self->local_size);
   MPI_Comm_free (&local);
   self->timeout = 300;
+  self->cuda_aware = mpi_cuda_aware ();
+  self->force_stage = env_flag ("ESPALIER_MPI_STAGE");
   return self;
-}
-
-static void
-checkpoint_free (Checkpoint *ck)
-{
-  if (ck == NULL)
-    return;
-  g_free (ck->spec);
-  if (ck->history != NULL)
-    g_array_unref (ck->history);
-  g_free (ck->params);
-  g_free (ck->buffers);
-  g_free (ck->slots);
-  g_free (ck);
 }
 
 static void
 run_clear (EspalierDistributed *self)
 {
-  g_clear_pointer (&self->host, g_free);
+  if (self->host_free != NULL)
+    self->host_free (self->host);
+  else
+    g_free (self->host);
+  self->host = NULL;
+  self->host_free = NULL;
   g_clear_pointer (&self->buckets, g_free);
   g_clear_pointer (&self->reqs, g_free);
   self->n_buckets = 0;
@@ -299,7 +308,8 @@ espalier_distributed_free (EspalierDistributed *self)
   MPI_Ibarrier (self->comm, &req);
   wait_all (self, 1, &req, _("The final barrier"));
   run_clear (self);
-  checkpoint_free (self->resume);
+  espalier_checkpoint_free (self->resume);
+  espalier_checkpoint_free (self->resumed);
   g_free (self->ck_path);
   MPI_Comm_free (&self->comm);
   g_free (self);
@@ -373,6 +383,21 @@ espalier_distributed_set_checkpoint (EspalierDistributed *self, const char *path
   self->ck_every = every;
 }
 
+void
+espalier_distributed_set_checkpoint_fill (EspalierDistributed       *self,
+                                          EspalierCheckpointFillFunc func,
+                                          gpointer                   user_data)
+{
+  self->ck_fill = func;
+  self->ck_fill_data = user_data;
+}
+
+const EspalierCheckpoint *
+espalier_distributed_get_resumed (EspalierDistributed *self)
+{
+  return self->resumed;
+}
+
 gboolean
 espalier_distributed_get_last_checkpoint (EspalierDistributed *self,
                                           EspalierCheckpointInfo *info)
@@ -430,35 +455,97 @@ espalier_distributed_fill_progress (EspalierDistributed *self, EspalierProgress 
 /* ------------------------------------------------------------------------------ */
 /* the gradient reduction (the engine's hook) */
 
-/* Start bucket k. On a backend whose memory is the host's, when every rank has the same
- * share of the step's rows, the sum runs in place in the gradient vector (the range is
- * final; finish scales the sum by the share); otherwise the bucket is copied to the
- * host buffer and scaled by this rank's share first. */
+/* The staging buffer (P), pinned for a CUDA backend when the driver gives it. Core
+ * opens the CUDA backend as a module (espalier-device.c): es_cuda_host_alloc is looked
+ * up in the library the backend's interface table lives in, already loaded. */
+static float *
+host_buffer (EspalierDistributed *self, EsBackend *be)
+{
+  Dl_info info;
+
+  if (self->host != NULL)
+    return self->host;
+  if (espalier_backend_get_device (be) >= 0 && dladdr (be->iface, &info) != 0
+      && info.dli_fname != NULL)
+    {
+      void *module = dlopen (info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+
+      if (module != NULL)
+        {
+          void *(*alloc) (size_t) = (void *(*) (size_t)) dlsym (module, "es_cuda_host_alloc");
+          void (*release) (void *) = (void (*) (void *)) dlsym (module, "es_cuda_host_free");
+
+          if (alloc != NULL && release != NULL
+              && (self->host = alloc ((size_t) MAX (self->P, 1) * sizeof (float))) != NULL)
+            self->host_free = release;
+          dlclose (module);   /* it stays: core made it resident */
+        }
+    }
+  if (self->host == NULL)
+    self->host = g_new0 (float, MAX (self->P, 1));
+  return self->host;
+}
+
+/* How this step's gradients go to MPI. Directly, when MPI can read the gradient vector
+ * (host memory, or device memory and a CUDA-aware MPI): summed in place, the sum then
+ * scaled by the share when every rank has the same one, else each rank's part scaled
+ * by its share first. Otherwise (or with ESPALIER_MPI_STAGE set) staged: each bucket
+ * downloaded to the host buffer (pinned for CUDA), scaled by the share there, summed,
+ * and the whole uploaded back at the end. */
+static void
+choose_path (EspalierDistributed *self, EsBackend *be)
+{
+  gboolean device = !be->iface->host_memory;
+
+  self->direct = !self->force_stage
+                 && (!device || (self->cuda_aware && espalier_backend_get_device (be) >= 0));
+  self->post_scale = self->direct && self->even;
+  if (!self->direct)
+    host_buffer (self, be);
+  if (!self->path_told)
+    {
+      g_debug ("rank %d: gradients reduced %s", self->rank,
+               self->direct ? (device ? "from device memory (CUDA-aware MPI)"
+                                      : "in place in host memory")
+                            : (self->host_free != NULL ? "staged through pinned host memory"
+                                                 : "staged through host memory"));
+      self->path_told = TRUE;
+    }
+}
+
+/* Start bucket k (see choose_path). */
 static void
 post_bucket (EspalierDistributed *self, EsBackend *be, const float *grads, int k)
 {
   Bucket *b = &self->buckets[k];
   gint64 n = b->hi - b->lo;
-  float *h = self->host + b->lo;
+  float *buf;
 
   if (k == 0)
-    self->in_place = be->iface->host_memory && self->even;
-  if (self->in_place)
+    choose_path (self, be);
+  if (self->direct)
     {
-      MPI_Iallreduce (MPI_IN_PLACE, (float *) grads + b->lo, (int) n, MPI_FLOAT, MPI_SUM,
-                      self->comm, &self->reqs[k]);
-      self->bytes += n * (gint64) sizeof (float);
-      return;
+      /* the range is final: backward no longer writes it */
+      buf = (float *) grads + b->lo;
+      if (!self->post_scale && self->weight != 1.0)
+        be->iface->scale (be, buf, (float) self->weight, n);
+      /* MPI reads device memory outside the backend's stream: the writes must be done */
+      if (!be->iface->host_memory && be->iface->synchronize != NULL)
+        be->iface->synchronize (be);
     }
-  be->iface->download (be, h, grads + b->lo, (size_t) n * sizeof (float));
-  if (self->weight != 1.0)
+  else
     {
-      float w = (float) self->weight;
+      buf = self->host + b->lo;
+      be->iface->download (be, buf, grads + b->lo, (size_t) n * sizeof (float));
+      if (self->weight != 1.0)
+        {
+          float w = (float) self->weight;
 
-      for (gint64 i = 0; i < n; i++)
-        h[i] *= w;
+          for (gint64 i = 0; i < n; i++)
+            buf[i] *= w;
+        }
     }
-  MPI_Iallreduce (MPI_IN_PLACE, h, (int) n, MPI_FLOAT, MPI_SUM, self->comm, &self->reqs[k]);
+  MPI_Iallreduce (MPI_IN_PLACE, buf, (int) n, MPI_FLOAT, MPI_SUM, self->comm, &self->reqs[k]);
   self->bytes += n * (gint64) sizeof (float);
 }
 
@@ -497,10 +584,10 @@ on_finish (void *user, EsBackend *be, float *grads, int64_t n, int64_t rows, EsE
     post_bucket (self, be, grads, self->next_bucket++);
   waited = wait_all (self, self->n_buckets, self->reqs, _("The gradient allreduce"));
   self->exposed_s += waited;
-  if (self->in_place)
-    be->iface->scale (be, grads, (float) self->weight, n);
-  else
+  if (!self->direct)
     be->iface->upload (be, grads, self->host, (size_t) n * sizeof (float));
+  else if (self->post_scale)
+    be->iface->scale (be, grads, (float) self->weight, n);
   for (int k = 0; k < self->n_buckets; k++)
     self->buckets[k].layers_left = self->buckets[k].n_layers;
   self->next_bucket = 0;
@@ -550,125 +637,33 @@ plan_buckets (EspalierDistributed *self, const EsModel *model)
 /* ------------------------------------------------------------------------------ */
 /* checkpoints: writing (rank 0) */
 
-static void
-add_tensor (JsonBuilder *b, const char *name, gint64 n, gint64 *offset)
-{
-  json_builder_set_member_name (b, name);
-  json_builder_begin_object (b);
-  espalier_json_add_string (b, "dtype", "F32");
-  json_builder_set_member_name (b, "shape");
-  json_builder_begin_array (b);
-  json_builder_add_int_value (b, n);
-  json_builder_end_array (b);
-  json_builder_set_member_name (b, "data_offsets");
-  json_builder_begin_array (b);
-  json_builder_add_int_value (b, *offset);
-  json_builder_add_int_value (b, *offset + n * 4);
-  json_builder_end_array (b);
-  json_builder_end_object (b);
-  *offset += n * 4;
-}
-
-static char *
-sha256_floats (const float *const *arrays, const gint64 *sizes, int n)
-{
-  GChecksum *sum = g_checksum_new (G_CHECKSUM_SHA256);
-  char *hex;
-
-  for (int i = 0; i < n; i++)
-    if (sizes[i] > 0)
-      g_checksum_update (sum, (const guchar *) arrays[i], sizes[i] * (gssize) sizeof (float));
-  hex = g_strdup (g_checksum_get_string (sum));
-  g_checksum_free (sum);
-  return hex;
-}
-
 static gboolean
 write_checkpoint (EspalierDistributed *self, EsTrainer *tr, const EspalierCheckpointInfo *info,
                   const double *sums, GError **error)
 {
   EsModel *m = self->model;
-  gint64 P = es_model_n_params (m), Q = es_model_n_buffers (m), step = 0, offset = 0;
-  int n_slots = es_trainer_state_slots (tr);
-  g_autofree float *slots = g_new (float, (gsize) MAX (n_slots, 1) * (gsize) P);
-  const float *arrays[4] = { es_model_params_const (m), es_model_buffers_const (m), slots,
-                             slots + P };
-  gint64 sizes[4] = { P, Q, n_slots >= 1 ? P : 0, n_slots >= 2 ? P : 0 };
-  g_autofree char *spec = espalier_model_to_spec (m);
-  g_autofree char *sha = NULL, *state_text = NULL, *header_text = NULL;
-  g_autoptr(JsonBuilder) b = json_builder_new ();
-  g_autoptr(JsonNode) state = NULL, header = NULL;
-  EspalierAtomicFile af = ESPALIER_ATOMIC_FILE_INIT;
-  GString *hs;
-  guint8 len_le[8];
-  gboolean ok;
+  g_autoptr(EspalierCheckpoint) ck = espalier_checkpoint_new ();
+  gint64 P = es_model_n_params (m), Q = es_model_n_buffers (m);
 
-  es_trainer_get_state (tr, &step, slots);
-  sha = sha256_floats (arrays, sizes, 4);
-
-  json_builder_begin_object (b);
-  espalier_json_add_string (b, "format", CHECKPOINT_FORMAT);
-  espalier_json_add_int (b, "version", CHECKPOINT_VERSION);
-  espalier_json_add_int (b, "epoch", info->epoch);
-  espalier_json_add_u64 (b, "position", info->position);
-  espalier_json_add_int (b, "step", step);
-  espalier_json_add_int (b, "ranks", info->ranks);
-  espalier_json_add_int (b, "batch", info->batch);
-  espalier_json_add_u64 (b, "seed", info->seed);
-  espalier_json_add_int (b, "n_train", self->n_train);
-  espalier_json_add_string (b, "model", spec);
-  espalier_json_add_int (b, "n_params", P);
-  espalier_json_add_int (b, "n_buffers", Q);
-  espalier_json_add_int (b, "optimizer_slots", n_slots);
-  json_builder_set_member_name (b, "epoch_sums");
-  json_builder_begin_object (b);
-  espalier_json_add_double (b, "loss_sum", sums[0]);
-  espalier_json_add_int (b, "correct", (gint64) sums[1]);
-  espalier_json_add_int (b, "rows", (gint64) sums[2]);
-  json_builder_end_object (b);
-  json_builder_set_member_name (b, "history");
-  espalier_json_build_history (b, self->history);
-  espalier_json_add_string (b, "sha256", sha);
-  json_builder_end_object (b);
-  state = json_builder_get_root (b);
-  state_text = espalier_json_to_text (state, FALSE);
-
-  json_builder_reset (b);
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "__metadata__");
-  json_builder_begin_object (b);
-  espalier_json_add_string (b, "espalier", state_text);
-  json_builder_end_object (b);
-  add_tensor (b, "params", P, &offset);
+  ck->info = *info;
+  ck->spec = espalier_model_to_spec (m);
+  ck->n_params = P;
+  ck->n_buffers = Q;
+  ck->n_train = self->n_train;
+  ck->loss_sum = sums[0];
+  ck->correct = (gint64) sums[1];
+  ck->rows = (gint64) sums[2];
+  g_array_append_vals (ck->history, self->history->data, self->history->len);
+  ck->params = g_memdup2 (es_model_params_const (m), (gsize) P * sizeof (float));
   if (Q > 0)
-    add_tensor (b, "buffers", Q, &offset);
-  for (int k = 0; k < n_slots; k++)
-    {
-      g_autofree char *name = g_strdup_printf ("optimizer.%d", k);
-
-      add_tensor (b, name, P, &offset);
-    }
-  json_builder_end_object (b);
-  header = json_builder_get_root (b);
-  header_text = espalier_json_to_text (header, FALSE);
-  hs = g_string_new (header_text);
-  while (hs->len % 8 != 0)
-    g_string_append_c (hs, ' ');
-  for (int i = 0; i < 8; i++)
-    len_le[i] = (guint8) ((guint64) hs->len >> (8 * i));
-
-  ok = espalier_atomic_open (&af, self->ck_path, error)
-       && espalier_atomic_write (&af, len_le, 8, NULL, error)
-       && espalier_atomic_write (&af, hs->str, hs->len, NULL, error);
-  for (int i = 0; i < 4 && ok; i++)
-    if (sizes[i] > 0)
-      ok = espalier_atomic_write_floats (&af, arrays[i], sizes[i], NULL, error);
-  ok = ok && espalier_atomic_sync (&af, error) && espalier_atomic_commit (&af, error);
-  espalier_atomic_clear (&af);
-  g_string_free (hs, TRUE);
-  if (!ok)
-    g_prefix_error (error, _("Cannot write the checkpoint: "));
-  return ok;
+    ck->buffers = g_memdup2 (es_model_buffers_const (m), (gsize) Q * sizeof (float));
+  ck->n_slots = es_trainer_state_slots (tr);
+  if (ck->n_slots > 0)
+    ck->slots = g_new (float, (gsize) ck->n_slots * (gsize) P);
+  es_trainer_get_state (tr, &ck->info.step, ck->slots);
+  if (self->ck_fill != NULL)
+    self->ck_fill (ck, self->ck_fill_data);
+  return espalier_checkpoint_save (ck, self->ck_path, error);
 }
 
 /* Collective: every rank takes rank 0's buffers (BatchNorm running statistics, which
@@ -732,141 +727,6 @@ checkpoint (EspalierDistributed *self, EsTrainer *tr, const EsStepStats *stats, 
 /* ------------------------------------------------------------------------------ */
 /* checkpoints: reading (every rank, the bytes rank 0 read) */
 
-static JsonObject *
-tensor_entry (EspalierReader *r, JsonObject *header, const char *name, gint64 n,
-              gsize data_len, gint64 *start)
-{
-  JsonObject *t = espalier_reader_object (r, header, "", name);
-  JsonArray *shape, *offs;
-  g_autofree char *dtype = NULL;
-
-  if (t == NULL)
-    return NULL;
-  dtype = espalier_reader_string (r, t, name, "dtype", FALSE);
-  shape = espalier_reader_array (r, t, name, "shape", FALSE);
-  offs = espalier_reader_array (r, t, name, "data_offsets", FALSE);
-  if (r->error != NULL)
-    return NULL;
-  if (g_strcmp0 (dtype, "F32") != 0 || json_array_get_length (shape) != 1
-      || json_array_get_int_element (shape, 0) != n || json_array_get_length (offs) != 2)
-    {
-      espalier_reader_fail (r, _("the tensor “%s” is not %lld float32 values"), name,
-                            (long long) n);
-      return NULL;
-    }
-  *start = json_array_get_int_element (offs, 0);
-  if (*start < 0 || json_array_get_int_element (offs, 1) != *start + n * 4
-      || (guint64) (*start + n * 4) > data_len)
-    {
-      espalier_reader_fail (r, _("the tensor “%s” lies outside the file's data"), name);
-      return NULL;
-    }
-  return t;
-}
-
-static Checkpoint *
-parse_checkpoint (const char *path, const guint8 *bytes, gsize len, GError **error)
-{
-  EspalierReader r = { path, NULL };
-  g_autoptr(JsonParser) hparser = json_parser_new ();
-  g_autoptr(JsonParser) sparser = json_parser_new ();
-  Checkpoint *ck = g_new0 (Checkpoint, 1);
-  JsonObject *header = NULL, *meta = NULL, *state = NULL, *sums;
-  g_autofree char *state_text = NULL, *sha = NULL, *want = NULL;
-  guint64 hlen = 0;
-  gint64 v = 0, start = 0;
-  const guint8 *data;
-  gsize data_len;
-
-  for (int i = 0; i < 8 && len >= 8; i++)
-    hlen |= (guint64) bytes[i] << (8 * i);
-  if (len < 8 || hlen > MAX_HEADER_BYTES || hlen > len - 8)
-    {
-      espalier_reader_fail (&r, _("it is %llu bytes, not a safetensors file"),
-                            (unsigned long long) len);
-      goto fail;
-    }
-  header = espalier_reader_parse (&r, hparser, (const char *) bytes + 8, (gsize) hlen);
-  if (header != NULL)
-    meta = espalier_reader_object (&r, header, "", "__metadata__");
-  if (meta != NULL)
-    state_text = espalier_reader_string (&r, meta, "__metadata__", "espalier", FALSE);
-  if (state_text != NULL)
-    state = espalier_reader_parse (&r, sparser, state_text, strlen (state_text));
-  if (state == NULL)
-    goto fail;
-  espalier_reader_format (&r, state, CHECKPOINT_FORMAT, CHECKPOINT_VERSION);
-  if (espalier_reader_int (&r, state, "", "epoch", 1, G_MAXUINT, &v))
-    ck->info.epoch = (guint) v;
-  espalier_reader_u64 (&r, state, "", "position", &ck->info.position);
-  espalier_reader_int (&r, state, "", "step", 0, G_MAXINT64, &ck->info.step);
-  espalier_reader_uint (&r, state, "", "ranks", &ck->info.ranks);
-  espalier_reader_uint (&r, state, "", "batch", &ck->info.batch);
-  espalier_reader_u64 (&r, state, "", "seed", &ck->info.seed);
-  espalier_reader_uint (&r, state, "", "n_train", &ck->n_train);
-  ck->spec = espalier_reader_string (&r, state, "", "model", FALSE);
-  espalier_reader_int (&r, state, "", "n_params", 1, G_MAXINT32, &ck->n_params);
-  espalier_reader_int (&r, state, "", "n_buffers", 0, G_MAXINT32, &ck->n_buffers);
-  espalier_reader_int32 (&r, state, "", "optimizer_slots", 0, 2, &ck->n_slots);
-  sums = espalier_reader_object (&r, state, "", "epoch_sums");
-  if (sums != NULL)
-    {
-      espalier_reader_double (&r, sums, "epoch_sums", "loss_sum", FALSE, 0, G_MAXDOUBLE,
-                              &ck->loss_sum);
-      espalier_reader_int (&r, sums, "epoch_sums", "correct", 0, G_MAXINT64, &ck->correct);
-      espalier_reader_int (&r, sums, "epoch_sums", "rows", 0, G_MAXINT64, &ck->rows);
-    }
-  ck->history = g_array_new (FALSE, TRUE, sizeof (EspalierEpochRecord));
-  espalier_reader_history (&r, state, "", "history", ck->history);
-  want = espalier_reader_string (&r, state, "", "sha256", FALSE);
-  if (r.error != NULL)
-    goto fail;
-  if (ck->info.position > ck->n_train)
-    {
-      espalier_reader_fail (&r, _("its position %llu lies beyond the %u training rows"),
-                            (unsigned long long) ck->info.position, ck->n_train);
-      goto fail;
-    }
-
-  data = bytes + 8 + hlen;
-  data_len = len - 8 - (gsize) hlen;
-  ck->params = g_new (float, ck->n_params);
-  ck->buffers = g_new (float, MAX (ck->n_buffers, 1));
-  ck->slots = g_new (float, (gsize) MAX (ck->n_slots, 1) * (gsize) ck->n_params);
-  if (tensor_entry (&r, header, "params", ck->n_params, data_len, &start))
-    espalier_floats_from_le (ck->params, data + start, ck->n_params);
-  if (ck->n_buffers > 0 && tensor_entry (&r, header, "buffers", ck->n_buffers, data_len, &start))
-    espalier_floats_from_le (ck->buffers, data + start, ck->n_buffers);
-  for (int k = 0; k < ck->n_slots; k++)
-    {
-      g_autofree char *name = g_strdup_printf ("optimizer.%d", k);
-
-      if (tensor_entry (&r, header, name, ck->n_params, data_len, &start))
-        espalier_floats_from_le (ck->slots + (gsize) k * (gsize) ck->n_params, data + start,
-                                 ck->n_params);
-    }
-  if (r.error != NULL)
-    goto fail;
-  {
-    const float *arrays[4] = { ck->params, ck->buffers, ck->slots, ck->slots + ck->n_params };
-    gint64 sizes[4] = { ck->n_params, ck->n_buffers, ck->n_slots >= 1 ? ck->n_params : 0,
-                        ck->n_slots >= 2 ? ck->n_params : 0 };
-
-    sha = sha256_floats (arrays, sizes, 4);
-  }
-  if (g_strcmp0 (sha, want) != 0)
-    {
-      espalier_reader_fail (&r, _("its tensors do not match their SHA-256: the file is damaged"));
-      goto fail;
-    }
-  return ck;
-
-fail:
-  g_propagate_error (error, r.error);
-  checkpoint_free (ck);
-  return NULL;
-}
-
 static gboolean
 bcast_bytes (EspalierDistributed *self, guint8 *data, gint64 len)
 {
@@ -891,7 +751,7 @@ espalier_distributed_set_resume (EspalierDistributed    *self,
   gsize len = 0;
   gint64 n = -1;
   MPI_Request req;
-  Checkpoint *ck;
+  EspalierCheckpoint *ck;
 
   self->shared_error = TRUE;   /* every rank fails alike below */
   if (self->rank == 0)
@@ -914,13 +774,13 @@ espalier_distributed_set_resume (EspalierDistributed    *self,
   if (self->rank != 0)
     contents = g_malloc (MAX (n, 1));
   bcast_bytes (self, (guint8 *) contents, n);
-  ck = parse_checkpoint (path, (const guint8 *) contents, (gsize) n, error);
+  ck = espalier_checkpoint_parse (path, (const guint8 *) contents, (gsize) n, error);
   if (ck == NULL)
     {
       g_prefix_error (error, _("Cannot resume: "));
       return FALSE;
     }
-  checkpoint_free (self->resume);
+  espalier_checkpoint_free (self->resume);
   self->resume = ck;
   if (info != NULL)
     *info = ck->info;
@@ -944,10 +804,11 @@ espalier_distributed_begin_run (EspalierDistributed  *self,
 {
   g_autofree char *spec = espalier_model_to_spec (model);
   EsShape in = es_model_input_shape (model), out = es_model_output_shape (model);
-  Checkpoint *ck = self->resume;
+  EspalierCheckpoint *ck = self->resume;
   guint64 v[7];
 
   run_clear (self);
+  g_clear_pointer (&self->resumed, espalier_checkpoint_free);
   *first_epoch = 1;
   self->shared_error = TRUE;   /* the ranks agree below, so they fail alike */
   /* Every rank must train the same model on the same order with the same batch. */
@@ -973,12 +834,9 @@ espalier_distributed_begin_run (EspalierDistributed  *self,
     {
       EsError es = { 0 };
 
-      if (g_strcmp0 (ck->spec, spec) != 0 || ck->n_params != es_model_n_params (model)
-          || ck->n_buffers != es_model_n_buffers (model))
+      if (!espalier_checkpoint_fits_model (ck, model, error))
         {
-          g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_FORMAT,
-                       _("Cannot resume: the checkpoint holds the model %s, not %s"), ck->spec,
-                       spec);
+          g_prefix_error (error, _("Cannot resume: "));
           return FALSE;
         }
       if (ck->n_slots != es_trainer_state_slots (tr))
@@ -1000,7 +858,8 @@ espalier_distributed_begin_run (EspalierDistributed  *self,
           return FALSE;
         }
       memcpy (es_model_params (model), ck->params, (gsize) ck->n_params * sizeof (float));
-      memcpy (es_model_buffers (model), ck->buffers, (gsize) ck->n_buffers * sizeof (float));
+      if (ck->n_buffers > 0)
+        memcpy (es_model_buffers (model), ck->buffers, (gsize) ck->n_buffers * sizeof (float));
       es_trainer_reload (tr, true);
       if (!es_trainer_set_state (tr, ck->info.step, ck->slots, &es))
         {
@@ -1015,7 +874,7 @@ espalier_distributed_begin_run (EspalierDistributed  *self,
       self->ck_loss_sum = ck->loss_sum;
       self->ck_correct = ck->correct;
       self->ck_rows = ck->rows;
-      checkpoint_free (g_steal_pointer (&self->resume));
+      self->resumed = g_steal_pointer (&self->resume);
     }
   else
     {
@@ -1032,7 +891,7 @@ espalier_distributed_begin_run (EspalierDistributed  *self,
   self->P = es_model_n_params (model);
   self->F = es_shape_size (&in);
   self->T = es_shape_size (&out);
-  self->host = g_new0 (float, MAX (self->P, 1));
+  self->path_told = FALSE;
   plan_buckets (self, model);
   self->next_bucket = 0;
   self->weight = 1.0 / self->size;
@@ -1056,13 +915,18 @@ espalier_distributed_next (EspalierDistributed *self,
                            EsStepStats         *stats)
 {
   const EspalierBatch *b;
-  guint offset = 0, G;
-  guint64 first, end;
 
   if (epoch != self->epoch)
     {
+      /* This rank's shards of the epoch's global batches, from where a resumed run left
+       * off (the batch that holds that position cut short). The trainer has just
+       * started the epoch: with the same shards and start that keeps its batches. */
+      guint from = epoch == self->skip_epoch ? (guint) MIN (self->skip_rows, G_MAXUINT) : 0;
+
       self->epoch = epoch;
-      self->epoch_pos = 0;
+      self->epoch_pos = from;
+      espalier_batcher_set_shard (batcher, (guint) self->rank, (guint) self->size);
+      espalier_batcher_start_epoch_at (batcher, epoch - 1, from);
     }
   if (epoch == self->skip_epoch && self->add_stats)
     {
@@ -1071,55 +935,17 @@ espalier_distributed_next (EspalierDistributed *self,
       stats->rows += (int) self->ck_rows;
       self->add_stats = FALSE;
     }
-  for (;;)
-    {
-      b = espalier_batcher_next (batcher);
-      if (b == NULL)
-        return NULL;
-      self->epoch_pos += b->B;
-      if (epoch != self->skip_epoch || self->skip_rows == 0)
-        break;
-      /* resuming: the rows trained on before the checkpoint */
-      if (b->B <= self->skip_rows)
-        {
-          self->skip_rows -= b->B;
-          continue;
-        }
-      offset = (guint) self->skip_rows;
-      self->skip_rows = 0;
-      break;
-    }
-
-  /* This rank's contiguous part of the rows [offset, B) of the global batch. */
-  G = b->B - offset;
-  first = offset + (guint64) G * (guint64) self->rank / (guint64) self->size;
-  end = offset + (guint64) G * (guint64) (self->rank + 1) / (guint64) self->size;
-  self->dummy = end == first;
+  b = espalier_batcher_next (batcher);
+  if (b == NULL)
+    return NULL;
+  self->epoch_pos = (guint64) b->position + b->global_B;
   self->stats_before = *stats;
-  if (self->dummy)
-    {
-      /* Fewer rows than ranks: train on one row that counts for nothing, so that this
-       * rank still takes part in the reduction and the step. */
-      first = offset;
-      end = offset + 1;
-      self->weight = 0.0;
-    }
-  else
-    self->weight = (double) (end - first) / (double) G;
-  self->even = !self->dummy && G % (guint) self->size == 0;
-
+  /* A padding row (fewer rows than ranks) is trained with weight 0, so that this rank
+   * still takes part in the reduction and the step. */
+  self->dummy = b->padding;
+  self->weight = self->dummy ? 0.0 : (double) b->B / (double) b->global_B;
+  self->even = !self->dummy && b->global_B % (guint) self->size == 0;
   self->local = *b;
-  self->local.B = (guint) (end - first);
-  if (b->x != NULL)
-    self->local.x = b->x + first * (guint64) self->F;
-  if (b->x_u8 != NULL)
-    self->local.x_u8 = b->x_u8 + first * (guint64) self->F;
-  if (b->labels != NULL)
-    self->local.labels = b->labels + first;
-  if (b->targets != NULL)
-    self->local.targets = b->targets + first * (guint64) self->T;
-  if (b->rows != NULL)
-    self->local.rows = b->rows + first;
   return &self->local;
 }
 
@@ -1277,6 +1103,10 @@ void espalier_distributed_set_timeout (EspalierDistributed *self, double seconds
 void espalier_distributed_set_bucket_bytes (EspalierDistributed *self, gsize bytes) { }
 void espalier_distributed_set_checkpoint (EspalierDistributed *self, const char *path,
                                           guint every) { }
+void espalier_distributed_set_checkpoint_fill (EspalierDistributed *self,
+                                               EspalierCheckpointFillFunc func,
+                                               gpointer user_data) { }
+const EspalierCheckpoint *espalier_distributed_get_resumed (EspalierDistributed *self) { return NULL; }
 
 gboolean
 espalier_distributed_set_resume (EspalierDistributed *self, const char *path,

@@ -2,14 +2,23 @@
 /* espalier-distributed.h: data-parallel training over MPI. Every process (rank) runs
  * the same EspalierTrainer on its own part of each global batch: the epoch's shuffled
  * order is the same on every rank (same seed), each global batch of N x B rows is cut
- * into N contiguous parts, and the gradients are averaged (weighted by rows) with
- * MPI_Iallreduce in buckets, started while backward still runs, before the same
- * optimizer step on every rank. So N ranks with batch B see the same rows per step as
- * one rank with batch N x B. Training and validation metrics and the test evaluation
- * are reduced across ranks. Rank 0 writes checkpoints (model, optimizer state, step,
- * epoch, position in the epoch; the batcher's randomness is counter-based, so the seed
- * and the position are its whole state), atomically; a run resumes from one on any
- * number of ranks.
+ * into N contiguous parts, each rank's batcher gathering, converting and augmenting
+ * only its own (espalier_batcher_set_shard), and the gradients are averaged (weighted
+ * by rows) with MPI_Iallreduce in buckets, started while backward still runs, before
+ * the same optimizer step on every rank. So N ranks with batch B see the same rows per
+ * step as one rank with batch N x B. Training and validation metrics and the test
+ * evaluation are reduced across ranks. Rank 0 writes checkpoints (model, optimizer
+ * state, step, epoch, position in the epoch; the batcher's randomness is
+ * counter-based, so the seed and the position are its whole state), atomically; a run
+ * resumes from one on any number of ranks.
+ *
+ * Where the gradients live: MPI reduces them in place when it can read them, that is
+ * in host memory (the CPU backend), or in device memory (the CUDA backend) when the
+ * MPI library is CUDA-aware (Open MPI's MPIX_Query_cuda_support, asked at run time;
+ * ESPALIER_MPI_CUDA_AWARE=0 or 1 overrides it). Otherwise each bucket is downloaded
+ * into a host buffer (pinned, es_cuda_host_alloc, on CUDA), reduced there and
+ * uploaded back. ESPALIER_MPI_STAGE=1 forces that staging on any backend (to test it
+ * on the CPU). G_MESSAGES_DEBUG=Espalier logs the path each rank took.
  *
  * Every collective is non-blocking and waited for with a deadline (the collective
  * timeout): when it passes, the rank prints which collective hung and ends the whole
@@ -18,16 +27,18 @@
  * Without MPI (meson -Dmpi=disabled, or no libopenmpi-dev) the API is here but
  * espalier_distributed_new fails with ESPALIER_ERROR_UNSUPPORTED.
  *
- * Not here: GPU-aware MPI and NCCL (gradients are staged through host memory), a
- * synchronized BatchNorm (each rank normalizes with its own rows' statistics), and a
- * batcher that gathers only this rank's rows (each rank's batcher gathers the whole
- * global batch and keeps its part; cheap at the rank counts of one machine). */
+ * Not here: NCCL. Debian 12 packages no NCCL (libnccl-dev is not in its archive; a
+ * CUDA toolkit may bring libnccl.so.2 along), and NCCL runs one rank per GPU, so a
+ * path through it could not be tested on the machines we have; on one node a
+ * CUDA-aware Open MPI (UCX) is the way to reduce device memory directly. Nor a
+ * synchronized BatchNorm: each rank normalizes with its own rows' statistics. */
 #pragma once
 
 #include <gio/gio.h>
 
 #include "es-train.h"
 #include "espalier-batcher.h"
+#include "espalier-checkpoint.h"
 #include "espalier-dataset.h"
 #include "espalier-trainer.h"
 
@@ -81,15 +92,7 @@ void                 espalier_distributed_set_checkpoint (EspalierDistributed  *
                                                           const char           *path,
                                                           guint                 every);
 
-/* Where a checkpoint left off. */
-typedef struct {
-  guint   epoch;        /* 1-based epoch it was written in */
-  guint64 position;     /* rows of that epoch's shuffled order already trained on */
-  gint64  step;         /* optimizer steps done */
-  guint   ranks;        /* ranks that wrote it */
-  guint   batch;        /* rows per rank per step then */
-  guint64 seed;
-} EspalierCheckpointInfo;
+/* (EspalierCheckpointInfo, where a checkpoint left off, is in espalier-checkpoint.h.) */
 
 /* Collective: rank 0 reads the checkpoint at path and sends it to every rank; the next
  * run continues from it (espalier_distributed_begin_run checks that it fits the model
@@ -100,6 +103,15 @@ gboolean             espalier_distributed_set_resume     (EspalierDistributed  *
                                                           const char           *path,
                                                           EspalierCheckpointInfo *info,
                                                           GError              **error);
+/* For EspalierTrainer: func adds the state of the trainer's hooks (early stopping,
+ * QAT ranges, gradual pruning) to each checkpoint rank 0 is about to write. */
+typedef void (*EspalierCheckpointFillFunc) (EspalierCheckpoint *ck, gpointer user_data);
+void                 espalier_distributed_set_checkpoint_fill (EspalierDistributed *self,
+                                                          EspalierCheckpointFillFunc func,
+                                                          gpointer              user_data);
+/* The checkpoint the current run resumed from (after espalier_distributed_begin_run),
+ * for the trainer to restore its hooks' state; NULL when it did not resume. */
+const EspalierCheckpoint *espalier_distributed_get_resumed (EspalierDistributed *self);
 /* The last checkpoint written by this process (rank 0), FALSE when none was. */
 gboolean             espalier_distributed_get_last_checkpoint (EspalierDistributed *self,
                                                           EspalierCheckpointInfo *info);
@@ -156,8 +168,11 @@ gboolean             espalier_distributed_begin_run      (EspalierDistributed  *
                                                           guint                *first_epoch,
                                                           GError              **error);
 /* This rank's part of the next global batch of batcher (in epoch, 1-based), NULL at the
- * end of the epoch. Rows a resumed run already trained on are skipped; stats gets the
- * epoch's reduced sums from the checkpoint. Valid until the next call. */
+ * end of the epoch. On the epoch's first call it shards the batcher for this rank and
+ * starts the epoch again (keeping what the batcher prepared when nothing changes), so
+ * the trainer's batcher need not know about ranks. Rows a resumed run already trained
+ * on are skipped; stats gets the epoch's reduced sums from the checkpoint. Valid until
+ * the next call. */
 const EspalierBatch *espalier_distributed_next           (EspalierDistributed  *self,
                                                           EspalierBatcher      *batcher,
                                                           guint                 epoch,

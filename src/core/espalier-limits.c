@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-limits.c: the memory a load may take (espalier-limits.h), from
+/* espalier-limits.c: the memory a load or a job may take (espalier-limits.h), from
  * /proc/meminfo, the memory cgroup (v2 or v1) and RLIMIT_AS. Linux first; elsewhere
- * the physical memory sysconf reports, or nothing known. */
+ * the physical memory sysconf reports, or nothing known. Also the jobs' checked
+ * allocations and the check before a training run. */
 #include "config.h"
 
 #include "espalier-limits.h"
+
+#include "espalier-error.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -167,4 +170,87 @@ espalier_memory_fits (guint64 need, guint64 limit, char **why)
       *why = g_strdup_printf (_("needs %s of memory, more than the %s available"), need_s, cap_s);
     }
   return FALSE;
+}
+
+gpointer
+espalier_try_alloc (gsize n_elems, gsize elem_size, gboolean zero, const char *what,
+                    GError **error)
+{
+  g_autofree char *why = NULL;
+  gpointer p = NULL;
+  gsize bytes;
+
+  g_return_val_if_fail (what != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (elem_size != 0 && n_elems > G_MAXSIZE / elem_size)
+    {
+      /* TRANSLATORS: %s is what was to be allocated, "the batch buffers" */
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                   _("Not enough memory for %s: the size does not fit this machine's address space"),
+                   what);
+      return NULL;
+    }
+  bytes = MAX (n_elems * elem_size, 1);
+  if (espalier_memory_fits (bytes, 0, &why))
+    p = zero ? g_try_malloc0 (bytes) : g_try_malloc (bytes);
+  if (p == NULL)
+    {
+      g_autofree char *size = g_format_size (bytes);
+
+      if (why == NULL)
+        /* TRANSLATORS: %s is what was to be allocated, then a size: "the batch buffers
+         * (1.2 GB)" */
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                     _("Not enough memory for %s (%s): the system refused it"), what, size);
+      else
+        /* TRANSLATORS: "Not enough memory for the batch buffers: it needs 1.2 GB of memory,
+         * more than the 800 MB available" */
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                     _("Not enough memory for %s: it %s"), what, why);
+    }
+  return p;
+}
+
+/* a + b, or G_MAXUINT64 when it overflows */
+static guint64
+add_sat (guint64 a, guint64 b)
+{
+  return a > G_MAXUINT64 - b ? G_MAXUINT64 : a + b;
+}
+
+gboolean
+espalier_limits_check_training (const EsModel       *model,
+                                const EsTrainConfig *cfg,
+                                guint                batch,
+                                guint64              extra,
+                                gsize               *budget_limit,
+                                GError             **error)
+{
+  EsMemPlan least, full;
+  guint64 avail, need_least, need_full;
+  g_autofree char *why = NULL;
+
+  g_return_val_if_fail (model != NULL && cfg != NULL && budget_limit != NULL, FALSE);
+
+  avail = espalier_memory_available ();
+  if (avail == G_MAXUINT64)
+    return TRUE;
+  es_mem_plan (model, cfg, 1, true, &least);
+  need_least = add_sat (least.total, extra);
+  if (!espalier_memory_fits (need_least, 0, &why))
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                   /* TRANSLATORS: the end is "needs 1.2 GB of memory, more than the
+                    * 800 MB available" */
+                   _("Training cannot start: even one row at a time, this model %s. "
+                     "Choose a smaller model or close other programs."), why);
+      return FALSE;
+    }
+  es_mem_plan (model, cfg, (int) MIN (batch, (guint) G_MAXINT), true, &full);
+  need_full = add_sat (full.total, extra);
+  if (need_full > avail && avail > extra
+      && (*budget_limit == 0 || *budget_limit > avail - extra))
+    *budget_limit = (gsize) MIN (avail - extra, (guint64) G_MAXSIZE);
+  return TRUE;
 }

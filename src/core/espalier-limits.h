@@ -5,10 +5,17 @@
  * projects) ask here before an allocation that grows with what a file's header or size
  * claims, so that a huge or corrupt file is refused with the size it would need instead
  * of exhausting the machine. This is a guard against the impossible, not an accountant:
- * the engine's memory budget (es-memory.h) does the accounting while training. */
+ * the engine's memory budget (es-memory.h) does the accounting while training.
+ *
+ * The jobs (training, evaluation, optimization) ask here too: before a run, whether the
+ * least it can take fits (espalier_limits_check_training), and for their own big buffers
+ * an allocation that fails with a GError instead of aborting (espalier_try_alloc), so
+ * that running out of memory ends the job with a message and the application lives. */
 #pragma once
 
 #include <glib.h>
+
+#include "es-train.h"
 
 G_BEGIN_DECLS
 
@@ -26,5 +33,29 @@ guint64   espalier_memory_available (void);
 gboolean  espalier_memory_fits      (guint64      need,
                                      guint64      limit,
                                      char       **why);
+
+/* n_elems * elem_size bytes (zeroed when zero is TRUE; free with g_free), or NULL with
+ * ESPALIER_ERROR_MEMORY naming what ("the batch buffers") and the size when the product
+ * overflows, does not fit espalier_memory_available(), or the allocator refuses. Never
+ * aborts. A request of 0 bytes returns a 1-byte block. */
+gpointer  espalier_try_alloc        (gsize        n_elems,
+                                     gsize        elem_size,
+                                     gboolean     zero,
+                                     const char  *what,
+                                     GError     **error);
+
+/* Before a training run of model (cfg, batches of batch rows) with extra bytes of the
+ * caller's own (batch buffers, a copy of the best weights): whether the least the run
+ * can take (es_mem_plan at one row, plus extra) fits espalier_memory_available(). When it
+ * does not, FALSE with ESPALIER_ERROR_MEMORY saying how much it needs and how much there
+ * is; nothing was allocated. When only the full batch does not fit, *budget_limit (the
+ * engine budget in bytes, 0: none) is lowered to what is available, so that the engine
+ * splits batches into micro-batches (es-train.h) instead of failing. */
+gboolean  espalier_limits_check_training (const EsModel       *model,
+                                          const EsTrainConfig *cfg,
+                                          guint                batch,
+                                          guint64              extra,
+                                          gsize               *budget_limit,
+                                          GError             **error);
 
 G_END_DECLS

@@ -722,11 +722,25 @@ es_fail (GError **error, const EsError *es, const char *what)
 /* ------------------------------------------------------------------------------ */
 /* pruning */
 
+/* A copy of model that could not be made (out of memory): the error, and NULL for the
+ * callers' returns. */
+static gpointer
+copy_failed (const EsModel *model, GError **error)
+{
+  g_autofree char *size = g_format_size ((guint64) es_model_n_params (model) * sizeof (float));
+
+  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+               _("Not enough memory for a copy of the model (%s)"), size);
+  return NULL;
+}
+
 static EspalierVariant *
 run_prune (Job *job, GError **error)
 {
   const EspalierOptimizeOptions *o = job->opts;
   EsModel *model = es_model_copy (job->model);
+  if (model == NULL)
+    return copy_failed (job->model, error);
   EsMask *mask = es_mask_from_zeros (model);
   g_autofree bool *layers = job_layers (job, o->layers);
   g_autofree char *pct = percent (o->sparsity), *ft = NULL, *desc = NULL, *name = NULL;
@@ -827,6 +841,8 @@ run_prune_gradual (Job *job, GError **error)
   sc.layers = o->layers;
 
   model = es_model_copy (job->model);
+  if (model == NULL)
+    return copy_failed (job->model, error);
   tr = job_trainer_keeping_zeros (job, model);
   espalier_trainer_set_prune_schedule (tr, &sc);
   from = percent (s_i);
@@ -860,6 +876,8 @@ run_prune_structured (Job *job, GError **error)
   g_autofree char *pct = percent (1.0 - o->keep_fraction), *ft = NULL, *desc = NULL;
   g_autofree char *name = NULL;
   EsModel *model = es_model_copy (job->model);
+  if (model == NULL)
+    return copy_failed (job->model, error);
   gboolean dense = FALSE, conv = FALSE;
   guint changed = 0;
 
@@ -940,6 +958,8 @@ run_prune_2_4 (Job *job, GError **error)
 {
   const EspalierOptimizeOptions *o = job->opts;
   EsModel *model = es_model_copy (job->model);
+  if (model == NULL)
+    return copy_failed (job->model, error);
   EsMask *mask = es_mask_from_zeros (model);
   g_autofree bool *layers = job_layers (job, o->layers);
   g_autofree char *ft = NULL, *desc = NULL, *now = NULL;
@@ -1137,6 +1157,11 @@ run_quantize (Job *job, GError **error)
       name = g_strdup (quant_title (o->quant_mode));
       break;
     }
+  if (model == NULL)
+    {
+      es_quant_free (q);
+      return copy_failed (job->model, error);
+    }
   return finish_variant (job, "quantized", name, desc, model, q, error);
 }
 
@@ -1163,6 +1188,8 @@ run_qat (Job *job, GError **error)
     fq[i] = es_prune_layer_is_prunable (job->model, i) && !(keep != NULL && keep[i]);
 
   model = es_model_copy (job->model);
+  if (model == NULL)
+    return copy_failed (job->model, error);
   tr = job_trainer_keeping_zeros (job, model);
   espalier_trainer_set_fake_quant (tr, fq, o->reduce_range);
   job_message (job, g_dngettext (GETTEXT_PACKAGE, "Training with fake quantization for %u epoch",
@@ -1229,8 +1256,10 @@ static EsModel *
 recover (Job *job, const EsModel *start, gboolean distill, GError **error)
 {
   EsModel *model = es_model_copy (start);
-  g_autoptr(EspalierTrainer) tr = job_trainer (job, model);
+  g_autoptr(EspalierTrainer) tr = model != NULL ? job_trainer (job, model) : NULL;
 
+  if (model == NULL)
+    return copy_failed (start, error);
   if (distill)
     espalier_trainer_set_teacher (tr, job->model, job->opts->temperature, job->opts->alpha);
   if (!job_run (job, tr, error))
@@ -1734,6 +1763,11 @@ espalier_sensitivity_scan (EspalierDataset            *dataset,
           for (guint li = 0; li < n_levels; li++)
             {
               EsModel *m = es_model_copy (job.model);
+              if (m == NULL)
+                {
+                  copy_failed (job.model, error);
+                  goto out;
+                }
               EsMask *mask = es_mask_from_zeros (m);
               EspalierSensitivityRow row = { .layer = (guint) layer, .level = levels[li],
                                              .baseline = baseline };

@@ -431,6 +431,115 @@ espalier_project_set_dataset (EspalierProject *self, EspalierDataset *dataset,
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_DATASET]);
 }
 
+/* Whether a source names a file (an absolute path) rather than "fashion-mnist" or a
+ * generator spec. */
+static gboolean
+source_is_file (const char *source)
+{
+  return source != NULL && g_path_is_absolute (source);
+}
+
+gboolean
+espalier_project_check_dataset (EspalierProject *self, GError **error)
+{
+  const char *labels;
+
+  g_return_val_if_fail (ESPALIER_IS_PROJECT (self), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!source_is_file (self->dataset_source))
+    return TRUE;
+  if (!g_file_test (self->dataset_source, G_FILE_TEST_EXISTS))
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_NOT_FOUND,
+                   _("The dataset file “%s” is not there: it was moved or deleted"),
+                   self->dataset_source);
+      return FALSE;
+    }
+  labels = self->load_options.labels_path;
+  if (labels != NULL && *labels != '\0' && !g_file_test (labels, G_FILE_TEST_EXISTS))
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_NOT_FOUND,
+                   _("The labels file “%s” of the dataset is not there: it was moved or deleted"),
+                   labels);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* "(1, 28, 28)" */
+static char *
+format_dims (const int *dims, int rank)
+{
+  GString *s = g_string_new ("(");
+
+  for (int k = 0; k < rank; k++)
+    g_string_append_printf (s, "%s%d", k ? ", " : "", dims[k]);
+  g_string_append_c (s, ')');
+  return g_string_free (s, FALSE);
+}
+
+gboolean
+espalier_project_dataset_fits (EspalierProject *self, EspalierDataset *dataset, GError **error)
+{
+  const EsShape *want;
+  const guint *dims;
+  int have[ES_MAX_RANK] = { 0 };
+  guint rank, outputs, want_outputs;
+  gboolean same;
+
+  g_return_val_if_fail (ESPALIER_IS_PROJECT (self), FALSE);
+  g_return_val_if_fail (ESPALIER_IS_DATASET (dataset), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  want = espalier_model_doc_get_input (self->model_doc);
+  want_outputs = espalier_model_doc_get_n_outputs (self->model_doc);
+  dims = espalier_dataset_get_dims (dataset);
+  rank = espalier_dataset_get_rank (dataset);
+  outputs = espalier_dataset_get_n_classes (dataset) > 0 ? espalier_dataset_get_n_classes (dataset)
+                                                         : espalier_dataset_get_n_targets (dataset);
+  same = rank == (guint) want->rank && rank <= ES_MAX_RANK;
+  for (guint k = 0; k < MIN (rank, (guint) ES_MAX_RANK); k++)
+    {
+      have[k] = (int) MIN (dims[k], (guint) G_MAXINT);
+      same = same && have[k] == want->dims[k];
+    }
+  if (!same)
+    {
+      g_autofree char *h = format_dims (have, (int) MIN (rank, (guint) ES_MAX_RANK));
+      g_autofree char *w = format_dims (want->dims, want->rank);
+
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                   _("Its rows have the shape %s; the project's model takes %s"), h, w);
+      return FALSE;
+    }
+  if (outputs != want_outputs)
+    {
+      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
+                   _("It has %u classes or targets; the project's model has %u outputs"),
+                   outputs, want_outputs);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+void
+espalier_project_relocate_dataset (EspalierProject *self, const char *path)
+{
+  EspalierLoadOptions options;
+  const char *labels;
+
+  g_return_if_fail (ESPALIER_IS_PROJECT (self));
+  g_return_if_fail (path != NULL && g_path_is_absolute (path));
+
+  options = self->load_options;
+  labels = options.labels_path;
+  if (labels != NULL && *labels != '\0' && !g_file_test (labels, G_FILE_TEST_EXISTS))
+    options.labels_path = NULL;
+  /* options borrows self's strings: set_dataset_source copies before it frees. */
+  espalier_project_set_dataset_source (self, path, &options);
+}
+
 EspalierModelDoc *
 espalier_project_get_model_doc (EspalierProject *self)
 {

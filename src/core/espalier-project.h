@@ -73,6 +73,25 @@ void                        espalier_project_set_dataset        (EspalierProject
                                                                  EspalierDataset            *dataset,
                                                                  const EspalierLoadOptions  *options);
 
+/* A dataset file that is gone (moved, deleted, on a drive not mounted) does not stop a
+ * project from loading or saving: the source is kept as it was. check_dataset tells it
+ * apart: FALSE with ESPALIER_DATA_ERROR_NOT_FOUND naming the missing file (the source or
+ * the options' labels_path) when the source is a file path that is not there; TRUE for
+ * built-in and generated data and for files that exist. */
+gboolean                    espalier_project_check_dataset      (EspalierProject            *self,
+                                                                 GError                    **error);
+/* Whether dataset can stand in for the project's: the same row shape as the model's
+ * input and the same number of classes (or regression targets). FALSE with
+ * ESPALIER_DATA_ERROR_MISMATCH saying what differs. */
+gboolean                    espalier_project_dataset_fits       (EspalierProject            *self,
+                                                                 EspalierDataset            *dataset,
+                                                                 GError                    **error);
+/* The dataset file is now at path (absolute): it becomes the source, the load options
+ * stay, except a labels_path that names a missing file, which is cleared (the labels
+ * are then found next to path by the usual naming). Sets modified. */
+void                        espalier_project_relocate_dataset   (EspalierProject            *self,
+                                                                 const char                 *path);
+
 /* (transfer none) */
 EspalierModelDoc           *espalier_project_get_model_doc      (EspalierProject *self);
 

@@ -10,9 +10,12 @@
 #include <sys/resource.h>
 
 #include "es-backend.h"
+#include "espalier-device.h"
 #include "espalier-distributed.h"
 #include "espalier-error.h"
+#include "espalier-limits.h"
 #include "espalier-split.h"
+#include "espalier-templates.h"
 #include "espalier-trainer.h"
 
 struct _EspalierTrainer
@@ -49,6 +52,13 @@ struct _EspalierTrainer
   /* Data parallelism (espalier_trainer_set_distributed), borrowed, or NULL. */
   EspalierDistributed  *dist;
 
+  /* Checkpoints (espalier_trainer_set_checkpoint, _set_resume). */
+  char                 *ck_path;        /* or NULL: none written */
+  guint                 ck_every;       /* optimizer steps between them */
+  EspalierCheckpoint   *resume;         /* for the next run, or NULL */
+  gboolean              have_last_ck;
+  EspalierCheckpointInfo last_ck;       /* the last one the last run wrote */
+
   /* Profiling (espalier_trainer_set_profiling). */
   gboolean              prof_on, prof_trace;
   guint                 prof_max_steps;
@@ -66,6 +76,7 @@ espalier_train_options_init (EspalierTrainOptions *opts)
   opts->batch_size = 32;
   opts->val_fraction = 0.1;
   opts->test_fraction = 0.2;
+  opts->device = ESPALIER_DEVICE_AUTO;
 }
 
 void
@@ -134,6 +145,8 @@ espalier_trainer_finalize (GObject *object)
   g_clear_pointer (&self->range_hi, g_free);
   g_clear_pointer (&self->range_set, g_free);
   g_clear_pointer (&self->profile, espalier_profile_free);
+  g_clear_pointer (&self->ck_path, g_free);
+  g_clear_pointer (&self->resume, espalier_checkpoint_free);
   g_mutex_clear (&self->pause_lock);
   g_cond_clear (&self->pause_cond);
   G_OBJECT_CLASS (espalier_trainer_parent_class)->finalize (object);
@@ -332,6 +345,61 @@ espalier_trainer_set_distributed (EspalierTrainer     *self,
 }
 
 void
+espalier_trainer_set_checkpoint (EspalierTrainer *self,
+                                 const char      *path,
+                                 guint            every)
+{
+  g_return_if_fail (ESPALIER_IS_TRAINER (self));
+
+  g_clear_pointer (&self->ck_path, g_free);
+  self->ck_path = path != NULL && every > 0 ? g_strdup (path) : NULL;
+  self->ck_every = path != NULL ? every : 0;
+}
+
+gboolean
+espalier_trainer_set_resume (EspalierTrainer        *self,
+                             const char             *path,
+                             EspalierCheckpointInfo *info,
+                             GError                **error)
+{
+  EspalierCheckpoint *ck = NULL;
+
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
+
+  if (path != NULL)
+    {
+      ck = espalier_checkpoint_load (path, error);
+      if (ck == NULL)
+        {
+          g_prefix_error (error, _("Cannot resume: "));
+          return FALSE;
+        }
+      if (!espalier_checkpoint_fits_model (ck, self->model, error))
+        {
+          g_prefix_error (error, _("Cannot resume from %s: "), path);
+          espalier_checkpoint_free (ck);
+          return FALSE;
+        }
+      if (info != NULL)
+        *info = ck->info;
+    }
+  g_clear_pointer (&self->resume, espalier_checkpoint_free);
+  self->resume = ck;
+  return TRUE;
+}
+
+gboolean
+espalier_trainer_get_last_checkpoint (EspalierTrainer        *self,
+                                      EspalierCheckpointInfo *info)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
+
+  if (self->have_last_ck && info != NULL)
+    *info = self->last_ck;
+  return self->have_last_ck;
+}
+
+void
 espalier_trainer_set_profiling (EspalierTrainer *self,
                                 gboolean         on,
                                 guint            max_steps,
@@ -462,6 +530,30 @@ profile_begin (ProfileBase *base, EspalierBatcher *batcher)
   base->last_post = es_now ();
 }
 
+/* The profile's device: which, its name, and on CUDA its memory and NVML readings. */
+static void
+profile_device (EspalierProfile *prof, EsBackend *be)
+{
+  EsCudaDeviceInfo info;
+
+  prof->device = espalier_backend_get_device (be);
+  prof->device_utilization = prof->device_temperature_c = -1;
+  prof->device_power_w = -1.0;
+  if (prof->device_name[0] == '\0')
+    {
+      g_autofree char *name = espalier_device_describe (prof->device);
+
+      g_strlcpy (prof->device_name, name, sizeof prof->device_name);
+    }
+  if (!espalier_device_get_cuda_info (prof->device, &info))
+    return;
+  prof->device_mem_total = info.mem_total;
+  prof->device_mem_free = info.mem_free;
+  prof->device_utilization = info.utilization_gpu;
+  prof->device_temperature_c = info.temperature_c;
+  prof->device_power_w = info.power_w;
+}
+
 /* Bring prof up to date from the engine, the batcher, the budget and the process. */
 static void
 profile_update (EspalierTrainer   *self,
@@ -505,6 +597,10 @@ profile_update (EspalierTrainer   *self,
   prof->trainer_runqueue_wait_s = MAX (prof->trainer_runqueue_wait_s
                                        - base->trainer_runqueue_wait_s, 0.0);
   prof->ftz = es_cpu_backend_get_ftz (be);
+  /* the CUDA kernels flush denormals to zero (nvcc -ftz=true) */
+  profile_device (prof, be);
+  if (prof->device >= 0)
+    prof->ftz = TRUE;
   prof->data_median_s = median (base->data, MIN (base->n, PROFILE_RING));
   prof->step_median_s = median (base->wall, MIN (base->n, PROFILE_RING));
 }
@@ -886,6 +982,282 @@ keep_input_ranges (EspalierTrainer *self,
                                                      &self->range_hi[i]);
 }
 
+/* ---- checkpoints and the last good state -----------------------------------------
+ * Every good_every optimizer steps (the checkpoint interval, or ESPALIER_LAST_GOOD_EVERY
+ * without checkpoints) and when the run starts, the weights, buffers and optimizer state
+ * are copied to the host when they are all finite: the last good state. A checkpoint is
+ * written from that copy. When the loss turns NaN or infinite the run goes back to it,
+ * so a user loses at most good_every steps. */
+
+typedef struct {
+  EspalierTrainer   *self;
+  EsTrainer         *tr;
+  /* the run's early stopping and gradual pruning state (its locals) */
+  gboolean          *have_best;
+  double            *best_val;
+  guint             *best_epoch, *bad_epochs;
+  float             *best;          /* (P + Q) */
+  gint64            *next_event;
+  /* where the run stands */
+  guint              epoch;
+  guint64            position;      /* rows of the epoch's order handed out */
+  const EsStepStats *stats;         /* the epoch's training sums so far */
+  gint64             steps_seen;
+  /* the last good state: parameters, buffers, optimizer state of step good_step */
+  guint              good_every;
+  gint64             good_step;
+  float             *good, *scratch;  /* (P + Q + slots P) each */
+} RunState;
+
+static gboolean
+floats_finite (const float *v, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    if (!isfinite (v[i]))
+      return FALSE;
+  return TRUE;
+}
+
+/* Take the device state as the last good one when it is finite. */
+static gboolean
+keep_last_good (RunState *rs)
+{
+  EsModel *m = rs->self->model;
+  gsize P = (gsize) es_model_n_params (m), Q = (gsize) es_model_n_buffers (m);
+  gsize n = P + Q + (gsize) es_trainer_state_slots (rs->tr) * P;
+  gint64 step = 0;
+  float *t;
+
+  es_trainer_sync (rs->tr);
+  memcpy (rs->scratch, es_model_params_const (m), P * sizeof (float));
+  if (Q > 0)
+    memcpy (rs->scratch + P, es_model_buffers_const (m), Q * sizeof (float));
+  es_trainer_get_state (rs->tr, &step, rs->scratch + P + Q);
+  if (!floats_finite (rs->scratch, n))
+    return FALSE;
+  t = rs->good;
+  rs->good = rs->scratch;
+  rs->scratch = t;
+  rs->good_step = step;
+  return TRUE;
+}
+
+/* Put the last good state back on the device and in the model. */
+static void
+restore_last_good (RunState *rs)
+{
+  EsModel *m = rs->self->model;
+  gsize P = (gsize) es_model_n_params (m), Q = (gsize) es_model_n_buffers (m);
+  EsError es = { 0 };
+
+  memcpy (es_model_params (m), rs->good, P * sizeof (float));
+  if (Q > 0)
+    memcpy (es_model_buffers (m), rs->good + P, Q * sizeof (float));
+  es_trainer_reload (rs->tr, true);
+  es_trainer_set_state (rs->tr, rs->good_step, rs->good + P + Q, &es);
+  es_trainer_sync (rs->tr);   /* the mask, if any, applied to the model too */
+}
+
+/* The loss turned NaN (nan) or infinite at step: find where, go back to the last good
+ * state, and say both. */
+static void
+numeric_stop (RunState *rs, guint epoch, gint64 step, gboolean nan, GError **error)
+{
+  EsNonfiniteKind what = ES_NONFINITE_NONE;
+  int layer = es_trainer_find_nonfinite (rs->tr, &what);
+  const char *loss = nan ? _("NaN") : _("infinite");
+  g_autofree char *where = NULL;
+
+  if (layer >= 0)
+    {
+      const EsLayerInfo *l = es_model_layer (rs->self->model, layer);
+      const char *values = what == ES_NONFINITE_PARAMS ? _("weights")
+                           : what == ES_NONFINITE_ACTIVATIONS ? _("outputs")
+                           : _("gradients");
+
+      /* layers numbered from 1, as espalier-cli info prints them */
+      where = g_strdup_printf (_("the first layer whose values went bad is layer %d (%s), in "
+                                 "its %s"),
+                               layer + 1, es_layer_kind_name (l->spec.kind), values);
+    }
+  else
+    where = g_strdup (_("every layer's values are finite: the loss itself overflowed"));
+  restore_last_good (rs);
+  g_clear_error (error);
+  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC,
+               _("Training stopped at step %lld (epoch %u): the loss became %s; %s. The model "
+                 "holds the weights of step %lld, the last good state"),
+               (long long) step, epoch, loss, where, (long long) rs->good_step);
+}
+
+/* The hooks' state into ck (an EspalierCheckpointFillFunc: data-parallel checkpoints
+ * get it too). */
+static void
+fill_hooks (EspalierCheckpoint *ck, gpointer data)
+{
+  RunState *rs = data;
+  EspalierTrainer *self = rs->self;
+  gsize P = (gsize) es_model_n_params (self->model), Q = (gsize) es_model_n_buffers (self->model);
+
+  ck->have_best = *rs->have_best;
+  ck->best_val = *rs->best_val;
+  ck->best_epoch = *rs->best_epoch;
+  ck->bad_epochs = *rs->bad_epochs;
+  if (*rs->have_best)
+    ck->best = g_memdup2 (rs->best, (P + Q) * sizeof (float));
+  if (self->fq_layers != NULL)
+    {
+      guint L = (guint) es_model_n_layers (self->model);
+
+      ck->n_layers = L;
+      ck->range_lo = g_new0 (float, L);
+      ck->range_hi = g_new0 (float, L);
+      ck->range_set = g_new0 (gboolean, L);
+      for (guint i = 0; i < L; i++)
+        ck->range_set[i] = es_trainer_get_input_range (rs->tr, (int) i, &ck->range_lo[i],
+                                                       &ck->range_hi[i]);
+    }
+  if (self->gradual)
+    ck->next_event = *rs->next_event;
+  for (guint i = 0; i < self->prune_events->len; i++)
+    {
+      const EspalierPruneEvent *ev = &g_array_index (self->prune_events, EspalierPruneEvent, i);
+      EspalierCheckpointPruneEvent cev = { ev->step, ev->target, ev->sparsity };
+
+      g_array_append_val (ck->prune_events, cev);
+    }
+  if (self->run_mask != NULL)
+    ck->mask = g_memdup2 (es_mask_data_const (self->run_mask), P);
+}
+
+/* The hooks' state from ck, after the weights and optimizer state are back. */
+static gboolean
+restore_hooks (RunState *rs, const EspalierCheckpoint *ck, GError **error)
+{
+  EspalierTrainer *self = rs->self;
+  gsize P = (gsize) es_model_n_params (self->model), Q = (gsize) es_model_n_buffers (self->model);
+  EsError es = { 0 };
+
+  *rs->have_best = ck->have_best && ck->best != NULL;
+  if (*rs->have_best)
+    memcpy (rs->best, ck->best, (P + Q) * sizeof (float));
+  *rs->best_val = ck->best_val;
+  *rs->best_epoch = ck->best_epoch;
+  *rs->bad_epochs = ck->bad_epochs;
+  for (guint i = 0; i < ck->n_layers; i++)
+    if (ck->range_set[i]
+        && (self->fq_layers == NULL || i >= (guint) es_model_n_layers (self->model)
+            || !es_trainer_set_input_range (rs->tr, (int) i, ck->range_lo[i], ck->range_hi[i])))
+      {
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                     _("Cannot resume: the checkpoint was trained with fake quantization on "
+                       "layer %u and this run does not fake-quantize it"),
+                     i + 1);
+        return FALSE;
+      }
+  if (self->gradual)
+    *rs->next_event = ck->next_event;
+  g_array_set_size (self->prune_events, 0);
+  for (guint i = 0; i < ck->prune_events->len; i++)
+    {
+      const EspalierCheckpointPruneEvent *cev =
+          &g_array_index (ck->prune_events, EspalierCheckpointPruneEvent, i);
+      EspalierPruneEvent ev = { cev->step, cev->target, cev->sparsity };
+
+      g_array_append_val (self->prune_events, ev);
+    }
+  if (ck->mask != NULL)
+    {
+      if (self->run_mask == NULL)
+        self->run_mask = es_mask_new (self->model);
+      memcpy (es_mask_data (self->run_mask), ck->mask, P);
+      if (!es_trainer_set_mask (rs->tr, es_mask_data_const (self->run_mask), &es))
+        {
+          espalier_error_from_es (error, &es, _("Cannot resume"));
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+/* A single-process run continues from ck: weights, optimizer state, history, hooks. */
+static gboolean
+resume_from (RunState *rs, const EspalierCheckpoint *ck, guint n_train, GError **error)
+{
+  EspalierTrainer *self = rs->self;
+  EsModel *m = self->model;
+  EsError es = { 0 };
+
+  if (!espalier_checkpoint_fits_model (ck, m, error))
+    {
+      g_prefix_error (error, _("Cannot resume: "));
+      return FALSE;
+    }
+  if (ck->n_slots != es_trainer_state_slots (rs->tr))
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                   _("Cannot resume: the checkpoint was written with another optimizer (%d "
+                     "state vectors, this one has %d)"),
+                   ck->n_slots, es_trainer_state_slots (rs->tr));
+      return FALSE;
+    }
+  if (ck->info.seed != self->opts.seed || ck->n_train != n_train)
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                   _("Cannot resume: the checkpoint was written with seed %llu on %u training "
+                     "rows, this run has seed %llu and %u rows: give the same seed and data"),
+                   (unsigned long long) ck->info.seed, ck->n_train,
+                   (unsigned long long) self->opts.seed, n_train);
+      return FALSE;
+    }
+  memcpy (es_model_params (m), ck->params, (gsize) ck->n_params * sizeof (float));
+  if (ck->n_buffers > 0)
+    memcpy (es_model_buffers (m), ck->buffers, (gsize) ck->n_buffers * sizeof (float));
+  es_trainer_reload (rs->tr, true);
+  if (!es_trainer_set_state (rs->tr, ck->info.step, ck->slots, &es))
+    {
+      espalier_error_from_es (error, &es, _("Cannot resume"));
+      return FALSE;
+    }
+  g_array_append_vals (self->history, ck->history->data, ck->history->len);
+  return restore_hooks (rs, ck, error);
+}
+
+/* Write the last good state (just taken) to the checkpoint file. */
+static gboolean
+write_checkpoint (RunState *rs, GError **error)
+{
+  EspalierTrainer *self = rs->self;
+  EsModel *m = self->model;
+  gsize P = (gsize) es_model_n_params (m), Q = (gsize) es_model_n_buffers (m);
+  g_autoptr(EspalierCheckpoint) ck = espalier_checkpoint_new ();
+
+  ck->info = (EspalierCheckpointInfo) {
+    .epoch = rs->epoch, .position = rs->position, .step = rs->good_step, .ranks = 1,
+    .batch = self->opts.batch_size, .seed = self->opts.seed,
+  };
+  ck->spec = espalier_model_to_spec (m);
+  ck->n_params = (gint64) P;
+  ck->n_buffers = (gint64) Q;
+  ck->n_train = self->split->train->len;
+  ck->loss_sum = rs->stats->loss_sum;
+  ck->correct = rs->stats->correct;
+  ck->rows = rs->stats->rows;
+  g_array_append_vals (ck->history, self->history->data, self->history->len);
+  ck->params = g_memdup2 (rs->good, P * sizeof (float));
+  if (Q > 0)
+    ck->buffers = g_memdup2 (rs->good + P, Q * sizeof (float));
+  ck->n_slots = es_trainer_state_slots (rs->tr);
+  if (ck->n_slots > 0)
+    ck->slots = g_memdup2 (rs->good + P + Q, (gsize) ck->n_slots * P * sizeof (float));
+  fill_hooks (ck, rs);
+  if (!espalier_checkpoint_save (ck, self->ck_path, error))
+    return FALSE;
+  self->last_ck = ck->info;
+  self->have_last_ck = TRUE;
+  return TRUE;
+}
+
 /* Compute threads when the user left the choice to us (0). Measured on 2 cores
  * (bench/bench-kernels, espalier-cli train): below ~200 MFLOP per training step a second
  * compute thread loses more to activations and gradients crossing between cores than
@@ -899,15 +1271,37 @@ auto_threads (const EsModel *model, guint batch)
   return step_flops < 2e8 ? 1 : g_get_num_processors ();
 }
 
+/* The backend for device (espalier-device.h), the CPU's with threads: a CUDA device
+ * asked for by index that cannot start leaves the work on the CPU, and rep (may be
+ * NULL) tells the user why. */
 static EsBackend *
-make_backend (guint threads, EsBudget *budget, GError **error)
+make_backend (gint        device,
+              gboolean    tf32,
+              guint       threads,
+              EsBudget   *budget,
+              Reporter   *rep,
+              GError    **error)
 {
-  EsError es = { 0 };
-  EsBackend *be = es_cpu_backend_new ((int) threads, budget, &es);
+  g_autofree char *fallback = NULL;
+  EsBackend *be = espalier_backend_new (device, threads, budget, tf32, &fallback, error);
 
-  if (be == NULL)
-    espalier_error_from_es (error, &es, _("Could not start the CPU backend"));
+  if (fallback != NULL && rep != NULL)
+    report_message (rep, fallback);
   return be;
+}
+
+/* After work on be: a CUDA failure recorded in it (with its call, file and line)
+ * becomes the error, replacing what it caused (NaN losses); FALSE then. */
+static gboolean
+check_backend (EsBackend *be, GError **error)
+{
+  GError *device_error = NULL;
+
+  if (be == NULL || espalier_backend_check (be, &device_error))
+    return TRUE;
+  g_clear_error (error);
+  g_propagate_error (error, device_error);
+  return FALSE;
 }
 
 gboolean
@@ -934,6 +1328,11 @@ espalier_trainer_run (EspalierTrainer      *self,
   guint bad_epochs = 0, steps_per_epoch, patience;
   guint first_epoch = 1, global_batch;  /* data parallelism: resumed epoch, rows per step */
   gint64 next_event = 0;
+  RunState rs = { .self = self, .have_best = &have_best, .best_val = &best_val,
+                  .best_epoch = &best_epoch, .bad_epochs = &bad_epochs,
+                  .next_event = &next_event };
+  guint64 skip_rows = 0;           /* resuming: rows of first_epoch already trained on */
+  const EspalierCheckpoint *resumed = NULL;
   gsize n_params;
   EspalierProfile *prof = NULL;    /* self->profile when profiling */
   EspalierProfile snap;            /* what a STEP record shows of it */
@@ -984,11 +1383,32 @@ espalier_trainer_run (EspalierTrainer      *self,
 
   /* Always a budget, so the memory is counted by kind; limit 0 is none. */
   budget = es_budget_new (o->memory_limit);
-  be = make_backend (o->threads ? o->threads : auto_threads (self->model, o->batch_size),
-                     budget, error);
+  be = make_backend (o->device, o->tf32,
+                     o->threads ? o->threads : auto_threads (self->model, o->batch_size),
+                     budget, &rep, error);
   if (be == NULL)
     goto out;
-  es_cpu_backend_set_ftz (be, !o->keep_denormals);
+  if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU)
+    es_cpu_backend_set_ftz (be, !o->keep_denormals);
+  /* On the host, the least a run takes must fit this machine, and the batches are split
+   * when a full one does not (espalier-limits.h). Beside the engine's plan: the best
+   * weights' copy, the last good state (two copies of weights, buffers and up to two
+   * optimizer moments) and the batcher's slots (floats and bytes per row). */
+  if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU)
+    {
+      gsize budget_limit = o->memory_limit;
+      guint64 p = (guint64) es_model_n_params (self->model);
+      guint64 pq = p + (guint64) es_model_n_buffers (self->model) + 1;
+      guint64 n_slots = (guint64) MAX (MAX (o->prefetch, o->data_threads), 1) + 1;
+      guint64 extra = (3 * pq + 4 * p) * 4
+                      + n_slots * global_batch
+                        * ((guint64) espalier_dataset_get_row_size (self->dataset) * 5 + 16);
+
+      if (!espalier_limits_check_training (self->model, &cfg, o->batch_size, extra,
+                                           &budget_limit, error))
+        goto out;
+      es_budget_set_limit (budget, budget_limit);
+    }
   tr = es_trainer_new (self->model, be, &cfg, (int) o->batch_size, &es);
   if (tr == NULL)
     {
@@ -1034,7 +1454,50 @@ espalier_trainer_run (EspalierTrainer      *self,
   }
 
   n_params = (gsize) es_model_n_params (self->model);
-  best = g_new (float, n_params + (gsize) es_model_n_buffers (self->model) + 1);
+  best = espalier_try_alloc (n_params + (gsize) es_model_n_buffers (self->model) + 1,
+                             sizeof (float), FALSE, _("the best weights"), error);
+  if (best == NULL)
+    goto out;
+
+  /* Resuming, and the state to go back to when the loss turns NaN. */
+  rs.tr = tr;
+  rs.best = best;
+  self->have_last_ck = FALSE;
+  rs.good_every = self->ck_every > 0 ? self->ck_every : ESPALIER_LAST_GOOD_EVERY;
+  {
+    gsize n = (n_params + (gsize) es_model_n_buffers (self->model)
+               + (gsize) es_trainer_state_slots (tr) * n_params);
+
+    rs.good = espalier_try_alloc (n, sizeof (float), FALSE, _("the last good weights"), error);
+    rs.scratch = rs.good != NULL ? espalier_try_alloc (n, sizeof (float), FALSE,
+                                                       _("the last good weights"), error)
+                                 : NULL;
+    if (rs.scratch == NULL)
+      goto out;
+  }
+  if (self->dist != NULL)
+    {
+      resumed = espalier_distributed_get_resumed (self->dist);
+      espalier_distributed_set_checkpoint_fill (self->dist, fill_hooks, &rs);
+    }
+  else if (self->resume != NULL)
+    {
+      resumed = self->resume;
+      if (!resume_from (&rs, resumed, self->split->train->len, error))
+        goto out;
+      first_epoch = resumed->info.epoch;
+      skip_rows = resumed->info.position;
+    }
+  if (resumed != NULL && self->dist != NULL && !restore_hooks (&rs, resumed, error))
+    goto out;
+  if (!keep_last_good (&rs))
+    {
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC,
+                   _("Training cannot start: the weights or the optimizer state hold values "
+                     "that are not finite (NaN or infinity)"));
+      goto out;
+    }
+  rs.steps_seen = es_trainer_step_count (tr);
   if (bce)
     bce_targets = g_new0 (float, o->batch_size);
   batcher = espalier_batcher_new (self->dataset, (const guint32 *) self->split->train->data,
@@ -1057,6 +1520,16 @@ espalier_trainer_run (EspalierTrainer      *self,
       guint step = 0;
 
       espalier_batcher_start_epoch (batcher, epoch - 1);
+      rs.epoch = epoch;
+      rs.position = 0;
+      rs.stats = &stats;
+      if (self->dist == NULL && resumed != NULL && epoch == first_epoch)
+        {
+          /* the epoch's sums from before the checkpoint */
+          stats.loss_sum = resumed->loss_sum;
+          stats.correct = (int) resumed->correct;
+          stats.rows = (int) resumed->rows;
+        }
       while ((b = self->dist != NULL
                   ? espalier_distributed_next (self->dist, batcher, epoch, &stats)
                   : espalier_batcher_next (batcher)) != NULL)
@@ -1065,6 +1538,35 @@ espalier_trainer_run (EspalierTrainer      *self,
           double now;
 
           to_es_batch (b, &eb, bce_targets);
+          if (self->dist == NULL)
+            {
+              rs.position += b->B;
+              if (skip_rows > 0 && b->B <= skip_rows)
+                {
+                  /* resuming: trained on before the checkpoint */
+                  skip_rows -= b->B;
+                  step++;
+                  continue;
+                }
+              if (skip_rows > 0)
+                {
+                  /* the rest of a batch the checkpoint cut (it had another batch size) */
+                  guint64 D = espalier_dataset_get_row_size (self->dataset);
+                  EsShape os = es_model_output_shape (self->model);
+                  guint64 T = (guint64) es_shape_size (&os);
+
+                  eb.B -= (int) skip_rows;
+                  if (eb.x_f32 != NULL)
+                    eb.x_f32 += skip_rows * D;
+                  if (eb.x_u8 != NULL)
+                    eb.x_u8 += skip_rows * D;
+                  if (eb.labels != NULL)
+                    eb.labels += skip_rows;
+                  if (eb.targets != NULL)
+                    eb.targets += skip_rows * T;
+                  skip_rows = 0;
+                }
+            }
           if (prof != NULL)
             {
               double t_filled = es_now ();
@@ -1085,11 +1587,12 @@ espalier_trainer_run (EspalierTrainer      *self,
             }
           if (!es_trainer_train_batch (tr, &eb, &stats, &es))
             {
-              /* The step was not applied: the device holds the last good weights. */
+              /* The step was not applied. A NaN goes back to the last good state. */
               es_trainer_sync (tr);
               espalier_error_from_es (error, &es, NULL);
-              if (es.code == ES_ERR_NUMERIC)
-                g_prefix_error (error, _("Training stopped in epoch %u: "), epoch);
+              if (es.code == ES_ERR_NUMERIC && check_backend (be, error))
+                numeric_stop (&rs, epoch, es_trainer_step_count (tr) + 1,
+                              strstr (es.message, "NaN") != NULL, error);
               goto out;
             }
           if (self->dist != NULL
@@ -1097,6 +1600,18 @@ espalier_trainer_run (EspalierTrainer      *self,
             {
               es_trainer_sync (tr);
               goto out;
+            }
+          if (es_trainer_step_count (tr) != rs.steps_seen)
+            {
+              /* an optimizer step: keep the last good state, write the checkpoint due */
+              rs.steps_seen = es_trainer_step_count (tr);
+              if (rs.steps_seen % rs.good_every == 0 && keep_last_good (&rs)
+                  && self->dist == NULL && self->ck_path != NULL
+                  && !write_checkpoint (&rs, error))
+                {
+                  es_trainer_sync (tr);
+                  goto out;
+                }
             }
           step++;
           now = g_get_monotonic_time () / 1e6;
@@ -1195,6 +1710,11 @@ espalier_trainer_run (EspalierTrainer      *self,
                   && !espalier_distributed_reduce_metrics (self->dist, &vm, error)))
             {
               es_trainer_sync (tr);
+              /* weights gone bad in the last step: go back to the last good state */
+              if (error != NULL && g_error_matches (*error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC)
+                  && check_backend (be, error))
+                numeric_stop (&rs, epoch, es_trainer_step_count (tr),
+                              strstr ((*error)->message, "NaN") != NULL, error);
               goto out;
             }
           rec.val_loss = vm.loss;
@@ -1277,6 +1797,8 @@ espalier_trainer_run (EspalierTrainer      *self,
 
 out:
   espalier_metrics_clear (&vm);
+  if (!check_backend (be, error))
+    ok = FALSE;
   if (tr != NULL && prof != NULL)
     {
       profile_update (self, prof, &pbase, tr, be, budget, batcher);
@@ -1286,6 +1808,11 @@ out:
     espalier_batcher_free (batcher);
   if (tr != NULL)
     keep_input_ranges (self, tr);
+  if (self->dist != NULL)
+    espalier_distributed_set_checkpoint_fill (self->dist, NULL, NULL);
+  g_clear_pointer (&self->resume, espalier_checkpoint_free);   /* used once */
+  g_free (rs.good);
+  g_free (rs.scratch);
   es_trainer_free (tr);
   es_backend_free (be);
   if (budget != NULL)
@@ -1505,6 +2032,23 @@ espalier_evaluate (EsModel          *model,
                    EspalierMetrics  *metrics,
                    GError          **error)
 {
+  return espalier_evaluate_device (model, dataset, rows, n_rows, loss, threads,
+                                   ESPALIER_DEVICE_CPU, FALSE, NULL, metrics, error);
+}
+
+gboolean
+espalier_evaluate_device (EsModel          *model,
+                          EspalierDataset  *dataset,
+                          const guint32    *rows,
+                          guint             n_rows,
+                          EsLossKind        loss,
+                          guint             threads,
+                          gint              device,
+                          gboolean          tf32,
+                          char            **fallback,
+                          EspalierMetrics  *metrics,
+                          GError          **error)
+{
   g_autofree guint32 *all = NULL;
   EsTrainConfig cfg;
   EsBackend *be;
@@ -1529,7 +2073,8 @@ espalier_evaluate (EsModel          *model,
         all[i] = i;
       rows = all;
     }
-  be = make_backend (threads ? threads : auto_threads (model, batch), NULL, error);
+  be = espalier_backend_new (device, threads ? threads : auto_threads (model, batch), NULL,
+                             tf32, fallback, error);
   if (be == NULL)
     return FALSE;
   tr = es_trainer_new (model, be, &cfg, (int) batch, &es);
@@ -1542,6 +2087,11 @@ espalier_evaluate (EsModel          *model,
   ok = evaluate_rows (tr, dataset, rows, n_rows, batch,
                       loss == ES_LOSS_BCE && espalier_dataset_get_targets (dataset) == NULL,
                       metrics, NULL, error);
+  if (!check_backend (be, error))
+    {
+      ok = FALSE;
+      espalier_metrics_clear (metrics);
+    }
   es_trainer_free (tr);
   es_backend_free (be);
   return ok;

@@ -11,7 +11,9 @@
 #include "es-prune.h"
 #include "es-train.h"
 #include "espalier-batcher.h"
+#include "espalier-checkpoint.h"
 #include "espalier-dataset.h"
+#include "espalier-device.h"
 
 G_BEGIN_DECLS
 
@@ -35,6 +37,13 @@ typedef struct {
   /* Compute without flush-to-zero (FALSE): only for the denormal detector, which times
    * steps both ways; espalier_trainer_set_flush_denormals sets it too. */
   gboolean        keep_denormals;
+  /* Where to train (espalier-device.h): ESPALIER_DEVICE_AUTO (the default: the first
+   * CUDA device when there is one, else the CPU), ESPALIER_DEVICE_CPU, or a CUDA device
+   * index; a CUDA device asked for by index that cannot start leaves the run on the CPU
+   * with a MESSAGE saying why. memory_limit is then the GPU pool's budget. tf32: TF32
+   * tensor cores for the CUDA matrix products (FALSE). */
+  gint            device;
+  gboolean        tf32;
 } EspalierTrainOptions;
 
 void espalier_train_options_init (EspalierTrainOptions *opts);
@@ -211,6 +220,37 @@ gboolean          espalier_trainer_get_input_range (EspalierTrainer *self,
 void              espalier_trainer_set_distributed (EspalierTrainer     *self,
                                                     EspalierDistributed *dist);
 
+/* ---- checkpoints and the last good state (espalier-checkpoint.h) -----------------
+ * A run keeps its last good state in memory: the weights, buffers and optimizer state,
+ * copied from the device when the run starts and after every `every` optimizer steps of
+ * espalier_trainer_set_checkpoint (ESPALIER_LAST_GOOD_EVERY without checkpoints) when
+ * they are all finite. When the loss turns NaN or infinite the run stops with
+ * ESPALIER_ERROR_NUMERIC naming the step and the first layer (numbered from 1, as
+ * espalier-cli info prints them) whose weights, outputs or gradients went bad, and the
+ * model holds that last good state: a user loses at most `every` steps. */
+#define ESPALIER_LAST_GOOD_EVERY 100
+
+/* Write a checkpoint to path (atomically) every `every` optimizer steps of the
+ * following runs of one process (NULL or 0: none; data-parallel runs write theirs with
+ * espalier_distributed_set_checkpoint). A checkpoint is the last good state, with where
+ * the run stood and its hooks' state (early stopping, QAT ranges, gradual pruning). */
+void              espalier_trainer_set_checkpoint (EspalierTrainer *self,
+                                                   const char      *path,
+                                                   guint            every);
+/* The next run (one process) continues from the checkpoint at path (NULL: starts
+ * afresh), as if it had not stopped: the same options and data give bit-identical
+ * weights. Reads it now: ESPALIER_ERROR_IO or _FORMAT for a file that cannot be read
+ * or is not a whole checkpoint, ESPALIER_ERROR_SHAPE for one of another model; the run
+ * refuses one of another optimizer, seed or training split. info (may be NULL) says
+ * where it left off. */
+gboolean          espalier_trainer_set_resume     (EspalierTrainer        *self,
+                                                   const char             *path,
+                                                   EspalierCheckpointInfo *info,
+                                                   GError                **error);
+/* The last checkpoint the last run wrote (one process); FALSE when none. */
+gboolean          espalier_trainer_get_last_checkpoint (EspalierTrainer        *self,
+                                                        EspalierCheckpointInfo *info);
+
 /* ---- profiling (es_trainer_set_profiling) ---------------------------------------- */
 
 /* The stage of an EspalierTraceEvent that is not the engine's: waiting for the batcher
@@ -269,6 +309,16 @@ struct _EspalierProfile {
   double          runqueue_wait_s, trainer_runqueue_wait_s;
   gboolean        ftz;
   EsDenormalCount denormals;
+
+  /* The device the steps ran on: ESPALIER_DEVICE_CPU or a CUDA device index, and its
+   * name. On CUDA, mem_kind, mem_peak and mem_limit above are the GPU pool's, and these
+   * the device at the end of the profiled steps (es_cuda_device_info): its memory, and
+   * NVML's utilization, temperature and power (-1 when unknown, as without NVML). */
+  gint            device;
+  char            device_name[256];
+  gsize           device_mem_total, device_mem_free;
+  gint            device_utilization, device_temperature_c;
+  double          device_power_w;
 };
 
 /* A deep copy (events included), and its release. */
@@ -327,6 +377,20 @@ gboolean          espalier_evaluate              (EsModel           *model,
                                                  guint              n_rows,
                                                  EsLossKind         loss,
                                                  guint              threads,
+                                                 EspalierMetrics   *metrics,
+                                                 GError           **error);
+/* The same on device (espalier-device.h; espalier_evaluate runs on the CPU): a CUDA
+ * device asked for by index that cannot start leaves it on the CPU and sets fallback
+ * (may be NULL) to a message saying why. tf32 as in EspalierTrainOptions. */
+gboolean          espalier_evaluate_device       (EsModel           *model,
+                                                 EspalierDataset   *dataset,
+                                                 const guint32     *rows,
+                                                 guint              n_rows,
+                                                 EsLossKind         loss,
+                                                 guint              threads,
+                                                 gint               device,
+                                                 gboolean           tf32,
+                                                 char             **fallback,
                                                  EspalierMetrics   *metrics,
                                                  GError           **error);
 

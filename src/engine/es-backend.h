@@ -39,6 +39,18 @@ typedef enum {
   ES_OP_N_OPS
 } EsOp;
 
+/* The statistics a backend adds up in its own memory for a trainer that reads them
+ * back only when asked (gather_rows and the ops after it in EsBackendIface):
+ * ES_STATS_N doubles. */
+enum {
+  ES_STATS_LOSS,      /* sum of the per-row losses */
+  ES_STATS_CORRECT,   /* rows whose argmax is the label */
+  ES_STATS_ROWS,      /* rows counted */
+  ES_STATS_STEPS,     /* optimizer steps applied */
+  ES_STATS_HALTED,    /* 1 once a loss was not finite: no more updates */
+  ES_STATS_N = 8
+};
+
 typedef struct EsBackend EsBackend;
 typedef struct EsBackendIface EsBackendIface;
 
@@ -196,6 +208,72 @@ struct EsBackendIface {
                               const float *soft_s, const float *soft_t,
                               const int32_t *labels, float temp, float alpha, float scale,
                               int B, int C);
+
+  /* resident data, deferred statistics and captured steps ----------------------------
+   * (optional, all of them: NULL where the backend has none, as the CPU backend; the
+   * trainer then takes its ordinary path). The trainer uses them to train without a
+   * host round trip per step: the dataset uploaded once and gathered by row index,
+   * the loss and the correct rows added up in backend memory (stats, ES_STATS_N
+   * doubles), the optimizer's scheduled values read from a table in backend memory,
+   * and the whole step recorded once and replayed (CUDA Graphs). */
+
+  /* out (B, D) = src rows rows[b] (B, backend memory; NULL for rows 0 .. B-1) of a
+   * (rows, D) table in backend memory: uint8 converted as x * scale + shift when
+   * src_u8, else floats copied. */
+  void   (*gather_rows)   (EsBackend *be, float *out, const void *src, bool src_u8,
+                           float scale, float shift, const int32_t *rows, int B, int64_t D);
+  /* out (B) = src[rows[b]] (labels), rows as gather_rows takes them. */
+  void   (*gather_i32)    (EsBackend *be, int32_t *out, const int32_t *src,
+                           const int32_t *rows, int B);
+  /* softmax_xent_forward that waits for nothing: probs and losses as it writes them,
+   * then, unless stats[ES_STATS_HALTED] is set, stats[ES_STATS_LOSS] += the sum of the
+   * B losses, [ES_STATS_CORRECT] += the rows whose argmax is the label and
+   * [ES_STATS_ROWS] += B when that sum is finite, or [ES_STATS_HALTED] = 1 when not. */
+  void   (*softmax_xent_forward_acc) (EsBackend *be, float *probs, float *losses,
+                                      const float *logits, const int32_t *labels, int B,
+                                      int C, double *stats);
+  /* sgd_step and adam_step with what changes from step to step read from backend
+   * memory: h = hyper + 4 * *slot holds lr, lr / bc1, 1 / sqrt(bc2) and lr * wd (as
+   * adam_step folds them: the same bits); no update at all while
+   * stats[ES_STATS_HALTED] is set. */
+  void   (*sgd_step_dev)  (EsBackend *be, float *param, float *velocity, const float *grad,
+                           float momentum, bool nesterov, const float *hyper,
+                           const int32_t *slot, const double *stats, int64_t N);
+  void   (*adam_step_dev) (EsBackend *be, float *param, float *m, float *v, const float *grad,
+                           float beta1, float beta2, float eps, const float *hyper,
+                           const int32_t *slot, const double *stats, int64_t N);
+  /* dropout_forward with its seed read from backend memory: seeds[*slot * stride +
+   * index] (the same masks as dropout_forward with that seed). */
+  void   (*dropout_forward_dev) (EsBackend *be, float *out, uint8_t *mask, const float *inp,
+                                 float rate, const uint64_t *seeds, const int32_t *slot,
+                                 int stride, int index, int64_t N);
+  /* Unless stats[ES_STATS_HALTED]: *slot += 1 and stats[ES_STATS_STEPS] += 1. */
+  void   (*step_advance)  (EsBackend *be, int32_t *slot, double *stats);
+  /* Record the work queued from graph_begin to graph_end instead of running it;
+   * graph_end returns it ready to replay (NULL and err set when it could not be
+   * recorded: then none of it ran). graph_launch queues one replay; graph_free. */
+  bool   (*graph_begin)   (EsBackend *be, EsError *err);
+  void  *(*graph_end)     (EsBackend *be, EsError *err);
+  bool   (*graph_launch)  (EsBackend *be, void *graph, EsError *err);
+  void   (*graph_free)    (EsBackend *be, void *graph);
+  /* Uploads one batch ahead: part i of n goes from src[i] (host; reusable once this
+   * returns) through pinned staging slot (0 to 3) to dst[i] (backend memory) on a copy
+   * stream, overlapping the work queued. The copy into slot's buffers starts after the
+   * work queued before slot's last upload_release. upload_wait: work queued from now
+   * on waits for slot's copy. */
+  bool   (*upload_ahead)  (EsBackend *be, int slot, int n, void *const *dst,
+                           const void *const *src, const size_t *bytes, EsError *err);
+  void   (*upload_wait)   (EsBackend *be, int slot);
+  void   (*upload_release)(EsBackend *be, int slot);
+
+  /* mixed precision ------------------------------------------------------------------ */
+  /* (optional: NULL for backends that compute in fp32 only, which then refuse
+   * anything else) The precision of the matrix products that follow (dense and
+   * convolution, forward and backward): precision is an EsPrecision of es-train.h
+   * (0 fp32, 1 bf16, 2 fp16). In bf16/fp16 the operands are rounded to 16 bits and
+   * the products accumulated in fp32; every pointer stays fp32, and so does every other
+   * op. false and err set (ES_ERR_UNSUPPORTED) when the backend cannot. */
+  bool   (*set_precision)    (EsBackend *be, int precision, EsError *err);
 };
 
 struct EsBackend {

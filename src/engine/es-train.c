@@ -107,6 +107,7 @@ struct EsTrainer {
   float   *buffers_saved;     /* (Q) running statistics before the current batch */
   int      min_micro;         /* smallest micro-batch the model trains correctly with */
   int      r0;                /* first row of the current micro-batch, for dropout seeds */
+  int      last_rows;         /* rows of the last training forward (es_trainer_find_nonfinite) */
 
   /* data-parallel gradient reduction (es_trainer_set_grad_reduce) */
   EsGradBucketFunc grad_bucket;
@@ -114,6 +115,54 @@ struct EsTrainer {
   void    *grad_user;
   bool     grad_last;         /* this backward completes the step's gradients */
   int64_t  step_rows;         /* rows of the batches since the last optimizer step */
+
+  /* mixed precision (amp_*) */
+  float    loss_scale;        /* fp16: the loss's multiplier; 1 otherwise */
+  int      scale_clean;       /* fp16: clean steps since the scale last changed */
+  int64_t  skipped;           /* optimizer steps skipped for overflowed gradients */
+
+  /* resident data, deferred statistics, CUDA Graphs, uploads ahead (the block before
+   * es_trainer_train_batch) */
+  int32_t *rows_dev;          /* (2, batch) row indices of resident batches, alternately
+                               * in one half and the other, so a batch's copy overlaps
+                               * the batch before (a graph recorded for each half) */
+  int      rows_par;          /* the half of the current batch */
+  bool     rows_ready;        /* that half holds the current training batch's rows */
+  bool     rows_slot_used;    /* ...through the pinned rows slot, to release */
+  bool     in_graph_block;    /* graph_train_batch runs the ordinary path */
+  bool     deferred;          /* es_trainer_set_deferred_stats */
+  double  *stats_dev;         /* (ES_STATS_N) statistics added up on the device */
+  bool     stats_dirty;       /* stats_dev may hold something */
+  int64_t  stats_base;        /* steps done when stats_dev was last zeroed */
+  EsStepStats pend;           /* counted on the host, not read yet */
+  float   *hyper;             /* (HYPER_STEPS, 4) scheduled optimizer values, device */
+  float   *hyper_host;        /* (HYPER_STEPS, 4) their host copy */
+  int32_t *hyper_slot;        /* device: the row of hyper the next step reads */
+  int64_t  hyper_base;        /* step of row 0 */
+  int64_t  hyper_expect;      /* the step the device takes next */
+  float    hyper_lr;          /* cfg.lr the table was made with */
+  bool     hyper_valid;
+  int      n_drop;            /* Dropout layers trained */
+  uint64_t *seeds;            /* (HYPER_STEPS, n_drop) their seeds, device; NULL: none */
+  uint64_t *seeds_host;       /* the same on the host */
+  bool     graph_seeds_on;    /* recording: Dropout reads its seed from seeds */
+  bool     graphs_off;        /* es_trainer_set_graphs (false) */
+  bool     graph_failed;      /* recording failed once: no more tries */
+  void    *graphs[2];         /* the recorded step for the key below, by rows_par (host
+                               * batches use [0]) */
+  int      graph_B;
+  const struct EsResident *graph_res;
+  const uint8_t *graph_mask;
+  float    graph_scale, graph_shift;
+  int      graph_seen;        /* batches of this key run so far without a graph */
+  int64_t  graph_replays;
+  void    *ahead_x[2];        /* (micro, D) staged inputs (uint8 or float) */
+  int32_t *ahead_labels[2];   /* (micro) */
+  float   *ahead_targets[2];  /* (micro, F_out) */
+  bool     ahead_full[2];
+  int      ahead_B[2];
+  const void *ahead_src[2], *ahead_lab[2], *ahead_tgt[2];  /* the host batch staged */
+  int      ahead_next;        /* the slot the next es_trainer_prefetch fills */
 
   /* profiling (es_trainer_set_profiling) */
   bool     prof_on;
@@ -124,6 +173,16 @@ struct EsTrainer {
   EsProfileEventFunc prof_func;
   void    *prof_user;
 };
+
+/* Resident data, deferred statistics, graphs and uploads ahead: the block before
+ * es_trainer_train_batch. */
+static bool check_resident_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err);
+static bool graph_load_rows      (EsTrainer *tr, const EsBatch *batch, int r0, int B);
+static bool graph_train_batch    (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
+                                  EsError *err);
+static void graph_free_all       (EsTrainer *tr);
+static int  dropout_index        (const EsTrainer *tr, int layer);
+static bool rows_buffer          (EsTrainer *tr, EsError *err);
 
 /* ------------------------------------------------------------------------------ */
 /* names */
@@ -204,6 +263,25 @@ es_lr_schedule_from_name (const char *name, EsLrSchedule *s)
   return true;
 }
 
+static const char *const precision_names[] = { "fp32", "bf16", "fp16" };
+
+const char *
+es_precision_name (EsPrecision p)
+{
+  return (unsigned) p < ES_N_ELEMENTS (precision_names) ? precision_names[p] : "unknown";
+}
+
+bool
+es_precision_from_name (const char *name, EsPrecision *p)
+{
+  int i;
+
+  if (!lookup_name (precision_names, ES_N_ELEMENTS (precision_names), name, &i))
+    return false;
+  *p = (EsPrecision) i;
+  return true;
+}
+
 void
 es_train_config_default (EsTrainConfig *cfg)
 {
@@ -220,6 +298,11 @@ es_train_config_default (EsTrainConfig *cfg)
   cfg->schedule = ES_LR_CONSTANT;
   cfg->step_size = 1000;
   cfg->gamma = 0.1f;
+  cfg->precision = ES_PRECISION_FP32;
+  cfg->loss_scale_init = 65536.0f;
+  cfg->loss_scale_interval = 2000;
+  cfg->loss_scale_growth = 2.0f;
+  cfg->loss_scale_backoff = 0.5f;
 }
 
 /* ------------------------------------------------------------------------------ */
@@ -355,6 +438,31 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
 
           plan->workspace = ES_MAX (plan->workspace, ws);
         }
+    }
+  /* bf16/fp16: the backend rounds each product's two operands to 16 bits in a
+   * workspace of its own: the largest Dense product's (rows of B by the wider side,
+   * and the weights), or one image's convolution columns and the filters */
+  if (cfg != NULL && cfg->precision != ES_PRECISION_FP32)
+    {
+      size_t half = 0;
+
+      for (int i = 0; i < es_model_n_layers (model); i++)
+        {
+          const EsLayerInfo *l = es_model_layer (model, i);
+          size_t in_n = (size_t) es_shape_size (&l->in), out_n = (size_t) es_shape_size (&l->out);
+
+          if (l->spec.kind == ES_LAYER_DENSE)
+            half = ES_MAX (half, (size_t) batch * ES_MAX (in_n, out_n) + in_n * out_n);
+          else if (l->spec.kind == ES_LAYER_CONV2D)
+            {
+              size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel
+                           * (size_t) l->spec.kernel;
+
+              half = ES_MAX (half, ckk * ((size_t) l->out.dims[1] * (size_t) l->out.dims[2]
+                                          + (size_t) l->spec.filters));
+            }
+        }
+      plan->workspace += half * 2 + 256;
     }
   if (training)
     plan_slimming (model, cfg, batch, plan);
@@ -559,6 +667,94 @@ check_supported (const EsModel *model, EsBackend *be, const EsTrainConfig *cfg, 
   return true;
 }
 
+/* ------------------------------------------------------------------------------ */
+/* mixed precision: the backend's matrix products in cfg.precision, and fp16's dynamic
+ * loss scaling around the optimizer step (es-train.h, EsPrecision) */
+
+/* The backend's matrix products in the trainer's precision; the CPU backends (no
+ * set_precision) compute in fp32 only and refuse the others. */
+static bool
+amp_set_backend (EsBackend *be, EsPrecision precision, EsError *err)
+{
+  if (be->iface->set_precision != NULL)
+    return be->iface->set_precision (be, (int) precision, err);
+  if (precision == ES_PRECISION_FP32)
+    return true;
+  es_error_set (err, ES_ERR_UNSUPPORTED,
+                "The %s backend computes in fp32 only: %s training needs the CUDA backend",
+                be->iface->name, es_precision_name (precision));
+  return false;
+}
+
+/* The configuration's precision and scaler settings, checked. */
+static bool
+amp_check (const EsTrainConfig *cfg, EsError *err)
+{
+  if ((unsigned) cfg->precision > ES_PRECISION_FP16)
+    {
+      es_error_set (err, ES_ERR_INVALID, "Unknown precision %d", (int) cfg->precision);
+      return false;
+    }
+  if (cfg->precision == ES_PRECISION_FP16
+      && (!(cfg->loss_scale_init >= 1.0f) || !isfinite (cfg->loss_scale_init)
+          || cfg->loss_scale_interval < 1 || !(cfg->loss_scale_growth >= 1.0f)
+          || !isfinite (cfg->loss_scale_growth) || !(cfg->loss_scale_backoff > 0.0f)
+          || !(cfg->loss_scale_backoff < 1.0f)))
+    {
+      es_error_set (err, ES_ERR_INVALID,
+                    "Loss scaling needs an initial scale of at least 1, a growth interval of "
+                    "at least 1 step, a growth factor of at least 1 and a backoff factor "
+                    "between 0 and 1");
+      return false;
+    }
+  return true;
+}
+
+/* fp16, before masks, clipping and the update: this step's gradients were computed
+ * from the loss times loss_scale. When one of them overflowed (an inf or NaN, seen in
+ * their sum of squares, which a finite fp32 vector cannot overflow in double) they are
+ * dropped, the step is skipped and the scale lowered; else they are unscaled (exactly:
+ * the scale is a power of two with the default factors) and, after loss_scale_interval
+ * clean steps in a row, the scale grows. True when the step is to be taken. */
+static bool
+amp_unscale (EsTrainer *tr)
+{
+  EsBackend *be = tr->be;
+  const EsTrainConfig *c = &tr->cfg;
+  int64_t P = es_model_n_params (tr->model);
+
+  if (c->precision != ES_PRECISION_FP16)
+    return true;
+  if (!isfinite (be->iface->sum_squares (be, tr->grads, P)))
+    {
+      be->iface->zero (be, tr->grads, (size_t) P * sizeof (float));
+      tr->loss_scale = ES_MAX (tr->loss_scale * c->loss_scale_backoff, 1e-30f);
+      tr->scale_clean = 0;
+      tr->skipped++;
+      return false;
+    }
+  be->iface->scale (be, tr->grads, 1.0f / tr->loss_scale, P);
+  if (++tr->scale_clean >= c->loss_scale_interval)
+    {
+      if (isfinite (tr->loss_scale * c->loss_scale_growth))
+        tr->loss_scale *= c->loss_scale_growth;
+      tr->scale_clean = 0;
+    }
+  return true;
+}
+
+float
+es_trainer_loss_scale (const EsTrainer *tr)
+{
+  return tr->loss_scale;
+}
+
+int64_t
+es_trainer_skipped_steps (const EsTrainer *tr)
+{
+  return tr->skipped;
+}
+
 EsTrainer *
 es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int batch,
                 EsError *err)
@@ -598,7 +794,8 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
         return NULL;
       }
   }
-  if (!check_supported (model, be, cfg, err))
+  if (!check_supported (model, be, cfg, err) || !amp_check (cfg, err)
+      || !amp_set_backend (be, cfg->precision, err))
     return NULL;
 
   tr = calloc (1, sizeof *tr);
@@ -619,6 +816,7 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
   tr->fused_last = last_is_fused (model, cfg->loss);
   tr->n_exec = es_model_n_layers (model) - (tr->fused_last ? 1 : 0);
   tr->lr = cfg->lr;
+  tr->loss_scale = cfg->precision == ES_PRECISION_FP16 ? cfg->loss_scale_init : 1.0f;
   tr->qmax = 255;
   tr->param_gen = 1;
   tr->first_grad = -1;
@@ -698,7 +896,10 @@ es_trainer_free (EsTrainer *tr)
   if (tr == NULL)
     return;
   teacher_free (tr);
+  graph_free_all (tr);
   tr_release_all (tr);
+  if (tr->cfg.precision != ES_PRECISION_FP32)   /* the backend back to its default */
+    amp_set_backend (tr->be, ES_PRECISION_FP32, NULL);
   free (tr->exec);
   free (tr->prof_layers);
   free (tr->allocs.items);
@@ -829,6 +1030,9 @@ load_rows (EsTrainer *tr, const EsBatch *batch, int r0, int B)
   const EsBackendIface *b = tr->be->iface;
   size_t D = (size_t) tr->D;
 
+  if ((batch->resident != NULL || tr->ahead_full[0] || tr->ahead_full[1])
+      && graph_load_rows (tr, batch, r0, B))
+    return;  /* resident rows gathered, or a batch staged ahead taken */
   if (batch->x_u8 != NULL)
     b->load_u8 (tr->be, tr->x, batch->x_u8 + (size_t) r0 * D, batch->scale, batch->shift,
                 (int64_t) B * (int64_t) D);
@@ -964,7 +1168,12 @@ forward_exec (EsTrainer *tr, Exec *exec, int n, const float *x, int B, bool trai
         case ES_LAYER_DROPOUT:
           /* identity unless training: the layer then reads through to its input */
           e->out = (train && s->rate > 0.0f) ? e->own : (float *) inp;
-          if (e->out == e->own)
+          if (e->out == e->own && tr->graph_seeds_on && exec == tr->exec)
+            /* a step being recorded as a CUDA Graph: the seed below, of the step each
+             * replay takes, from the device table (the graph block) */
+            b->dropout_forward_dev (be, e->out, e->mask, inp, s->rate, tr->seeds,
+                                    tr->hyper_slot, tr->n_drop, dropout_index (tr, i), N);
+          else if (e->out == e->own)
             b->dropout_forward (be, e->out, e->mask, inp, s->rate,
                                 tr->cfg.seed ^ es_hash64 ((uint64_t) tr->steps * 1315423911u
                                                           + (uint64_t) tr->accum_done * 7919u
@@ -1256,6 +1465,8 @@ optimizer_step (EsTrainer *tr)
 static bool
 check_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err)
 {
+  if (batch->resident != NULL)
+    return check_resident_batch (tr, batch, err);
   if ((batch->x_f32 == NULL) == (batch->x_u8 == NULL))
     {
       es_error_set (err, ES_ERR_INVALID, "A batch needs exactly one of float or uint8 inputs");
@@ -1355,6 +1566,664 @@ es_trainer_set_state (EsTrainer *tr, int64_t steps, const float *slots, EsError 
   return true;
 }
 
+/* ------------------------------------------------------------------------------ */
+/* resident data, deferred statistics, CUDA Graphs, uploads ahead (es-train.h) */
+
+/* Steps of scheduled optimizer values in the device table (16 bytes each). */
+#define HYPER_STEPS 1024
+/* The upload_ahead slots: batches alternate between 0 and 1, row indices between 2
+ * and 3. */
+#define ROWS_SLOT 2
+
+struct EsResident {
+  EsBackend *be;
+  void      *x;          /* (rows, D) uint8 or float, backend memory */
+  bool       u8;
+  int32_t   *labels;     /* (rows) or NULL */
+  float     *targets;    /* (rows, T) or NULL */
+  int64_t    rows, D, T;
+};
+
+static size_t
+resident_x_bytes (const EsResident *res)
+{
+  return (size_t) res->rows * (size_t) res->D * (res->u8 ? 1 : sizeof (float));
+}
+
+void
+es_resident_free (EsResident *res)
+{
+  const EsBackendIface *b;
+
+  if (res == NULL)
+    return;
+  b = res->be->iface;
+  if (res->x != NULL)
+    b->free (res->be, ES_MEM_DATA, res->x, resident_x_bytes (res));
+  if (res->labels != NULL)
+    b->free (res->be, ES_MEM_DATA, res->labels, (size_t) res->rows * sizeof (int32_t));
+  if (res->targets != NULL)
+    b->free (res->be, ES_MEM_DATA, res->targets,
+             (size_t) res->rows * (size_t) res->T * sizeof (float));
+  free (res);
+}
+
+EsResident *
+es_resident_new (EsBackend *be, const uint8_t *x_u8, const float *x_f32, int64_t rows,
+                 int64_t D, const int32_t *labels, const float *targets, int64_t T,
+                 EsError *err)
+{
+  const EsBackendIface *b = be->iface;
+  EsResident *res;
+
+  if (b->gather_rows == NULL || b->gather_i32 == NULL)
+    {
+      es_error_set (err, ES_ERR_UNSUPPORTED, "The %s backend cannot keep a dataset resident",
+                    b->name);
+      return NULL;
+    }
+  if ((x_u8 == NULL) == (x_f32 == NULL) || rows <= 0 || rows > INT32_MAX || D <= 0
+      || (targets != NULL && T <= 0))
+    {
+      es_error_set (err, ES_ERR_INVALID, "A resident dataset needs rows, and exactly one of "
+                    "float or uint8 inputs");
+      return NULL;
+    }
+  if ((res = calloc (1, sizeof *res)) == NULL)
+    {
+      es_error_set (err, ES_ERR_NOMEM, "Out of memory");
+      return NULL;
+    }
+  res->be = be;
+  res->u8 = x_u8 != NULL;
+  res->rows = rows;
+  res->D = D;
+  res->T = targets != NULL ? T : 0;
+  if ((res->x = b->alloc (be, ES_MEM_DATA, resident_x_bytes (res), err)) == NULL
+      || (labels != NULL
+          && (res->labels = b->alloc (be, ES_MEM_DATA, (size_t) rows * sizeof (int32_t),
+                                      err)) == NULL)
+      || (targets != NULL
+          && (res->targets = b->alloc (be, ES_MEM_DATA,
+                                       (size_t) rows * (size_t) T * sizeof (float), err)) == NULL))
+    {
+      es_resident_free (res);
+      return NULL;
+    }
+  b->upload (be, res->x, res->u8 ? (const void *) x_u8 : (const void *) x_f32,
+             resident_x_bytes (res));
+  if (labels != NULL)
+    b->upload (be, res->labels, labels, (size_t) rows * sizeof (int32_t));
+  if (targets != NULL)
+    b->upload (be, res->targets, targets, (size_t) rows * (size_t) T * sizeof (float));
+  return res;
+}
+
+int64_t
+es_resident_rows (const EsResident *res)
+{
+  return res->rows;
+}
+
+/* A resident batch: its dataset matches the model and the loss, its rows exist. */
+static bool
+check_resident_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err)
+{
+  const EsResident *res = batch->resident;
+
+  if (batch->rows == NULL || res->be != tr->be || res->D != tr->D
+      || (tr->cfg.loss == ES_LOSS_SOFTMAX_XENT ? res->labels == NULL
+                                              : res->targets == NULL || res->T != tr->F_out))
+    {
+      es_error_set (err, ES_ERR_INVALID, "The resident dataset does not match the trainer "
+                    "(backend, input size, labels or targets), or the batch names no rows");
+      return false;
+    }
+  for (int r = 0; r < batch->B; r++)
+    if (batch->rows[r] < 0 || batch->rows[r] >= res->rows)
+      {
+        es_error_set (err, ES_ERR_INVALID, "Row %d of the batch names row %d of a dataset of "
+                      "%lld", r, batch->rows[r], (long long) res->rows);
+        return false;
+      }
+  /* the device buffer of row indices, made on first use (the trainer is not const to
+   * its allocations) */
+  return rows_buffer ((EsTrainer *) tr, err);
+}
+
+/* The row indices of a resident batch on the device (made on first use). */
+static bool
+rows_buffer (EsTrainer *tr, EsError *err)
+{
+  if (tr->rows_dev == NULL
+      && (tr->rows_dev = tr_alloc (tr, ES_MEM_DATA, 2 * (size_t) tr->batch * sizeof (int32_t),
+                                   err)) == NULL)
+    return false;
+  return true;
+}
+
+/* The device statistics and the table of scheduled values, made on first use; false
+ * when the backend refuses them (the ordinary path is taken then). */
+static bool
+dev_buffers (EsTrainer *tr)
+{
+  EsError local = { 0 };
+
+  if (tr->stats_dev == NULL)
+    {
+      if ((tr->stats_dev = tr_alloc (tr, ES_MEM_WORKSPACE, ES_STATS_N * sizeof (double),
+                                     &local)) == NULL)
+        return false;
+      tr->be->iface->zero (tr->be, tr->stats_dev, ES_STATS_N * sizeof (double));
+      tr->stats_base = tr->steps;
+    }
+  if (tr->hyper == NULL
+      && ((tr->hyper = tr_alloc (tr, ES_MEM_WORKSPACE, HYPER_STEPS * 4 * sizeof (float),
+                                 &local)) == NULL
+          || (tr->hyper_slot = tr_alloc (tr, ES_MEM_WORKSPACE, sizeof (int32_t),
+                                         &local)) == NULL
+          || (tr->hyper_host = malloc (HYPER_STEPS * 4 * sizeof (float))) == NULL))
+    return false;
+  if (tr->seeds == NULL && tr->be->iface->dropout_forward_dev != NULL)
+    {
+      tr->n_drop = dropout_index (tr, tr->n_exec);
+      if (tr->n_drop > 0
+          && ((tr->seeds = tr_alloc (tr, ES_MEM_WORKSPACE,
+                                     HYPER_STEPS * (size_t) tr->n_drop * sizeof (uint64_t),
+                                     &local)) == NULL
+              || (tr->seeds_host = malloc (HYPER_STEPS * (size_t) tr->n_drop
+                                           * sizeof (uint64_t))) == NULL))
+        return false;
+    }
+  return true;
+}
+
+/* Dropout layers before layer (their index in the seeds table). */
+static int
+dropout_index (const EsTrainer *tr, int layer)
+{
+  int n = 0;
+
+  for (int i = 0; i < layer; i++)
+    n += tr->exec[i].info->spec.kind == ES_LAYER_DROPOUT;
+  return n;
+}
+
+/* Copy a training batch's row indices to rows_dev: through a pinned staging slot where
+ * the backend has them (a copy from pageable memory may wait for the device), so the
+ * step after it waits for nothing; released at the end of the batch. */
+static void
+upload_batch_rows (EsTrainer *tr, const EsBatch *batch)
+{
+  const EsBackendIface *b = tr->be->iface;
+  void *dst;
+  const void *src = batch->rows;
+  size_t bytes = (size_t) batch->B * sizeof (int32_t);
+
+  tr->rows_par ^= 1;
+  dst = tr->rows_dev + (size_t) tr->rows_par * (size_t) tr->batch;
+  if (b->upload_ahead != NULL
+      && b->upload_ahead (tr->be, ROWS_SLOT + tr->rows_par, 1, &dst, &src, &bytes, NULL))
+    {
+      b->upload_wait (tr->be, ROWS_SLOT + tr->rows_par);
+      tr->rows_slot_used = true;
+    }
+  else
+    b->upload (tr->be, dst, src, bytes);
+  tr->rows_ready = true;
+}
+
+/* load_rows for the batches it cannot load itself: a resident batch's rows gathered,
+ * or a batch staged by es_trainer_prefetch taken from its slot. false: neither. */
+static bool
+graph_load_rows (EsTrainer *tr, const EsBatch *batch, int r0, int B)
+{
+  const EsBackendIface *b = tr->be->iface;
+  const EsResident *res = batch->resident;
+
+  if (res != NULL)
+    {
+      /* a training batch has all its rows there already; evaluation (of any number of
+       * rows) copies each micro-batch's now */
+      int32_t *half = tr->rows_dev + (size_t) tr->rows_par * (size_t) tr->batch;
+      const int32_t *rows = tr->rows_ready ? half + r0 : half;
+
+      if (!tr->rows_ready)
+        b->upload (tr->be, half, batch->rows + r0, (size_t) B * sizeof (int32_t));
+      b->gather_rows (tr->be, tr->x, res->x, res->u8, batch->scale, batch->shift, rows, B,
+                      tr->D);
+      if (res->labels != NULL)
+        b->gather_i32 (tr->be, tr->labels, res->labels, rows, B);
+      if (res->targets != NULL)
+        b->gather_rows (tr->be, tr->targets, res->targets, false, 1.0f, 0.0f, rows, B,
+                        tr->F_out);
+      /* the next copy into this half (on the copy stream) waits for these gathers */
+      if (!tr->rows_ready && b->upload_release != NULL)
+        b->upload_release (tr->be, ROWS_SLOT + tr->rows_par);
+      return true;
+    }
+  for (int s = 0; s < 2 && r0 == 0 && B == batch->B; s++)
+    if (tr->ahead_full[s] && tr->ahead_B[s] == B
+        && tr->ahead_src[s] == (batch->x_u8 != NULL ? (const void *) batch->x_u8
+                                                    : (const void *) batch->x_f32)
+        && tr->ahead_lab[s] == (const void *) batch->labels
+        && tr->ahead_tgt[s] == (const void *) batch->targets)
+      {
+        b->upload_wait (tr->be, s);
+        b->gather_rows (tr->be, tr->x, tr->ahead_x[s], batch->x_u8 != NULL, batch->scale,
+                        batch->shift, NULL, B, tr->D);
+        if (batch->labels != NULL)
+          b->copy (tr->be, tr->labels, tr->ahead_labels[s], (size_t) B * sizeof (int32_t));
+        if (batch->targets != NULL)
+          b->copy (tr->be, tr->targets, tr->ahead_targets[s],
+                   (size_t) B * (size_t) tr->F_out * sizeof (float));
+        b->upload_release (tr->be, s);
+        tr->ahead_full[s] = false;
+        return true;
+      }
+  return false;
+}
+
+bool
+es_trainer_prefetch (EsTrainer *tr, const EsBatch *batch, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  size_t micro = (size_t) tr->micro, D = (size_t) tr->D, F = (size_t) tr->F_out;
+  void *dst[3];
+  const void *src[3];
+  size_t bytes[3];
+  int n = 0, s;
+
+  if (b->upload_ahead == NULL || b->gather_rows == NULL)
+    {
+      es_error_set (err, ES_ERR_UNSUPPORTED, "The %s backend has no asynchronous uploads",
+                    b->name);
+      return false;
+    }
+  if (batch->resident != NULL)
+    return true;  /* nothing to copy */
+  if (!check_batch (tr, batch, err))
+    return false;
+  if (batch->B <= 0 || batch->B > tr->micro)
+    {
+      es_error_set (err, ES_ERR_UNSUPPORTED, "Only batches of at most the micro-batch's %d "
+                    "rows are uploaded ahead", tr->micro);
+      return false;
+    }
+  for (s = 0; s < 2; s++)
+    if (tr->ahead_x[s] == NULL
+        && ((tr->ahead_x[s] = tr_alloc (tr, ES_MEM_DATA, micro * D * sizeof (float), err)) == NULL
+            || (tr->ahead_labels[s] = tr_alloc (tr, ES_MEM_DATA, micro * sizeof (int32_t),
+                                                err)) == NULL
+            || (tr->ahead_targets[s] = tr_alloc (tr, ES_MEM_DATA, micro * F * sizeof (float),
+                                                 err)) == NULL))
+      return false;
+  s = tr->ahead_next;
+  tr->ahead_next ^= 1;
+  dst[n] = tr->ahead_x[s];
+  src[n] = batch->x_u8 != NULL ? (const void *) batch->x_u8 : (const void *) batch->x_f32;
+  bytes[n++] = (size_t) batch->B * D * (batch->x_u8 != NULL ? 1 : sizeof (float));
+  if (batch->labels != NULL)
+    {
+      dst[n] = tr->ahead_labels[s];
+      src[n] = batch->labels;
+      bytes[n++] = (size_t) batch->B * sizeof (int32_t);
+    }
+  if (batch->targets != NULL)
+    {
+      dst[n] = tr->ahead_targets[s];
+      src[n] = batch->targets;
+      bytes[n++] = (size_t) batch->B * F * sizeof (float);
+    }
+  tr->ahead_full[s] = false;
+  if (!b->upload_ahead (tr->be, s, n, dst, src, bytes, err))
+    return false;
+  tr->ahead_full[s] = true;
+  tr->ahead_B[s] = batch->B;
+  tr->ahead_src[s] = src[0];
+  tr->ahead_lab[s] = batch->labels;
+  tr->ahead_tgt[s] = batch->targets;
+  return true;
+}
+
+void
+es_trainer_set_deferred_stats (EsTrainer *tr, bool on)
+{
+  tr->deferred = on;
+}
+
+void
+es_trainer_set_graphs (EsTrainer *tr, bool on)
+{
+  tr->graphs_off = !on;
+  for (int p = 0; p < 2 && !on; p++)
+    if (tr->graphs[p] != NULL)
+      {
+        tr->be->iface->graph_free (tr->be, tr->graphs[p]);
+        tr->graphs[p] = NULL;
+      }
+}
+
+int64_t
+es_trainer_graph_replays (const EsTrainer *tr)
+{
+  return tr->graph_replays;
+}
+
+static void
+graph_free_all (EsTrainer *tr)
+{
+  for (int p = 0; p < 2; p++)
+    if (tr->graphs[p] != NULL)
+      tr->be->iface->graph_free (tr->be, tr->graphs[p]);
+  tr->graphs[0] = tr->graphs[1] = NULL;
+  free (tr->hyper_host);
+  free (tr->seeds_host);
+  tr->hyper_host = NULL;
+  tr->seeds_host = NULL;
+}
+
+/* Whether this batch can run on the device without a wait (deferred statistics). */
+static bool
+dev_path_ok (EsTrainer *tr)
+{
+  const EsBackendIface *b = tr->be->iface;
+
+  return tr->deferred && b->softmax_xent_forward_acc != NULL && b->sgd_step_dev != NULL
+         && b->adam_step_dev != NULL && b->step_advance != NULL
+         && tr->cfg.loss == ES_LOSS_SOFTMAX_XENT && tr->teacher == NULL && !tr->qat_on
+         && !(tr->cfg.clip_norm > 0.0f) && tr->grad_finish == NULL && !tr->prof_on
+         && tr->cfg.precision == ES_PRECISION_FP32 && dev_buffers (tr);
+}
+
+/* The device table of scheduled values holds the step the device will take next. Rows
+ * are what optimizer_step hands adam_step, computed the same way: the same bits. */
+static void
+hyper_sync (EsTrainer *tr)
+{
+  const EsTrainConfig *c = &tr->cfg;
+  const float wd = c->optimizer == ES_OPT_ADAMW ? c->weight_decay : 0.0f;
+
+  if (tr->hyper_valid && tr->steps == tr->hyper_expect && tr->hyper_lr == c->lr
+      && tr->steps - tr->hyper_base < HYPER_STEPS)
+    return;
+  for (int k = 0; k < HYPER_STEPS; k++)
+    {
+      const int64_t step = tr->steps + k;
+      const float lr = scheduled_lr (c, step);
+      const double t = (double) (step + 1);
+      const float bc1 = (float) (1.0 - pow (c->beta1, t));
+      const float bc2 = (float) (1.0 - pow (c->beta2, t));
+      float *h = tr->hyper_host + 4 * k;
+
+      h[0] = lr;
+      h[1] = lr / bc1;
+      h[2] = 1.0f / sqrtf (bc2);
+      h[3] = lr * wd;
+      /* forward_exec's seeds of a batch of one micro-batch (accum_done and r0 are 0) */
+      for (int i = 0, j = 0; i < tr->n_exec && tr->seeds != NULL; i++)
+        if (tr->exec[i].info->spec.kind == ES_LAYER_DROPOUT)
+          tr->seeds_host[(size_t) k * (size_t) tr->n_drop + (size_t) j++]
+            = c->seed ^ es_hash64 ((uint64_t) step * 1315423911u + (uint64_t) i);
+    }
+  tr->be->iface->upload (tr->be, tr->hyper, tr->hyper_host, HYPER_STEPS * 4 * sizeof (float));
+  if (tr->seeds != NULL)
+    tr->be->iface->upload (tr->be, tr->seeds, tr->seeds_host,
+                           HYPER_STEPS * (size_t) tr->n_drop * sizeof (uint64_t));
+  tr->be->iface->zero (tr->be, tr->hyper_slot, sizeof (int32_t));
+  tr->hyper_base = tr->hyper_expect = tr->steps;
+  tr->hyper_lr = c->lr;
+  tr->hyper_valid = true;
+}
+
+/* One micro-batch of B rows from row r0 on the device: forward, loss into the device
+ * statistics, backward. load: gather/copy the rows first (not when a graph is replayed
+ * around a load made outside it). */
+static void
+dev_micro_batch (EsTrainer *tr, const EsBatch *batch, int r0, int B, float scale, bool load)
+{
+  const float *logits;
+
+  tr->r0 = r0;
+  tr->last_rows = B;
+  if (load)
+    load_rows (tr, batch, r0, B);
+  forward (tr, tr->n_exec, B, true);
+  logits = tr->n_exec > 0 ? tr->exec[tr->n_exec - 1].out : tr->x;
+  tr->be->iface->softmax_xent_forward_acc (tr->be, tr->probs, tr->losses, logits, tr->labels,
+                                           B, (int) tr->F_out, tr->stats_dev);
+  loss_backward (tr, B, scale);
+  backward (tr, tr->n_exec, B);
+}
+
+/* optimizer_step's work with the scheduled values from the device table, and its host
+ * bookkeeping. */
+static void
+dev_optimizer_step (EsTrainer *tr)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  const EsTrainConfig *c = &tr->cfg;
+  int64_t P = es_model_n_params (tr->model);
+
+  if (tr->mask_on)
+    b->mask_apply (be, tr->grads, tr->mask, P);
+  if (c->l1 > 0.0f || c->l2 > 0.0f)
+    b->regularize (be, tr->grads, tr->params, c->l1, c->l2, P);
+  switch (c->optimizer)
+    {
+    case ES_OPT_SGD:
+      b->sgd_step_dev (be, tr->params, NULL, tr->grads, 0.0f, false, tr->hyper, tr->hyper_slot,
+                       tr->stats_dev, P);
+      break;
+    case ES_OPT_MOMENTUM:
+    case ES_OPT_NESTEROV:
+      b->sgd_step_dev (be, tr->params, tr->opt_m, tr->grads, c->momentum,
+                       c->optimizer == ES_OPT_NESTEROV, tr->hyper, tr->hyper_slot,
+                       tr->stats_dev, P);
+      break;
+    default:
+      b->adam_step_dev (be, tr->params, tr->opt_m, tr->opt_v, tr->grads, c->beta1, c->beta2,
+                        c->eps, tr->hyper, tr->hyper_slot, tr->stats_dev, P);
+      break;
+    }
+  if (tr->mask_on)
+    b->mask_apply (be, tr->params, tr->mask, P);
+  b->zero (be, tr->grads, (size_t) P * sizeof (float));
+  b->step_advance (be, tr->hyper_slot, tr->stats_dev);
+}
+
+static void
+dev_step_done (EsTrainer *tr)
+{
+  tr->lr = scheduled_lr (&tr->cfg, tr->steps);
+  tr->steps++;
+  tr->param_gen++;
+  tr->hyper_expect++;
+}
+
+/* A graph fits: one micro-batch that steps; Dropout only where its seeds can be read
+ * from the device (they change every step). */
+static bool
+graph_ok (const EsTrainer *tr, const EsBatch *batch)
+{
+  const EsBackendIface *b = tr->be->iface;
+
+  if (tr->graphs_off || tr->graph_failed || b->graph_begin == NULL || tr->cfg.accum_steps != 1
+      || batch->B > tr->micro)
+    return false;
+  return dropout_index (tr, tr->n_exec) == 0 || tr->seeds != NULL;
+}
+
+/* A training batch with deferred statistics on the device: a graph replayed, recorded,
+ * or the same work queued op by op; nothing waits for the device. */
+static bool
+dev_train_batch (EsTrainer *tr, const EsBatch *batch, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  const int B = batch->B;
+  const float scale = 1.0f / ((float) B * (float) tr->cfg.accum_steps);
+  const uint8_t *mask = tr->mask_on ? tr->mask : NULL;
+
+  hyper_sync (tr);
+  tr->stats_dirty = true;
+  if (graph_ok (tr, batch))
+    {
+      const bool inside = batch->resident != NULL;  /* the load is part of the graph */
+      void **graph = &tr->graphs[inside ? tr->rows_par : 0];
+
+      if (tr->graph_B != B || tr->graph_res != batch->resident || tr->graph_mask != mask
+          || (inside && (tr->graph_scale != batch->scale || tr->graph_shift != batch->shift)))
+        {
+          for (int p = 0; p < 2; p++)
+            if (tr->graphs[p] != NULL)
+              b->graph_free (tr->be, tr->graphs[p]);
+          tr->graphs[0] = tr->graphs[1] = NULL;
+          tr->graph_seen = 0;
+          tr->graph_B = B;
+          tr->graph_res = batch->resident;
+          tr->graph_mask = mask;
+          tr->graph_scale = batch->scale;
+          tr->graph_shift = batch->shift;
+        }
+      if (*graph == NULL && tr->graph_seen++ >= 1)
+        {
+          EsError local = { 0 };
+
+          if (!inside)
+            load_rows (tr, batch, 0, B);
+          if (b->graph_begin (tr->be, &local))
+            {
+              tr->graph_seeds_on = true;
+              dev_micro_batch (tr, batch, 0, B, scale, inside);
+              tr->graph_seeds_on = false;
+              dev_optimizer_step (tr);
+              *graph = b->graph_end (tr->be, &local);
+            }
+          if (*graph == NULL)
+            tr->graph_failed = true;  /* ordinary steps from now on; this one too */
+          else
+            {
+              if (!b->graph_launch (tr->be, *graph, err))
+                return false;
+              tr->graph_replays++;
+              dev_step_done (tr);
+              return true;
+            }
+        }
+      else if (*graph != NULL)
+        {
+          if (!inside)
+            load_rows (tr, batch, 0, B);
+          if (!b->graph_launch (tr->be, *graph, err))
+            return false;
+          tr->graph_replays++;
+          dev_step_done (tr);
+          return true;
+        }
+    }
+  for (int r0 = 0; r0 < B; r0 += tr->micro)
+    dev_micro_batch (tr, batch, r0, ES_MIN (tr->micro, B - r0), scale, true);
+  if (++tr->accum_done >= tr->cfg.accum_steps)
+    {
+      dev_optimizer_step (tr);
+      dev_step_done (tr);
+      tr->accum_done = 0;
+    }
+  return true;
+}
+
+/* es_trainer_train_batch for a resident batch or with deferred statistics. */
+static bool
+graph_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  bool ok;
+
+  if (batch->B <= 0 || batch->B > tr->batch)
+    {
+      es_error_set (err, ES_ERR_INVALID, "A batch of %d rows does not fit a trainer made for %d",
+                    batch->B, tr->batch);
+      return false;
+    }
+  if (!check_batch (tr, batch, err))
+    return false;
+  tr->rows_ready = false;
+  tr->rows_slot_used = false;
+  if (batch->resident != NULL)
+    {
+      if (!rows_buffer (tr, err))
+        return false;
+      upload_batch_rows (tr, batch);
+    }
+  if (dev_path_ok (tr))
+    ok = dev_train_batch (tr, batch, err);
+  else
+    {
+      /* what the graph recorded may no longer hold (QAT, a teacher, ...): record anew
+       * when the device path comes back */
+      for (int p = 0; p < 2; p++)
+        if (tr->graphs[p] != NULL)
+          {
+            b->graph_free (tr->be, tr->graphs[p]);
+            tr->graphs[p] = NULL;
+          }
+      tr->graph_B = 0;
+      tr->in_graph_block = true;
+      ok = es_trainer_train_batch (tr, batch, tr->deferred ? &tr->pend : stats, err);
+      tr->in_graph_block = false;
+    }
+  if (tr->rows_slot_used)
+    b->upload_release (tr->be, ROWS_SLOT + tr->rows_par);
+  tr->rows_ready = false;
+  tr->rows_slot_used = false;
+  return ok;
+}
+
+bool
+es_trainer_read_stats (EsTrainer *tr, EsStepStats *stats, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  bool ok = true;
+
+  if (tr->stats_dev != NULL && tr->stats_dirty)
+    {
+      double s[ES_STATS_N];
+
+      b->download (tr->be, s, tr->stats_dev, sizeof s);
+      tr->pend.loss_sum += s[ES_STATS_LOSS];
+      tr->pend.correct += (int) s[ES_STATS_CORRECT];
+      tr->pend.rows += (int) s[ES_STATS_ROWS];
+      if (s[ES_STATS_HALTED] != 0.0)
+        {
+          const int64_t good = tr->stats_base + (int64_t) s[ES_STATS_STEPS];
+
+          es_error_set (err, ES_ERR_NUMERIC, "The loss became NaN or infinite at step %lld "
+                        "(of steps %lld to %lld, read back together); no update was applied "
+                        "from it on", (long long) good + 1, (long long) tr->stats_base + 1,
+                        (long long) tr->steps);
+          tr->steps = good;
+          tr->lr = good > 0 ? scheduled_lr (&tr->cfg, good - 1) : tr->cfg.lr;
+          tr->param_gen++;
+          tr->accum_done = 0;
+          tr->hyper_valid = false;
+          b->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
+          ok = false;
+        }
+      b->zero (tr->be, tr->stats_dev, sizeof s);
+      tr->stats_dirty = false;
+    }
+  tr->stats_base = tr->steps;
+  if (stats != NULL)
+    {
+      stats->loss_sum += tr->pend.loss_sum;
+      stats->correct += tr->pend.correct;
+      stats->rows += tr->pend.rows;
+    }
+  memset (&tr->pend, 0, sizeof tr->pend);
+  return ok;
+}
+
 bool
 es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsError *err)
 {
@@ -1363,6 +2232,8 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
   double loss_sum = 0.0, t_begin = 0.0;
   int correct = 0;
 
+  if ((batch->resident != NULL || tr->deferred) && !tr->in_graph_block)
+    return graph_train_batch (tr, batch, stats, err);  /* resident data, deferred stats */
   if (B <= 0 || B > tr->batch)
     {
       es_error_set (err, ES_ERR_INVALID, "A batch of %d rows does not fit a trainer made for %d",
@@ -1392,7 +2263,9 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
         e->q_lo_saved = e->q_lo;
         e->q_hi_saved = e->q_hi;
       }
-  scale = 1.0f / ((float) B * (float) tr->cfg.accum_steps);
+  /* fp16: the loss scaled up (amp_unscale takes it out of the gradients) */
+  amp_set_backend (tr->be, tr->cfg.precision, NULL);
+  scale = tr->loss_scale / ((float) B * (float) tr->cfg.accum_steps);
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
       int mb = ES_MIN (tr->micro, B - r0);
@@ -1403,6 +2276,7 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
       if (tr->prof_active)
         prof_mark (tr, ES_STAGE_LOAD, -1);
       forward (tr, tr->n_exec, mb, true);
+      tr->last_rows = mb;
       loss = loss_forward (tr, mb);
       if (!isfinite (loss))
         {
@@ -1461,7 +2335,8 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
             }
           return false;
         }
-      optimizer_step (tr);
+      if (amp_unscale (tr))
+        optimizer_step (tr);
       tr->accum_done = 0;
     }
   if (tr->prof_active)
@@ -1495,6 +2370,7 @@ es_trainer_eval_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, 
         es_error_set (err, ES_ERR_INVALID, "An empty batch cannot be evaluated");
       return false;
     }
+  amp_set_backend (tr->be, tr->cfg.precision, NULL);
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
       int mb = ES_MIN (tr->micro, B - r0);
@@ -1534,6 +2410,7 @@ es_trainer_predict (EsTrainer *tr, const float *x, int B, float *out, EsError *e
       es_error_set (err, ES_ERR_INVALID, "Prediction needs at least one row of input and an output");
       return false;
     }
+  amp_set_backend (tr->be, tr->cfg.precision, NULL);
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
       int mb = ES_MIN (tr->micro, B - r0);
@@ -1859,6 +2736,83 @@ es_trainer_get_input_range (const EsTrainer *tr, int layer, float *lo, float *hi
   *lo = e->q_lo;
   *hi = e->q_hi;
   return true;
+}
+
+bool
+es_trainer_set_input_range (EsTrainer *tr, int layer, float lo, float hi)
+{
+  Exec *e;
+
+  if (layer < 0 || layer >= es_model_n_layers (tr->model) || !isfinite (lo) || !isfinite (hi)
+      || lo > hi)
+    return false;
+  e = &tr->exec[layer];
+  if (!e->qat)
+    return false;
+  e->q_tracked = true;
+  e->q_lo = lo;
+  e->q_hi = hi;
+  return true;
+}
+
+/* Whether n floats at src (device memory) are all finite; host is scratch (n). */
+static bool
+device_finite (EsTrainer *tr, const float *src, int64_t n, float *host)
+{
+  tr->be->iface->download (tr->be, host, src, (size_t) n * sizeof (float));
+  for (int64_t k = 0; k < n; k++)
+    if (!isfinite (host[k]))
+      return false;
+  return true;
+}
+
+int
+es_trainer_find_nonfinite (EsTrainer *tr, EsNonfiniteKind *what)
+{
+  const EsModel *m = tr->model;
+  int L = es_model_n_layers (m);
+  int64_t widest = 1;
+  float *host;
+  int found = -1;
+  EsNonfiniteKind kind = ES_NONFINITE_NONE;
+
+  for (int t = 0; t < es_model_n_tensors (m); t++)
+    widest = ES_MAX (widest, es_model_tensor (m, t)->size);
+  for (int i = 0; i < L; i++)
+    widest = ES_MAX (widest, (int64_t) tr->last_rows * es_model_layer (m, i)->out_floats);
+  host = malloc ((size_t) widest * sizeof (float));
+  if (host == NULL)
+    return -1;
+  /* Layer by layer, first layer first: its parameters, then the output the last
+   * training forward left (every layer ran it, a last layer fused into the loss
+   * included), then its parameter gradients. */
+  for (int i = 0; i < L && found < 0; i++)
+    {
+      const EsLayerInfo *l = es_model_layer (m, i);
+      const Exec *e = &tr->exec[i];
+
+      for (int t = l->first_tensor; t < l->first_tensor + l->n_tensors && found < 0; t++)
+        {
+          const EsTensorInfo *ti = es_model_tensor (m, t);
+
+          if (ti->trainable && !device_finite (tr, tr->params + ti->offset, ti->size, host))
+            found = i, kind = ES_NONFINITE_PARAMS;
+        }
+      if (found < 0 && tr->last_rows > 0 && e->out != NULL
+          && !device_finite (tr, e->out, (int64_t) tr->last_rows * l->out_floats, host))
+        found = i, kind = ES_NONFINITE_ACTIVATIONS;
+      for (int t = l->first_tensor; t < l->first_tensor + l->n_tensors && found < 0; t++)
+        {
+          const EsTensorInfo *ti = es_model_tensor (m, t);
+
+          if (ti->trainable && !device_finite (tr, tr->grads + ti->offset, ti->size, host))
+            found = i, kind = ES_NONFINITE_GRADIENTS;
+        }
+    }
+  free (host);
+  if (what != NULL)
+    *what = kind;
+  return found;
 }
 
 static void

@@ -29,6 +29,23 @@ typedef enum {
   ES_OPT_ADAMW,
 } EsOptKind;
 
+/* Mixed precision (es_train_config_default: fp32). bf16 and fp16 run the matrix
+ * products (Dense, Conv2D) with 16-bit inputs and fp32 accumulation on backends that
+ * can (the CUDA backend; the CPU backends refuse them with ES_ERR_UNSUPPORTED from
+ * es_trainer_new); parameters, optimizer state, element-wise ops, the loss and
+ * BatchNorm statistics stay fp32 (master weights). fp16 also scales the loss
+ * dynamically (the loss_scale_* fields; PyTorch's GradScaler defaults): its gradient
+ * is multiplied by the scale, the parameter gradients divided by it before masks,
+ * clipping and the update; a step whose gradients hold an inf or NaN is skipped (the
+ * parameters and optimizer state unchanged) and the scale multiplied by
+ * loss_scale_backoff; after loss_scale_interval clean steps in a row it is multiplied
+ * by loss_scale_growth. bf16 and fp32 keep the scale at 1. */
+typedef enum {
+  ES_PRECISION_FP32,
+  ES_PRECISION_BF16,
+  ES_PRECISION_FP16,
+} EsPrecision;
+
 typedef enum {
   ES_LR_CONSTANT,
   ES_LR_STEP,            /* lr * gamma^(floor(step / step_size)) */
@@ -60,6 +77,12 @@ typedef struct {
   bool           plan_mask;
   bool           plan_fake_quant;
   const EsModel *plan_teacher;
+  /* mixed precision (see EsPrecision) */
+  EsPrecision    precision;          /* ES_PRECISION_FP32 */
+  float          loss_scale_init;    /* fp16: first scale (65536) */
+  int            loss_scale_interval;/* fp16: clean steps before growing (2000) */
+  float          loss_scale_growth;  /* fp16: growth factor (2) */
+  float          loss_scale_backoff; /* fp16: factor on overflow (0.5) */
 } EsTrainConfig;
 
 void        es_train_config_default (EsTrainConfig *cfg);
@@ -69,6 +92,8 @@ const char *es_opt_kind_name        (EsOptKind kind);
 bool        es_opt_kind_from_name   (const char *name, EsOptKind *kind);
 const char *es_lr_schedule_name     (EsLrSchedule s);
 bool        es_lr_schedule_from_name(const char *name, EsLrSchedule *s);
+const char *es_precision_name       (EsPrecision p);           /* "fp32", "bf16", "fp16" */
+bool        es_precision_from_name  (const char *name, EsPrecision *p);
 
 /* One batch in host memory. Exactly one of x_f32 / x_u8 is set; x_u8 is converted
  * as x * scale + shift on the way in. labels for ES_LOSS_SOFTMAX_XENT, targets (B, out)
@@ -80,6 +105,11 @@ typedef struct {
   float          scale, shift;
   const int32_t *labels;   /* (B) */
   const float   *targets;  /* (B, out) */
+  /* Or rows of a dataset resident in backend memory (es_resident_new), instead of the
+   * four pointers above: row b of the batch is row rows[b] (B, host memory) of
+   * resident, its uint8 inputs converted with scale and shift. */
+  const struct EsResident *resident;
+  const int32_t           *rows;     /* (B) */
 } EsBatch;
 
 typedef struct {
@@ -111,6 +141,10 @@ int         es_trainer_micro_batch  (const EsTrainer *tr);
 int         es_trainer_accum_steps  (const EsTrainer *tr);
 int64_t     es_trainer_step_count   (const EsTrainer *tr);   /* optimizer steps done */
 float       es_trainer_current_lr   (const EsTrainer *tr);
+/* Mixed precision: the current loss scale (1 unless fp16) and the optimizer steps
+ * skipped because the scaled gradients overflowed (not counted in step_count). */
+float       es_trainer_loss_scale   (const EsTrainer *tr);
+int64_t     es_trainer_skipped_steps(const EsTrainer *tr);
 
 /* One training batch of up to `batch` rows: forward, loss, backward over micro-batches,
  * then one optimizer step when cfg.accum_steps batches have accumulated. Stats are
@@ -199,6 +233,25 @@ void        es_trainer_reload_buffers (EsTrainer *tr);
 void        es_trainer_get_state    (EsTrainer *tr, int64_t *steps, float *slots);
 bool        es_trainer_set_state    (EsTrainer *tr, int64_t steps, const float *slots,
                                      EsError *err);
+/* Checkpoints: give QAT's layer its tracked input range back (lo <= hi, finite); false
+ * when the layer is not fake-quantized. */
+bool        es_trainer_set_input_range (EsTrainer *tr, int layer, float lo, float hi);
+
+/* Where values went bad, after es_trainer_train_batch failed with ES_ERR_NUMERIC:
+ * layer by layer from the first, the layer's parameters, then the output the last
+ * training forward pass left (the failing micro-batch's rows), then its parameter
+ * gradients. Returns the first layer (0-based) holding a NaN or an infinity, and in
+ * *what (may be NULL) which of its values, or -1 (ES_NONFINITE_NONE) when all are
+ * finite (the loss itself overflowed). Reads the device tensors back: call it once,
+ * after a failure, not per step. */
+typedef enum {
+  ES_NONFINITE_NONE,
+  ES_NONFINITE_PARAMS,
+  ES_NONFINITE_ACTIVATIONS,
+  ES_NONFINITE_GRADIENTS,
+} EsNonfiniteKind;
+
+int         es_trainer_find_nonfinite (EsTrainer *tr, EsNonfiniteKind *what);
 
 /* Copy the device parameters and buffers back into the model. */
 void        es_trainer_sync         (EsTrainer *tr);
@@ -206,6 +259,61 @@ void        es_trainer_sync         (EsTrainer *tr);
  * optionally reset the optimizer state. */
 void        es_trainer_reload       (EsTrainer *tr, bool reset_optimizer);
 void        es_trainer_set_lr       (EsTrainer *tr, float lr);
+
+/* ---- resident data, deferred statistics, CUDA Graphs, uploads ahead ---------------
+ * What makes small models fast on a GPU, where a step is a few microseconds of work
+ * and launches, copies and waits for the host would cost more than the work.
+ *
+ * A resident dataset: inputs (uint8 or float) and labels or targets uploaded to the
+ * backend once, charged to its budget as data; batches then name rows by index
+ * (EsBatch.resident, .rows) and are gathered by the backend. Only on backends that
+ * can gather (the CUDA backend): ES_ERR_UNSUPPORTED elsewhere, and the budget's
+ * ES_ERR_BUDGET (or ES_ERR_NOMEM) when it does not fit, after which the caller streams
+ * batches from host memory (es_trainer_prefetch). */
+typedef struct EsResident EsResident;
+
+EsResident *es_resident_new          (EsBackend *be, const uint8_t *x_u8, const float *x_f32,
+                                      int64_t rows, int64_t D, const int32_t *labels,
+                                      const float *targets, int64_t T, EsError *err);
+void        es_resident_free         (EsResident *res);
+int64_t     es_resident_rows         (const EsResident *res);
+
+/* Deferred statistics (off by default). On, es_trainer_train_batch leaves its stats
+ * argument alone and the loss and correct rows are added up where the step runs, read
+ * back by es_trainer_read_stats only: on the CUDA backend, with the softmax
+ * cross-entropy loss, no step waits for the device. A loss that is not finite is then
+ * noticed at the reading: es_trainer_read_stats fails with ES_ERR_NUMERIC naming the
+ * step, and from that batch on no update was applied (parameters and optimizer state
+ * are those before it, es_trainer_step_count is put back to the steps applied;
+ * BatchNorm's running statistics are not restored). Where the step must wait anyway
+ * (other losses, clipping, QAT, distillation, a gradient-reduce hook, fp16/bf16,
+ * profiling, backends without these ops) batches run as before, a bad loss failing
+ * es_trainer_train_batch at once, and only the adding up is deferred. */
+void        es_trainer_set_deferred_stats (EsTrainer *tr, bool on);
+/* Adds what was counted since the last reading into *stats (may be NULL) and starts
+ * counting afresh. Waits for the backend. */
+bool        es_trainer_read_stats    (EsTrainer *tr, EsStepStats *stats, EsError *err);
+
+/* CUDA Graphs (on by default; used only with deferred statistics on a backend that
+ * records graphs): a training batch of B rows is recorded once, on the second batch
+ * of that shape (the first one runs as usual and warms the workspaces), and replayed
+ * after that; what changes from step to step (the scheduled learning rate, Adam's bias
+ * corrections, Dropout's seeds) is read from device tables the trainer fills ahead,
+ * so a replay gives the weights of an ordinary step bit for bit. Batches run as usual
+ * instead when the batch has more rows than the micro-batch, accumulation is on, or
+ * anything of the list above makes a step wait; a changed mask, batch source, batch
+ * size or uint8 conversion records a new graph. es_trainer_graph_replays counts the
+ * batches that ran as replays. */
+void        es_trainer_set_graphs    (EsTrainer *tr, bool on);
+int64_t     es_trainer_graph_replays (const EsTrainer *tr);
+
+/* Streaming from host memory: start copying batch (host inputs and labels, at most
+ * the micro-batch's rows) to the backend now, through pinned memory on a copy stream,
+ * so it overlaps the batch running; the next es_trainer_train_batch given a batch with
+ * the same pointers and rows takes the copy. Two batches may be staged. false and
+ * ES_ERR_UNSUPPORTED on backends without asynchronous uploads (nothing is lost: the
+ * batch then loads as usual). */
+bool        es_trainer_prefetch      (EsTrainer *tr, const EsBatch *batch, EsError *err);
 
 /* ---- profiling -------------------------------------------------------------------
  * Off by default, and then it costs one branch per layer. On, every training batch

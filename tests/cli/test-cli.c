@@ -1383,6 +1383,101 @@ test_profile (void)
   run_clear (&r);
 }
 
+/* ---- checkpoints and the NaN stop without MPI (espalier_trainer_set_checkpoint) -- */
+
+static char *
+file_bytes (const char *path, gsize *len)
+{
+  g_autoptr(GError) error = NULL;
+  char *bytes = NULL;
+
+  g_assert_true (g_file_get_contents (path, &bytes, len, &error));
+  g_assert_no_error (error);
+  return bytes;
+}
+
+/* A run with checkpoints, then one resumed from its last checkpoint: the same weights,
+ * byte for byte, as the run straight through. */
+static void
+test_checkpoint_resume (void)
+{
+  g_autofree char *full = g_build_filename (tmpdir, "ck-full", NULL);
+  g_autofree char *part = g_build_filename (tmpdir, "ck-part", NULL);
+  g_autofree char *resumed = g_build_filename (tmpdir, "ck-resumed", NULL);
+  g_autofree char *ck = g_build_filename (tmpdir, "run.ckpt", NULL);
+  g_autofree char *st_full = g_strconcat (full, ".safetensors", NULL);
+  g_autofree char *st_resumed = g_strconcat (resumed, ".safetensors", NULL);
+  g_autofree char *a = NULL, *b = NULL;
+  gsize la = 0, lb = 0;
+#define TRAIN_ARGS "train", "--data", "moons:n=400,seed=3", "--spec", \
+                   "dense:16,relu,dropout:0.2,dense:2,softmax", "--epochs", "3", "--batch", \
+                   "16", "--seed", "5", "--threads", "1"
+  Run r = cli (TRAIN_ARGS, "-o", full, NULL);
+
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  r = cli (TRAIN_ARGS, "--checkpoint", ck, "--checkpoint-every", "7", "-o", part, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Last checkpoint"));
+  run_clear (&r);
+  r = cli (TRAIN_ARGS, "--resume", ck, "-o", resumed, NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Resuming from"));
+  run_clear (&r);
+  a = file_bytes (st_full, &la);
+  b = file_bytes (st_resumed, &lb);
+  g_assert_cmpuint (la, ==, lb);
+  {
+    /* the tensors, after the header (whose metadata names the model) */
+    guint64 ha = 0, hb = 0;
+
+    g_assert_cmpuint (la, >, 8);
+    for (int i = 0; i < 8; i++)
+      {
+        ha |= (guint64) (guint8) a[i] << (8 * i);
+        hb |= (guint64) (guint8) b[i] << (8 * i);
+      }
+    g_assert_cmpuint (ha, ==, hb);
+    g_assert_cmpuint (ha + 8, <, la);
+    g_assert_true (memcmp (a + 8 + ha, b + 8 + hb, la - 8 - ha) == 0);
+  }
+
+  /* another model refuses the checkpoint, saying so */
+  r = cli ("train", "--data", "moons:n=400,seed=3", "--spec", "dense:8,relu,dense:2,softmax",
+           "--resume", ck, NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "checkpoint holds the model"));
+  run_clear (&r);
+  /* a truncated one too */
+  {
+    gsize n = 0;
+    g_autofree char *bytes = file_bytes (ck, &n);
+
+    g_assert_true (g_file_set_contents (ck, bytes, 100, NULL));
+  }
+  r = cli (TRAIN_ARGS, "--resume", ck, NULL);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "truncated"));
+  run_clear (&r);
+#undef TRAIN_ARGS
+}
+
+/* A learning rate that blows the weights up: the run stops naming the step and the
+ * layer, and exits 1. */
+static void
+test_nan_stop (void)
+{
+  Run r = cli ("train", "--data", "moons:n=400,seed=3", "--spec", "dense:16,relu,dense:2,softmax",
+               "--epochs", "3", "--optimizer", "sgd", "--lr", "1e30", "--threads", "1", NULL);
+
+  g_assert_cmpint (r.status, ==, 1);
+  g_test_message ("%s", r.err);
+  g_assert_nonnull (strstr (r.err, "Training stopped at step"));
+  g_assert_nonnull (strstr (r.err, "layer"));
+  g_assert_nonnull (strstr (r.err, "the last good state"));
+  run_clear (&r);
+}
+
 
 int
 main (int argc, char **argv)
@@ -1410,6 +1505,8 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/export/int8", test_export_int8);
   g_test_add_func ("/cli/export/usage", test_export_usage);
   g_test_add_func ("/cli/profile", test_profile);
+  g_test_add_func ("/cli/checkpoint-resume", test_checkpoint_resume);
+  g_test_add_func ("/cli/nan-stop", test_nan_stop);
   status = g_test_run ();
   g_free (opt_model);
   {

@@ -3,7 +3,11 @@
  * resumed from a checkpoint ends with the weights of the run that was never stopped (bit
  * for bit on the same rank count, within fp32 summation on another); a rank killed or
  * hung mid-run ends the whole job with a non-zero exit and a message, leaving the last
- * checkpoint whole. Skipped (77) when mpirun or the build's MPI is missing.
+ * checkpoint whole; gradients staged through host buffers (the path of a GPU without a
+ * CUDA-aware MPI, forced here on the CPU) give the weights of the direct reduction; on
+ * the emulated CUDA backend, both the pinned staging and the CUDA-aware path train the
+ * weights of one rank.
+ * Skipped (77) when mpirun or the build's MPI is missing.
  *
  * Models are compared through their safetensors files: every tensor, value by value. */
 #include "config.h"
@@ -319,6 +323,92 @@ test_two_ranks_equal_one (void)
   run_clear (&r2);
 }
 
+/* Occurrences of needle in haystack. */
+static guint
+count_of (const char *haystack, const char *needle)
+{
+  guint n = 0;
+
+  for (const char *p = strstr (haystack, needle); p != NULL; p = strstr (p + 1, needle))
+    n++;
+  return n;
+}
+
+/* Gradients staged through a host buffer (ESPALIER_MPI_STAGE=1: the path of a GPU
+ * whose MPI is not CUDA-aware, download, reduce, upload, taken here on the CPU
+ * backend) give the weights of the direct reduction bit for bit: in the even steps
+ * each rank's gradient halved and then summed is the sum halved, exactly in fp32, and
+ * in the uneven last step both paths scale each rank's part by its share before the
+ * sum. Rank 0 logs the path it took. */
+static void
+test_staged (void)
+{
+  g_autofree char *direct = tmp_path ("direct"), *staged = tmp_path ("staged");
+  Run r1, r2;
+
+  g_setenv ("G_MESSAGES_DEBUG", "Espalier", TRUE);
+  r1 = mpi_train (2, "--data", DATA, "--distributed", "--epochs", "1", "--batch", "16",
+                  "--val", "0.1", "--test", "0.1", "-o", direct, NULL);
+  g_setenv ("ESPALIER_MPI_STAGE", "1", TRUE);
+  r2 = mpi_train (2, "--data", DATA, "--distributed", "--epochs", "1", "--batch", "16",
+                  "--val", "0.1", "--test", "0.1", "-o", staged, NULL);
+  g_unsetenv ("ESPALIER_MPI_STAGE");
+  g_unsetenv ("G_MESSAGES_DEBUG");
+  g_assert_cmpint (r1.status, ==, 0);
+  g_assert_cmpint (r2.status, ==, 0);
+  /* rank 0's log, on standard output as GLib writes debug messages (the others stay
+   * quiet) */
+  g_assert_cmpuint (count_of (r1.out, "rank 0: gradients reduced in place in host memory"), ==, 1);
+  g_assert_cmpuint (count_of (r2.out, "rank 0: gradients reduced staged through host memory"), ==, 1);
+  compare_models (direct, staged, 0);
+  run_clear (&r1);
+  run_clear (&r2);
+}
+
+/* On the CUDA backend (its CPU emulation, loaded as the CUDA module): with an MPI that
+ * is not CUDA-aware (Debian's Open MPI) each bucket is staged through pinned host
+ * memory, and two ranks with batch 16 train the weights of one rank with batch 32
+ * within the fp32 tolerance above; with CUDA-aware MPI forced (the emulation's device
+ * memory is host memory, so MPI can read it) the gradients are reduced in device memory
+ * and give the staged weights bit for bit (the same sums, each part halved or scaled
+ * by its share before them, or the whole halved after: exact in fp32). */
+static void
+test_cuda_emulated (void)
+{
+  g_autofree char *one = tmp_path ("cuda-one"), *staged = tmp_path ("cuda-staged");
+  g_autofree char *aware = tmp_path ("cuda-aware");
+  Run r1, r2, r3;
+
+  if (!g_file_test (ESPALIER_CUDA_EMU_MODULE, G_FILE_TEST_EXISTS))
+    {
+      g_test_skip ("this build has no CUDA emulation module");
+      return;
+    }
+  g_setenv ("ESPALIER_CUDA_MODULE", ESPALIER_CUDA_EMU_MODULE, TRUE);
+  g_setenv ("G_MESSAGES_DEBUG", "Espalier", TRUE);
+  r1 = mpi_train (1, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
+                  "--batch", "32", "--val", "0.1", "--test", "0.1", "-o", one, NULL);
+  r2 = mpi_train (2, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
+                  "--batch", "16", "--val", "0.1", "--test", "0.1", "-o", staged, NULL);
+  g_setenv ("ESPALIER_MPI_CUDA_AWARE", "1", TRUE);
+  r3 = mpi_train (2, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
+                  "--batch", "16", "--val", "0.1", "--test", "0.1", "-o", aware, NULL);
+  g_unsetenv ("ESPALIER_MPI_CUDA_AWARE");
+  g_unsetenv ("G_MESSAGES_DEBUG");
+  g_unsetenv ("ESPALIER_CUDA_MODULE");
+  g_assert_cmpint (r1.status, ==, 0);
+  g_assert_cmpint (r2.status, ==, 0);
+  g_assert_cmpint (r3.status, ==, 0);
+  g_assert_cmpuint (count_of (r2.out, "rank 0: gradients reduced staged through pinned host memory"), ==, 1);
+  g_assert_cmpuint (count_of (r3.out, "rank 0: gradients reduced from device memory (CUDA-aware MPI)"), ==, 1);
+  g_test_message ("largest weight difference on CUDA, 2 x 16 against 1 x 32: %.3g",
+                  compare_models (one, staged, 1e-5));
+  compare_models (staged, aware, 0);
+  run_clear (&r1);
+  run_clear (&r2);
+  run_clear (&r3);
+}
+
 /* The run that stops after epoch 2 leaves its last checkpoint at step 25, in the middle
  * of epoch 2; resumed to epoch 3 it must end on the weights of the run that went
  * through: bit for bit on 2 ranks, within the fp32 tolerance above on 1 rank with batch
@@ -583,6 +673,8 @@ main (int argc, char **argv)
   tmpdir = g_dir_make_tmp ("espalier-mpi-XXXXXX", NULL);
   tag = g_strdup_printf ("%d-%" G_GINT64_FORMAT, (int) getpid (), g_get_real_time ());
   g_test_add_func ("/cli/mpi/two-ranks-equal-one", test_two_ranks_equal_one);
+  g_test_add_func ("/cli/mpi/staged", test_staged);
+  g_test_add_func ("/cli/mpi/cuda-emulated", test_cuda_emulated);
   g_test_add_func ("/cli/mpi/resume", test_resume);
   g_test_add_func ("/cli/mpi/rank-killed", test_rank_killed);
   g_test_add_func ("/cli/mpi/rank-hung", test_rank_hung);

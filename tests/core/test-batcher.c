@@ -4,7 +4,8 @@
  * and repeats with the seed, uint8 converted as x * scale + shift, augmentation
  * (shifts with background fill, flips, noise) deterministic in the seed, targets for
  * regression, freeing or restarting in the middle of an epoch, and several producer
- * threads giving the same batches as one. */
+ * threads giving the same batches as one; shards for data parallelism that put together
+ * are the whole batches, also from a position inside an epoch. */
 #include "config.h"
 
 #include <math.h>
@@ -520,6 +521,207 @@ test_workers (void)
   g_assert_cmpfloat (wait, >=, 0.0);
 }
 
+/* One epoch of b flattened by position in the epoch's order: rows (n), x (n, F), or the
+ * uint8 rows x_u8 (n, F) with keep_u8. */
+typedef struct {
+  guint32 *rows;
+  float   *x;
+  guint8  *x_u8;
+} Flat;
+
+static void
+flat_clear (Flat *f)
+{
+  g_free (f->rows);
+  g_free (f->x);
+  g_free (f->x_u8);
+}
+
+static Flat
+flat_epoch (EspalierBatcher *b, guint epoch, guint n, guint F, gboolean keep_u8)
+{
+  Flat f = { g_new (guint32, n), keep_u8 ? NULL : g_new (float, (gsize) n * F),
+             keep_u8 ? g_new (guint8, (gsize) n * F) : NULL };
+  const EspalierBatch *batch;
+  guint at = 0;
+
+  espalier_batcher_start_epoch (b, epoch);
+  while ((batch = espalier_batcher_next (b)) != NULL)
+    {
+      g_assert_false (batch->padding);
+      g_assert_cmpuint (batch->position, ==, at);
+      g_assert_cmpuint (batch->global_B, ==, batch->B);
+      memcpy (f.rows + at, batch->rows, sizeof (guint32) * batch->B);
+      if (keep_u8)
+        memcpy (f.x_u8 + (gsize) at * F, batch->x_u8, (gsize) batch->B * F);
+      else
+        memcpy (f.x + (gsize) at * F, batch->x, sizeof (float) * batch->B * F);
+      at += batch->B;
+    }
+  g_assert_cmpuint (at, ==, n);
+  return f;
+}
+
+/* Shards of `ranks` batchers (batch bs, from position `from` of epoch `epoch`, started
+ * the way a data-parallel trainer does: the epoch first, then the shard and the start)
+ * against the whole epoch `whole` of an unsharded batcher: every shard is the rows of
+ * its rank's part of the whole batch at the same positions, with the same converted and
+ * augmented values, and the shards of the ranks together cover every position from
+ * `from` on exactly once. */
+static void
+check_shards (EspalierDataset *ds, const guint32 *rows, guint n, guint bs, guint ranks,
+              const EspalierAugment *aug, gboolean keep_u8, guint epoch, guint from,
+              const Flat *whole)
+{
+  const guint F = espalier_dataset_get_row_size (ds);
+  g_autofree guint *covered = g_new0 (guint, n);
+  guint paddings = 0;
+
+  for (guint r = 0; r < ranks; r++)
+    {
+      g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, n, bs, TRUE, 3, aug);
+      const EspalierBatch *batch;
+      guint start = from;
+
+      espalier_batcher_set_keep_u8 (b, keep_u8);
+      espalier_batcher_start_epoch (b, epoch);
+      espalier_batcher_set_shard (b, r, ranks);
+      espalier_batcher_start_epoch_at (b, epoch, from);
+      while ((batch = espalier_batcher_next (b)) != NULL)
+        {
+          /* the whole batch: [start, the next multiple of bs or n) */
+          guint end = MIN ((start / bs + 1) * bs, n);
+          guint G = end - start;
+          guint first = start + (guint) ((guint64) G * r / ranks);
+          guint count = start + (guint) ((guint64) G * (r + 1) / ranks) - first;
+
+          g_assert_cmpuint (batch->position, ==, start);
+          g_assert_cmpuint (batch->global_B, ==, G);
+          g_assert_cmpint (batch->padding, ==, count == 0);
+          if (count == 0)
+            {
+              /* the whole batch's first row, counted for nothing */
+              paddings++;
+              g_assert_cmpuint (batch->B, ==, 1);
+              g_assert_cmpuint (batch->rows[0], ==, whole->rows[start]);
+            }
+          else
+            {
+              g_assert_cmpuint (batch->B, ==, count);
+              g_assert_cmpmem (batch->rows, count * sizeof (guint32), whole->rows + first,
+                               count * sizeof (guint32));
+              if (keep_u8)
+                g_assert_cmpmem (batch->x_u8, (gsize) count * F, whole->x_u8 + (gsize) first * F,
+                                 (gsize) count * F);
+              else
+                g_assert_cmpmem (batch->x, (gsize) count * F * sizeof (float),
+                                 whole->x + (gsize) first * F, (gsize) count * F * sizeof (float));
+              for (guint i = 0; i < count; i++)
+                {
+                  g_assert_cmpint (batch->labels[i], ==,
+                                   espalier_dataset_get_labels (ds)[batch->rows[i]]);
+                  covered[first + i]++;
+                }
+            }
+          start = end;
+        }
+      g_assert_cmpuint (start, ==, MAX (from, n));
+    }
+  for (guint p = 0; p < n; p++)
+    g_assert_cmpuint (covered[p], ==, p >= from ? 1 : 0);
+  /* a batch of fewer rows than ranks pads the ranks left without one */
+  {
+    guint expected = 0;
+
+    for (guint start = from; start < n; start = MIN ((start / bs + 1) * bs, n))
+      {
+        guint G = MIN ((start / bs + 1) * bs, n) - start;
+
+        expected += G < ranks ? ranks - G : 0;
+      }
+    g_assert_cmpuint (paddings, ==, expected);
+  }
+}
+
+/* Sharded batchers (data parallelism) for several rank counts, batch sizes and starting
+ * positions, with augmentation, put together give the unsharded batches. */
+static void
+test_shards (void)
+{
+  const guint N = 45, H = 5, W = 6, F = H * W;
+  g_autoptr(EspalierDataset) ds = make_images (N, H, W);
+  g_autofree guint32 *rows = all_rows (N);
+  const EspalierAugment aug = { .shift_pixels = 1, .hflip = TRUE, .noise_std = 0.1f };
+  const guint batch_sizes[] = { 7, 16, 4, 45 };   /* ragged last batches of 3, 13 and 1 */
+  const guint rank_counts[] = { 1, 2, 3, 5 };
+
+  for (guint e = 0; e < 2; e++)
+    for (guint i = 0; i < G_N_ELEMENTS (batch_sizes); i++)
+      {
+        const guint bs = batch_sizes[i];
+        g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, N, bs, TRUE, 3, &aug);
+        Flat whole = flat_epoch (b, e, N, F, FALSE);
+
+        for (guint k = 0; k < G_N_ELEMENTS (rank_counts); k++)
+          {
+            check_shards (ds, rows, N, bs, rank_counts[k], &aug, FALSE, e, 0, &whole);
+            /* resumed mid-batch and at a batch boundary, and past the end */
+            check_shards (ds, rows, N, bs, rank_counts[k], &aug, FALSE, e, bs + 2 < N ? bs + 2 : 1,
+                          &whole);
+            check_shards (ds, rows, N, bs, rank_counts[k], &aug, FALSE, e, bs, &whole);
+            check_shards (ds, rows, N, bs, rank_counts[k], &aug, FALSE, e, N + 5, &whole);
+          }
+        flat_clear (&whole);
+      }
+
+  /* uint8 handed over unconverted, no augmentation */
+  {
+    g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, N, 7, TRUE, 3, NULL);
+    Flat whole;
+
+    espalier_batcher_set_keep_u8 (b, TRUE);
+    whole = flat_epoch (b, 1, N, F, TRUE);
+    for (guint k = 0; k < G_N_ELEMENTS (rank_counts); k++)
+      check_shards (ds, rows, N, 7, rank_counts[k], NULL, TRUE, 1, 0, &whole);
+    flat_clear (&whole);
+  }
+}
+
+/* Starting again the epoch just started keeps its batches; starting it elsewhere, with
+ * other shards or after a batch was taken does not, and each gives its own batches. */
+static void
+test_start_at_restart (void)
+{
+  g_autoptr(EspalierDataset) ds = generate ("spiral:n=100");
+  g_autofree guint32 *rows = all_rows (100);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, 100, 16, TRUE, 4, NULL);
+  g_autoptr(EspalierBatcher) ref = espalier_batcher_new (ds, rows, 100, 16, TRUE, 4, NULL);
+  g_autoptr(GArray) expected = run_epoch (ref, ds, 2, 16, FALSE);
+  const EspalierBatch *batch;
+  guint at = 0;
+
+  espalier_batcher_start_epoch (b, 2);
+  g_assert_nonnull (espalier_batcher_next (b));
+  espalier_batcher_start_epoch_at (b, 2, 0);   /* after a next(): from the start again */
+  espalier_batcher_start_epoch_at (b, 2, 0);   /* untouched: kept */
+  while ((batch = espalier_batcher_next (b)) != NULL)
+    {
+      g_assert_cmpmem (batch->rows, batch->B * sizeof (guint32),
+                       &g_array_index (expected, guint32, at), batch->B * sizeof (guint32));
+      at += batch->B;
+    }
+  g_assert_cmpuint (at, ==, 100);
+
+  espalier_batcher_start_epoch (b, 2);
+  espalier_batcher_start_epoch_at (b, 2, 50);  /* the batch [48, 64) from 50 */
+  batch = espalier_batcher_next (b);
+  g_assert_nonnull (batch);
+  g_assert_cmpuint (batch->position, ==, 50);
+  g_assert_cmpuint (batch->B, ==, 14);
+  g_assert_cmpmem (batch->rows, 14 * sizeof (guint32), &g_array_index (expected, guint32, 50),
+                   14 * sizeof (guint32));
+}
+
 static void
 test_empty (void)
 {
@@ -551,6 +753,8 @@ main (int   argc,
   g_test_add_func ("/batcher/restart-mid-epoch", test_restart_mid_epoch);
   g_test_add_func ("/batcher/empty", test_empty);
   g_test_add_func ("/batcher/workers", test_workers);
+  g_test_add_func ("/batcher/shards", test_shards);
+  g_test_add_func ("/batcher/start-at-restart", test_start_at_restart);
 
   return dtu_finish (g_test_run ());
 }

@@ -4,7 +4,10 @@
  * uint8 loading, min/max) or the arithmetic is the same IEEE operations on both (the
  * element-wise ops, dropout's counter-based masks). Odd sizes, so no kernel gets by on
  * multiples of a warp; gradients that accumulate start from nonzero values; input
- * gradients that overwrite start as NaN, so an element left unwritten shows. Without a
+ * gradients that overwrite start as NaN, so an element left unwritten shows. In bf16 and
+ * fp16 (set_precision) the matrix products are checked element by element against a
+ * bound derived from the rounding (check_mixed), and the rounding itself bit for bit
+ * (test_rounding). Without a
  * CUDA device it checks the clean refusal and skips (exit 77). No GLib. */
 #include <math.h>
 #include <stdio.h>
@@ -735,6 +738,276 @@ test_slimming (void)
   arena_free ();
 }
 
+/* ---- mixed precision (set_precision: bf16 and fp16 matrix products) ------------------- */
+
+/* bf16 rounding, derived apart from the backend's bit trick: the two bf16 values around
+ * x (x truncated to its top 16 bits, and one bf16 step further from zero), the nearer
+ * one, the one with an even last bit on a tie. Finite x under the largest bf16. */
+static float
+ref_bf16 (float x)
+{
+  uint32_t u, lo, hi;
+  float a, b;
+  double da, db;
+
+  if (!isfinite (x))
+    return x;
+  memcpy (&u, &x, 4);
+  lo = u & 0xffff0000u;
+  hi = lo + 0x10000u;
+  memcpy (&a, &lo, 4);
+  memcpy (&b, &hi, 4);
+  da = fabs ((double) x - a);
+  db = fabs ((double) b - x);
+  return da < db ? a : db < da ? b : ((lo >> 16) & 1u) ? b : a;
+}
+
+/* The values the 16-bit rounding is checked on: ties either way, the largest finite
+ * values and the first ones past them, fp16's subnormals and what underflows, signs,
+ * NaN, infinities, and random values over many magnitudes. No fp32 subnormals (the
+ * GPU code flushes them, -ftz=true, as the CPU backend does). */
+static int
+rounding_values (float *v, int cap)
+{
+  const float fixed[] = {
+    1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, -(1.0f + 0x1p-8f),
+    1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 1.0f + 0x1p-11f + 0x1p-20f, -(1.0f + 3 * 0x1p-11f),
+    65504.0f, 65519.0f, 65520.0f, 65536.0f, 1e5f, -65520.0f, 0x1p-14f, 0x1p-15f + 0x1p-25f,
+    0x1p-24f, 0x1p-25f, 3 * 0x1p-25f, 0x1p-26f, -3 * 0x1p-25f, 0x1p-100f, 3.0e38f, 0.1f,
+    -0.1f, 0.0f, -0.0f, NAN, INFINITY, -INFINITY,
+  };
+  int n = 0;
+
+  for (int i = 0; i < (int) ES_N_ELEMENTS (fixed) && n < cap; i++)
+    v[n++] = fixed[i];
+  while (n < cap)
+    v[n++] = (float) ((es_rng_uniform (&rng) - 0.5)
+                      * ldexp (1.0, (int) (es_rng_next (&rng) % 60) - 30));
+  return n;
+}
+
+/* dense_forward with IN = OUT = 1 and w = 1: out = round(x) * round(1), exactly (one
+ * product, exact in fp32), so it shows the rounding of every x. */
+static void
+test_rounding (int precision)
+{
+  enum { N = 301 };
+  float *x = hmem (N * sizeof (float)), *want = hmem (N * sizeof (float));
+  float one = 1.0f, *got;
+  int n = rounding_values (x, N), bad = -1;
+  float *gx = dcopy (x, n), *gw = dcopy (&one, 1), *gout = dcopy (hfill (n, 0.0f), n);
+  EsError err = { ES_OK, "" };
+
+  for (int i = 0; i < n; i++)
+    {
+#if defined(__FLT16_MAX__)
+      want[i] = precision == 1 ? ref_bf16 (x[i]) : (float) (_Float16) x[i];
+#else
+      if (precision == 2)
+        {
+          tap_ok (true, "# SKIP fp16 rounding: this compiler has no _Float16");
+          arena_free ();
+          return;
+        }
+      want[i] = ref_bf16 (x[i]);
+#endif
+      if (precision == 1 && fabsf (x[i]) > 3.3e38f)
+        want[i] = x[i];   /* (none such: ref_bf16 does not round past the largest) */
+    }
+  if (!tap_ok (gpu->iface->set_precision (gpu, precision, &err), "set_precision %d (%s)",
+               precision, err.message))
+    return;
+  gpu->iface->dense_forward (gpu, gout, gx, gw, NULL, n, 1, 1);
+  got = fetch (gout, n);
+  gpu->iface->set_precision (gpu, 0, NULL);
+  for (int i = 0; i < n && bad < 0; i++)
+    /* NaN as NaN; -0 may come back +0 (the product's sum starts at +0) */
+    if (isnan (want[i]) ? !isnan (got[i])
+        : want[i] == 0.0f ? got[i] != 0.0f : memcmp (&got[i], &want[i], 4) != 0)
+      bad = i;
+  tap_ok (bad < 0, "%s rounding (round to nearest even) of %d values through a product",
+          precision == 1 ? "bf16" : "fp16", n);
+  if (bad >= 0)
+    tap_diag ("  %.9g rounded to %.9g, want %.9g", x[bad], got[bad], want[bad]);
+  arena_free ();
+}
+
+/* How far a product with 16-bit operands may be from the fp32 one, element by element
+ * (the derivation): each operand rounded to nearest is a (1 + d) with |d| <= u, the
+ * unit roundoff (bf16, 8 significant bits: 2^-8; fp16, 11: 2^-11), so each of the K
+ * products a b is off by at most (2u + u^2) |a b|. Both results then sum the K terms
+ * in fp32, each within K 2^-24 sum |a b| of its exact sum (recursive summation,
+ * gamma_K), and add an fp32 bias or accumulated value, 2^-24 |result| each. fp16 also
+ * keeps magnitudes under 2^-14 only on a grid of 2^-24 (subnormals): an absolute error
+ * up to 2^-25 per operand, so per product at most 2^-25 (amax + bmax) (1 + u) + 2^-50
+ * with every operand within amax, bmax. S = sum |a| |b|, which the CPU computes by the
+ * same op on absolute values, within K 2^-24 S of itself. So:
+ *   |got - want| <= (2u + u^2 + 3 K 2^-24) S + 2^-23 |want| + K abs1. */
+static bool
+check_mixed (const char *what, const float *got, const float *want, const float *S,
+             int64_t n, double u, int64_t K, double abs1)
+{
+  double worst = 0.0;
+  int64_t at = -1;
+
+  for (int64_t i = 0; i < n; i++)
+    {
+      const double bound = (2 * u + u * u + 3.0 * K * 0x1p-24) * S[i]
+                           + 0x1p-23 * fabs ((double) want[i]) + K * abs1;
+      const double e = fabs ((double) got[i] - (double) want[i]);
+
+      if (!(e <= bound))
+        {
+          at = i;
+          break;
+        }
+      if (bound > 0 && e / bound > worst)
+        worst = e / bound;
+    }
+  tap_ok (at < 0, "%s (n=%lld, K=%lld): within the derived bound (worst %.2f of it)", what,
+          (long long) n, (long long) K, worst);
+  if (at >= 0)
+    tap_diag ("  at %lld: got %.9g, want %.9g, S %.9g", (long long) at, got[at], want[at],
+              S[at]);
+  return at < 0;
+}
+
+static float *
+habs (const float *x, int64_t n)
+{
+  float *y = hmem ((size_t) n * sizeof (float));
+
+  for (int64_t i = 0; i < n; i++)
+    y[i] = fabsf (x[i]);
+  return y;
+}
+
+/* The unit roundoff and the absolute error per product of a precision, for operands
+ * within amax and bmax. */
+static double
+mixed_u (int precision)
+{
+  return precision == 1 ? 0x1p-8 : 0x1p-11;
+}
+
+static double
+mixed_abs1 (int precision, double amax, double bmax)
+{
+  return precision == 2 ? 0x1p-25 * (amax + bmax) * (1 + 0x1p-11) + 0x1p-50 : 0.0;
+}
+
+static void
+test_dense_mixed (int precision, int B, int IN, int OUT)
+{
+  const char *pn = precision == 1 ? "bf16" : "fp16";
+  const double u = mixed_u (precision);
+  char what[128];
+  float *x = hrand ((int64_t) B * IN, -1, 1), *w = hrand ((int64_t) OUT * IN, -0.5f, 0.5f);
+  float *b = hrand (OUT, -1, 1), *out = hmem ((size_t) B * OUT * sizeof (float));
+  float *S = hmem ((size_t) B * OUT * sizeof (float));
+  float *gx = dcopy (x, (int64_t) B * IN), *gw = dcopy (w, (int64_t) OUT * IN);
+  float *gb = dcopy (b, OUT), *gout = dcopy (hfill ((int64_t) B * OUT, NAN), (int64_t) B * OUT);
+  float *dout = hrand ((int64_t) B * OUT, -1, 1), *dw = hrand ((int64_t) OUT * IN, -1, 1);
+  float *db = hrand (OUT, -1, 1), *dinp = hfill ((int64_t) B * IN, NAN);
+  float *Sdinp = hmem ((size_t) B * IN * sizeof (float));
+  float *Sdw = hfill ((int64_t) OUT * IN, 0.0f), *Sdb = hfill (OUT, 0.0f);
+  float *gdout = dcopy (dout, (int64_t) B * OUT), *gdw = dcopy (dw, (int64_t) OUT * IN);
+  float *gdb = dcopy (db, OUT), *gdinp = dcopy (dinp, (int64_t) B * IN);
+
+  cpu->iface->dense_forward (cpu, out, x, w, b, B, IN, OUT);
+  cpu->iface->dense_forward (cpu, S, habs (x, (int64_t) B * IN), habs (w, (int64_t) OUT * IN),
+                             NULL, B, IN, OUT);
+  cpu->iface->dense_backward (cpu, dinp, dw, db, dout, x, w, B, IN, OUT);
+  cpu->iface->dense_backward (cpu, Sdinp, Sdw, Sdb, habs (dout, (int64_t) B * OUT),
+                              habs (x, (int64_t) B * IN), habs (w, (int64_t) OUT * IN), B, IN,
+                              OUT);
+  gpu->iface->set_precision (gpu, precision, NULL);
+  gpu->iface->dense_forward (gpu, gout, gx, gw, gb, B, IN, OUT);
+  gpu->iface->dense_backward (gpu, gdinp, gdw, gdb, gdout, gx, gw, B, IN, OUT);
+  gpu->iface->set_precision (gpu, 0, NULL);
+  snprintf (what, sizeof what, "%s dense forward B=%d IN=%d OUT=%d", pn, B, IN, OUT);
+  check_mixed (what, fetch (gout, (int64_t) B * OUT), out, S, (int64_t) B * OUT, u, IN,
+               mixed_abs1 (precision, 1.0, 0.5));
+  snprintf (what, sizeof what, "%s dense backward dinp B=%d IN=%d OUT=%d", pn, B, IN, OUT);
+  check_mixed (what, fetch (gdinp, (int64_t) B * IN), dinp, Sdinp, (int64_t) B * IN, u, OUT,
+               mixed_abs1 (precision, 1.0, 0.5));
+  snprintf (what, sizeof what, "%s dense backward dw (accumulated) B=%d IN=%d OUT=%d", pn, B,
+            IN, OUT);
+  check_mixed (what, fetch (gdw, (int64_t) OUT * IN), dw, Sdw, (int64_t) OUT * IN, u, B,
+               mixed_abs1 (precision, 1.0, 1.0));
+  /* the bias gradient sums fp32 dout: no 16-bit operand */
+  snprintf (what, sizeof what, "%s dense backward db stays fp32", pn);
+  tap_close (what, fetch (gdb, OUT), db, OUT, TOL);
+  arena_free ();
+}
+
+static void
+test_conv_mixed (int precision, int B, int C, int H, int W, int OC, int K, int S, int P)
+{
+  const int OH = ES_CONV_OUT (H, K, S, P), OW = ES_CONV_OUT (W, K, S, P);
+  const int64_t nin = (int64_t) B * C * H * W, nout = (int64_t) B * OC * OH * OW;
+  const int64_t nw = (int64_t) OC * C * K * K;
+  const char *pn = precision == 1 ? "bf16" : "fp16";
+  const double u = mixed_u (precision);
+  char what[160];
+  float *x = hrand (nin, -1, 1), *w = hrand (nw, -0.5f, 0.5f), *b = hrand (OC, -1, 1);
+  float *out = hmem ((size_t) nout * sizeof (float)), *Sout = hmem ((size_t) nout * sizeof (float));
+  float *dout = hrand (nout, -1, 1), *dw = hrand (nw, -1, 1), *db = hrand (OC, -1, 1);
+  float *dinp = hfill (nin, NAN), *Sdinp = hmem ((size_t) nin * sizeof (float));
+  float *Sdw = hfill (nw, 0.0f);
+  float *gx = dcopy (x, nin), *gw = dcopy (w, nw), *gb = dcopy (b, OC);
+  float *gout = dcopy (hfill (nout, NAN), nout), *gdout = dcopy (dout, nout);
+  float *gdw = dcopy (dw, nw), *gdb = dcopy (db, OC), *gdinp = dcopy (dinp, nin);
+
+  cpu->iface->conv2d_forward (cpu, out, x, w, b, B, C, H, W, OC, K, S, P);
+  cpu->iface->conv2d_forward (cpu, Sout, habs (x, nin), habs (w, nw), NULL, B, C, H, W, OC, K,
+                              S, P);
+  cpu->iface->conv2d_backward (cpu, dinp, dw, db, dout, x, w, B, C, H, W, OC, K, S, P);
+  cpu->iface->conv2d_backward (cpu, Sdinp, Sdw, NULL, habs (dout, nout), habs (x, nin),
+                               habs (w, nw), B, C, H, W, OC, K, S, P);
+  gpu->iface->set_precision (gpu, precision, NULL);
+  gpu->iface->conv2d_forward (gpu, gout, gx, gw, gb, B, C, H, W, OC, K, S, P);
+  gpu->iface->conv2d_backward (gpu, gdinp, gdw, gdb, gdout, gx, gw, B, C, H, W, OC, K, S, P);
+  gpu->iface->set_precision (gpu, 0, NULL);
+  /* forward: K = C K K terms; dinp: OC K K (the product over OC, then col2im's sum over
+   * the window, both fp32 sums); dw: B OH OW */
+  snprintf (what, sizeof what, "%s conv2d forward B=%d C=%d %dx%d OC=%d K=%d S=%d P=%d", pn, B,
+            C, H, W, OC, K, S, P);
+  check_mixed (what, fetch (gout, nout), out, Sout, nout, u, (int64_t) C * K * K,
+               mixed_abs1 (precision, 1.0, 0.5));
+  snprintf (what, sizeof what, "%s conv2d backward dinp K=%d S=%d P=%d", pn, K, S, P);
+  check_mixed (what, fetch (gdinp, nin), dinp, Sdinp, nin, u, (int64_t) OC * K * K,
+               mixed_abs1 (precision, 1.0, 0.5));
+  snprintf (what, sizeof what, "%s conv2d backward dw K=%d S=%d P=%d", pn, K, S, P);
+  check_mixed (what, fetch (gdw, nw), dw, Sdw, nw, u, (int64_t) B * OH * OW,
+               mixed_abs1 (precision, 1.0, 1.0));
+  snprintf (what, sizeof what, "%s conv2d backward db stays fp32", pn);
+  tap_close (what, fetch (gdb, OC), db, OC, TOL);
+  arena_free ();
+}
+
+static void
+test_mixed (void)
+{
+  EsError err = { ES_OK, "" };
+
+  tap_ok (!gpu->iface->set_precision (gpu, 7, &err) && err.code == ES_ERR_INVALID,
+          "an unknown precision is refused (%s)", err.message);
+  tap_ok (cpu->iface->set_precision == NULL, "the CPU backend has no set_precision (fp32 only)");
+  for (int precision = 1; precision <= 2; precision++)
+    {
+      test_rounding (precision);
+      test_dense_mixed (precision, 37, 53, 29);
+      test_dense_mixed (precision, 128, 784, 128);
+      test_dense_mixed (precision, 5, 7, 3);
+      test_conv_mixed (precision, 3, 2, 9, 7, 5, 3, 1, 1);
+      test_conv_mixed (precision, 2, 3, 8, 8, 4, 3, 2, 0);
+      test_conv_mixed (precision, 2, 16, 6, 6, 3, 1, 1, 0);
+    }
+  /* and back in fp32, the products agree with the CPU to fp32 rounding again */
+  test_dense (37, 53, 29, true);
+}
+
 int
 main (void)
 {
@@ -787,6 +1060,7 @@ main (void)
   test_distill (19, 10);
   test_optimizer ();
   test_slimming ();
+  test_mixed ();
 
   tap_ok (es_cuda_backend_check (gpu, &err), "no CUDA error on the way (%s)", err.message);
   tap_ok (es_cuda_backend_check (direct, &err), "nor on the second backend (%s)", err.message);

@@ -6,7 +6,11 @@
  * Then the memory limit: an allocation past the budget fails cleanly and leaves the
  * backend working, one past the device's memory too, and a trainer whose batch does
  * not fit halves its micro-batch and accumulates to the same losses. And the device
- * list. Without a CUDA device it checks the clean refusal and skips (exit 77). No GLib. */
+ * list. Mixed precision: bf16 and fp16 training against the fp32 curve, the CPU backend's
+ * refusal, and fp16's loss scaling (a planted overflow skips the step, leaves the
+ * parameters as they were and halves the scale; the scale grows back after its
+ * interval). Without a CUDA device it checks the clean refusal and skips (exit 77).
+ * No GLib. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -501,6 +505,176 @@ test_device_full (void)
   gpu->iface->free (gpu, ES_MEM_ACTIVATIONS, p, 1 << 20);
 }
 
+/* ---- mixed precision ----------------------------------------------------------------------- */
+
+/* A trainer of the MLP on the GPU in precision p, with the scaler's initial scale and
+ * growth interval (fp16). */
+static EsTrainer *
+mixed_trainer (EsModel *m, EsPrecision p, float scale, int interval, EsError *err)
+{
+  EsTrainConfig cfg;
+
+  *err = (EsError) { ES_OK, "" };
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAM;
+  cfg.seed = 3;
+  cfg.precision = p;
+  if (scale > 0)
+    cfg.loss_scale_init = scale;
+  if (interval > 0)
+    cfg.loss_scale_interval = interval;
+  return es_trainer_new (m, gpu, &cfg, 64, err);
+}
+
+static void
+test_mixed (const uint8_t *x, const int32_t *y, int D)
+{
+  enum { STEPS = 20, B = 64 };
+  EsModel *mc = mlp (D, 64, 7);
+  EsTrainConfig cfg;
+  EsTrainer *tc;
+  EsError err = { ES_OK, "" };
+  double lc[STEPS];
+  EsPrecision p;
+
+  tap_ok (es_precision_from_name ("bf16", &p) && p == ES_PRECISION_BF16
+          && es_precision_from_name ("FP16", &p) && p == ES_PRECISION_FP16
+          && strcmp (es_precision_name (ES_PRECISION_FP32), "fp32") == 0
+          && !es_precision_from_name ("fp8", &p), "precision names");
+  es_train_config_default (&cfg);
+  tap_ok (cfg.precision == ES_PRECISION_FP32 && cfg.loss_scale_init == 65536.0f
+          && cfg.loss_scale_interval == 2000 && cfg.loss_scale_growth == 2.0f
+          && cfg.loss_scale_backoff == 0.5f, "defaults: fp32; GradScaler's 65536, 2000, 2, 0.5");
+
+  /* the CPU backend computes in fp32 only, and says so */
+  cfg.precision = ES_PRECISION_BF16;
+  tc = es_trainer_new (mc, cpu, &cfg, B, &err);
+  tap_ok (tc == NULL && err.code == ES_ERR_UNSUPPORTED && strstr (err.message, "CUDA") != NULL,
+          "a bf16 trainer on the CPU backend is refused: %s", err.message);
+  es_trainer_free (tc);
+
+  /* the fp32 curve on the CPU */
+  err = (EsError) { ES_OK, "" };
+  cfg.optimizer = ES_OPT_ADAM;
+  cfg.seed = 3;
+  cfg.precision = ES_PRECISION_FP32;
+  tc = es_trainer_new (mc, cpu, &cfg, B, &err);
+  if (!tap_ok (tc != NULL && run_steps (tc, x, NULL, y, N_ROWS, D, B, STEPS, lc),
+               "the fp32 curve on the CPU (%s)", err.message))
+    goto out;
+
+  /* A few steps in bf16 and fp16 against it. Tolerance, per step, relative: the ops
+   * test bounds each product's error by about 2u sum |a b| (u the unit roundoff); two
+   * layers, and cross-entropy moves by at most 2 max |d logit| (its gradient p - y has
+   * an l1 norm of at most 2), give about 8u on a step's loss with the same parameters;
+   * the parameters then drift apart a little each step (Adam's steps have the size of
+   * the learning rate whatever the gradient's rounding), so twice that over 20 steps:
+   * 16u, 6.3% for bf16 (u = 2^-8) and 0.8% for fp16 (u = 2^-11). */
+  for (int i = 0; i < 2; i++)
+    {
+      const EsPrecision prec = i == 0 ? ES_PRECISION_BF16 : ES_PRECISION_FP16;
+      const double u = prec == ES_PRECISION_BF16 ? 0x1p-8 : 0x1p-11;
+      EsModel *mg = mlp (D, 64, 7);
+      EsTrainer *tg = mixed_trainer (mg, prec, 0, 0, &err);
+      double lg[STEPS];
+      char what[64];
+
+      snprintf (what, sizeof what, "MLP in %s against fp32", es_precision_name (prec));
+      if (tap_ok (tg != NULL && run_steps (tg, x, NULL, y, N_ROWS, D, B, STEPS, lg),
+                  "%d steps in %s on the GPU (%s)", STEPS, es_precision_name (prec), err.message))
+        {
+          curves_close (what, lg, lc, STEPS, 16 * u);
+          tap_ok (es_trainer_skipped_steps (tg) == 0 && es_trainer_step_count (tg) == STEPS
+                  && es_trainer_loss_scale (tg) == (prec == ES_PRECISION_FP16 ? 65536.0f : 1.0f),
+                  "%s: no step skipped, the scale stays %g", es_precision_name (prec),
+                  (double) es_trainer_loss_scale (tg));
+        }
+      es_trainer_free (tg);
+      es_model_free (mg);
+    }
+
+  /* fp16 loss scaling, a planted overflow: a scale of 2^40 makes the loss gradient
+   * (p - y) / B 2^40, past fp16's 65504 when rounded for the last layer's products, so
+   * the gradients hold inf or NaN: the step is skipped, the parameters stay as they
+   * were bit for bit, the scale halves; it goes on halving until the gradients fit. */
+  {
+    EsModel *mg = mlp (D, 64, 7);
+    EsTrainer *tg = mixed_trainer (mg, ES_PRECISION_FP16, 0x1p40f, 0, &err);
+    int64_t P = es_model_n_params (mg);
+    float *before = malloc ((size_t) P * sizeof (float));
+    double l[1] = { NAN };
+    int batches = 0;
+
+    if (tap_ok (tg != NULL, "an fp16 trainer with a scale of 2^40 (%s)", err.message))
+      {
+        es_trainer_sync (tg);
+        memcpy (before, es_model_params (mg), (size_t) P * sizeof (float));
+        bool ran = run_steps (tg, x, NULL, y, N_ROWS, D, B, 1, l);
+
+        tap_ok (ran && isfinite (l[0]), "the overflowing batch trains without error (loss %.4f)",
+                l[0]);
+        es_trainer_sync (tg);
+        tap_ok (es_trainer_step_count (tg) == 0 && es_trainer_skipped_steps (tg) == 1,
+                "its step was skipped (steps %lld, skipped %lld)",
+                (long long) es_trainer_step_count (tg), (long long) es_trainer_skipped_steps (tg));
+        tap_same ("the parameters are unchanged after the skipped step", es_model_params (mg),
+                  before, (size_t) P * sizeof (float));
+        tap_ok (es_trainer_loss_scale (tg) == 0x1p39f, "the scale halved to %g",
+                (double) es_trainer_loss_scale (tg));
+        while (es_trainer_step_count (tg) == 0 && ++batches < 40)
+          run_steps (tg, x, NULL, y, N_ROWS, D, B, 1, l);
+        /* the untrained model gives the true class of some row a probability under
+         * 0.5 (10 classes, near uniform), a loss gradient over 0.5 / B there: every
+         * scale of 2^23 (0.5 2^23 / 64 = 65536) and up overflows, so at least 18
+         * steps are skipped before one is taken */
+        tap_ok (es_trainer_step_count (tg) == 1
+                && es_trainer_loss_scale (tg)
+                   == ldexpf (1.0f, 40 - (int) es_trainer_skipped_steps (tg))
+                && es_trainer_skipped_steps (tg) >= 18,
+                "halving until the gradients fit: a step taken after %lld skipped, at a scale "
+                "of %g", (long long) es_trainer_skipped_steps (tg),
+                (double) es_trainer_loss_scale (tg));
+        es_trainer_sync (tg);
+        tap_ok (memcmp (es_model_params (mg), before, (size_t) P * sizeof (float)) != 0,
+                "and that step changed the parameters");
+      }
+    free (before);
+    es_trainer_free (tg);
+    es_model_free (mg);
+  }
+
+  /* growth: after the interval's clean steps the scale doubles, and not before */
+  {
+    EsModel *mg = mlp (D, 64, 7);
+    EsTrainer *tg = mixed_trainer (mg, ES_PRECISION_FP16, 256.0f, 3, &err);
+    double l[3];
+    float s2 = 0, s3 = 0, s5 = 0, s6 = 0;
+
+    if (tap_ok (tg != NULL, "an fp16 trainer with a scale of 256, growing every 3 steps (%s)",
+                err.message))
+      {
+        run_steps (tg, x, NULL, y, N_ROWS, D, B, 2, l);
+        s2 = es_trainer_loss_scale (tg);
+        run_steps (tg, x, NULL, y, N_ROWS, D, B, 1, l);
+        s3 = es_trainer_loss_scale (tg);
+        run_steps (tg, x, NULL, y, N_ROWS, D, B, 2, l);
+        s5 = es_trainer_loss_scale (tg);
+        run_steps (tg, x, NULL, y, N_ROWS, D, B, 1, l);
+        s6 = es_trainer_loss_scale (tg);
+        tap_ok (s2 == 256.0f && s3 == 512.0f && s5 == 512.0f && s6 == 1024.0f
+                && es_trainer_skipped_steps (tg) == 0 && es_trainer_step_count (tg) == 6,
+                "the scale grows back: 256 after 2 steps, %g after 3, %g after 5, %g after 6",
+                (double) s3, (double) s5, (double) s6);
+      }
+    es_trainer_free (tg);
+    es_model_free (mg);
+  }
+
+out:
+  es_trainer_free (tc);
+  es_model_free (mc);
+}
+
 int
 main (void)
 {
@@ -522,6 +696,7 @@ main (void)
   test_mlp (x, y, D);
   test_cnn ();
   test_slimming (x, y, D);
+  test_mixed (x, y, D);
   test_memory_limit (x, y, D);
   test_device_full ();
 

@@ -1223,10 +1223,18 @@ ftz_fn (void *data, int i, int n)
 static void
 test_ftz (void)
 {
-  EsPool *pool = es_pool_new (2, NULL);
+  EsPool *pool;
   FtzData fd = { pthread_self (), 1e-20f, 1e-20f, 0, 0, 0 };
   EsBackend *be;
   float x[16];
+
+  /* Valgrind runs floating point without MXCSR's flush-to-zero and denormals-are-zero */
+  if (g_getenv ("ESPALIER_UNDER_VALGRIND") != NULL)
+    {
+      g_test_skip ("Valgrind does not emulate flush-to-zero");
+      return;
+    }
+  pool = es_pool_new (2, NULL);
 
   for (int k = 0; k < 1000 && g_atomic_int_get (&fd.on_worker) < 10; k++)
     {

@@ -612,8 +612,15 @@ check_scale_op (EsBackend *be, gboolean want_subnormal)
 static void
 test_ftz (void)
 {
-  EsBackend *be = es_cpu_backend_new (FTZ_THREADS, NULL, NULL);
+  EsBackend *be;
 
+  /* Valgrind runs floating point without MXCSR's flush-to-zero and denormals-are-zero */
+  if (g_getenv ("ESPALIER_UNDER_VALGRIND") != NULL)
+    {
+      g_test_skip ("Valgrind does not emulate flush-to-zero");
+      return;
+    }
+  be = es_cpu_backend_new (FTZ_THREADS, NULL, NULL);
   g_assert_nonnull (be);
   g_assert_true (es_cpu_backend_get_ftz (be));
   check_scale_op (be, FALSE);

@@ -14,8 +14,10 @@
 #   tests/gpu/device-check.sh run [GPU_CHECK_DIR] [--memcheck] [--no-peer]
 #       (on the GPU machine, from the repository root; default build-cuda/gpu-check)
 #       unpacks the libraries, finds CUDA's (the toolkit's, or PyTorch's nvidia wheels),
-#       runs the two CUDA test programs, then bench-cuda (the reference MLP for 3 epochs of
-#       Fashion-MNIST at batch 128, the wide 4096 layer, the ceilings) and the PyTorch
+#       runs the CUDA test programs (the engine's three, and the core trainer's
+#       test-trainer-cuda with GLib), then bench-cuda (the reference MLP for 3 epochs of
+#       Fashion-MNIST at batch 128, and again by input path: resident + CUDA Graph, eager,
+#       streaming; the wide 4096 layer, the ceilings) and the PyTorch
 #       peer on the same GPU, and prints a summary last. Logs go to $OUT (the device
 #       tool's folder) or /tmp/espalier-gpu-check. --memcheck also runs the op tests
 #       under compute-sanitizer (slow; where the machine's runtime allows it).
@@ -34,16 +36,27 @@ prepare() {
   # script where there is no GPU
   [ "${2:-}" = "--emulated" ] && sfx="-emu"
   [ -f "$build/build.ninja" ] || { echo "no meson build in $build (meson setup $build)" >&2; exit 1; }
-  ninja -C "$build" "tests/cuda/test-cuda-ops$sfx" "tests/cuda/test-cuda-train$sfx" "bench/bench-cuda$sfx"
+  # the core trainer's test opens the backend as a module: the real one, or the emulation's
+  module="src/engine/cuda/libespalier-cuda.so"
+  [ -n "$sfx" ] && module="tests/cuda/libespalier-cuda-emu.so"
+  ninja -C "$build" "tests/cuda/test-cuda-ops$sfx" "tests/cuda/test-cuda-train$sfx" "bench/bench-cuda$sfx" \
+    "tests/cuda/test-cuda-graph$sfx" \
+    "tests/cuda/test-trainer-cuda$sfx" "$module"
   dest="$build/gpu-check"
   rm -rf "$dest"
   mkdir -p "$dest/bin" "$dest/lib" "$dest/data" "$dest/peers"
   bins=("$build/tests/cuda/test-cuda-ops$sfx" "$build/tests/cuda/test-cuda-train$sfx" "$build/bench/bench-cuda$sfx")
+  # resident data, deferred statistics, CUDA Graphs, uploads ahead
+  bins+=("$build/tests/cuda/test-cuda-graph$sfx")
+  # the core trainer on the device (GTest: it brings GLib, json-glib and the rest of
+  # core's libraries, which the ldd loop below carries)
+  bins+=("$build/tests/cuda/test-trainer-cuda$sfx")
   for b in "${bins[@]}"; do
     cp "$b" "$dest/bin/$(basename "$b" "$sfx")"
   done
   # the libraries a bare CUDA machine may lack: all but the C and C++ runtimes and CUDA's
-  for b in "${bins[@]}"; do
+  cp "$build/$module" "$dest/bin/libespalier-cuda.so"
+  for b in "${bins[@]}" "$build/$module"; do
     ldd "$b" | awk '/=> \// { print $1, $3 }'
   done | sort -u | while read -r name path; do
     case "$name" in
@@ -103,6 +116,7 @@ run() {
   done
   LD_LIBRARY_PATH="$lib:$(cuda_lib_dirs | sort -u | paste -sd: -)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export LD_LIBRARY_PATH
+  export ESPALIER_CUDA_MODULE="$dir/bin/libespalier-cuda.so"
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   if ldd "$dir"/bin/* | grep "not found"; then
     echo "device-check: libraries missing (above)" >&2
@@ -111,9 +125,11 @@ run() {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,temperature.gpu --format=csv || true
 
   local t tests_summary=""
-  for t in test-cuda-ops test-cuda-train; do
-    local trc=0
-    timeout 240 "$dir/bin/$t" >"$out/$t.tap" 2>&1 || trc=$?
+  for t in test-cuda-ops test-cuda-train test-cuda-graph test-trainer-cuda; do
+    local trc=0 targs=()
+    [ -e "$dir/bin/$t" ] || continue
+    [ "$t" = test-trainer-cuda ] && targs=(--tap)   # GTest
+    timeout 240 "$dir/bin/$t" "${targs[@]}" >"$out/$t.tap" 2>&1 || trc=$?
     local pass fail
     pass=$(grep -c '^ok' "$out/$t.tap" || true)
     fail=$(grep -c '^not ok' "$out/$t.tap" || true)
@@ -181,10 +197,37 @@ if peer:
           f"test accuracy {peer['test_accuracy']:.4f}")
     if m:
         print(f"speed-up over PyTorch eager: {best / m['best_epoch_s']:.2f}x (target >= 2x)")
+for p in ("bf16", "fp16"):
+    a = ours.get("mlp_" + p)
+    if a:
+        print(f"mixed precision MLP, {p}: test accuracy {a['test_accuracy']:.4f} against fp32 "
+              f"{a['fp32_test_accuracy']:.4f}: {a['points_from_fp32']:+.2f} points (target within 0.3), "
+              f"best epoch {a['best_epoch_s']:.3f} s, loss scale {a['loss_scale']}, "
+              f"{a['skipped_steps']} steps skipped")
 w = ours.get("wide")
 if w:
     print(f"wide layer 4096, forward+backward: fp32 {w['fp32_tflops']} TFLOP/s, "
-          f"tf32 {w['tf32_tflops']} TFLOP/s; bf16 {w['bf16']}")
+          f"tf32 {w['tf32_tflops']} TFLOP/s, bf16 {w.get('bf16_tflops')} TFLOP/s = "
+          f"{w.get('bf16_pct_of_peak')}% of the {w.get('bf16_peak_tflops')} TFLOP/s dense bf16 peak "
+          f"(target >= 60%; the 16-bit rounding estimated at {w.get('bf16_rounding_ms_est')} ms "
+          f"of {w.get('bf16_ms')} ms, products alone ~{w.get('bf16_gemm_tflops_est')} TFLOP/s), "
+          f"fp16 {w.get('fp16_tflops')} TFLOP/s")
+p = ours.get("mlp_paths")
+if p:
+    print(f"reference MLP, one epoch of {p['rows']} images at batch {p['batch']}, by input path:")
+    for k in ("resident_graph", "eager", "streaming"):
+        r = p.get(k)
+        if r:
+            print(f"  {k}: best {r['best_epoch_s']:.3f} s, {r['samples_per_s']:.0f} samples/s, "
+                  f"{r['graph_replays']} graph replays, test accuracy {r['test_accuracy']:.4f}")
+    if peer:
+        # the peer trains on all 60000 images; compared per sample, as --rows may cut ours
+        peer_sps = 60000 / min(peer["epoch_s"])
+        print(f"  pytorch eager: best {min(peer['epoch_s']):.3f} s, {peer_sps:.0f} samples/s")
+        for k in ("resident_graph", "streaming", "eager"):
+            if p.get(k):
+                print(f"  {k} over PyTorch eager: {p[k]['samples_per_s'] / peer_sps:.2f}x"
+                      + (" (target >= 2x)" if k == "resident_graph" else ""))
 c = ours.get("ceilings")
 if c:
     print(f"ceilings: gemm {c['gemm_gflops']:.0f} GFLOP/s ({c['gemm']}), copy {c['copy_gbs']:.0f} GB/s")

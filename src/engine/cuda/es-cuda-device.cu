@@ -181,3 +181,26 @@ es_cuda_device_info (int device, EsCudaDeviceInfo *info, EsError *err)
   nvml_read (info->pci_bus_id, info);
   return true;
 }
+
+/* ---- pinned host memory (es_cuda_host_alloc) ------------------------------------ */
+
+extern "C" void *
+es_cuda_host_alloc (size_t bytes)
+{
+  void *ptr = NULL;
+
+  /* cudaMallocHost aligns to pages, more than the 64 bytes promised */
+  if (cudaMallocHost (&ptr, bytes > 0 ? bytes : 1) != cudaSuccess)
+    {
+      (void) cudaGetLastError ();   /* not a failure of the backend: clear it */
+      return NULL;
+    }
+  return ptr;
+}
+
+extern "C" void
+es_cuda_host_free (void *ptr)
+{
+  if (ptr != NULL)
+    (void) cudaFreeHost (ptr);
+}

@@ -1,7 +1,8 @@
 /* es-cuda-ops.cu: the ops of the CUDA backend, each as its kernels and then its
  * launcher (the function the interface points to), in the order of es-backend.h.
  * Matrix products (dense layers, and convolutions after im2col) go through cuBLAS in
- * fp32 (TF32 only when asked); everything else is a plain kernel written to be
+ * fp32 (TF32 only when asked), or with bf16/fp16 operands and fp32 accumulation in
+ * mixed precision (see gemm_rm_16); everything else is a plain kernel written to be
  * obviously right first: one thread per output element, or one warp per row for the
  * row-wise ops (softmax and the losses), or one block per channel (BatchNorm).
  *
@@ -53,7 +54,7 @@
 #define LAUNCH(cu, kernel, grid, block, ...)                                               \
   do                                                                                      \
     {                                                                                     \
-      es_emu_launch ((grid), (block), [&] { kernel (__VA_ARGS__); });                      \
+      es_emu_launch ((grid), (block), [=] { kernel (__VA_ARGS__); });                      \
       ES_CU_LAUNCHED ((cu), #kernel);                                                     \
     }                                                                                     \
   while (0)
@@ -315,10 +316,120 @@ warp_soft_row (float *y, const float *x, float temp, int C, int lane)
 
 /* ---- matrix products -------------------------------------------------------------- */
 
+/* Mixed precision (EsCuda.precision bf16 or fp16, set_precision below): each product
+ * rounds its two operands to 16 bits (round to nearest even, as __float2bfloat16_rn
+ * and __float2half_rn do) into the backend's half workspace, then cublasGemmEx
+ * multiplies them on the tensor cores with fp32 accumulation (CUBLAS_COMPUTE_32F) into
+ * the fp32 result, alpha and beta applied in fp32, so dw and db still accumulate in
+ * fp32. Why on the fly, not a 16-bit copy of the weights kept beside the fp32 master
+ * weights: the ops see only fp32 pointers, and a copy refreshed "after the optimizer
+ * step" would need the backend to track every write to the parameters (uploads,
+ * copies, masks, restores), decided on the host, which a captured CUDA Graph would
+ * replay stale; converting in every product is the same sequence of kernels each step,
+ * so it captures and replays as it is. The cost is one read of 4 bytes and one write
+ * of 2 per operand element: on a square layer (n = B = IN = OUT) 5 n^2 conversions a
+ * training step (x, w forward; dout once for both of its products, w, x backward)
+ * against 6 n^3 flops of products: 30 n^2 bytes, about 15% of the products' time at
+ * n = 4096 on an H200 (bench-cuda estimates it), and less as the product grows. When the
+ * budget refuses the workspace, the product runs in fp32 (more exact, slower). */
+
+/* 16-bit operands start at multiples of 256 bytes and have row strides of a multiple
+ * of 8 elements (16 bytes), as the tensor cores prefer. */
+#define HALF_ALIGN_BYTES 256
+#define HALF_LD(cols) ((int) ES_CEIL_DIV ((int64_t) (cols), 8) * 8)
+
+__device__ static inline uint16_t
+d_round16 (float v, int fp16)
+{
+  return fp16 ? __half_as_ushort (__float2half_rn (v))
+              : __bfloat16_as_ushort (__float2bfloat16_rn (v));
+}
+
+/* dst (n) = src (n) rounded to 16 bits: a contiguous operand */
+__global__ static void
+k_round16 (uint16_t *dst, const float *src, int64_t n, int fp16)
+{
+  FOR_EACH (i, n)
+    dst[i] = d_round16 (src[i], fp16);
+}
+
+/* dst (rows, ldd) = src (rows, cols) of row stride lds rounded to 16 bits, a block
+ * per row (the columns past cols of dst are never read) */
+__global__ static void
+k_round16_rows (uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols, int fp16)
+{
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+      dst[r * ldd + c] = d_round16 (src[r * lds + c], fp16);
+}
+
+/* The stored matrix src (rows, cols), row stride lds, into dst with row stride ldd. */
+static void
+round16 (EsCuda *cu, uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols)
+{
+  const int fp16 = cu->precision == ES_CUDA_FP16;
+
+  if (lds == cols && ldd == cols)
+    LAUNCH (cu, k_round16, grid_for ((int64_t) rows * cols), NT, dst, src,
+            (int64_t) rows * cols, fp16);
+  else
+    LAUNCH (cu, k_round16_rows, (unsigned) ES_MAX (1, ES_MIN (rows, 65535)), NT, dst, ldd, src,
+            lds, rows, cols, fp16);
+}
+
+/* The bytes of a stored matrix (rows, cols) in 16 bits, row stride HALF_LD (cols),
+ * rounded up to the alignment; 0 when it is too large for cuBLAS's int sizes. */
+static size_t
+half_bytes (int rows, int cols)
+{
+  const int64_t n = (int64_t) rows * HALF_LD (cols);
+
+  return n > INT32_MAX ? 0 : ES_CEIL_DIV ((size_t) n * 2, HALF_ALIGN_BYTES) * HALF_ALIGN_BYTES;
+}
+
+/* gemm_rm's product on operands already rounded to 16 bits: A16 (stored as gemm_rm's
+ * A, row stride lda16) and B16. */
+static void
+gemm_rm_16_ready (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha,
+                  const uint16_t *A16, int lda16, const uint16_t *B16, int ldb16, float beta,
+                  float *C, int ldc)
+{
+  const cudaDataType_t type = cu->precision == ES_CUDA_FP16 ? CUDA_R_16F : CUDA_R_16BF;
+
+  ES_BLAS_CHECK (cu, cublasGemmEx (cu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                   ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                                   B16, type, ldb16, A16, type, lda16, &beta, C,
+                                   CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* gemm_rm's product with 16-bit operands; false (nothing queued) when the workspace
+ * cannot be had. */
+static bool
+gemm_rm_16 (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
+            int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+  /* the stored shapes: A (ta ? K : M, ta ? M : K), B (tb ? N : K, tb ? K : N) */
+  const int ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
+  const size_t a_bytes = half_bytes (ra, ca), b_bytes = half_bytes (rb, cb);
+  uint8_t *ws;
+
+  if (a_bytes == 0 || b_bytes == 0)
+    return false;
+  ws = (uint8_t *) es_cuda_buf_get (cu, &cu->half, a_bytes + b_bytes);
+  if (ws == NULL)
+    return false;
+  round16 (cu, (uint16_t *) ws, HALF_LD (ca), A, lda, ra, ca);
+  round16 (cu, (uint16_t *) (ws + a_bytes), HALF_LD (cb), B, ldb, rb, cb);
+  gemm_rm_16_ready (cu, ta, tb, M, N, K, alpha, (const uint16_t *) ws, HALF_LD (ca),
+                    (const uint16_t *) (ws + a_bytes), HALF_LD (cb), beta, C, ldc);
+  return true;
+}
+
 /* Row-major C (M,N) = alpha op(A) (M,K) . op(B) (K,N) + beta C, with lda, ldb, ldc the
  * row strides of the stored matrices. cuBLAS is column-major, and a row-major matrix
  * is its own transpose read column-major, so this is C^T = op(B)^T op(A)^T: the same
- * operation flags, the operands and M/N swapped. */
+ * operation flags, the operands and M/N swapped. In bf16/fp16 the operands are
+ * rounded to 16 bits first (above). */
 static bool
 gemm_rm (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
          int lda, const float *B, int ldb, float beta, float *C, int ldc)
@@ -330,9 +441,40 @@ gemm_rm (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha, const f
            || ES_CU_CHECK (cu, cudaMemset2DAsync (C, (size_t) ldc * sizeof (float), 0,
                                                   (size_t) N * sizeof (float), (size_t) M,
                                                   cu->stream));
+  if (cu->precision != ES_CUDA_FP32
+      && gemm_rm_16 (cu, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+    return !cu->failed;
   return ES_BLAS_CHECK (cu, cublasSgemm (cu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                                          ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
                                          B, ldb, A, lda, &beta, C, ldc));
+}
+
+/* The interface's set_precision: precision is an EsPrecision (es-train.h), whose
+ * values ES_CUDA_FP32/_BF16/_FP16 repeat. Every device of compute capability 7.5 runs
+ * fp16 products on its tensor cores; bf16 needs 8.0 (Ampere) and is refused before. */
+static bool
+cu_set_precision (EsBackend *be, int precision, EsError *err)
+{
+  EsCuda *cu = es_cuda_of (be);
+  int major = 0;
+
+  if (precision != ES_CUDA_FP32 && precision != ES_CUDA_BF16 && precision != ES_CUDA_FP16)
+    {
+      es_error_set (err, ES_ERR_INVALID, "Unknown precision %d", precision);
+      return false;
+    }
+  if (precision == ES_CUDA_BF16
+      && cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, cu->device)
+         == cudaSuccess
+      && major < 8)
+    {
+      es_error_set (err, ES_ERR_UNSUPPORTED,
+                    "bf16 needs a GPU of compute capability 8.0 or newer; this one is %d.x "
+                    "(fp16 works on it)", major);
+      return false;
+    }
+  cu->precision = precision;
+  return true;
 }
 
 /* ---- data ------------------------------------------------------------------------- */
@@ -436,6 +578,32 @@ cu_dense_backward (EsBackend *be, float *dinp, float *dw, float *db, const float
 
   if (!es_cuda_enter (cu))
     return;
+  /* bf16/fp16: dout rounded once for both products (gemm_rm would round it twice) */
+  if (cu->precision != ES_CUDA_FP32 && dinp != NULL && B > 0 && IN > 0 && OUT > 0)
+    {
+      const size_t g_bytes = half_bytes (B, OUT), w_bytes = half_bytes (OUT, IN);
+      const size_t x_bytes = half_bytes (B, IN);
+      uint8_t *ws = g_bytes == 0 || w_bytes == 0 || x_bytes == 0 ? NULL
+                    : (uint8_t *) es_cuda_buf_get (cu, &cu->half, g_bytes + w_bytes + x_bytes);
+
+      if (ws != NULL)
+        {
+          const uint16_t *g16 = (const uint16_t *) ws, *w16 = (const uint16_t *) (ws + g_bytes);
+          const uint16_t *x16 = (const uint16_t *) (ws + g_bytes + w_bytes);
+
+          round16 (cu, (uint16_t *) g16, HALF_LD (OUT), dout, OUT, B, OUT);
+          round16 (cu, (uint16_t *) w16, HALF_LD (IN), w, IN, OUT, IN);
+          round16 (cu, (uint16_t *) x16, HALF_LD (IN), inp, IN, B, IN);
+          gemm_rm_16_ready (cu, false, false, B, IN, OUT, 1.0f, g16, HALF_LD (OUT), w16,
+                            HALF_LD (IN), 0.0f, dinp, IN);
+          gemm_rm_16_ready (cu, true, false, OUT, IN, B, 1.0f, g16, HALF_LD (OUT), x16,
+                            HALF_LD (IN), 1.0f, dw, IN);
+          if (db != NULL)
+            LAUNCH (cu, k_column_sums_add, (unsigned) ES_CEIL_DIV (OUT, 32), NT, db, dout, B,
+                    OUT);
+          return;
+        }
+    }
   if (dinp != NULL)
     {
       if (OUT > 0)
@@ -1317,6 +1485,19 @@ k_xent_bwd (float *dlogits, const float *probs, const int32_t *labels, float sca
     }
 }
 
+/* k_xent_fwd alone, for es-cuda-graph.cu's forward that waits for nothing. */
+unsigned
+es_cuda_xent_partials (EsCuda *cu, float *probs, float *losses, const float *logits,
+                       const int32_t *labels, int B, int C)
+{
+  const unsigned G = grid_rows (B);
+
+  if (B <= 0 || C <= 0)
+    return 0;
+  LAUNCH (cu, k_xent_fwd, G, NT, probs, losses, logits, labels, B, C, cu->partial);
+  return G;
+}
+
 /* The mean loss to the host; the correct rows are kept for argmax_correct. */
 static float
 cu_softmax_xent_forward (EsBackend *be, float *probs, float *losses, const float *logits,
@@ -1330,8 +1511,7 @@ cu_softmax_xent_forward (EsBackend *be, float *probs, float *losses, const float
     return NAN;
   if (B <= 0 || C <= 0)
     return 0.0f;
-  G = grid_rows (B);
-  LAUNCH (cu, k_xent_fwd, G, NT, probs, losses, logits, labels, B, C, cu->partial);
+  G = es_cuda_xent_partials (cu, probs, losses, logits, labels, B, C);
   if (!finish_sum (cu, G, 2, r))
     return NAN;
   cu->xent_valid = true;
@@ -2053,4 +2233,8 @@ const EsBackendIface es_cuda_iface = {
   .fake_quant_act_backward = cu_fake_quant_act_backward,
   .distill_forward = cu_distill_forward,
   .distill_backward = cu_distill_backward,
+
+  ES_CUDA_GRAPH_OPS  /* es-cuda-graph.cu */
+
+  .set_precision = cu_set_precision,
 };

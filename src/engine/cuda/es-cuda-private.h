@@ -10,6 +10,8 @@
 #include "es-cuda-emu.h"
 #else
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -21,6 +23,9 @@
 #define ES_CUDA_PARTIALS 1024
 /* Threads of a block in the element-wise and row kernels (8 warps). */
 #define ES_CUDA_THREADS 256
+
+/* Staging slots of es-backend.h's upload_ahead. */
+#define ES_CUDA_AHEAD_SLOTS 4
 
 /* A device buffer that grows on demand, charged to the budget as ES_MEM_WORKSPACE. */
 typedef struct {
@@ -34,6 +39,8 @@ typedef struct {
   cudaStream_t    stream;
   cublasHandle_t  blas;
   bool            tf32;
+  int             precision;     /* of the matrix products: ES_CUDA_FP32, _BF16, _FP16 */
+  EsCudaBuf       half;          /* their operands rounded to 16 bits (es-cuda-ops.cu) */
   bool            conv_direct;   /* ESPALIER_CUDA_CONV=direct */
 
   void           *blas_ws;       /* cuBLAS workspace (blas_ws_bytes, charged) */
@@ -57,9 +64,24 @@ typedef struct {
 
   bool            failed;        /* a CUDA or cuBLAS call failed: no more work */
   EsError         error;         /* the first failure */
+
+  /* es-cuda-graph.cu: a CUDA Graph being recorded, and uploads one batch ahead (the copy
+   * stream, pinned staging slots and their events, all made on first use) */
+  bool            capturing;
+  cudaStream_t    copy_stream;
+  cudaEvent_t     ev_copied[ES_CUDA_AHEAD_SLOTS];  /* a slot's copy has left its pinned buffer */
+  cudaEvent_t     ev_released[ES_CUDA_AHEAD_SLOTS];/* the work that read the slot's device
+                                                    * buffers is done */
+  void           *pinned[ES_CUDA_AHEAD_SLOTS];     /* pinned host memory, charged to no budget */
+  size_t          pinned_bytes[ES_CUDA_AHEAD_SLOTS];
 } EsCuda;
 
 #define ES_CUDA_HOST_CHUNK (1 << 16)
+
+/* EsCuda.precision: the values of es-train.h's EsPrecision */
+#define ES_CUDA_FP32 0
+#define ES_CUDA_BF16 1
+#define ES_CUDA_FP16 2
 
 static inline EsCuda *
 es_cuda_of (EsBackend *be)
@@ -110,6 +132,58 @@ void  es_cuda_zero          (EsBackend *be, void *dst, size_t bytes);
 void  es_cuda_synchronize   (EsBackend *be);
 bool  es_cuda_supports_op   (EsBackend *be, EsOp op);
 void  es_cuda_destroy       (EsBackend *be);
+
+/* es-cuda-ops.cu: softmax_xent_forward's kernel alone (probs, losses and per block the
+ * loss sum and correct rows into cu->partial); returns the blocks it ran, 0 for none. */
+unsigned es_cuda_xent_partials (EsCuda *cu, float *probs, float *losses, const float *logits,
+                                const int32_t *labels, int B, int C);
+
+/* es-cuda-graph.cu: the ops of es-backend.h's optional block from gather_rows on, and
+ * the end of the uploads ahead (at destroy). */
+void  es_cuda_gather_rows   (EsBackend *be, float *out, const void *src, bool src_u8,
+                             float scale, float shift, const int32_t *rows, int B, int64_t D);
+void  es_cuda_gather_i32    (EsBackend *be, int32_t *out, const int32_t *src,
+                             const int32_t *rows, int B);
+void  es_cuda_softmax_xent_forward_acc (EsBackend *be, float *probs, float *losses,
+                                        const float *logits, const int32_t *labels, int B,
+                                        int C, double *stats);
+void  es_cuda_sgd_step_dev  (EsBackend *be, float *param, float *velocity, const float *grad,
+                             float momentum, bool nesterov, const float *hyper,
+                             const int32_t *slot, const double *stats, int64_t N);
+void  es_cuda_adam_step_dev (EsBackend *be, float *param, float *m, float *v,
+                             const float *grad, float beta1, float beta2, float eps,
+                             const float *hyper, const int32_t *slot, const double *stats,
+                             int64_t N);
+void  es_cuda_dropout_forward_dev (EsBackend *be, float *out, uint8_t *mask, const float *inp,
+                                   float rate, const uint64_t *seeds, const int32_t *slot,
+                                   int stride, int index, int64_t N);
+void  es_cuda_step_advance  (EsBackend *be, int32_t *slot, double *stats);
+bool  es_cuda_graph_begin   (EsBackend *be, EsError *err);
+void *es_cuda_graph_end     (EsBackend *be, EsError *err);
+bool  es_cuda_graph_launch  (EsBackend *be, void *graph, EsError *err);
+void  es_cuda_graph_free    (EsBackend *be, void *graph);
+bool  es_cuda_upload_ahead  (EsBackend *be, int slot, int n, void *const *dst,
+                             const void *const *src, const size_t *bytes, EsError *err);
+void  es_cuda_upload_wait   (EsBackend *be, int slot);
+void  es_cuda_upload_release (EsBackend *be, int slot);
+void  es_cuda_ahead_free    (EsCuda *cu);
+
+/* Those ops as designated initializers, for es_cuda_iface. */
+#define ES_CUDA_GRAPH_OPS                                                                  \
+  .gather_rows = es_cuda_gather_rows,                                                      \
+  .gather_i32 = es_cuda_gather_i32,                                                        \
+  .softmax_xent_forward_acc = es_cuda_softmax_xent_forward_acc,                            \
+  .sgd_step_dev = es_cuda_sgd_step_dev,                                                    \
+  .adam_step_dev = es_cuda_adam_step_dev,                                                  \
+  .dropout_forward_dev = es_cuda_dropout_forward_dev,                                      \
+  .step_advance = es_cuda_step_advance,                                                    \
+  .graph_begin = es_cuda_graph_begin,                                                      \
+  .graph_end = es_cuda_graph_end,                                                          \
+  .graph_launch = es_cuda_graph_launch,                                                    \
+  .graph_free = es_cuda_graph_free,                                                        \
+  .upload_ahead = es_cuda_upload_ahead,                                                    \
+  .upload_wait = es_cuda_upload_wait,                                                      \
+  .upload_release = es_cuda_upload_release,
 
 /* The interface, with the ops of es-cuda-ops.cu. */
 extern const EsBackendIface es_cuda_iface;

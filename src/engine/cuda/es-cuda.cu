@@ -309,9 +309,11 @@ cuda_free_all (EsCuda *cu)
 {
   if (cu->stream != NULL)
     (void) cudaStreamSynchronize (cu->stream);
+  es_cuda_ahead_free (cu);
   es_cuda_buf_release (cu, &cu->ws);
   es_cuda_buf_release (cu, &cu->stage);
   es_cuda_buf_release (cu, &cu->idx);
+  es_cuda_buf_release (cu, &cu->half);
   if (cu->blas != NULL)
     (void) cublasDestroy (cu->blas);
   device_free (cu, ES_MEM_WORKSPACE, cu->blas_ws, cu->blas_ws_bytes);

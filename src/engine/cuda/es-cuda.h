@@ -5,9 +5,17 @@
  * Built only when nvcc is found (config.h's ES_HAVE_CUDA); plain C callers include
  * this header and link the engine's CUDA library.
  *
- * What it is not (yet): CUDA Graph capture of a training step, mixed precision
- * (bf16/fp16 with loss scaling), a dataset resident on the device. TF32 for the
+ * What it is not (yet): CUDA Graph capture of a training step, a dataset resident
+ * on the device. TF32 for the
  * matrix products can be switched on (es_cuda_backend_set_tf32).
+ *
+ * Mixed precision: the interface's set_precision makes the matrix products (dense and
+ * convolution, forward and backward) round their operands to bf16 (compute capability
+ * 8.0 and newer) or fp16 and multiply them on the tensor cores with fp32 accumulation
+ * (cublasGemmEx, CUBLAS_COMPUTE_32F); the tensors the ops see stay fp32, so the
+ * weights are fp32 master weights and every other op runs in fp32. The loss scaling
+ * fp16 needs is the trainer's (es-train.h). es-cuda-ops.cu says why the 16-bit
+ * operands are converted in every product rather than kept.
  *
  * Errors: the op functions of EsBackendIface return nothing, so a CUDA or cuBLAS
  * failure inside one is recorded in the backend (the first one, with the call, file
@@ -82,6 +90,15 @@ bool        es_cuda_backend_check    (EsBackend *be, EsError *err);
  * default, so results agree with the CPU backend to fp32 rounding. false when be is
  * not a CUDA backend. */
 bool        es_cuda_backend_set_tf32 (EsBackend *be, bool on);
+
+/* Page-locked ("pinned") host memory of bytes, 64-byte aligned, for buffers the GPU
+ * copies to and from often (an MPI library staging gradients): the copies run by DMA
+ * at full speed and need no bounce buffer. NULL when none can be had (no device or
+ * driver, or the system's limit on locked memory): the caller then uses ordinary
+ * memory. Free it with es_cuda_host_free (NULL is ignored). Each block is costly to
+ * make (it is mapped for the device): allocate once, reuse. */
+void       *es_cuda_host_alloc       (size_t bytes);
+void        es_cuda_host_free        (void *ptr);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <vector>
 #include <typeindex>
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
@@ -69,6 +70,21 @@ bool
 is_device (const void *p, size_t n)
 {
   return inside (p, n ? n : 1, Kind::device);
+}
+
+/* ---- graph capture: the stream capturing, what it recorded, whether it broke ---- */
+cudaStream_t capture_stream;
+std::vector<std::function<void ()>> *captured;
+bool capture_broken;
+long graph_launches, graph_items;
+
+/* A call the device refuses while stream work is recorded: the capture breaks. */
+cudaError_t
+break_capture (const char *what)
+{
+  fprintf (stderr, "cuda emulator: %s while a CUDA Graph is recorded\n", what);
+  capture_broken = true;
+  return fail (cudaErrorStreamCaptureUnsupported);
 }
 
 }  // namespace
@@ -232,24 +248,38 @@ emu_free (void *ptr, Kind kind)
 cudaError_t
 cudaMalloc (void **ptr, size_t bytes)
 {
+  if (capture_stream != NULL)
+    return break_capture ("cudaMalloc");
   return emu_alloc (ptr, bytes, Kind::device);
 }
 
 cudaError_t
 cudaFree (void *ptr)
 {
+  if (capture_stream != NULL)
+    return break_capture ("cudaFree");
   return emu_free (ptr, Kind::device);
 }
 
 cudaError_t
 cudaMallocHost (void **ptr, size_t bytes)
 {
+  if (capture_stream != NULL)
+    return break_capture ("cudaMallocHost");
   return emu_alloc (ptr, bytes, Kind::pinned);
+}
+
+cudaError_t
+cudaHostAlloc (void **ptr, size_t bytes, unsigned)
+{
+  return cudaMallocHost (ptr, bytes);
 }
 
 cudaError_t
 cudaFreeHost (void *ptr)
 {
+  if (capture_stream != NULL)
+    return break_capture ("cudaFreeHost");
   return emu_free (ptr, Kind::pinned);
 }
 
@@ -277,7 +307,139 @@ cudaStreamSynchronize (cudaStream_t stream)
 {
   if (stream == NULL)
     return fail (cudaErrorInvalidValue);
+  if (stream == capture_stream)
+    return break_capture ("cudaStreamSynchronize of the capturing stream");
   return cudaSuccess;
+}
+
+/* ---- events and graphs --------------------------------------------------------------- */
+
+struct EsEmuEvent
+{
+  unsigned flags;
+};
+
+struct EsEmuGraph
+{
+  std::vector<std::function<void ()>> items;
+};
+
+cudaError_t
+cudaEventCreateWithFlags (cudaEvent_t *event, unsigned flags)
+{
+  *event = new EsEmuEvent { flags };
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventDestroy (cudaEvent_t event)
+{
+  delete event;
+  return cudaSuccess;
+}
+
+/* Work runs as it is queued, so an event is complete as soon as it is recorded; one
+ * recorded on the capturing stream becomes a node that does nothing. */
+cudaError_t
+cudaEventRecord (cudaEvent_t event, cudaStream_t stream)
+{
+  if (event == NULL || stream == NULL)
+    return fail (cudaErrorInvalidValue);
+  if (stream == capture_stream)
+    captured->push_back ([] {});
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventSynchronize (cudaEvent_t event)
+{
+  return event == NULL ? fail (cudaErrorInvalidValue) : cudaSuccess;
+}
+
+cudaError_t
+cudaStreamWaitEvent (cudaStream_t stream, cudaEvent_t event, unsigned)
+{
+  return stream == NULL || event == NULL ? fail (cudaErrorInvalidValue) : cudaSuccess;
+}
+
+cudaError_t
+cudaStreamBeginCapture (cudaStream_t stream, cudaStreamCaptureMode)
+{
+  if (stream == NULL || capture_stream != NULL)
+    return fail (cudaErrorInvalidValue);
+  capture_stream = stream;
+  captured = new std::vector<std::function<void ()>> ();
+  capture_broken = false;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamEndCapture (cudaStream_t stream, cudaGraph_t *graph)
+{
+  std::vector<std::function<void ()>> *items = captured;
+
+  *graph = NULL;
+  if (stream == NULL || stream != capture_stream)
+    return fail (cudaErrorInvalidValue);
+  capture_stream = NULL;
+  captured = NULL;
+  if (capture_broken)
+    {
+      delete items;
+      return fail (cudaErrorStreamCaptureInvalidated);
+    }
+  *graph = new EsEmuGraph { std::move (*items) };
+  delete items;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphInstantiate (cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long)
+{
+  if (graph == NULL)
+    return fail (cudaErrorInvalidValue);
+  *exec = new EsEmuGraph { graph->items };
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t stream)
+{
+  if (exec == NULL || stream == NULL || capture_stream != NULL)
+    return fail (cudaErrorInvalidValue);
+  graph_launches++;
+  for (const auto &item : exec->items)
+    {
+      item ();
+      graph_items++;
+    }
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphDestroy (cudaGraph_t graph)
+{
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphExecDestroy (cudaGraphExec_t exec)
+{
+  delete exec;
+  return cudaSuccess;
+}
+
+extern "C" long
+es_emu_graph_launches (void)
+{
+  return graph_launches;
+}
+
+extern "C" long
+es_emu_graph_items_run (void)
+{
+  return graph_items;
 }
 
 /* Copies run at once; the direction must match where the pointers live (the
@@ -290,6 +452,15 @@ cudaMemcpyAsync (void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
 
   if (stream == NULL)
     return fail (cudaErrorInvalidValue);
+  if (stream == capture_stream)
+    {
+      /* the device copies from and to pinned host memory only, inside a graph */
+      if ((kind == cudaMemcpyHostToDevice && !inside (src, bytes ? bytes : 1, Kind::pinned))
+          || (kind == cudaMemcpyDeviceToHost && !inside (dst, bytes ? bytes : 1, Kind::pinned)))
+        return break_capture ("a copy with pageable host memory");
+      captured->push_back ([=] { (void) cudaMemcpyAsync (dst, src, bytes, kind, stream); });
+      return cudaSuccess;
+    }
   switch (kind)
     {
     case cudaMemcpyHostToDevice:
@@ -318,6 +489,11 @@ cudaMemcpyAsync (void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
 cudaError_t
 cudaMemsetAsync (void *dst, int value, size_t bytes, cudaStream_t stream)
 {
+  if (stream != NULL && stream == capture_stream)
+    {
+      captured->push_back ([=] { (void) cudaMemsetAsync (dst, value, bytes, stream); });
+      return cudaSuccess;
+    }
   if (stream == NULL || !is_device (dst, bytes))
     {
       fprintf (stderr, "cuda emulator: cudaMemsetAsync of %zu bytes at %p outside device "
@@ -334,6 +510,13 @@ cudaMemset2DAsync (void *dst, size_t pitch, int value, size_t width, size_t heig
 {
   if (height == 0 || width == 0)
     return cudaSuccess;
+  if (stream != NULL && stream == capture_stream)
+    {
+      captured->push_back ([=] {
+        (void) cudaMemset2DAsync (dst, pitch, value, width, height, stream);
+      });
+      return cudaSuccess;
+    }
   if (stream == NULL || width > pitch || !is_device (dst, pitch * (height - 1) + width))
     {
       fprintf (stderr, "cuda emulator: cudaMemset2DAsync of %zu x %zu bytes (pitch %zu) at %p "
@@ -439,6 +622,15 @@ cublasSgemm (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t 
 
   if (handle == NULL || handle->stream == NULL)
     return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (handle->stream == capture_stream)
+    {
+      const float al = *alpha, bt = *beta;   /* host pointers: read at the call */
+
+      captured->push_back ([=] {
+        (void) cublasSgemm (handle, transa, transb, m, n, k, &al, A, lda, B, ldb, &bt, C, ldc);
+      });
+      return CUBLAS_STATUS_SUCCESS;
+    }
   if (m < 0 || n < 0 || k < 0
       || !operand_ok (A, ta ? k : m, ta ? m : k, lda)
       || !operand_ok (B, tb ? n : k, tb ? k : n, ldb)
@@ -464,6 +656,105 @@ cublasSgemm (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t 
         float *c = &C[i + (size_t) j * ldc];
         /* beta = 0: C is not read (it may hold NaN), as cuBLAS promises */
         *c = *beta == 0.0f ? (float) (*alpha * acc) : (float) (*alpha * acc + *beta * *c);
+      }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+/* An element of a 16-bit operand as the float it stands for (exact). */
+static float
+decode16 (uint16_t h, cudaDataType_t type)
+{
+  uint32_t u;
+  float f;
+
+  if (type == CUDA_R_16BF)
+    u = (uint32_t) h << 16;
+  else
+    {
+      const uint32_t sign = (uint32_t) (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu,
+                     m = h & 0x3ffu;
+
+      if (e == 31)
+        u = sign | 0x7f800000u | (m << 13);
+      else if (e != 0)
+        u = sign | ((e + 112u) << 23) | (m << 13);
+      else
+        {
+          /* subnormal: m 2^-24, exact in a float */
+          f = ldexpf ((float) m, -24);
+          return sign != 0 ? -f : f;
+        }
+    }
+  memcpy (&f, &u, 4);
+  return f;
+}
+
+/* A column-major operand of type in emulated device memory. */
+static bool
+operand_ok_typed (const void *p, int rows, int cols, int ld, size_t elem)
+{
+  if (rows == 0 || cols == 0)
+    return true;
+  return ld >= (rows > 1 ? rows : 1)
+         && is_device (p, ((size_t) ld * (size_t) (cols - 1) + (size_t) rows) * elem);
+}
+
+cublasStatus_t
+cublasGemmEx (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+              int n, int k, const void *alpha, const void *A, cudaDataType_t Atype, int lda,
+              const void *B, cudaDataType_t Btype, int ldb, const void *beta, void *C,
+              cudaDataType_t Ctype, int ldc, cublasComputeType_t computeType,
+              cublasGemmAlgo_t algo)
+{
+  const bool ta = transa == CUBLAS_OP_T, tb = transb == CUBLAS_OP_T;
+  const size_t elem = Atype == CUDA_R_32F ? 4 : 2;
+  const float al = *(const float *) alpha, be = *(const float *) beta;
+  float *c32 = (float *) C;
+
+  (void) algo;
+  if (handle == NULL || handle->stream == NULL)
+    return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (handle->stream == capture_stream)   /* recorded: alpha and beta read now */
+    {
+      captured->push_back ([=] {
+        (void) cublasGemmEx (handle, transa, transb, m, n, k, &al, A, Atype, lda, B, Btype, ldb,
+                             &be, C, Ctype, ldc, computeType, algo);
+      });
+      return CUBLAS_STATUS_SUCCESS;
+    }
+  /* what the backend uses: both operands of one type, an fp32 C, fp32 compute */
+  if (Atype != Btype || Ctype != CUDA_R_32F || computeType != CUBLAS_COMPUTE_32F
+      || (Atype != CUDA_R_32F && Atype != CUDA_R_16F && Atype != CUDA_R_16BF))
+    {
+      fprintf (stderr, "cuda emulator: cublasGemmEx with types %d x %d -> %d, compute %d is "
+               "not emulated\n", Atype, Btype, Ctype, computeType);
+      return CUBLAS_STATUS_INVALID_VALUE;
+    }
+  if (m < 0 || n < 0 || k < 0
+      || !operand_ok_typed (A, ta ? k : m, ta ? m : k, lda, elem)
+      || !operand_ok_typed (B, tb ? n : k, tb ? k : n, ldb, elem)
+      || !operand_ok (c32, m, n, ldc))
+    {
+      fprintf (stderr, "cuda emulator: cublasGemmEx (%c%c, m=%d n=%d k=%d, lda=%d ldb=%d ldc=%d) "
+               "has an operand outside device memory or a bad leading dimension\n",
+               ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, lda, ldb, ldc);
+      return CUBLAS_STATUS_INVALID_VALUE;
+    }
+  auto at = [&] (const void *p, size_t i) -> double {
+    return elem == 4 ? (double) ((const float *) p)[i]
+                     : (double) decode16 (((const uint16_t *) p)[i], Atype);
+  };
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < m; i++)
+      {
+        double acc = 0.0;
+
+        for (int l = 0; l < k; l++)
+          acc += at (A, ta ? l + (size_t) i * lda : i + (size_t) l * lda)
+                 * at (B, tb ? j + (size_t) l * ldb : l + (size_t) j * ldb);
+        float *c = &c32[i + (size_t) j * ldc];
+        /* beta = 0: C is not read */
+        *c = be == 0.0f ? (float) (al * acc) : (float) (al * acc + be * *c);
       }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -772,6 +1063,14 @@ es_emu_launch (dim3 grid, dim3 block, const std::function<void ()> &fn)
 {
   const std::type_index key (fn.target_type ());
   auto known = kernel_syncs.find (key);
+
+  if (capture_stream != NULL)
+    {
+      std::function<void ()> f = fn;
+
+      captured->push_back ([=] { es_emu_launch (grid, block, f); });
+      return;
+    }
 
   if (grid.x == 0 || block.x == 0 || block.x > (unsigned) max_threads || grid.y != 1
       || block.y != 1)

@@ -6,7 +6,8 @@
  * What it emulates: one device of "emulated" memory (malloc'd, filled with 0xff bytes
  * when allocated and when freed, so reads of unwritten or freed memory give NaN); the
  * runtime calls the backend makes, synchronously, with the copy directions checked
- * against where the pointers live; cuBLAS's column-major sgemm; and kernels: every
+ * against where the pointers live; cuBLAS's column-major sgemm and gemmEx (16-bit
+ * operands, with cuda_bf16.h's and cuda_fp16.h's rounding); and kernels: every
  * thread of a block runs as a fiber, and __syncthreads and the warp shuffles switch
  * between them, so the block and warp barriers behave as on the device (a shuffle with
  * missing lanes, or a barrier that can never be passed, aborts with a message).
@@ -81,6 +82,9 @@ typedef enum
   cudaErrorSystemDriverMismatch = 803,
   cudaErrorCompatNotSupportedOnDevice = 804,
   cudaErrorLaunchFailure = 719,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,
 } cudaError_t;
 
 typedef enum
@@ -149,6 +153,47 @@ cudaError_t cudaMemset2DAsync (void *dst, size_t pitch, int value, size_t width,
                                cudaStream_t stream);
 cudaError_t cudaPointerGetAttributes (cudaPointerAttributes *attr, const void *ptr);
 
+/* Pinned memory, events and CUDA Graphs (es-cuda-graph.cu). Events complete at once
+ * (every call runs synchronously). Capture: between cudaStreamBeginCapture and
+ * cudaStreamEndCapture the kernels, copies, memsets and cuBLAS calls queued on the
+ * capturing stream are recorded instead of run (the arguments by value, cuBLAS's
+ * alpha and beta read at once as cuBLAS reads host pointers), and cudaGraphLaunch
+ * runs them again in order. What the device cannot do while capturing breaks the
+ * capture, as there: a synchronization of the capturing stream, an allocation or a
+ * free, a copy between the device and pageable host memory on it; the call fails with
+ * cudaErrorStreamCaptureUnsupported and cudaStreamEndCapture with
+ * cudaErrorStreamCaptureInvalidated. Kernels carry no stream here, so every launch
+ * during a capture is taken as the capturing stream's. */
+typedef struct EsEmuEvent *cudaEvent_t;
+typedef struct EsEmuGraph *cudaGraph_t;
+typedef struct EsEmuGraph *cudaGraphExec_t;
+#define cudaEventDisableTiming 0x02
+#define cudaHostAllocDefault 0x00
+typedef enum
+{
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+} cudaStreamCaptureMode;
+
+cudaError_t cudaHostAlloc (void **ptr, size_t bytes, unsigned flags);
+cudaError_t cudaEventCreateWithFlags (cudaEvent_t *event, unsigned flags);
+cudaError_t cudaEventDestroy (cudaEvent_t event);
+cudaError_t cudaEventRecord (cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaEventSynchronize (cudaEvent_t event);
+cudaError_t cudaStreamWaitEvent (cudaStream_t stream, cudaEvent_t event, unsigned flags);
+cudaError_t cudaStreamBeginCapture (cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture (cudaStream_t stream, cudaGraph_t *graph);
+cudaError_t cudaGraphInstantiate (cudaGraphExec_t *exec, cudaGraph_t graph,
+                                  unsigned long long flags);
+cudaError_t cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy (cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy (cudaGraphExec_t exec);
+/* For tests: graphs replayed, and work items (launches, copies, cuBLAS calls) run
+ * by those replays, since the process started. */
+extern "C" long es_emu_graph_launches (void);
+extern "C" long es_emu_graph_items_run (void);
+
 /* ---- cuBLAS --------------------------------------------------------------------------- */
 
 typedef struct EsEmuBlas *cublasHandle_t;
@@ -175,6 +220,80 @@ const char    *cublasGetStatusName (cublasStatus_t status);
 const char    *cublasGetStatusString (cublasStatus_t status);
 /* column-major C (m,n) = alpha op(A) (m,k) op(B) (k,n) + beta C, as cuBLAS defines it;
  * the operands must be emulated device memory and the leading dimensions valid */
+/* cublasGemmEx with 16-bit operands (CUDA_R_16BF or CUDA_R_16F, both the same) or fp32
+ * ones, an fp32 C and CUBLAS_COMPUTE_32F: the operands are decoded exactly and the
+ * products summed as cublasSgemm's (the rounding to 16 bits is the caller's) */
+typedef enum { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType_t;
+typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
+typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
+cublasStatus_t cublasGemmEx (cublasHandle_t handle, cublasOperation_t transa,
+                             cublasOperation_t transb, int m, int n, int k, const void *alpha,
+                             const void *A, cudaDataType_t Atype, int lda, const void *B,
+                             cudaDataType_t Btype, int ldb, const void *beta, void *C,
+                             cudaDataType_t Ctype, int ldc, cublasComputeType_t computeType,
+                             cublasGemmAlgo_t algo);
+
+/* ---- cuda_bf16.h, cuda_fp16.h: the two 16-bit types and their rounding ------------------ */
+
+struct __nv_bfloat16 { uint16_t x; };
+struct __half { uint16_t x; };
+
+/* float to bf16 (8 significant bits), round to nearest even; NaN stays a (quiet) NaN */
+static inline __nv_bfloat16
+__float2bfloat16_rn (float f)
+{
+  uint32_t u;
+
+  __builtin_memcpy (&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return { (uint16_t) ((u >> 16) | 0x40) };
+  /* adding 0x7fff plus the lowest kept bit carries into the kept bits exactly when the
+   * dropped half is over a half, or a half with the kept part odd (to even) */
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return { (uint16_t) (u >> 16) };
+}
+
+/* float to IEEE binary16 (11 significant bits, exponent -14..15, subnormals down to
+ * 2^-24), round to nearest even; past 65504 (from 65520 up) infinity; NaN quiet */
+static inline __half
+__float2half_rn (float f)
+{
+  uint32_t u, sign, mag, exp;
+  uint16_t h;
+
+  __builtin_memcpy (&u, &f, 4);
+  sign = (u >> 16) & 0x8000u;
+  mag = u & 0x7fffffffu;
+  exp = mag >> 23;
+  if (mag > 0x7f800000u)
+    return { (uint16_t) (sign | 0x7e00u | ((mag >> 13) & 0x3ffu)) };
+  if (exp >= 143)                       /* 2^16 and up, or infinity */
+    return { (uint16_t) (sign | 0x7c00u) };
+  if (exp >= 113)                       /* a normal half: 2^-14 .. 2^16 */
+    {
+      uint32_t m = mag - (112u << 23);  /* rebias the exponent: 127 - 15 */
+
+      m += 0xfffu + ((m >> 13) & 1u);   /* nearest even at bit 13; may carry up to inf */
+      h = (uint16_t) (m >> 13);
+      return { (uint16_t) (sign | h) };
+    }
+  if (exp < 102)                        /* under 2^-25: rounds to zero (2^-25 itself is a tie) */
+    return { (uint16_t) sign };
+  {
+    /* subnormal: value = mant * 2^(exp - 150) with the hidden bit; in units of 2^-24
+     * that is mant >> (126 - exp), rounded to nearest even */
+    const uint32_t mant = (mag & 0x7fffffu) | 0x800000u, shift = 126u - exp;
+    const uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1u);
+    const uint32_t half = 1u << (shift - 1);
+
+    h = (uint16_t) (q + (rem > half || (rem == half && (q & 1u))));
+    return { (uint16_t) (sign | h) };
+  }
+}
+
+static inline uint16_t __bfloat16_as_ushort (__nv_bfloat16 h) { return h.x; }
+static inline uint16_t __half_as_ushort (__half h) { return h.x; }
+
 cublasStatus_t cublasSgemm (cublasHandle_t handle, cublasOperation_t transa,
                             cublasOperation_t transb, int m, int n, int k, const float *alpha,
                             const float *A, int lda, const float *B, int ldb, const float *beta,
