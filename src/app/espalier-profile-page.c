@@ -1647,6 +1647,9 @@ draw_live (EspalierProfilePage *self)
 
   report = espalier_profile_report_new (prof, self->live_model, &opts,
                                         self->have_ceilings ? &self->ceilings : NULL);
+  /* no memory for its copy of the model: the next one tries again */
+  if (report == NULL)
+    return;
   live_history_add (self, espalier_profile_report_get_summary (report));
   set_report (self, report, es_model_copy (self->live_model), &opts, TRUE);
   self->live_count++;

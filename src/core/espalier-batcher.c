@@ -7,7 +7,8 @@
  * under it and fills the slot unlocked, and start_epoch() waits for every fill in
  * flight to finish before it touches the order, so no worker reads a half-written
  * permutation. The workers count the seconds they spend filling and waiting for a
- * free slot, for the profiler.
+ * free slot, for the profiler. The slots, the order and the workers' scratch rows are
+ * allocated in one place (slots_prepare), checked, once the settings are known.
  *
  * Randomness is counter-based: the order of epoch e comes from (seed, e), the
  * augmentation of the row at position p from (seed, e, p), whatever the timing, the
@@ -25,9 +26,12 @@
 
 #include "es-common.h"
 #include "espalier-batcher.h"
+#include "espalier-limits.h"
+
+#include <glib/gi18n-lib.h>
 
 typedef struct {
-  float         *x;            /* (B, F) */
+  float         *x;            /* (B, F), unused (1) when keeping uint8 */
   guint8        *x_u8;         /* (B, F) when keeping uint8, else NULL */
   gint32        *labels;       /* (B) or NULL */
   float         *targets;      /* (B, T) or NULL */
@@ -68,6 +72,8 @@ struct _EspalierBatcher
 
   Slot            *slots;        /* (n_slots) */
   guint            n_slots;
+  guint            want_slots;   /* the setters', for the next prepare */
+  gboolean         prepared;     /* the slots, the order and the scratch rows are there */
   Worker         **workers;      /* (n_workers) */
   guint            n_workers;
 
@@ -158,7 +164,7 @@ fill_slot (EspalierBatcher *self,
   for (guint i = 0; i < B; i++)
     {
       guint32 row = self->order[first + i];
-      float *x = slot->x + (gsize) i * F;
+      float *x = slot->x_u8 != NULL ? NULL : slot->x + (gsize) i * F;
 
       slot->rows[i] = row;
       if (slot->x_u8 != NULL)
@@ -270,10 +276,9 @@ batcher_thread (gpointer data)
   return NULL;
 }
 
-/* Under lock, no epoch active: n slots for batches of batch_size rows. */
+/* Under lock, no epoch active: frees the slots. */
 static void
-slots_alloc (EspalierBatcher *self,
-             guint            n)
+slots_free (EspalierBatcher *self)
 {
   for (guint s = 0; s < self->n_slots; s++)
     {
@@ -285,23 +290,64 @@ slots_alloc (EspalierBatcher *self,
       g_free (slot->labels);
       g_free (slot->targets);
     }
-  g_free (self->slots);
-  self->n_slots = n;
-  self->slots = g_new0 (Slot, n);
-  for (guint s = 0; s < n; s++)
+  g_clear_pointer (&self->slots, g_free);
+  self->n_slots = 0;
+  self->prepared = FALSE;
+}
+
+/* Under lock, no epoch active: what grows with the batch (want_slots slots of
+ * batch_size rows), the dataset (the order) or the row (each worker's scratch row),
+ * allocated for the settings made so far; FALSE with ESPALIER_ERROR_MEMORY when it does
+ * not fit, and nothing of it left. */
+static gboolean
+slots_prepare (EspalierBatcher  *self,
+               GError          **error)
+{
+  /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+  const char *what = _("the batch buffers");
+  /* no batch holds more rows than there are */
+  const guint B = MAX (MIN (self->batch_size, self->n_rows), 1);
+  const gsize BF = (gsize) B * self->F;
+
+  slots_free (self);
+  g_clear_pointer (&self->order, g_free);
+  self->order = espalier_try_alloc (self->n_rows, sizeof (guint32), FALSE, what, error);
+  if (self->order == NULL)
+    return FALSE;
+  self->slots = g_new0 (Slot, self->want_slots);
+  self->n_slots = self->want_slots;
+  for (guint s = 0; s < self->n_slots; s++)
     {
       Slot *slot = &self->slots[s];
 
-      slot->x = g_new0 (float, MAX ((gsize) self->batch_size * self->F, 1));
-      if (self->keep_u8)
-        slot->x_u8 = g_new0 (guint8, MAX ((gsize) self->batch_size * self->F, 1));
-      slot->rows = g_new0 (guint32, self->batch_size);
-      if (self->labels != NULL)
-        slot->labels = g_new0 (gint32, self->batch_size);
-      if (self->targets != NULL)
-        slot->targets = g_new0 (float, MAX ((gsize) self->batch_size * self->T, 1));
       slot->index = -1;
+      /* the floats, or with keep_u8 the bytes (and no floats: they are not used) */
+      if ((slot->x = espalier_try_alloc (self->keep_u8 ? 1 : BF, sizeof (float), TRUE, what,
+                                         error)) == NULL
+          || (self->keep_u8
+              && (slot->x_u8 = espalier_try_alloc (BF, 1, TRUE, what, error)) == NULL)
+          || (slot->rows = espalier_try_alloc (B, sizeof (guint32), TRUE, what, error)) == NULL
+          || (self->labels != NULL
+              && (slot->labels = espalier_try_alloc (B, sizeof (gint32), TRUE, what,
+                                                     error)) == NULL)
+          || (self->targets != NULL
+              && (slot->targets = espalier_try_alloc ((gsize) B * self->T,
+                                                      sizeof (float), TRUE, what,
+                                                      error)) == NULL))
+        goto fail;
     }
+  for (guint w = 0; w < self->n_workers; w++)
+    if (self->workers[w]->scratch == NULL
+        && (self->workers[w]->scratch = espalier_try_alloc (self->F, sizeof (float), FALSE, what,
+                                                            error)) == NULL)
+      goto fail;
+  self->prepared = TRUE;
+  return TRUE;
+
+fail:
+  slots_free (self);
+  g_clear_pointer (&self->order, g_free);
+  return FALSE;
 }
 
 /* Under lock: start workers until there are n. */
@@ -317,7 +363,7 @@ workers_add (EspalierBatcher *self,
       Worker *worker = g_new0 (Worker, 1);
 
       worker->self = self;
-      worker->scratch = g_new (float, MAX (self->F, 1));
+      /* worker->scratch: by slots_prepare */
       worker->thread = g_thread_new ("espalier-batcher", batcher_thread, worker);
       self->workers[w] = worker;
     }
@@ -346,8 +392,9 @@ espalier_batcher_new (EspalierDataset       *ds,
 
   self = g_new0 (EspalierBatcher, 1);
   self->ds = g_object_ref (ds);
+  /* 4 bytes a row, beside the dataset's own F or more: the order, the batches and the
+   * scratch rows wait for espalier_batcher_prepare */
   self->rows = g_memdup2 (rows, sizeof (guint32) * n_rows);
-  self->order = g_memdup2 (rows, sizeof (guint32) * n_rows);
   self->n_rows = n_rows;
   self->batch_size = batch_size;
   self->n_batches = (n_rows + batch_size - 1) / batch_size;
@@ -379,13 +426,30 @@ espalier_batcher_new (EspalierDataset       *ds,
   self->held = -1;
   self->ranks = self->want_ranks = 1;
 
+  self->want_slots = 2;
+
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
   g_mutex_lock (&self->lock);
-  slots_alloc (self, 2);
   workers_add (self, 1);
   g_mutex_unlock (&self->lock);
   return self;
+}
+
+gboolean
+espalier_batcher_prepare (EspalierBatcher  *self,
+                          GError          **error)
+{
+  gboolean ok = TRUE;
+
+  g_return_val_if_fail (self != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  g_mutex_lock (&self->lock);
+  if (!self->prepared)
+    ok = slots_prepare (self, error);
+  g_mutex_unlock (&self->lock);
+  return ok;
 }
 
 void
@@ -402,7 +466,7 @@ espalier_batcher_set_keep_u8 (EspalierBatcher *self,
       return;
     }
   self->keep_u8 = keep_u8 && self->u8 != NULL && !self->augmenting;
-  slots_alloc (self, self->n_slots);
+  slots_free (self);
   g_mutex_unlock (&self->lock);
 }
 
@@ -422,7 +486,8 @@ espalier_batcher_set_prefetch (EspalierBatcher *self,
       return;
     }
   /* every worker needs a slot of its own to fill */
-  slots_alloc (self, MAX (ahead, workers) + 1);
+  self->want_slots = MAX (ahead, workers) + 1;
+  slots_free (self);
   workers_add (self, workers);
   g_mutex_unlock (&self->lock);
 }
@@ -482,6 +547,14 @@ espalier_batcher_start_epoch_at (EspalierBatcher *self,
   position = MIN (position, self->n_rows);
   first_batch = position == self->n_rows ? self->n_batches : position / self->batch_size;
   g_mutex_lock (&self->lock);
+  if (!self->prepared)
+    {
+      g_autoptr(GError) error = NULL;
+
+      /* the caller did not ask: fail as g_new would */
+      if (!slots_prepare (self, &error))
+        g_error ("%s", error->message);
+    }
   if (self->active && self->epoch == epoch && self->start_pos == position
       && self->rank == self->want_rank && self->ranks == self->want_ranks
       && self->next_take == first_batch && self->held < 0)
@@ -612,7 +685,7 @@ espalier_batcher_free (EspalierBatcher *self)
 
   g_mutex_clear (&self->lock);
   g_cond_clear (&self->cond);
-  slots_alloc (self, 0);
+  slots_free (self);
   g_free (self->rows);
   g_free (self->order);
   g_object_unref (self->ds);

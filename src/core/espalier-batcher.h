@@ -44,7 +44,8 @@ typedef struct {
 typedef struct _EspalierBatcher EspalierBatcher;
 
 /* A batcher over rows (n_rows, copied) of ds (referenced). shuffle FALSE keeps the
- * rows' order. augment NULL: none. */
+ * rows' order. augment NULL: none. What grows with the batch and the row is allocated
+ * by espalier_batcher_prepare. */
 EspalierBatcher     *espalier_batcher_new           (EspalierDataset       *ds,
                                                      const guint32         *rows,
                                                      guint                  n_rows,
@@ -74,6 +75,15 @@ guint                espalier_batcher_get_workers   (EspalierBatcher       *self
 void                 espalier_batcher_set_shard     (EspalierBatcher       *self,
                                                      guint                  rank,
                                                      guint                  ranks);
+/* Allocates the batch buffers for the settings made so far (set_keep_u8,
+ * set_prefetch): a slot of (batch_size, F) floats (and the uint8 rows, the labels, the
+ * targets) for each batch in the ring, a scratch row for each thread, the epoch's order.
+ * FALSE with ESPALIER_ERROR_MEMORY when they do not fit (espalier_try_alloc); the
+ * batcher then holds none of them and can be freed, or prepared again. Call after the
+ * setters and before the first epoch (a setter called later drops them again). When it
+ * was not called, start_epoch prepares, and aborts as g_new() would on failure. */
+gboolean             espalier_batcher_prepare       (EspalierBatcher       *self,
+                                                     GError               **error);
 /* Reshuffle with seed and epoch and start prefetching; an epoch in progress is
  * abandoned. */
 void                 espalier_batcher_start_epoch   (EspalierBatcher       *self,

@@ -50,7 +50,7 @@ typedef struct {
 struct _EspalierDistributed
 {
   MPI_Comm     comm;
-  int          rank, size, local_size;
+  int          rank, size, local_size, local_rank;
   double       timeout;
   gsize        bucket_bytes;
   char        *ck_path;
@@ -274,6 +274,7 @@ espalier_distributed_new (GError **error)
   MPI_Comm_size (self->comm, &self->size);
   MPI_Comm_split_type (self->comm, MPI_COMM_TYPE_SHARED, self->rank, MPI_INFO_NULL, &local);
   MPI_Comm_size (local, &self->local_size);
+  MPI_Comm_rank (local, &self->local_rank);
   MPI_Comm_free (&local);
   self->timeout = 300;
   self->cuda_aware = mpi_cuda_aware ();
@@ -360,6 +361,12 @@ int
 espalier_distributed_local_size (EspalierDistributed *self)
 {
   return self->local_size;
+}
+
+int
+espalier_distributed_local_rank (EspalierDistributed *self)
+{
+  return self->local_rank;
 }
 
 void
@@ -1099,6 +1106,7 @@ espalier_distributed_abort (EspalierDistributed *self, const GError *error)
 int espalier_distributed_rank (EspalierDistributed *self) { return 0; }
 int espalier_distributed_size (EspalierDistributed *self) { return 1; }
 int espalier_distributed_local_size (EspalierDistributed *self) { return 1; }
+int espalier_distributed_local_rank (EspalierDistributed *self) { return 0; }
 void espalier_distributed_set_timeout (EspalierDistributed *self, double seconds) { }
 void espalier_distributed_set_bucket_bytes (EspalierDistributed *self, gsize bytes) { }
 void espalier_distributed_set_checkpoint (EspalierDistributed *self, const char *path,

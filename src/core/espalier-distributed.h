@@ -77,6 +77,9 @@ int                  espalier_distributed_rank           (EspalierDistributed  *
 int                  espalier_distributed_size           (EspalierDistributed  *self);
 /* Ranks on this machine (MPI_COMM_TYPE_SHARED), to share its cores among them. */
 int                  espalier_distributed_local_size     (EspalierDistributed  *self);
+/* This rank's place among them (0 .. local_size - 1): with the device left to us, rank
+ * r of a machine trains on its GPU r modulo the machine's count. */
+int                  espalier_distributed_local_rank     (EspalierDistributed  *self);
 
 /* Seconds a collective may take before the job is ended (300; > 0). */
 void                 espalier_distributed_set_timeout    (EspalierDistributed  *self,

@@ -212,6 +212,34 @@ espalier_try_alloc (gsize n_elems, gsize elem_size, gboolean zero, const char *w
   return p;
 }
 
+EsModel *
+espalier_model_try_copy (const EsModel *model, const char *what, GError **error)
+{
+  guint64 bytes;
+  g_autofree char *why = NULL;
+  EsModel *copy = NULL;
+
+  g_return_val_if_fail (model != NULL && what != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  bytes = ((guint64) es_model_n_params (model) + (guint64) es_model_n_buffers (model))
+          * sizeof (float);
+  if (espalier_memory_fits (bytes, 0, &why))
+    copy = es_model_copy (model);
+  if (copy == NULL)
+    {
+      g_autofree char *size = g_format_size (bytes);
+
+      if (why == NULL)
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                     _("Not enough memory for %s (%s): the system refused it"), what, size);
+      else
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                     _("Not enough memory for %s: it %s"), what, why);
+    }
+  return copy;
+}
+
 /* a + b, or G_MAXUINT64 when it overflows */
 static guint64
 add_sat (guint64 a, guint64 b)

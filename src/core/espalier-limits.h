@@ -44,6 +44,13 @@ gpointer  espalier_try_alloc        (gsize        n_elems,
                                      const char  *what,
                                      GError     **error);
 
+/* A copy of model (es_model_copy), or NULL with ESPALIER_ERROR_MEMORY naming what ("the
+ * best weights") and the size when its weights and buffers do not fit
+ * espalier_memory_available() or the allocator refuses. Never aborts. */
+EsModel  *espalier_model_try_copy   (const EsModel *model,
+                                     const char    *what,
+                                     GError       **error);
+
 /* Before a training run of model (cfg, batches of batch rows) with extra bytes of the
  * caller's own (batch buffers, a copy of the best weights): whether the least the run
  * can take (es_mem_plan at one row, plus extra) fits espalier_memory_available(). When it

@@ -25,6 +25,7 @@
 #include "espalier-error.h"
 #include "espalier-format.h"
 #include "espalier-json-private.h"
+#include "espalier-limits.h"
 
 /* Attributes a node of ours can carry at most (Conv: five). */
 #define MAX_ATTRS 8
@@ -909,7 +910,10 @@ espalier_onnx_export (const EsModel *model, const EsQuant *quant, const Espalier
                    (unsigned long long) size);
       goto out;
     }
-  buf = g_malloc (size);
+  /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+  buf = espalier_try_alloc (size, 1, FALSE, _("the ONNX file's contents"), error);
+  if (buf == NULL)
+    goto out;
   onnx__model_proto__pack (&mp, buf);
   if (!espalier_atomic_open (&af, path, error)
       || !espalier_atomic_write (&af, buf, size, NULL, error)

@@ -19,6 +19,7 @@
 #include "espalier-error.h"
 #include "espalier-format.h"
 #include "espalier-json-private.h"
+#include "espalier-limits.h"
 #include "espalier-optimize.h"
 #include "espalier-split.h"
 
@@ -352,7 +353,11 @@ evaluate_exec (const EsModel     *model,
   if (rows == NULL)
     {
       n_rows = espalier_dataset_get_n_rows (ds);
-      all = g_new (guint32, n_rows);
+      /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+      all = espalier_try_alloc (n_rows, sizeof (guint32), FALSE, _("the evaluation buffers"),
+                                error);
+      if (all == NULL)
+        return FALSE;
       for (guint i = 0; i < n_rows; i++)
         all[i] = i;
       rows = all;
@@ -391,7 +396,15 @@ evaluate_exec (const EsModel     *model,
       es_backend_free (be);
       return FALSE;
     }
-  x = g_new (float, (gsize) EVAL_BATCH * D);
+  x = espalier_try_alloc ((gsize) EVAL_BATCH * D, sizeof (float), FALSE,
+                          _("the evaluation buffers"), error);   /* (EVAL_BATCH, D) */
+  if (x == NULL)
+    {
+      es_exec_free (ex);
+      es_backend_free (be);
+      espalier_metrics_clear (metrics);
+      return FALSE;
+    }
   for (guint r0 = 0; r0 < n_rows; r0 += EVAL_BATCH)
     {
       guint B = MIN (EVAL_BATCH, n_rows - r0);
@@ -722,6 +735,17 @@ es_fail (GError **error, const EsError *es, const char *what)
 /* ------------------------------------------------------------------------------ */
 /* pruning */
 
+/* es_model_copy, or NULL when the copy does not fit the memory available (where the
+ * allocator would not say so before the kernel kills the process) or is refused. */
+static EsModel *
+model_copy (const EsModel *model)
+{
+  guint64 bytes = ((guint64) es_model_n_params (model) + (guint64) es_model_n_buffers (model))
+                  * sizeof (float);
+
+  return espalier_memory_fits (bytes, 0, NULL) ? es_model_copy (model) : NULL;
+}
+
 /* A copy of model that could not be made (out of memory): the error, and NULL for the
  * callers' returns. */
 static gpointer
@@ -738,7 +762,7 @@ static EspalierVariant *
 run_prune (Job *job, GError **error)
 {
   const EspalierOptimizeOptions *o = job->opts;
-  EsModel *model = es_model_copy (job->model);
+  EsModel *model = model_copy (job->model);
   if (model == NULL)
     return copy_failed (job->model, error);
   EsMask *mask = es_mask_from_zeros (model);
@@ -840,7 +864,7 @@ run_prune_gradual (Job *job, GError **error)
   sc.scope = o->scope;
   sc.layers = o->layers;
 
-  model = es_model_copy (job->model);
+  model = model_copy (job->model);
   if (model == NULL)
     return copy_failed (job->model, error);
   tr = job_trainer_keeping_zeros (job, model);
@@ -875,7 +899,7 @@ run_prune_structured (Job *job, GError **error)
   g_autoptr(GString) what = g_string_new (NULL);
   g_autofree char *pct = percent (1.0 - o->keep_fraction), *ft = NULL, *desc = NULL;
   g_autofree char *name = NULL;
-  EsModel *model = es_model_copy (job->model);
+  EsModel *model = model_copy (job->model);
   if (model == NULL)
     return copy_failed (job->model, error);
   gboolean dense = FALSE, conv = FALSE;
@@ -957,7 +981,7 @@ static EspalierVariant *
 run_prune_2_4 (Job *job, GError **error)
 {
   const EspalierOptimizeOptions *o = job->opts;
-  EsModel *model = es_model_copy (job->model);
+  EsModel *model = model_copy (job->model);
   if (model == NULL)
     return copy_failed (job->model, error);
   EsMask *mask = es_mask_from_zeros (model);
@@ -1014,7 +1038,12 @@ calib_observe (Job *job, const EsModel *model, EsCalibMethod method, GError **er
       return NULL;
     }
   /* A seeded partial Fisher-Yates: the first n of a shuffled training split. */
-  rows = g_memdup2 (train->data, (gsize) train->len * sizeof (guint32));
+  /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+  rows = espalier_try_alloc (train->len, sizeof (guint32), FALSE, _("the calibration buffers"),
+                             error);
+  if (rows == NULL)
+    return NULL;
+  memcpy (rows, train->data, (gsize) train->len * sizeof (guint32));
   for (guint i = 0; i < n; i++)
     {
       guint j = i + (guint) (es_rng_next (&rng) % (train->len - i));
@@ -1029,7 +1058,13 @@ calib_observe (Job *job, const EsModel *model, EsCalibMethod method, GError **er
       es_fail (error, &es, _("Calibration failed"));
       return NULL;
     }
-  x = g_new (float, (gsize) batch * D);
+  x = espalier_try_alloc ((gsize) batch * D, sizeof (float), FALSE,
+                          _("the calibration buffers"), error);   /* (B, D) */
+  if (x == NULL)
+    {
+      es_calib_free (c);
+      return NULL;
+    }
   for (guint r0 = 0; r0 < n; r0 += batch)
     {
       guint B = MIN (batch, n - r0);
@@ -1128,7 +1163,7 @@ run_quantize (Job *job, GError **error)
           es_quant_free (q);
           return NULL;
         }
-      model = es_model_copy (job->model);
+      model = model_copy (job->model);
       desc = g_strdup_printf (_("Post-training static int8: weights symmetric per output "
                                 "channel, activations asymmetric per tensor (%s), ranges "
                                 "calibrated by %s on %u training batches of %u rows%s; int8 "
@@ -1139,7 +1174,7 @@ run_quantize (Job *job, GError **error)
       name = g_strdup_printf (_("int8 static (%s)"), es_calib_method_name (o->calib));
       break;
     case ES_QUANT_INT8_DYNAMIC:
-      model = es_model_copy (job->model);
+      model = model_copy (job->model);
       desc = g_strdup_printf (_("Dynamic int8: weights symmetric per output channel, each "
                                 "batch's activation range taken at run time (%s)%s; int8 "
                                 "kernels (%s)"),
@@ -1187,7 +1222,7 @@ run_qat (Job *job, GError **error)
   for (int i = 0; i < job->n_layers; i++)
     fq[i] = es_prune_layer_is_prunable (job->model, i) && !(keep != NULL && keep[i]);
 
-  model = es_model_copy (job->model);
+  model = model_copy (job->model);
   if (model == NULL)
     return copy_failed (job->model, error);
   tr = job_trainer_keeping_zeros (job, model);
@@ -1255,7 +1290,7 @@ run_qat (Job *job, GError **error)
 static EsModel *
 recover (Job *job, const EsModel *start, gboolean distill, GError **error)
 {
-  EsModel *model = es_model_copy (start);
+  EsModel *model = model_copy (start);
   g_autoptr(EspalierTrainer) tr = model != NULL ? job_trainer (job, model) : NULL;
 
   if (model == NULL)
@@ -1762,7 +1797,7 @@ espalier_sensitivity_scan (EspalierDataset            *dataset,
           sel[layer] = true;
           for (guint li = 0; li < n_levels; li++)
             {
-              EsModel *m = es_model_copy (job.model);
+              EsModel *m = model_copy (job.model);
               if (m == NULL)
                 {
                   copy_failed (job.model, error);

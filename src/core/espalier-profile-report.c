@@ -24,6 +24,7 @@
 #include "espalier-dataset-private.h"
 #include "espalier-error.h"
 #include "espalier-json-private.h"
+#include "espalier-limits.h"
 #include "espalier-profile-report.h"
 #include "espalier-variant.h"
 
@@ -1029,21 +1030,25 @@ report_build (EspalierProfileReport *r)
 
 /* ---- the report ------------------------------------------------------------------ */
 
-EspalierProfileReport *
-espalier_profile_report_new (const EspalierProfile      *prof,
-                             const EsModel              *model,
-                             const EspalierTrainOptions *opts,
-                             const EsCeilings           *ceilings)
+/* espalier_profile_report_new, or NULL with ESPALIER_ERROR_MEMORY when there is no
+ * memory for the report's copy of the model. */
+static EspalierProfileReport *
+report_new (const EspalierProfile      *prof,
+            const EsModel              *model,
+            const EspalierTrainOptions *opts,
+            const EsCeilings           *ceilings,
+            GError                    **error)
 {
   EspalierProfileReport *r;
+  EsModel *copy;
 
-  g_return_val_if_fail (prof != NULL, NULL);
-  g_return_val_if_fail (model != NULL, NULL);
-  g_return_val_if_fail (prof->n_layers == (guint) es_model_n_layers (model), NULL);
-
+  /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+  copy = espalier_model_try_copy (model, _("the profile report's copy of the model"), error);
+  if (copy == NULL)
+    return NULL;
   r = g_atomic_rc_box_new0 (EspalierProfileReport);
   r->profile = espalier_profile_copy (prof);
-  r->model = es_model_copy (model);
+  r->model = copy;
   if (opts != NULL)
     r->opts = *opts;
   else
@@ -1057,6 +1062,25 @@ espalier_profile_report_new (const EspalierProfile      *prof,
   r->advice = g_array_new (FALSE, TRUE, sizeof (Advice));
   r->strings = g_ptr_array_new_with_free_func (g_free);
   report_build (r);
+  return r;
+}
+
+EspalierProfileReport *
+espalier_profile_report_new (const EspalierProfile      *prof,
+                             const EsModel              *model,
+                             const EspalierTrainOptions *opts,
+                             const EsCeilings           *ceilings)
+{
+  g_autoptr(GError) error = NULL;
+  EspalierProfileReport *r;
+
+  g_return_val_if_fail (prof != NULL, NULL);
+  g_return_val_if_fail (model != NULL, NULL);
+  g_return_val_if_fail (prof->n_layers == (guint) es_model_n_layers (model), NULL);
+
+  r = report_new (prof, model, opts, ceilings, &error);
+  if (r == NULL)
+    g_debug ("%s", error->message);
   return r;
 }
 
@@ -1211,7 +1235,10 @@ espalier_profile_run (EspalierDataset              *dataset,
       return NULL;
     }
 
-  trained = es_model_copy (model);
+  /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+  trained = espalier_model_try_copy (model, _("the profiled copy of the model"), error);
+  if (trained == NULL)
+    return NULL;
   prof = profile_steps (dataset, trained, &o, popts->steps, popts->trace, cancellable, func,
                         user_data, error);
   if (prof == NULL)
@@ -1227,7 +1254,13 @@ espalier_profile_run (EspalierDataset              *dataset,
       es_model_free (trained);
       return NULL;
     }
-  report = espalier_profile_report_new (prof, model, &o, &ceil);
+  report = report_new (prof, model, &o, &ceil, error);
+  if (report == NULL)
+    {
+      espalier_profile_free (prof);
+      es_model_free (trained);
+      return NULL;
+    }
 
   /* Denormals without flush-to-zero: time steps from the trained weights both ways,
    * twice, so the finding states what they cost. */
@@ -1242,12 +1275,14 @@ espalier_profile_run (EspalierDataset              *dataset,
       for (guint run = 0; run < 4; run++)
         {
           guint on = run % 2;
-          EsModel *copy = es_model_copy (trained);
+          EsModel *copy = espalier_model_try_copy (trained, _("the profiled copy of the model"),
+                                                   error);
           EspalierTrainOptions po = o;
-          EspalierProfile *pp;
+          EspalierProfile *pp = NULL;
 
           po.keep_denormals = !on;
-          pp = profile_steps (dataset, copy, &po, k, FALSE, cancellable, NULL, NULL, error);
+          if (copy != NULL)
+            pp = profile_steps (dataset, copy, &po, k, FALSE, cancellable, NULL, NULL, error);
           es_model_free (copy);
           if (pp == NULL)
             {
@@ -1437,8 +1472,10 @@ espalier_advice_apply (EspalierProfileReport        *report,
           }
         res->quantity = _("batch-1 latency (inference, µs)");
         res->change = g_strdup (_("int8 weights (dynamic) for the Dense and Conv2D layers"));
-        res->model = es_model_copy (model);
-        ok = measure_latency (model, NULL, o.threads, &res->before, error)
+        /* TRANSLATORS: what did not fit in "Not enough memory for %s" */
+        res->model = espalier_model_try_copy (model, _("the changed copy of the model"), error);
+        ok = res->model != NULL
+             && measure_latency (model, NULL, o.threads, &res->before, error)
              && !g_cancellable_set_error_if_cancelled (cancellable, error)
              && measure_latency (model, q, o.threads, &res->after, error);
         es_quant_free (q);
@@ -1475,8 +1512,13 @@ espalier_advice_apply (EspalierProfileReport        *report,
       espalier_advice_result_clear (res);
       return FALSE;
     }
-  if (res->model == NULL)
-    res->model = es_model_copy (model);
+  if (res->model == NULL
+      && (res->model = espalier_model_try_copy (model, _("the changed copy of the model"),
+                                                error)) == NULL)
+    {
+      espalier_advice_result_clear (res);
+      return FALSE;
+    }
 
   /* Before and after, one right after the other, under the same conditions; for
    * speeds, the best of up to three such pairs (as benchmarks do: a run slowed by

@@ -53,7 +53,8 @@ EspalierProfileReport *espalier_profile_run (EspalierDataset              *datas
 /* A report on a profile taken elsewhere (a live training run's
  * EspalierProgress.profile): prof, model and opts are copied; ceilings may be NULL
  * (no roofline: the roofline fields are 0 and no finding that needs them is made).
- * Cheap enough to call twice a second. */
+ * Cheap enough to call twice a second. NULL when there is no memory for the report's
+ * copy of the model (espalier_model_try_copy): skip this report. */
 EspalierProfileReport *espalier_profile_report_new  (const EspalierProfile      *prof,
                                                      const EsModel              *model,
                                                      const EspalierTrainOptions *opts,

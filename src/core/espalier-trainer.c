@@ -731,6 +731,18 @@ to_es_batch (const EspalierBatch *b, EsBatch *eb, float *bce_targets)
     }
 }
 
+/* An engine batch of resident rows: rows (B, dataset row numbers). */
+static void
+to_resident (EsBatch *eb, EsResident *res, const guint32 *rows)
+{
+  eb->resident = res;
+  eb->rows = (const int32_t *) rows;   /* below INT32_MAX: es_resident_new checked */
+  eb->x_f32 = NULL;
+  eb->x_u8 = NULL;
+  eb->labels = NULL;
+  eb->targets = NULL;
+}
+
 /* Loss and accuracy of tr on rows, with the confusion matrix when metrics wants it. */
 static gboolean
 evaluate_rows (EsTrainer         *tr,
@@ -739,6 +751,7 @@ evaluate_rows (EsTrainer         *tr,
                guint              n_rows,
                guint              batch,
                gboolean           bce,
+               EsResident        *res,
                EspalierMetrics   *metrics,
                GCancellable      *cancellable,
                GError           **error)
@@ -764,6 +777,11 @@ evaluate_rows (EsTrainer         *tr,
 
   batcher = espalier_batcher_new (ds, rows, n_rows, batch, FALSE, 0, NULL);
   espalier_batcher_set_keep_u8 (batcher, TRUE);
+  if (!espalier_batcher_prepare (batcher, error))
+    {
+      espalier_batcher_free (batcher);
+      return FALSE;
+    }
   espalier_batcher_start_epoch (batcher, 0);
   while ((b = espalier_batcher_next (batcher)) != NULL)
     {
@@ -776,6 +794,8 @@ evaluate_rows (EsTrainer         *tr,
           break;
         }
       to_es_batch (b, &eb, bce_targets);
+      if (res != NULL)
+        to_resident (&eb, res, b->rows);
       if (!es_trainer_eval_batch (tr, &eb, &stats, pred, &es))
         {
           espalier_error_from_es (error, &es, NULL);
@@ -813,12 +833,19 @@ report (Reporter *rep, EspalierProgress *p)
   g_clear_pointer (&p->snapshot, es_model_free);
 }
 
-/* A copy of the weights as they are now on the device. */
+/* A copy of the weights as they are now on the device, or NULL when there is no memory
+ * for one: the snapshot is for display, the run goes on without it. */
 static EsModel *
 snapshot (EsTrainer *tr, EsModel *model)
 {
+  g_autoptr(GError) error = NULL;
+  EsModel *copy;
+
   es_trainer_sync (tr);
-  return es_model_copy (model);
+  copy = espalier_model_try_copy (model, "the snapshot", &error);
+  if (copy == NULL)
+    g_debug ("%s", error->message);
+  return copy;
 }
 
 static void
@@ -1058,14 +1085,13 @@ restore_last_good (RunState *rs)
   es_trainer_sync (rs->tr);   /* the mask, if any, applied to the model too */
 }
 
-/* The loss turned NaN (nan) or infinite at step: find where, go back to the last good
- * state, and say both. */
+/* The loss turned `loss` ("NaN", "infinite") at step: find where, go back to the last
+ * good state, and say both. */
 static void
-numeric_stop (RunState *rs, guint epoch, gint64 step, gboolean nan, GError **error)
+numeric_stop_as (RunState *rs, guint epoch, gint64 step, const char *loss, GError **error)
 {
   EsNonfiniteKind what = ES_NONFINITE_NONE;
   int layer = es_trainer_find_nonfinite (rs->tr, &what);
-  const char *loss = nan ? _("NaN") : _("infinite");
   g_autofree char *where = NULL;
 
   if (layer >= 0)
@@ -1088,6 +1114,13 @@ numeric_stop (RunState *rs, guint epoch, gint64 step, gboolean nan, GError **err
                _("Training stopped at step %lld (epoch %u): the loss became %s; %s. The model "
                  "holds the weights of step %lld, the last good state"),
                (long long) step, epoch, loss, where, (long long) rs->good_step);
+}
+
+/* The same with the loss NaN (nan) or infinite. */
+static void
+numeric_stop (RunState *rs, guint epoch, gint64 step, gboolean nan, GError **error)
+{
+  numeric_stop_as (rs, epoch, step, nan ? _("NaN") : _("infinite"), error);
 }
 
 /* The hooks' state into ck (an EspalierCheckpointFillFunc: data-parallel checkpoints
@@ -1304,6 +1337,276 @@ check_backend (EsBackend *be, GError **error)
   return FALSE;
 }
 
+/* ---- feeding a CUDA device -------------------------------------------------------
+ * On a CUDA backend a step of a small model is a few microseconds of work, less than
+ * a copy or a wait for the host would cost, so the steps are fed without either:
+ * - the dataset (every row, so the training, validation and test rows alike) uploaded
+ *   once (es_resident_new) when it fits the memory budget beside the training and no
+ *   augmentation needs batches made on the host; the batches, in the batcher's order,
+ *   then name their rows by index. Otherwise the host batches go up one ahead through
+ *   pinned memory on a copy stream (es_trainer_prefetch).
+ * - the loss and the correct rows added up on the device (deferred statistics; the
+ *   steps then replay as CUDA Graphs, es_trainer_set_graphs) and read at each progress
+ *   report, every FEED_READ_EVERY batches, before the last good state is taken and at
+ *   the epoch's end. A loss gone bad is noticed at the reading: the engine stopped
+ *   updating at its step, and the batches since the last reading are kept so that the
+ *   bad one runs again, eagerly, to find the first bad layer as the eager path does.
+ * Profiling times eager steps: with it on, only the data is fed so. For comparing the
+ * paths (tests, bug reports): ESPALIER_CUDA_RESIDENT=0, ESPALIER_CUDA_DEFERRED=0 and
+ * ESPALIER_CUDA_GRAPHS=0 in the environment turn each off. */
+
+#define FEED_READ_EVERY 64
+
+typedef struct {
+  gint64   step;          /* optimizer steps done before it */
+  int      B;
+  gsize    off;           /* its bytes in Feed.store: rows, or inputs, labels, targets */
+  gboolean u8, labels, targets;
+  float    scale, shift;
+} FeedBatch;
+
+typedef struct {
+  EsResident *res;        /* the dataset on the device, or NULL */
+  gboolean    deferred;   /* statistics on the device until read */
+  gboolean    prefetch;   /* host batches uploaded one ahead */
+  gsize       D, T;       /* input values and targets per row */
+  GArray     *kept;       /* (FeedBatch) the training batches since the last reading */
+  GByteArray *store;      /* their rows or data, each part 8-byte aligned */
+} Feed;
+
+static gboolean
+env_off (const char *name)
+{
+  return g_strcmp0 (g_getenv (name), "0") == 0;
+}
+
+/* Choose how the steps on be are fed; reports what the user should know (rep). */
+static void
+feed_setup (Feed            *feed,
+            EspalierTrainer *self,
+            EsTrainer       *tr,
+            EsBackend       *be,
+            EsBudget        *budget,
+            gboolean         bce,
+            gboolean         augment,
+            gboolean         profiling,
+            Reporter        *rep)
+{
+  EspalierDataset *ds = self->dataset;
+  guint n = espalier_dataset_get_n_rows (ds);
+  gboolean u8 = espalier_dataset_is_u8 (ds);
+  gboolean xent = self->opts.engine.loss == ES_LOSS_SOFTMAX_XENT;
+  const gint32 *labels = xent || bce ? espalier_dataset_get_labels (ds) : NULL;
+  const float *targets = xent || bce ? NULL : espalier_dataset_get_targets (ds);
+  g_autofree float *label_targets = NULL;
+  gsize limit = es_budget_limit (budget), used, need, reserve;
+  EsError es = { 0 };
+
+  memset (feed, 0, sizeof *feed);
+  feed->D = espalier_dataset_get_row_size (ds);
+  feed->T = bce ? 1 : targets != NULL ? espalier_dataset_get_n_targets (ds) : 0;
+  if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU || self->dist != NULL)
+    return;
+  feed->deferred = !profiling && !env_off ("ESPALIER_CUDA_DEFERRED");
+  es_trainer_set_deferred_stats (tr, feed->deferred);
+  if (env_off ("ESPALIER_CUDA_GRAPHS"))
+    es_trainer_set_graphs (tr, false);
+  feed->kept = g_array_new (FALSE, FALSE, sizeof (FeedBatch));
+  feed->store = g_byte_array_new ();
+  feed->prefetch = TRUE;
+  if (env_off ("ESPALIER_CUDA_RESIDENT") || n == 0 || (xent ? labels == NULL
+                                                         : labels == NULL && targets == NULL))
+    return;
+  if (augment)
+    {
+      report_message (rep, _("Augmentation makes every batch on the host: the dataset is not "
+                             "kept on the device, each batch is copied to it one step ahead"));
+      return;
+    }
+  need = (gsize) n * (feed->D * (u8 ? 1 : sizeof (float)) + (xent ? sizeof (gint32) : 0)
+                      + feed->T * sizeof (float));
+  /* what the trainer allocates later, on first use: the row indices, the statistics,
+   * the tables of scheduled values and dropout seeds */
+  reserve = 64 * 1024 + 2 * (gsize) self->opts.batch_size * sizeof (gint32)
+            + (gsize) es_model_n_layers (self->model) * 8 * 1024;
+  used = es_budget_used (budget);
+  if (limit == 0 || used + need + reserve <= limit)
+    {
+      if (bce && labels != NULL && (label_targets = g_try_new (float, n)) != NULL)
+        for (guint r = 0; r < n; r++)
+          label_targets[r] = (float) labels[r];
+      if (!bce || label_targets != NULL)
+        feed->res = es_resident_new (be, u8 ? espalier_dataset_get_u8 (ds) : NULL,
+                                     u8 ? NULL : espalier_dataset_get_f32 (ds), n,
+                                     (int64_t) feed->D, xent ? labels : NULL,
+                                     bce ? label_targets : targets, (int64_t) feed->T, &es);
+      if (feed->res != NULL)
+        {
+          feed->prefetch = FALSE;
+          return;
+        }
+      if (es.code == ES_ERR_UNSUPPORTED)
+        return;
+    }
+  {
+    g_autofree char *size = g_format_size (need);
+    g_autofree char *left = g_format_size (limit > used ? limit - used : 0);
+    g_autofree char *msg = limit > 0
+        ? g_strdup_printf (_("The dataset (%s) does not fit in the device's memory budget "
+                             "beside the training (%s left): each batch is copied to the "
+                             "device one step ahead"), size, left)
+        : g_strdup_printf (_("The dataset (%s) cannot be kept on the device (%s): each batch "
+                             "is copied to it one step ahead"), size, es.message);
+
+    report_message (rep, msg);
+  }
+}
+
+static void
+feed_clear (Feed *feed)
+{
+  g_clear_pointer (&feed->res, es_resident_free);
+  g_clear_pointer (&feed->kept, g_array_unref);
+  g_clear_pointer (&feed->store, g_byte_array_unref);
+}
+
+/* Start the upload of a host batch about to be trained on: the device is still busy
+ * with the steps queued before it. */
+static void
+feed_prefetch (Feed *feed, EsTrainer *tr, const EsBatch *eb)
+{
+  EsError es = { 0 };
+
+  if (feed->prefetch && eb->resident == NULL && eb->B <= es_trainer_micro_batch (tr)
+      && !es_trainer_prefetch (tr, eb, &es))
+    feed->prefetch = FALSE;   /* the batches load as usual */
+}
+
+static void
+store_append (GByteArray *store, const void *data, gsize bytes)
+{
+  static const guint8 zeros[8] = { 0 };
+
+  g_byte_array_append (store, data, (guint) bytes);
+  if (bytes % 8 != 0)
+    g_byte_array_append (store, zeros, (guint) (8 - bytes % 8));
+}
+
+/* Keep a batch just queued with deferred statistics (step: the optimizer steps done
+ * before it), until the next reading. */
+static void
+feed_keep (Feed *feed, const EsBatch *eb, gint64 step)
+{
+  FeedBatch fb = { .step = step, .B = eb->B, .u8 = eb->x_u8 != NULL,
+                   .labels = eb->labels != NULL, .targets = eb->targets != NULL,
+                   .scale = eb->scale, .shift = eb->shift };
+  gsize B = (gsize) eb->B;
+
+  if (!feed->deferred)
+    return;
+  fb.off = feed->store->len;
+  if (eb->resident != NULL)
+    store_append (feed->store, eb->rows, B * sizeof (int32_t));
+  else
+    {
+      if (eb->x_u8 != NULL)
+        store_append (feed->store, eb->x_u8, B * feed->D);
+      else
+        store_append (feed->store, eb->x_f32, B * feed->D * sizeof (float));
+      if (eb->labels != NULL)
+        store_append (feed->store, eb->labels, B * sizeof (int32_t));
+      if (eb->targets != NULL)
+        store_append (feed->store, eb->targets, B * feed->T * sizeof (float));
+    }
+  g_array_append_val (feed->kept, fb);
+}
+
+/* The engine batch of a kept one (pointing into feed->store). */
+static void
+feed_rebuild (Feed *feed, const FeedBatch *fb, EsBatch *eb)
+{
+  const guint8 *p = feed->store->data + fb->off;
+  gsize B = (gsize) fb->B, xb = B * feed->D * (fb->u8 ? 1 : sizeof (float));
+
+  memset (eb, 0, sizeof *eb);
+  eb->B = fb->B;
+  eb->scale = fb->scale;
+  eb->shift = fb->shift;
+  if (feed->res != NULL)
+    {
+      to_resident (eb, feed->res, (const guint32 *) p);
+      return;
+    }
+  if (fb->u8)
+    eb->x_u8 = p;
+  else
+    eb->x_f32 = (const float *) p;
+  p += (xb + 7) / 8 * 8;
+  if (fb->labels)
+    {
+      eb->labels = (const int32_t *) p;
+      p += (B * sizeof (int32_t) + 7) / 8 * 8;
+    }
+  if (fb->targets)
+    eb->targets = (const float *) p;
+}
+
+/* The engine's reading found a loss that was not finite: it stopped updating at that
+ * step. Run the step's batches again, eagerly, from the same weights: it fails again
+ * as it would have on the eager path, and numeric_stop finds the first bad layer in
+ * what it left and goes back to the last good state. */
+static void
+feed_numeric_stop (Feed *feed, RunState *rs, GError **error)
+{
+  gint64 good = es_trainer_step_count (rs->tr);   /* put back to the steps applied */
+
+  es_trainer_set_deferred_stats (rs->tr, false);
+  feed->deferred = FALSE;
+  for (guint i = 0; i < feed->kept->len; i++)
+    {
+      const FeedBatch *fb = &g_array_index (feed->kept, FeedBatch, i);
+      EsError es = { 0 };
+      EsBatch eb;
+
+      if (fb->step != good)
+        continue;
+      feed_rebuild (feed, fb, &eb);
+      if (!es_trainer_train_batch (rs->tr, &eb, NULL, &es))
+        {
+          if (es.code != ES_ERR_NUMERIC)
+            break;
+          numeric_stop (rs, rs->epoch, good + 1, strstr (es.message, "NaN") != NULL, error);
+          return;
+        }
+    }
+  /* not again (or it failed otherwise): the reading's step, in its words */
+  numeric_stop_as (rs, rs->epoch, good + 1, _("NaN or infinite"), error);
+}
+
+/* Add the statistics counted on the device since the last reading into stats; FALSE
+ * and error when a loss was not finite (the model then holds the last good state) or
+ * the device failed. */
+static gboolean
+feed_read (Feed *feed, RunState *rs, EsBackend *be, EsStepStats *stats, GError **error)
+{
+  EsError es = { 0 };
+  gboolean ok = TRUE;
+
+  if (!feed->deferred)
+    return TRUE;
+  if (!es_trainer_read_stats (rs->tr, stats, &es))
+    {
+      es_trainer_sync (rs->tr);
+      espalier_error_from_es (error, &es, NULL);
+      if (es.code == ES_ERR_NUMERIC && check_backend (be, error))
+        feed_numeric_stop (feed, rs, error);
+      ok = FALSE;
+    }
+  g_array_set_size (feed->kept, 0);
+  g_byte_array_set_size (feed->store, 0);
+  return ok;
+}
+
 gboolean
 espalier_trainer_run (EspalierTrainer      *self,
                       GCancellable         *cancellable,
@@ -1315,6 +1618,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   EsTrainConfig cfg;
   EsBudget *budget = NULL;
   EsBackend *be = NULL;
+  gint device;                     /* o->device, or this rank's GPU */
   EsTrainer *tr = NULL;
   EspalierBatcher *batcher = NULL;
   g_autofree float *best = NULL;
@@ -1339,6 +1643,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   ProfileBase pbase = { 0 };
   gboolean prof_done = FALSE;      /* max_steps reached */
   gboolean prof_warm = FALSE;      /* the warm-up step is done */
+  Feed feed = { 0 };               /* how a CUDA device is fed */
 
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), FALSE);
 
@@ -1383,13 +1688,28 @@ espalier_trainer_run (EspalierTrainer      *self,
 
   /* Always a budget, so the memory is counted by kind; limit 0 is none. */
   budget = es_budget_new (o->memory_limit);
-  be = make_backend (o->device, o->tf32,
+  device = o->device;
+  if (device == ESPALIER_DEVICE_AUTO && self->dist != NULL && espalier_cuda_device_count () > 0)
+    device = espalier_distributed_local_rank (self->dist)
+             % (gint) espalier_cuda_device_count ();  /* one GPU per rank of a machine */
+  be = make_backend (device, o->tf32,
                      o->threads ? o->threads : auto_threads (self->model, o->batch_size),
                      budget, &rep, error);
   if (be == NULL)
     goto out;
   if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU)
     es_cpu_backend_set_ftz (be, !o->keep_denormals);
+  if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU && device != ESPALIER_DEVICE_CPU
+      && cfg.precision != ES_PRECISION_FP32)
+    {
+      /* A GPU was wanted and is not there: the run goes on as the CPU can do it. (Asked
+       * of the CPU itself, 16-bit training stays the engine's error.) */
+      g_autofree char *msg = g_strdup_printf (_("%s training needs a CUDA device: training "
+                                                "in fp32 on the CPU instead"),
+                                              es_precision_name (cfg.precision));
+      report_message (&rep, msg);
+      cfg.precision = ES_PRECISION_FP32;
+    }
   /* On the host, the least a run takes must fit this machine, and the batches are split
    * when a full one does not (espalier-limits.h). Beside the engine's plan: the best
    * weights' copy, the last good state (two copies of weights, buffers and up to two
@@ -1446,6 +1766,9 @@ espalier_trainer_run (EspalierTrainer      *self,
           (o->batch_size + self->micro_batch - 1) / self->micro_batch, o->batch_size);
       report_message (&rep, msg);
     }
+  feed_setup (&feed, self, tr, be, budget, bce,
+              o->augment.shift_pixels || o->augment.hflip || o->augment.noise_std > 0,
+              prof != NULL, &rep);
 
   {
     EspalierProgress p = { .kind = ESPALIER_PROGRESS_START, .epochs = o->epochs,
@@ -1507,6 +1830,11 @@ espalier_trainer_run (EspalierTrainer      *self,
   espalier_batcher_set_keep_u8 (batcher, TRUE);
   if (o->data_threads > 1 || o->prefetch > 1)
     espalier_batcher_set_prefetch (batcher, MAX (o->data_threads, 1), MAX (o->prefetch, 1));
+  if (!espalier_batcher_prepare (batcher, error))
+    {
+      g_clear_pointer (&batcher, espalier_batcher_free);
+      goto out;
+    }
   if (prof != NULL)
     profile_begin (&pbase, batcher);
   t_start = g_get_monotonic_time () / 1e6;
@@ -1536,6 +1864,7 @@ espalier_trainer_run (EspalierTrainer      *self,
         {
           EsBatch eb;
           double now;
+          gint64 step_before;
 
           to_es_batch (b, &eb, bce_targets);
           if (self->dist == NULL)
@@ -1585,6 +1914,10 @@ espalier_trainer_run (EspalierTrainer      *self,
               es_trainer_sync (tr);
               goto out;
             }
+          if (feed.res != NULL)
+            to_resident (&eb, feed.res, b->rows + (b->B - (guint) eb.B));
+          feed_prefetch (&feed, tr, &eb);
+          step_before = es_trainer_step_count (tr);
           if (!es_trainer_train_batch (tr, &eb, &stats, &es))
             {
               /* The step was not applied. A NaN goes back to the last good state. */
@@ -1601,10 +1934,17 @@ espalier_trainer_run (EspalierTrainer      *self,
               es_trainer_sync (tr);
               goto out;
             }
+          feed_keep (&feed, &eb, step_before);
+          if (feed.deferred && feed.kept->len >= FEED_READ_EVERY
+              && !feed_read (&feed, &rs, be, &stats, error))
+            goto out;
           if (es_trainer_step_count (tr) != rs.steps_seen)
             {
               /* an optimizer step: keep the last good state, write the checkpoint due */
               rs.steps_seen = es_trainer_step_count (tr);
+              if (rs.steps_seen % rs.good_every == 0
+                  && !feed_read (&feed, &rs, be, &stats, error))
+                goto out;
               if (rs.steps_seen % rs.good_every == 0 && keep_last_good (&rs)
                   && self->dist == NULL && self->ck_path != NULL
                   && !write_checkpoint (&rs, error))
@@ -1618,7 +1958,11 @@ espalier_trainer_run (EspalierTrainer      *self,
           if (rep.func != NULL && (now - rep.last_step >= 1.0 / 30.0 || step == steps_per_epoch))
             {
               double done = (epoch - 1) + (double) step / steps_per_epoch;
-              EspalierProgress p = {
+              EspalierProgress p;
+
+              if (!feed_read (&feed, &rs, be, &stats, error))
+                goto out;
+              p = (EspalierProgress) {
                 .kind = ESPALIER_PROGRESS_STEP, .epoch = epoch, .epochs = o->epochs,
                 .step = step, .steps = steps_per_epoch,
                 .loss = stats.loss_sum / MAX (stats.rows, 1),
@@ -1687,6 +2031,8 @@ espalier_trainer_run (EspalierTrainer      *self,
                 }
             }
         }
+      if (!feed_read (&feed, &rs, be, &stats, error))
+        goto out;
       if (prof_done)
         break;
       if (self->dist != NULL && !espalier_distributed_end_epoch (self->dist, tr, &stats, error))
@@ -1705,7 +2051,8 @@ espalier_trainer_run (EspalierTrainer      *self,
           if (self->dist != NULL)
             espalier_distributed_shard (self->dist, vn, &v0, &vn);
           if (!evaluate_rows (tr, self->dataset, (const guint32 *) self->split->val->data + v0,
-                              vn, MAX (o->batch_size, 256), bce, &vm, cancellable, error)
+                              vn, MAX (o->batch_size, 256), bce, feed.res, &vm,
+                              cancellable, error)
               || (self->dist != NULL
                   && !espalier_distributed_reduce_metrics (self->dist, &vm, error)))
             {
@@ -1804,6 +2151,7 @@ out:
       profile_update (self, prof, &pbase, tr, be, budget, batcher);
       es_trainer_count_denormals (tr, &prof->denormals);
     }
+  feed_clear (&feed);
   if (batcher != NULL)
     espalier_batcher_free (batcher);
   if (tr != NULL)
@@ -2086,7 +2434,7 @@ espalier_evaluate_device (EsModel          *model,
     }
   ok = evaluate_rows (tr, dataset, rows, n_rows, batch,
                       loss == ES_LOSS_BCE && espalier_dataset_get_targets (dataset) == NULL,
-                      metrics, NULL, error);
+                      NULL, metrics, NULL, error);
   if (!check_backend (be, error))
     {
       ok = FALSE;

@@ -5,13 +5,15 @@
  * (shifts with background fill, flips, noise) deterministic in the seed, targets for
  * regression, freeing or restarting in the middle of an epoch, and several producer
  * threads giving the same batches as one; shards for data parallelism that put together
- * are the whole batches, also from a position inside an epoch. */
+ * are the whole batches, also from a position inside an epoch; batch buffers that do not
+ * fit the memory fail espalier_batcher_prepare with a GError, not the process. */
 #include "config.h"
 
 #include <math.h>
 
 #include "espalier-batcher.h"
 #include "espalier-dataset-private.h"
+#include "espalier-error.h"
 #include "espalier-generate.h"
 
 #include "data-test-util.h"
@@ -733,6 +735,42 @@ test_empty (void)
   g_assert_null (espalier_batcher_next (b));
 }
 
+/* Batch buffers over what is available (ESPALIER_MEMORY_AVAILABLE): prepare fails with
+ * ESPALIER_ERROR_MEMORY, the batcher can still be freed or prepared again; uint8 rows
+ * kept as they are take a quarter of the floats and fit where those did not. */
+static void
+test_out_of_memory (void)
+{
+  const guint N = 300, H = 32, W = 32, B = 64;
+  g_autoptr(EspalierDataset) ds = make_images (N, H, W);
+  g_autofree guint32 *rows = all_rows (N);
+  g_autoptr(EspalierBatcher) b = espalier_batcher_new (ds, rows, N, B, TRUE, 2, NULL);
+  g_autoptr(EspalierBatcher) u8 = espalier_batcher_new (ds, rows, N, B, TRUE, 2, NULL);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *avail = NULL;
+  g_autoptr(GArray) order = NULL;
+
+  /* one slot of floats is (B, H W) floats; of bytes a quarter of that */
+  avail = g_strdup_printf ("%u", B * H * W * 4 / 2);
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", avail, TRUE);
+  espalier_batcher_set_prefetch (b, 3, 8);
+  g_assert_false (espalier_batcher_prepare (b, &error));
+  dtu_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY, "the batch buffers",
+                    "available", NULL);
+  g_test_message ("%s", error->message);
+  g_clear_error (&error);
+  espalier_batcher_set_keep_u8 (u8, TRUE);
+  g_assert_true (espalier_batcher_prepare (u8, &error));
+  g_assert_no_error (error);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+
+  /* the memory back: the same batcher prepares and hands over every row */
+  g_assert_true (espalier_batcher_prepare (b, &error));
+  g_assert_no_error (error);
+  order = run_epoch (b, ds, 0, B, TRUE);
+  assert_each_once (order, rows, N, N);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -755,6 +793,7 @@ main (int   argc,
   g_test_add_func ("/batcher/workers", test_workers);
   g_test_add_func ("/batcher/shards", test_shards);
   g_test_add_func ("/batcher/start-at-restart", test_start_at_restart);
+  g_test_add_func ("/batcher/out-of-memory", test_out_of_memory);
 
   return dtu_finish (g_test_run ());
 }

@@ -6,7 +6,8 @@
  * weights as they were, and one that fits only in smaller batches is split. A project
  * whose dataset file is gone still loads, says which file is missing, and can be
  * pointed at where it went. A save into a directory that cannot be written fails
- * naming it, keeps the project modified and leaves no file behind. */
+ * naming it, keeps the project modified and leaves no file behind. Evaluation and
+ * profiling whose buffers or copies of the model do not fit fail the same way. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 #include "data-test-util.h"
 #include "espalier-error.h"
 #include "espalier-limits.h"
+#include "espalier-optimize.h"
+#include "espalier-profile-report.h"
 #include "espalier-project.h"
 #include "espalier-templates.h"
 
@@ -175,6 +178,53 @@ test_train_split (void)
   g_assert_no_error (error);
   g_assert_cmpuint (micro, <, batch);
   g_assert_cmpuint (micro, >=, 1);
+  es_model_free (model);
+}
+
+/* Evaluation (the trainer's, through the batcher, and the optimizer's) whose batch
+ * buffers do not fit, and profiling whose copy of the model does not: a GError each;
+ * with the memory back, they run. */
+static void
+test_eval_profile_refused (void)
+{
+  g_autoptr(EspalierDataset) ds = load_spiral ();
+  EsModel *model = model_from_spec ("dense:8,tanh,dense:3,softmax");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierProfileReport) report = NULL;
+  EspalierMetrics m = { 0 };
+  EspalierTrainOptions opts;
+  EspalierProfileOptions popts;
+  guint64 weights = (guint64) es_model_n_params (model) * sizeof (float);
+
+  /* the row list (4 bytes a row) fits; a batch of the 200 rows of 2 floats does not */
+  set_available (200 * 4 + 100);
+  g_assert_false (espalier_evaluate (model, ds, NULL, 0, ES_LOSS_SOFTMAX_XENT, 1, &m, &error));
+  dtu_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY, "the batch buffers", NULL);
+  g_test_message ("evaluate: %s", error->message);
+  g_clear_error (&error);
+  espalier_metrics_clear (&m);
+  g_assert_false (espalier_evaluate_exec (model, NULL, NULL, ds, NULL, 0, 1, &m, &error));
+  dtu_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY, "the evaluation buffers", NULL);
+  g_clear_error (&error);
+  espalier_metrics_clear (&m);
+
+  espalier_train_options_init (&opts);
+  opts.threads = 1;
+  espalier_profile_options_init (&popts);
+  popts.steps = 3;
+  set_available (weights / 2);
+  g_assert_null (espalier_profile_run (ds, model, &opts, &popts, NULL, NULL, NULL, &error));
+  dtu_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY, "copy of the model", NULL);
+  g_clear_error (&error);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+
+  g_assert_true (espalier_evaluate (model, ds, NULL, 0, ES_LOSS_SOFTMAX_XENT, 1, &m, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (m.rows, ==, 200);
+  espalier_metrics_clear (&m);
+  report = espalier_profile_run (ds, model, &opts, &popts, NULL, NULL, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (report);
   es_model_free (model);
 }
 
@@ -473,6 +523,7 @@ main (int argc, char **argv)
   g_test_add_func ("/core/recovery/try-alloc", test_try_alloc);
   g_test_add_func ("/core/recovery/train-refused", test_train_refused);
   g_test_add_func ("/core/recovery/train-split", test_train_split);
+  g_test_add_func ("/core/recovery/eval-profile-refused", test_eval_profile_refused);
   g_test_add_data_func ("/core/recovery/train-rlimit/checked", GINT_TO_POINTER (FALSE),
                         test_train_rlimit);
   g_test_add_data_func ("/core/recovery/train-rlimit/allocator", GINT_TO_POINTER (TRUE),

@@ -16,46 +16,13 @@
 #include "espalier-generate.h"
 #include "espalier-templates.h"
 #include "espalier-trainer.h"
+#include "cuda-test-util.h"
 
-static gboolean
-have_device (void)
-{
-  if (espalier_cuda_device_count () > 0)
-    return TRUE;
-  g_test_skip ("no CUDA device");
-  return FALSE;
-}
-
-static EspalierDataset *
-spiral (void)
-{
-  g_autoptr(GError) error = NULL;
-  EspalierDataset *ds = espalier_generate_from_spec ("spiral:n=300,arms=3,noise=0.2,seed=3", &error);
-
-  g_assert_no_error (error);
-  return ds;
-}
-
-/* The playground template (Dense 8, Tanh, Dense 8, Tanh, Dense, Softmax; Adam) with its
- * options, a few epochs. */
+/* The playground template with its options, a few epochs. */
 static EsModel *
 playground (EspalierDataset *ds, EspalierTrainOptions *opts)
 {
-  g_autoptr(GError) error = NULL;
-  EsShape in = { 1, { 2 } };
-  EsModel *m;
-
-  espalier_train_options_init (opts);
-  m = espalier_model_from_template ("playground", &in, espalier_dataset_get_n_classes (ds),
-                                    opts, &error);
-  g_assert_no_error (error);
-  opts->epochs = 4;
-  opts->batch_size = 32;
-  opts->val_fraction = 0.2;   /* the template trains on every row; hold some out */
-  opts->seed = 5;
-  opts->threads = 1;
-  es_model_init (m, opts->seed);
-  return m;
+  return playground_for (ds, opts, 4);
 }
 
 typedef struct {

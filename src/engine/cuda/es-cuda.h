@@ -2,12 +2,15 @@
  * device list. Matrix products go through cuBLAS, everything else through our own
  * kernels; every op is queued on one stream of the backend, and ops that return a
  * value to the host (the losses, argmax_correct, sum_squares, min_max) wait for it.
- * Built only when nvcc is found (config.h's ES_HAVE_CUDA); plain C callers include
- * this header and link the engine's CUDA library.
+ * Built only when nvcc is found (config.h's ES_HAVE_CUDA); tests and benchmarks link
+ * the engine's CUDA library, while core opens it as a module (libespalier-cuda.so,
+ * through espalier-device.h) so that programs start without CUDA's libraries.
  *
- * What it is not (yet): CUDA Graph capture of a training step, a dataset resident
- * on the device. TF32 for the
- * matrix products can be switched on (es_cuda_backend_set_tf32).
+ * A dataset resident on the device, batches streamed ahead through pinned memory and
+ * training steps captured in a CUDA Graph are es-train.h's (es_resident_new,
+ * es_trainer_prefetch, es_trainer_set_graphs) on this backend's optional ops
+ * (es-cuda-graph.cu). TF32 for the matrix products can be switched on
+ * (es_cuda_backend_set_tf32).
  *
  * Mixed precision: the interface's set_precision makes the matrix products (dense and
  * convolution, forward and backward) round their operands to bf16 (compute capability
