@@ -672,8 +672,9 @@ update_gpu_row (EspalierTrainPage *self)
 
   if (gpus->len == 0)
     {
-      g_autofree char *tooltip = g_strdup_printf (_("No CUDA device can be used: %s"),
-                                                  no_cuda != NULL ? no_cuda : "");
+      g_autofree char *tooltip = no_cuda != NULL && *no_cuda != '\0'
+                                 ? g_strdup_printf (_("No CUDA device can be used: %s"), no_cuda)
+                                 : g_strdup (_("No CUDA device can be used"));
 
       adw_action_row_set_subtitle (self->gpu_row, _("No CUDA device"));
       gtk_widget_set_sensitive (GTK_WIDGET (self->gpu_row), FALSE);
@@ -1422,7 +1423,10 @@ session_end (Session      *s,
         }
       if (error != NULL)
         {
-          g_autofree char *text = g_strdup_printf (_("Training failed: %s"), error->message);
+          /* A loss gone bad says itself that training stopped, and where. */
+          g_autofree char *text = g_error_matches (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC)
+                                  ? g_strdup (error->message)
+                                  : g_strdup_printf (_("Training failed: %s"), error->message);
 
           set_message (self, text, TRUE);
           set_progress (self, s, 0, _("Failed"));
