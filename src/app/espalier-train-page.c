@@ -527,8 +527,9 @@ read_controls (EspalierTrainPage    *self,
 
 /* The options a run uses: the project's, with the preferences' threads and memory
  * limit when they are set, on the device chosen on the page: the CPU, or the CUDA
- * device of the drop-down (the first). A "cuda" preference on a machine without one
- * asks for device 0 all the same: the trainer then trains on the CPU and says why. */
+ * device of the drop-down (the first). "auto" (the default) is the GPU when there is
+ * one. A "cuda" preference on a machine without one asks for device 0 all the same:
+ * the trainer then trains on the CPU and says why. */
 static void
 run_options (EspalierTrainPage    *self,
              EspalierTrainOptions *o)
@@ -543,7 +544,8 @@ run_options (EspalierTrainPage    *self,
   if (limit_mib > 0)
     o->memory_limit = (gsize) limit_mib * 1024 * 1024;
   o->device = ESPALIER_DEVICE_CPU;
-  if (g_strcmp0 (device, "cuda") == 0)
+  if (g_strcmp0 (device, "cuda") == 0
+      || (g_strcmp0 (device, "auto") == 0 && espalier_cuda_device_count () > 0))
     o->device = self->cuda_dropdown != NULL
                 ? (gint) gtk_drop_down_get_selected (self->cuda_dropdown) : 0;
 }
@@ -709,7 +711,8 @@ update_gpu_row (EspalierTrainPage *self)
           gtk_widget_set_valign (GTK_WIDGET (self->cuda_dropdown), GTK_ALIGN_CENTER);
           adw_action_row_add_suffix (self->gpu_row, GTK_WIDGET (self->cuda_dropdown));
         }
-      cuda = g_strcmp0 (device, "cuda") == 0;
+      /* "auto", the default, is the GPU when there is one */
+      cuda = g_strcmp0 (device, "cuda") == 0 || g_strcmp0 (device, "auto") == 0;
     }
   self->syncing = TRUE;
   gtk_check_button_set_active (cuda ? self->gpu_check : self->cpu_check, TRUE);
