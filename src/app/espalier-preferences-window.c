@@ -20,7 +20,7 @@ struct _EspalierPreferencesWindow
 
 G_DEFINE_FINAL_TYPE (EspalierPreferencesWindow, espalier_preferences_window, ADW_TYPE_PREFERENCES_WINDOW)
 
-static const char *device_ids[] = { "cpu", "cuda", NULL };
+static const char *device_ids[] = { "auto", "cpu", "cuda", NULL };
 static const char *style_ids[] = { "default", "light", "dark", NULL };
 
 /* A string setting <-> the index of a combo row, through a NULL-terminated id list. */
