@@ -13,45 +13,7 @@
 #include <sys/wait.h>
 #include <string.h>
 
-static char *tmpdir;
-
-typedef struct {
-  int   status;
-  char *out;
-  char *err;
-} Run;
-
-static void
-run_clear (Run *r)
-{
-  g_free (r->out);
-  g_free (r->err);
-}
-
-/* Run espalier-cli with a NULL-terminated argument list. */
-static Run
-cli (const char *first, ...)
-{
-  g_autoptr(GPtrArray) argv = g_ptr_array_new ();
-  g_autoptr(GError) error = NULL;
-  g_auto(GStrv) env = g_get_environ ();
-  Run r = { 0 };
-  va_list ap;
-  int wait_status;
-
-  env = g_environ_setenv (env, "XDG_CACHE_HOME", tmpdir, TRUE);
-  g_ptr_array_add (argv, (char *) ESPALIER_CLI);
-  va_start (ap, first);
-  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (char *) a);
-  va_end (ap);
-  g_ptr_array_add (argv, NULL);
-  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
-                               &r.out, &r.err, &wait_status, &error));
-  g_assert_no_error (error);
-  r.status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : -1;
-  return r;
-}
+#include "cli-test-util.h"
 
 static void
 test_usage (void)
