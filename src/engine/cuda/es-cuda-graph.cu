@@ -19,39 +19,8 @@
 
 #define NT ES_CUDA_THREADS
 
-/* Element i of a grid-stride loop over n. */
-#define FOR_EACH(i, n)                                                                     \
-  for (int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t) (n);    \
-       i += (int64_t) gridDim.x * blockDim.x)
 
-/* Queue kernel on the backend's stream and record a failed launch. Under the
- * emulation the arguments are captured by value, so a launch recorded in a graph can
- * be replayed after the launcher has returned. */
-#ifndef ES_CUDA_EMULATE
-#define LAUNCH(cu, kernel, grid, block, ...)                                               \
-  do                                                                                      \
-    {                                                                                     \
-      kernel<<<(grid), (block), 0, (cu)->stream>>> (__VA_ARGS__);                         \
-      ES_CU_LAUNCHED ((cu), #kernel);                                                     \
-    }                                                                                     \
-  while (0)
-#else
-#define LAUNCH(cu, kernel, grid, block, ...)                                               \
-  do                                                                                      \
-    {                                                                                     \
-      es_emu_launch ((grid), (block), [=] { kernel (__VA_ARGS__); });                      \
-      ES_CU_LAUNCHED ((cu), #kernel);                                                     \
-    }                                                                                     \
-  while (0)
-#endif
 
-static unsigned
-grid_for (int64_t n)
-{
-  int64_t g = ES_CEIL_DIV (n, (int64_t) NT);
-
-  return (unsigned) (g < 1 ? 1 : g > (1 << 20) ? (1 << 20) : g);
-}
 
 /* ---- resident data ------------------------------------------------------------------ */
 

@@ -31,43 +31,13 @@
 #define WARPS_PER_BLOCK (NT / 32)
 #define FULL_MASK 0xffffffffu
 
-/* Element i of a grid-stride loop over n. */
-#define FOR_EACH(i, n)                                                                     \
-  for (int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t) (n);    \
-       i += (int64_t) gridDim.x * blockDim.x)
 
 /* Row r of a grid-stride loop of warps over n rows (the whole warp takes a row). */
 #define FOR_EACH_ROW(r, n)                                                                 \
   for (int64_t r = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / 32;                \
        r < (int64_t) (n); r += ((int64_t) gridDim.x * blockDim.x) / 32)
 
-/* Queue kernel on the backend's stream and record a failed launch. */
-#ifndef ES_CUDA_EMULATE
-#define LAUNCH(cu, kernel, grid, block, ...)                                               \
-  do                                                                                      \
-    {                                                                                     \
-      kernel<<<(grid), (block), 0, (cu)->stream>>> (__VA_ARGS__);                         \
-      ES_CU_LAUNCHED ((cu), #kernel);                                                     \
-    }                                                                                     \
-  while (0)
-#else
-#define LAUNCH(cu, kernel, grid, block, ...)                                               \
-  do                                                                                      \
-    {                                                                                     \
-      es_emu_launch ((grid), (block), [=] { kernel (__VA_ARGS__); });                      \
-      ES_CU_LAUNCHED ((cu), #kernel);                                                     \
-    }                                                                                     \
-  while (0)
-#endif
 
-/* Blocks for n elements, one per thread, capped (the loops stride over the rest). */
-static unsigned
-grid_for (int64_t n)
-{
-  int64_t g = ES_CEIL_DIV (n, (int64_t) NT);
-
-  return (unsigned) (g < 1 ? 1 : g > (1 << 20) ? (1 << 20) : g);
-}
 
 /* Blocks for n rows, one warp per row, capped at the number of partials (so the row
  * kernels that add up a loss have one partial per block). */

@@ -101,6 +101,42 @@ bool  es_cuda_record_blas   (EsCuda *cu, cublasStatus_t status, const char *what
 /* After every kernel launch: a bad configuration shows here, not at the next sync. */
 #define ES_CU_LAUNCHED(cu, name) es_cuda_record ((cu), cudaGetLastError (), name, __FILE__, __LINE__)
 
+/* Kernel launching, shared by the .cu files. */
+/* Element i of a grid-stride loop over n. */
+#define FOR_EACH(i, n)                                                                     \
+  for (int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t) (n);    \
+       i += (int64_t) gridDim.x * blockDim.x)
+
+/* Queue kernel on the backend's stream and record a failed launch. Under the
+ * emulation the arguments are captured by value, so a launch recorded in a graph can
+ * be replayed after the launcher has returned. */
+#ifndef ES_CUDA_EMULATE
+#define LAUNCH(cu, kernel, grid, block, ...)                                               \
+  do                                                                                      \
+    {                                                                                     \
+      kernel<<<(grid), (block), 0, (cu)->stream>>> (__VA_ARGS__);                         \
+      ES_CU_LAUNCHED ((cu), #kernel);                                                     \
+    }                                                                                     \
+  while (0)
+#else
+#define LAUNCH(cu, kernel, grid, block, ...)                                               \
+  do                                                                                      \
+    {                                                                                     \
+      es_emu_launch ((grid), (block), [=] { kernel (__VA_ARGS__); });                      \
+      ES_CU_LAUNCHED ((cu), #kernel);                                                     \
+    }                                                                                     \
+  while (0)
+#endif
+
+/* Blocks for n elements, one per thread, capped (the loops stride over the rest). */
+static inline unsigned
+grid_for (int64_t n)
+{
+  int64_t g = ES_CEIL_DIV (n, (int64_t) ES_CUDA_THREADS);
+
+  return (unsigned) (g < 1 ? 1 : g > (1 << 20) ? (1 << 20) : g);
+}
+
 /* Called first by every op: false when the backend has failed (do nothing then). It
  * makes the backend's device current on the calling thread and forgets the counted
  * rows of the last softmax_xent_forward (the op may write what they were counted
