@@ -4,17 +4,52 @@
 #include "config.h"
 
 #include <glib/gstdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gui-test-util.h"
 
 #include "espalier-generate.h"
 #include "espalier-project.h"
 
+static char  *private_cache;   /* made by this process, removed at its exit */
+static pid_t  private_cache_owner;
+
+static void
+remove_private_cache (void)
+{
+  g_autofree char *cmd = NULL;
+
+  /* children that inherit the variable leave it to the process that made it */
+  if (private_cache == NULL || private_cache_owner != getpid ())
+    return;
+  cmd = g_strdup_printf ("rm -rf '%s'", private_cache);
+  if (system (cmd) != 0)
+    g_printerr ("could not remove %s\n", private_cache);
+}
+
+void
+gui_test_isolate_cache (void)
+{
+  /* The Train page keeps a checkpoint of an unsaved project's run in the user's cache
+   * directory: tests running side by side would find each other's. A test that chose
+   * its own XDG_CACHE_HOME keeps it. */
+  if (g_getenv ("XDG_CACHE_HOME") != NULL && g_str_has_prefix (g_getenv ("XDG_CACHE_HOME"),
+                                                                g_get_tmp_dir ()))
+    return;
+  private_cache = g_dir_make_tmp ("espalier-gui-test-XXXXXX", NULL);
+  g_assert_nonnull (private_cache);
+  private_cache_owner = getpid ();
+  g_setenv ("XDG_CACHE_HOME", private_cache, TRUE);
+  atexit (remove_private_cache);
+}
+
 void
 gui_test_init (int    *argc,
                char ***argv)
 {
+  gui_test_isolate_cache ();
   g_setenv ("GSETTINGS_BACKEND", "memory", TRUE);
   g_setenv ("GTK_A11Y", "test", FALSE);
   g_setenv ("GSK_RENDERER", "cairo", FALSE);

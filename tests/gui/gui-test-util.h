@@ -11,6 +11,9 @@ G_BEGIN_DECLS
 
 /* g_test_init, adw_init and the app's resources; call first in main. */
 void     gui_test_init        (int *argc, char ***argv);
+/* A private XDG_CACHE_HOME for this process, removed at its exit (gui_test_init does
+ * it): the Train page's checkpoints of unsaved projects live there. */
+void     gui_test_isolate_cache (void);
 /* Run the main loop until nothing is pending and at least `ms` milliseconds passed. */
 void     gui_test_iterate     (guint ms);
 /* Run the main loop until condition(data) is TRUE or timeout_ms passes; returns it. */

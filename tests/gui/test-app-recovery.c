@@ -37,6 +37,7 @@ recovery_test_init (int    *argc,
 {
   const char *home = g_getenv ("ESPALIER_TEST_KEYFILE_HOME");
 
+  gui_test_isolate_cache ();
   if (home != NULL)
     {
       g_setenv ("XDG_CONFIG_HOME", home, TRUE);
@@ -134,7 +135,19 @@ wait_message (const char *heading)
   Wanted w = { ADW_TYPE_MESSAGE_DIALOG, heading };
 
   if (!gui_test_wait_until (toplevel_shown, &w, 20000))
-    g_error ("no dialog “%s” came", heading);
+    {
+      /* What is there instead, for the log. */
+      GList *toplevels = gtk_window_list_toplevels ();
+
+      for (GList *l = toplevels; l != NULL; l = l->next)
+        g_test_message ("toplevel %s, visible %d, %s", G_OBJECT_TYPE_NAME (l->data),
+                        gtk_widget_get_visible (l->data),
+                        ADW_IS_MESSAGE_DIALOG (l->data)
+                          ? adw_message_dialog_get_heading (l->data)
+                          : gtk_window_get_title (l->data));
+      g_list_free (toplevels);
+      g_error ("no dialog “%s” came", heading);
+    }
   return ADW_MESSAGE_DIALOG (find_toplevel (w.type, heading));
 }
 
