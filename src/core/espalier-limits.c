@@ -141,43 +141,92 @@ espalier_memory_available (void)
   return avail;
 }
 
+/* Whether need bytes fit under limit (0: none) and in what the machine has; when not,
+ * *cap is the bound it crosses and the result says which. */
+typedef enum { FITS, OVER_LIMIT, OVER_AVAILABLE } Shortfall;
+
+static Shortfall
+shortfall (guint64 need, guint64 limit, guint64 *cap)
+{
+  guint64 avail = espalier_memory_available ();
+
+  if ((limit == 0 || need <= limit) && need <= avail)
+    return FITS;
+  if (limit != 0 && need > limit && limit <= avail)
+    {
+      *cap = limit;
+      return OVER_LIMIT;
+    }
+  *cap = avail;
+  return OVER_AVAILABLE;
+}
+
 gboolean
 espalier_memory_fits (guint64 need, guint64 limit, char **why)
 {
-  guint64 avail = espalier_memory_available ();
   g_autofree char *need_s = NULL, *cap_s = NULL;
+  guint64 cap = 0;
+  Shortfall s = shortfall (need, limit, &cap);
 
   if (why != NULL)
     *why = NULL;
-  if ((limit == 0 || need <= limit) && need <= avail)
-    return TRUE;
-  if (why == NULL)
-    return FALSE;
+  if (s == FITS || why == NULL)
+    return s == FITS;
   need_s = g_format_size (need);
-  if (limit != 0 && need > limit && limit <= avail)
-    {
-      cap_s = g_format_size (limit);
-      /* TRANSLATORS: the end of a sentence: "<file>: the header (...) needs 1.0 TB of
-       * memory, more than the memory limit of 2.0 GB" */
-      *why = g_strdup_printf (_("needs %s of memory, more than the memory limit of %s"), need_s,
-                              cap_s);
-    }
+  cap_s = g_format_size (cap);
+  if (s == OVER_LIMIT)
+    /* TRANSLATORS: the end of a sentence: "<file>: the header (...) needs 1.0 TB of
+     * memory, more than the memory limit of 2.0 GB" */
+    *why = g_strdup_printf (_("needs %s of memory, more than the memory limit of %s"), need_s,
+                            cap_s);
   else
-    {
-      cap_s = g_format_size (avail);
-      /* TRANSLATORS: the end of a sentence: "<file>: the header (...) needs 1.0 TB of
-       * memory, more than the 23.4 GB available" */
-      *why = g_strdup_printf (_("needs %s of memory, more than the %s available"), need_s, cap_s);
-    }
+    /* TRANSLATORS: the end of a sentence: "<file>: the header (...) needs 1.0 TB of
+     * memory, more than the 23.4 GB available" */
+    *why = g_strdup_printf (_("needs %s of memory, more than the %s available"), need_s, cap_s);
   return FALSE;
+}
+
+/* The error of an allocation of bytes for what that failed: refused before it was tried
+ * (s, cap from shortfall), or by the system (s == FITS). Whole sentences, for
+ * translators. */
+static void
+set_memory_error (GError **error, const char *what, guint64 bytes, Shortfall s, guint64 cap)
+{
+  g_autofree char *size = g_format_size (bytes);
+  g_autofree char *cap_s = g_format_size (cap);
+
+  switch (s)
+    {
+    case FITS:
+      /* TRANSLATORS: %s is what was to be allocated, then a size: "the batch buffers
+       * (1.2 GB)" */
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                   _("Not enough memory for %s (%s): the system refused it"), what, size);
+      break;
+    case OVER_LIMIT:
+      /* TRANSLATORS: "Not enough memory for the batch buffers: it needs 1.2 GB of memory, more
+       * than the memory limit of 800 MB" */
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                   _("Not enough memory for %s: it needs %s of memory, more than the memory limit of %s"),
+                   what, size, cap_s);
+      break;
+    case OVER_AVAILABLE:
+      /* TRANSLATORS: "Not enough memory for the batch buffers: it needs 1.2 GB of memory, more than
+       * the 800 MB available" */
+      g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+                   _("Not enough memory for %s: it needs %s of memory, more than the %s available"),
+                   what, size, cap_s);
+      break;
+    }
 }
 
 gpointer
 espalier_try_alloc (gsize n_elems, gsize elem_size, gboolean zero, const char *what,
                     GError **error)
 {
-  g_autofree char *why = NULL;
   gpointer p = NULL;
+  guint64 cap = 0;
+  Shortfall s;
   gsize bytes;
 
   g_return_val_if_fail (what != NULL, NULL);
@@ -192,51 +241,31 @@ espalier_try_alloc (gsize n_elems, gsize elem_size, gboolean zero, const char *w
       return NULL;
     }
   bytes = MAX (n_elems * elem_size, 1);
-  if (espalier_memory_fits (bytes, 0, &why))
+  s = shortfall (bytes, 0, &cap);
+  if (s == FITS)
     p = zero ? g_try_malloc0 (bytes) : g_try_malloc (bytes);
   if (p == NULL)
-    {
-      g_autofree char *size = g_format_size (bytes);
-
-      if (why == NULL)
-        /* TRANSLATORS: %s is what was to be allocated, then a size: "the batch buffers
-         * (1.2 GB)" */
-        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
-                     _("Not enough memory for %s (%s): the system refused it"), what, size);
-      else
-        /* TRANSLATORS: "Not enough memory for the batch buffers: it needs 1.2 GB of memory,
-         * more than the 800 MB available" */
-        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
-                     _("Not enough memory for %s: it %s"), what, why);
-    }
+    set_memory_error (error, what, bytes, s, cap);
   return p;
 }
 
 EsModel *
 espalier_model_try_copy (const EsModel *model, const char *what, GError **error)
 {
-  guint64 bytes;
-  g_autofree char *why = NULL;
   EsModel *copy = NULL;
+  guint64 bytes, cap = 0;
+  Shortfall s;
 
   g_return_val_if_fail (model != NULL && what != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
   bytes = ((guint64) es_model_n_params (model) + (guint64) es_model_n_buffers (model))
           * sizeof (float);
-  if (espalier_memory_fits (bytes, 0, &why))
+  s = shortfall (bytes, 0, &cap);
+  if (s == FITS)
     copy = es_model_copy (model);
   if (copy == NULL)
-    {
-      g_autofree char *size = g_format_size (bytes);
-
-      if (why == NULL)
-        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
-                     _("Not enough memory for %s (%s): the system refused it"), what, size);
-      else
-        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
-                     _("Not enough memory for %s: it %s"), what, why);
-    }
+    set_memory_error (error, what, bytes, s, cap);
   return copy;
 }
 
