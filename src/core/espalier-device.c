@@ -239,10 +239,15 @@ espalier_device_parse (const char *text, gint *device, GError **error)
       if (n == 0)
         g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
                      _("There is no CUDA device %u: this machine has none"), (guint) index);
+      else if (n == 1)
+        g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
+                     _("There is no CUDA device %u: this machine has one (cuda:0)"), (guint) index);
       else
+        /* a range of two or more: languages with one plural form must not say "cuda:0 to
+         * cuda:0" */
         g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_INVALID,
                      g_dngettext (GETTEXT_PACKAGE,
-                                  "There is no CUDA device %u: this machine has %u (cuda:0)",
+                                  "There is no CUDA device %u: this machine has %u (cuda:0 to cuda:%u)",
                                   "There is no CUDA device %u: this machine has %u (cuda:0 to cuda:%u)",
                                   n),
                      (guint) index, n, n - 1);
