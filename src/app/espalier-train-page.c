@@ -15,8 +15,11 @@
  * scatter, or know about other pages. */
 #include "config.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <glib/gstdio.h>
 
@@ -129,6 +132,9 @@ struct _EspalierTrainPage
   GtkLabel            *resume_label;
   EspalierCheckpoint  *leftover;          /* a crashed run's checkpoint, offered */
   char                *leftover_path;
+  int                  slot_fd;            /* the locked checkpoint slot, or -1 */
+  char                *slot_base;          /* the project's checkpoint directory */
+  char                *slot_dir;           /* its slot this page holds */
   gboolean             resuming;          /* Start was pressed through Resume */
   GtkWidget           *options_box;
   AdwComboRow         *optimizer_row;
@@ -1795,20 +1801,70 @@ job_cancelled_cb (GCancellable      *cancellable,
  * espalier/projects/<SHA-1 of the project file's URI>, or espalier/unsaved for a
  * project not saved yet; the run removes it when it ends, however it ends. One found
  * when a project is opened was left by a run that crashed or was killed: the page
- * offers to resume from it when it fits the project's model. */
+ * offers to resume from it when it fits the project's model.
+ * Two windows on unsaved projects (or on the same file) must not share one: a page
+ * holds a slot of that directory, the directory itself or DIR-1, DIR-2…, the first
+ * whose lock file it can lock (flock), for as long as it shows the project. A page
+ * opened after a crash gets the first free slot, the crashed process's. */
+
+#define CHECKPOINT_SLOTS 32
+
+static void
+release_slot (EspalierTrainPage *self)
+{
+  if (self->slot_fd >= 0)
+    close (self->slot_fd);   /* and with it the lock */
+  self->slot_fd = -1;
+  g_clear_pointer (&self->slot_base, g_free);
+  g_clear_pointer (&self->slot_dir, g_free);
+}
+
+/* The directory of the slot this page holds for base, taken when needed. */
+static const char *
+checkpoint_slot (EspalierTrainPage *self,
+                 const char        *base)
+{
+  if (self->slot_base != NULL && strcmp (self->slot_base, base) == 0)
+    return self->slot_dir;
+  release_slot (self);
+  self->slot_base = g_strdup (base);
+  for (guint k = 0; k < CHECKPOINT_SLOTS; k++)
+    {
+      g_autofree char *dir = k == 0 ? g_strdup (base) : g_strdup_printf ("%s-%u", base, k);
+      g_autofree char *lock = g_build_filename (dir, "lock", NULL);
+      int fd;
+
+      if (g_mkdir_with_parents (dir, 0700) != 0)
+        break;
+      fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd >= 0 && flock (fd, LOCK_EX | LOCK_NB) == 0)
+        {
+          self->slot_fd = fd;
+          self->slot_dir = g_steal_pointer (&dir);
+          return self->slot_dir;
+        }
+      if (fd >= 0)
+        close (fd);
+    }
+  /* no lock to be had (a file system without them): the first slot, shared */
+  self->slot_dir = g_strdup (base);
+  return self->slot_dir;
+}
 
 static char *
-checkpoint_path (EspalierProject *project)
+checkpoint_path (EspalierTrainPage *self,
+                 EspalierProject   *project)
 {
   GFile *file = espalier_project_get_file (project);
   g_autofree char *uri = file != NULL ? g_file_get_uri (file) : NULL;
   g_autofree char *key = uri != NULL ? g_compute_checksum_for_string (G_CHECKSUM_SHA1, uri, -1)
                                      : NULL;
+  g_autofree char *base = key == NULL
+                          ? g_build_filename (g_get_user_cache_dir (), "espalier", "unsaved", NULL)
+                          : g_build_filename (g_get_user_cache_dir (), "espalier", "projects",
+                                              key, NULL);
 
-  if (key == NULL)
-    return g_build_filename (g_get_user_cache_dir (), "espalier", "unsaved", "train.ckpt", NULL);
-  return g_build_filename (g_get_user_cache_dir (), "espalier", "projects", key, "train.ckpt",
-                           NULL);
+  return g_build_filename (checkpoint_slot (self, base), "train.ckpt", NULL);
 }
 
 static void
@@ -1832,7 +1888,7 @@ check_leftover (EspalierTrainPage *self)
   hide_leftover (self);
   if (self->project == NULL || self->session != NULL)
     return;
-  path = checkpoint_path (self->project);
+  path = checkpoint_path (self, self->project);
   if (!g_file_test (path, G_FILE_TEST_IS_REGULAR))
     return;
   ck = espalier_checkpoint_load (path, &error);
@@ -1885,7 +1941,7 @@ segment_checkpoint (EspalierTrainPage *self,
   g_autofree char *dir = NULL;
 
   if (s->ck_path == NULL)
-    s->ck_path = checkpoint_path (s->project);
+    s->ck_path = checkpoint_path (self, s->project);
   dir = g_path_get_dirname (s->ck_path);
   if (g_mkdir_with_parents (dir, 0700) == 0)
     espalier_trainer_set_checkpoint (s->trainer, s->ck_path, CHECKPOINT_EVERY);
@@ -2183,6 +2239,7 @@ espalier_train_page_finalize (GObject *object)
   g_clear_pointer (&self->weights, es_model_free);
   g_clear_pointer (&self->leftover, espalier_checkpoint_free);
   g_clear_pointer (&self->leftover_path, g_free);
+  release_slot (self);
   g_clear_pointer (&self->weight_layers, g_array_unref);
   g_clear_object (&self->train_loss);
   g_clear_object (&self->val_loss);
@@ -2326,6 +2383,7 @@ espalier_train_page_init (EspalierTrainPage *self)
   GSettingsSchemaSource *source = g_settings_schema_source_get_default ();
   g_autoptr(GSettingsSchema) schema = NULL;
 
+  self->slot_fd = -1;
   gtk_widget_init_template (GTK_WIDGET (self));
 
   self->boundary_cancellable = g_cancellable_new ();
@@ -2514,6 +2572,14 @@ espalier_train_page_pause (EspalierTrainPage *self)
     return;
   update_state (self);
   notify_state (self);
+}
+
+char *
+espalier_train_page_get_checkpoint_path (EspalierTrainPage *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAIN_PAGE (self), NULL);
+
+  return self->project != NULL ? checkpoint_path (self, self->project) : NULL;
 }
 
 gboolean

@@ -37,6 +37,8 @@ void             espalier_train_page_stop                  (EspalierTrainPage *s
 /* Pause a running run after the current step, or resume a paused one. */
 void             espalier_train_page_pause                 (EspalierTrainPage *self);
 gboolean         espalier_train_page_get_training          (EspalierTrainPage *self);
+/* Where this page's runs keep their checkpoint for its project (NULL without one). */
+char            *espalier_train_page_get_checkpoint_path   (EspalierTrainPage *self);
 gboolean         espalier_train_page_get_paused            (EspalierTrainPage *self);
 
 /* The loss chart (transfer none): layer 0 is the training loss per epoch, layer 1 the

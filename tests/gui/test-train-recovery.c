@@ -269,6 +269,51 @@ test_leftover_discard (void)
   gui_test_tear_down_page (window, page, project, NULL);
 }
 
+/* Two pages on unsaved projects hold different checkpoint slots, so one run never
+ * overwrites or deletes the other's; the slot a page held is free again once it is
+ * gone (as after a crash), and the next page takes it and finds its leftover. */
+static void
+test_slots (void)
+{
+  EspalierProject *p1 = project_with_epochs (4), *p2 = project_with_epochs (4);
+  EspalierTrainPage *page1 = ESPALIER_TRAIN_PAGE (g_object_ref_sink (espalier_train_page_new ()));
+  EspalierTrainPage *page2 = ESPALIER_TRAIN_PAGE (g_object_ref_sink (espalier_train_page_new ()));
+  EspalierTrainPage *page3;
+  GtkWindow *window;
+  g_autofree char *first = unsaved_checkpoint ();
+  g_autofree char *path1 = NULL, *path2 = NULL, *path3 = NULL;
+  Stopper stop = { g_cancellable_new (), 2 };
+
+  espalier_train_page_set_project (page1, p1);
+  espalier_train_page_set_project (page2, p2);
+  path1 = espalier_train_page_get_checkpoint_path (page1);
+  path2 = espalier_train_page_get_checkpoint_path (page2);
+  g_test_message ("slots: %s and %s", path1, path2);
+  g_assert_cmpstr (path1, ==, first);
+  g_assert_cmpstr (path2, !=, path1);
+  /* the same page keeps its slot */
+  g_free (espalier_train_page_get_checkpoint_path (page1));
+  g_assert_true (g_str_has_suffix (path2, "unsaved-1" G_DIR_SEPARATOR_S "train.ckpt"));
+
+  /* page1 goes away with a checkpoint left in its slot, as a killed run leaves it */
+  es_model_free (train_like_the_page (p1, &stop, path1));
+  g_assert_true (g_file_test (path1, G_FILE_TEST_EXISTS));
+  g_assert_finalize_object (page1);
+  page3 = ESPALIER_TRAIN_PAGE (g_object_ref_sink (espalier_train_page_new ()));
+  espalier_train_page_set_project (page3, p1);
+  path3 = espalier_train_page_get_checkpoint_path (page3);
+  g_assert_cmpstr (path3, ==, path1);
+  window = gui_test_window_new (GTK_WIDGET (page3), 1500, 950);
+  gui_test_iterate (50);
+  g_assert_nonnull (gui_test_find_label (GTK_WIDGET (page3), "Resume training from step"));
+  g_unlink (path3);
+
+  g_object_unref (stop.cancel);
+  g_assert_finalize_object (page2);
+  g_assert_finalize_object (p2);
+  gui_test_tear_down_page (window, page3, p1, NULL);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -281,6 +326,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gui/train-recovery/nan", test_nan);
   g_test_add_func ("/gui/train-recovery/leftover-resume", test_leftover_resume);
   g_test_add_func ("/gui/train-recovery/leftover-discard", test_leftover_discard);
+  g_test_add_func ("/gui/train-recovery/slots", test_slots);
   status = g_test_run ();
   {
     g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", cache_dir);
