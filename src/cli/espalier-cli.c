@@ -702,6 +702,8 @@ print_distributed_summary (EspalierDistributed *d, const char *checkpoint)
       json_double (b, "comm_s", s.comm_s);
       json_double (b, "exposed_comm_s", s.exposed_s);
       json_int (b, "allreduce_bytes", s.allreduce_bytes);
+      json_str (b, "reduction", s.reduction);
+      json_str (b, "reduction_note", s.reduction_note);
       if (have_ck)
         {
           json_str (b, "checkpoint", checkpoint);
@@ -718,6 +720,11 @@ print_distributed_summary (EspalierDistributed *d, const char *checkpoint)
                      "%.1f%% of its time in communication, %.1f%% waiting for gradients after "
                      "backward\n", s.ranks),
            s.ranks, rate, rate * s.ranks, 100 * share, 100 * exposed);
+  /* which path summed the gradients: nccl, cuda-aware mpi, staged or host */
+  if (s.reduction != NULL && s.ranks > 1)
+    g_print (_("Gradients summed by: %s\n"), s.reduction);
+  if (s.reduction_note != NULL)
+    g_print (_("NCCL not used: %s\n"), s.reduction_note);
   if (have_ck)
     g_print (_("Last checkpoint: %s, after step %lld (epoch %u)\n"), checkpoint,
              (long long) ck.step, ck.epoch);
@@ -958,6 +965,7 @@ cmd_train (int argc, char **argv)
   g_autofree char *checkpoint = NULL, *resume = NULL;
   int checkpoint_every = 0;
   double coll_timeout = 0;
+  gboolean sync_bn = FALSE;   /* --sync-batchnorm */
   g_autoptr(EspalierDistributed) dist = NULL;
   EspalierTrainOptions opts;
   EspalierModelInfo info;
@@ -1002,6 +1010,7 @@ cmd_train (int argc, char **argv)
     { "checkpoint-every", 0, 0, G_OPTION_ARG_INT, &checkpoint_every, _("Optimizer steps between checkpoints (100)"), "K" },
     { "resume", 0, 0, G_OPTION_ARG_FILENAME, &resume, _("Continue from a checkpoint (with --distributed: on any number of ranks)"), "FILE" },
     { "collective-timeout", 0, 0, G_OPTION_ARG_DOUBLE, &coll_timeout, _("With --distributed: seconds a collective may take before the job is ended (300)"), "S" },
+    { "sync-batchnorm", 0, 0, G_OPTION_ARG_NONE, &sync_bn, _("With --distributed: BatchNorm normalizes with the statistics of the global batch, summed over the ranks at every BatchNorm layer (N ranks with --batch B then train as one with N x B). Without it each rank uses its own rows' statistics (PyTorch DDP's default), and no BatchNorm traffic"), NULL },
     { NULL }
   };
 
@@ -1030,6 +1039,8 @@ cmd_train (int argc, char **argv)
                         precision);
   if (!distributed && coll_timeout)
     return usage_error (ctx, _("train: --collective-timeout goes with --distributed"));
+  if (!distributed && sync_bn)
+    return usage_error (ctx, _("train: --sync-batchnorm goes with --distributed"));
   if (checkpoint_every < 0 || coll_timeout < 0 || !isfinite (coll_timeout))
     return usage_error (ctx, _("train: counts, rates and the seed cannot be negative"));
   if (checkpoint_every > 0 && checkpoint == NULL)
@@ -1054,6 +1065,7 @@ cmd_train (int argc, char **argv)
         }
       if (coll_timeout > 0)
         espalier_distributed_set_timeout (dist, coll_timeout);
+      espalier_distributed_set_sync_batchnorm (dist, sync_bn);
       if (checkpoint != NULL)
         espalier_distributed_set_checkpoint (dist, checkpoint,
                                              checkpoint_every ? (guint) checkpoint_every : 100);
@@ -1206,6 +1218,8 @@ cmd_train (int argc, char **argv)
           json_int (b, "global_batch", (gint64) opts.batch_size * n);
           json_double (b, "lr", opts.engine.lr);
           json_str (b, "lr_scaling", "none");
+          json_builder_set_member_name (b, "sync_batchnorm");
+          json_builder_add_boolean_value (b, sync_bn);
           json_int (b, "threads_per_rank", opts.threads);
           json_str (b, "checkpoint", checkpoint);
           json_str (b, "resume", resume);

@@ -6,6 +6,7 @@
  * Dimension key: P = parameters, Q = buffers, L = layers. */
 #include "config.h"
 
+#include <float.h>
 #include <glib/gi18n-lib.h>
 #include <math.h>
 #include <string.h>
@@ -180,6 +181,16 @@ state_json (const EspalierCheckpoint *ck, const char *sha)
     }
   json_builder_end_array (b);
   json_builder_end_object (b);
+
+  if (ck->have_scaler)
+    {
+      json_builder_set_member_name (b, "loss_scaler");
+      json_builder_begin_object (b);
+      espalier_json_add_float (b, "scale", ck->loss_scale);
+      espalier_json_add_int (b, "clean_steps", ck->scale_clean);
+      espalier_json_add_int (b, "skipped_steps", ck->skipped_steps);
+      json_builder_end_object (b);
+    }
 
   espalier_json_add_string (b, "sha256", sha);
   json_builder_end_object (b);
@@ -387,6 +398,22 @@ read_extras (EspalierReader *r, JsonObject *state, EspalierCheckpoint *ck)
           espalier_reader_double (r, o, "pruning.events", "target", FALSE, 0, 1, &ev.target);
           espalier_reader_double (r, o, "pruning.events", "sparsity", FALSE, 0, 1, &ev.sparsity);
           g_array_append_val (ck->prune_events, ev);
+        }
+    }
+  /* absent from the checkpoints written before it was kept */
+  if (r->error == NULL && json_object_has_member (state, "loss_scaler"))
+    {
+      JsonObject *ls = espalier_reader_object (r, state, "", "loss_scaler");
+
+      if (ls != NULL)
+        {
+          espalier_reader_float (r, ls, "loss_scaler", "scale", FLT_MIN, G_MAXFLOAT,
+                                 &ck->loss_scale);
+          espalier_reader_int (r, ls, "loss_scaler", "clean_steps", 0, G_MAXINT32,
+                               &ck->scale_clean);
+          espalier_reader_int (r, ls, "loss_scaler", "skipped_steps", 0, G_MAXINT64,
+                               &ck->skipped_steps);
+          ck->have_scaler = r->error == NULL;
         }
     }
 }

@@ -6,16 +6,18 @@
  * randomness is counter-based, so the seed and the position are its whole state), the
  * epoch's training sums so far, the finished epochs' records, and the state of the
  * trainer's hooks: early stopping (best weights, best validation loss, epochs without
- * improvement), the input ranges quantization-aware training tracked, and gradual
- * pruning's progress (events done, mask).
+ * improvement), the input ranges quantization-aware training tracked, gradual
+ * pruning's progress (events done, mask), and fp16 dynamic loss scaling's state (the
+ * scale, the clean steps towards its next growth, the steps skipped).
  *
  * The file is safetensors (readable by other tools): tensors "params" (P), "buffers"
  * (Q, when the model has any), "optimizer.K" (P each, K < the optimizer's slots),
  * "early_stopping.best" (P + Q, when early stopping kept weights) and "pruning.mask" (P
  * bytes, U8, when the run prunes), and in the header's __metadata__ one string,
  * "espalier", holding JSON: format "espalier-checkpoint", version (2; version 1, which
- * data-parallel runs wrote before, reads as a checkpoint without hook state), the
- * fields below and the SHA-256 of the tensors. Written atomically and durably
+ * data-parallel runs wrote before, reads as a checkpoint without hook state; a version
+ * 2 checkpoint without "loss_scaler", written before it was kept, reads as one without
+ * a scaler), the fields below and the SHA-256 of the tensors. Written atomically and durably
  * (espalier-save.h): after a crash the file is the previous checkpoint or the new one.
  *
  * Not here: when checkpoints are written (EspalierTrainer, espalier-distributed.c).
@@ -78,6 +80,14 @@ typedef struct {
   gint64    next_event;    /* the next event of the schedule to run (0 without) */
   GArray   *prune_events;  /* EspalierCheckpointPruneEvent done so far */
   guint8   *mask;          /* (P) 1 keep, 0 pruned, or NULL */
+
+  /* fp16 dynamic loss scaling (es_trainer_get_loss_scaler); have_scaler FALSE: the
+   * run did not scale, or the file is older, and a resumed run starts from the
+   * configured initial scale */
+  gboolean  have_scaler;
+  float     loss_scale;    /* finite, > 0 */
+  gint64    scale_clean;   /* clean steps in a row since the scale last changed */
+  gint64    skipped_steps; /* steps skipped for overflowed gradients */
 } EspalierCheckpoint;
 
 /* An empty checkpoint (history and prune_events empty arrays, best_val INFINITY). */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* espalier-distributed.c: data-parallel training over MPI (espalier-distributed.h):
- * the job, the bucketed gradient allreduce behind the engine's grad-reduce hook, the
- * shard of each global batch, reductions of metrics, the collective timeout, and
+ * the job, the bucketed gradient allreduce behind the engine's grad-reduce hook (MPI,
+ * or NCCL on CUDA through espalier-nccl.h), the shard of each global batch, reductions of metrics, the collective timeout, and
  * checkpoints.
  *
  * Checkpoints are espalier-checkpoint.h's files: rank 0 fills one (the epoch's
@@ -34,6 +34,7 @@
 
 #include "espalier-device.h"
 #include "espalier-json-private.h"
+#include "espalier-nccl.h"
 #include "espalier-save.h"
 #include "espalier-templates.h"
 
@@ -75,6 +76,16 @@ struct _EspalierDistributed
   gboolean     cuda_aware;      /* MPI reads and writes device memory */
   gboolean     force_stage;     /* ESPALIER_MPI_STAGE: always through host */
   gboolean     path_told;       /* the reduction's path was logged this run */
+  const char  *path_name;       /* "nccl", "cuda-aware mpi", "staged", "host"; NULL before */
+  /* NCCL (agree_on_nccl): whether this run uses it, agreed at its first reduction */
+  gboolean     path_agreed;
+  gboolean     use_nccl;
+  char        *nccl_note;       /* on CUDA, why this run does not use NCCL, or NULL */
+  const EspalierNccl *nccl;
+  EspalierNcclComm nccl_comm;
+  void        *stream;          /* the CUDA backend's, where NCCL works */
+  void      *(*get_stream) (EsBackend *be);     /* the module's es_cuda_backend_get_stream */
+  int        (*stream_query) (EsBackend *be);   /* and es_cuda_backend_query */
   Bucket      *buckets;         /* last layers first */
   int          n_buckets;
   int          next_bucket;     /* the next to start, this step */
@@ -94,6 +105,11 @@ struct _EspalierDistributed
   double       ck_loss_sum;
   gint64       ck_correct, ck_rows;
   gint64       steps_seen;      /* the trainer's step count after the last batch */
+  /* synchronized BatchNorm, and a test's bad input (the block before "the run") */
+  gboolean     sync_bn;         /* espalier_distributed_set_sync_batchnorm */
+  int          nan_rank;        /* ESPALIER_TEST_NAN_INPUT: this rank's ... */
+  gint64       nan_step;        /* ...step S gets a NaN input (0: none) */
+  float       *nan_x;           /* (B, F) the poisoned copy of that batch */
 
   /* measured, this run */
   double       t_begin;
@@ -129,16 +145,44 @@ mpi_cuda_aware (void)
 #endif
 }
 
+static void nan_test_parse (EspalierDistributed *self);
+
 /* ------------------------------------------------------------------------------ */
 /* waiting with a deadline */
 
 static void G_GNUC_NORETURN
 end_job (EspalierDistributed *self, const char *message)
 {
+  /* NCCL's communicator first: its kernels may wait on the other ranks */
+  if (self->nccl_comm != NULL)
+    self->nccl->comm_abort (self->nccl_comm);
+  self->nccl_comm = NULL;
   g_printerr (_("Rank %d of %d: %s\n"), self->rank, self->size, message);
   fflush (stderr);
   MPI_Abort (self->comm, 1);
   abort ();   /* not reached: MPI_Abort does not return */
+}
+
+/* One turn of a wait for what that began at t0: the job ends once the collective
+ * timeout has passed. It spins while the wait is short (a reduction in flight), then
+ * lets the core go. */
+static void
+wait_tick (EspalierDistributed *self, double t0, const char *what)
+{
+  double waited = MPI_Wtime () - t0;
+
+  if (waited > self->timeout)
+    {
+      g_autofree char *msg = g_strdup_printf (
+          _("%s did not finish within the collective timeout of %g s: another rank has "
+            "failed, hangs or cannot be reached; ending the whole job"),
+          what, self->timeout);
+      end_job (self, msg);
+    }
+  if (waited < 0.05)
+    sched_yield ();
+  else
+    g_usleep (1000);
 }
 
 /* Wait for the n requests, ending the job when the timeout passes or MPI fails. what
@@ -151,7 +195,6 @@ wait_all (EspalierDistributed *self, int n, MPI_Request *reqs, const char *what)
   for (;;)
     {
       int done = 0, rc;
-      double now;
 
       rc = MPI_Testall (n, reqs, &done, MPI_STATUSES_IGNORE);
       if (rc != MPI_SUCCESS)
@@ -167,20 +210,7 @@ wait_all (EspalierDistributed *self, int n, MPI_Request *reqs, const char *what)
         }
       if (done)
         break;
-      now = MPI_Wtime ();
-      if (now - t0 > self->timeout)
-        {
-          g_autofree char *msg = g_strdup_printf (
-              _("%s did not finish within the collective timeout of %g s: another rank has "
-                "failed, hangs or cannot be reached; ending the whole job"),
-              what, self->timeout);
-          end_job (self, msg);
-        }
-      /* Spin while the wait is short (a reduction in flight); then let the core go. */
-      if (now - t0 < 0.05)
-        sched_yield ();
-      else
-        g_usleep (1000);
+      wait_tick (self, t0, what);
     }
   return MPI_Wtime () - t0;
 }
@@ -279,6 +309,7 @@ espalier_distributed_new (GError **error)
   self->timeout = 300;
   self->cuda_aware = mpi_cuda_aware ();
   self->force_stage = env_flag ("ESPALIER_MPI_STAGE");
+  nan_test_parse (self);
   return self;
 }
 
@@ -294,6 +325,14 @@ run_clear (EspalierDistributed *self)
   g_clear_pointer (&self->buckets, g_free);
   g_clear_pointer (&self->reqs, g_free);
   self->n_buckets = 0;
+  /* every rank gets here (a run's start, the job's end): NCCL's teardown may wait for them */
+  if (self->nccl_comm != NULL)
+    self->nccl->comm_destroy (self->nccl_comm);
+  self->nccl_comm = NULL;
+  self->use_nccl = FALSE;
+  self->path_agreed = FALSE;
+  self->path_name = NULL;
+  g_clear_pointer (&self->nccl_note, g_free);
   self->model = NULL;
   self->history = NULL;
 }
@@ -312,6 +351,7 @@ espalier_distributed_free (EspalierDistributed *self)
   espalier_checkpoint_free (self->resume);
   espalier_checkpoint_free (self->resumed);
   g_free (self->ck_path);
+  g_free (self->nan_x);
   MPI_Comm_free (&self->comm);
   g_free (self);
   if (mpi_started)
@@ -425,6 +465,8 @@ espalier_distributed_get_stats (EspalierDistributed *self, EspalierDistributedSt
   stats->comm_s = self->comm_s;
   stats->exposed_s = self->exposed_s;
   stats->allreduce_bytes = self->bytes;
+  stats->reduction = self->size == 1 ? "none" : self->path_name;
+  stats->reduction_note = self->nccl_note;
 }
 
 guint
@@ -462,60 +504,269 @@ espalier_distributed_fill_progress (EspalierDistributed *self, EspalierProgress 
 /* ------------------------------------------------------------------------------ */
 /* the gradient reduction (the engine's hook) */
 
-/* The staging buffer (P), pinned for a CUDA backend when the driver gives it. Core
- * opens the CUDA backend as a module (espalier-device.c): es_cuda_host_alloc is looked
- * up in the library the backend's interface table lives in, already loaded. */
+/* A function of the CUDA backend's module (es-cuda.h): core opens the backend as a
+ * module (espalier-device.c), so it is looked up in the library the backend's interface
+ * table lives in, already loaded. NULL when be is not a CUDA backend or the module
+ * lacks it. */
+static void *
+cuda_module_symbol (EsBackend *be, const char *name)
+{
+  Dl_info info;
+  void *module, *sym;
+
+  if (espalier_backend_get_device (be) < 0 || dladdr (be->iface, &info) == 0
+      || info.dli_fname == NULL)
+    return NULL;
+  module = dlopen (info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+  if (module == NULL)
+    return NULL;
+  sym = dlsym (module, name);
+  dlclose (module);   /* it stays: core made it resident */
+  return sym;
+}
+
+/* The staging buffer (P), pinned for a CUDA backend when the driver gives it
+ * (es_cuda_host_alloc). */
 static float *
 host_buffer (EspalierDistributed *self, EsBackend *be)
 {
-  Dl_info info;
+  void *(*alloc) (size_t);
+  void (*release) (void *);
 
   if (self->host != NULL)
     return self->host;
-  if (espalier_backend_get_device (be) >= 0 && dladdr (be->iface, &info) != 0
-      && info.dli_fname != NULL)
-    {
-      void *module = dlopen (info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-
-      if (module != NULL)
-        {
-          void *(*alloc) (size_t) = (void *(*) (size_t)) dlsym (module, "es_cuda_host_alloc");
-          void (*release) (void *) = (void (*) (void *)) dlsym (module, "es_cuda_host_free");
-
-          if (alloc != NULL && release != NULL
-              && (self->host = alloc ((size_t) MAX (self->P, 1) * sizeof (float))) != NULL)
-            self->host_free = release;
-          dlclose (module);   /* it stays: core made it resident */
-        }
-    }
+  alloc = (void *(*) (size_t)) cuda_module_symbol (be, "es_cuda_host_alloc");
+  release = (void (*) (void *)) cuda_module_symbol (be, "es_cuda_host_free");
+  if (alloc != NULL && release != NULL
+      && (self->host = alloc ((size_t) MAX (self->P, 1) * sizeof (float))) != NULL)
+    self->host_free = release;
   if (self->host == NULL)
     self->host = g_new0 (float, MAX (self->P, 1));
   return self->host;
 }
 
-/* How this step's gradients go to MPI. Directly, when MPI can read the gradient vector
- * (host memory, or device memory and a CUDA-aware MPI): summed in place, the sum then
- * scaled by the share when every rank has the same one, else each rank's part scaled
- * by its share first. Otherwise (or with ESPALIER_MPI_STAGE set) staged: each bucket
- * downloaded to the host buffer (pinned for CUDA), scaled by the share there, summed,
- * and the whole uploaded back at the end. */
+/* ---- NCCL ----------------------------------------------------------------------
+ * On CUDA, when every rank can load NCCL (espalier-nccl.h), the buckets are summed by
+ * ncclAllReduce on the backend's stream, in device memory, queued after the kernels that
+ * wrote them. NCCL's calls return at once; the wait at the end of backward polls the
+ * stream and ncclCommGetAsyncError against the collective timeout. */
+
+/* NCCL failed (result r, in the call named what) or hangs: the communicator is aborted
+ * (its kernels stopped) and the job ended with message. */
+static void G_GNUC_NORETURN
+nccl_failed (EspalierDistributed *self, const char *what, EspalierNcclResult r)
+{
+  g_autofree char *msg = g_strdup_printf (_("%s failed in NCCL (%s): another rank has probably "
+                                            "failed; ending the whole job"),
+                                          what, espalier_nccl_error_string (self->nccl, r));
+  end_job (self, msg);
+}
+
+/* ncclCommInitRank blocks until every rank has joined, and a rank that died never does:
+ * it runs on a thread of its own while the worker waits with the collective timeout
+ * (making no MPI call meanwhile: the emulated NCCL of the tests joins over MPI). */
+typedef struct {
+  EspalierDistributed *self;
+  EsBackend           *be;
+  EspalierNcclUniqueId id;
+  EspalierNcclComm     comm;
+  EspalierNcclResult   result;
+  gint                 done;
+} NcclJoin;
+
+static gpointer
+nccl_join_thread (gpointer data)
+{
+  NcclJoin *j = data;
+
+  /* NCCL takes the thread's current device: the accessor makes it the backend's */
+  if (j->self->get_stream (j->be) == NULL)
+    j->result = ESPALIER_NCCL_UNHANDLED_CUDA_ERROR;
+  else
+    j->result = j->self->nccl->comm_init_rank (&j->comm, j->self->size, j->id, j->self->rank);
+  g_atomic_int_set (&j->done, 1);
+  return NULL;
+}
+
+/* Collective, at the run's first reduction: whether this run reduces with NCCL. Every
+ * rank says whether it can (on CUDA, NCCL loaded, the backend's stream at hand); only
+ * when all can, rank 0's unique id goes to every rank and each joins the communicator;
+ * if one fails to join, every rank falls back to MPI. On CUDA, self->nccl_note says
+ * why NCCL is not used. */
+static void
+agree_on_nccl (EspalierDistributed *self, EsBackend *be)
+{
+  g_autoptr(GError) error = NULL;
+  gboolean cuda = !be->iface->host_memory && espalier_backend_get_device (be) >= 0;
+  const char *why = NULL;
+  double can[2];
+  struct {
+    EspalierNcclUniqueId id;
+    gint32               ok;
+  } msg = { { { 0 } }, 0 };
+  NcclJoin join = { self, be, { { 0 } }, NULL, ESPALIER_NCCL_SUCCESS, 0 };
+  double failed[2];
+  gint64 start;
+  GThread *thread;
+
+  if (cuda)
+    {
+      self->get_stream = (void *(*) (EsBackend *))
+                         cuda_module_symbol (be, "es_cuda_backend_get_stream");
+      self->stream_query = (int (*) (EsBackend *))
+                           cuda_module_symbol (be, "es_cuda_backend_query");
+      if (self->force_stage)
+        why = _("ESPALIER_MPI_STAGE=1 stages the gradients through host memory");
+      else if ((self->nccl = espalier_nccl_get (&error)) == NULL)
+        why = error->message;
+      else if (self->get_stream == NULL || self->stream_query == NULL)
+        why = _("the CUDA backend's module gives no stream (es_cuda_backend_get_stream)");
+      else if ((self->stream = self->get_stream (be)) == NULL)
+        why = _("the CUDA backend has failed");
+    }
+  can[0] = cuda ? 1 : 0;
+  can[1] = cuda && why == NULL ? 1 : 0;
+  allreduce_doubles (self, can, 2, MPI_MIN, _("The check that every rank can use NCCL"));
+  if (can[0] == 0)
+    return;   /* not every rank is on CUDA: NCCL is no choice */
+  if (can[1] == 0)
+    {
+      self->nccl_note = g_strdup (why != NULL ? why : _("another rank cannot use NCCL"));
+      return;
+    }
+
+  /* rank 0's unique id to every rank */
+  if (self->rank == 0)
+    {
+      EspalierNcclResult r = self->nccl->get_unique_id (&msg.id);
+
+      msg.ok = r == ESPALIER_NCCL_SUCCESS;
+      if (!msg.ok)
+        self->nccl_note = g_strdup_printf (_("ncclGetUniqueId failed (%s)"),
+                                           espalier_nccl_error_string (self->nccl, r));
+    }
+  {
+    MPI_Request req;
+
+    MPI_Ibcast (&msg, (int) sizeof msg, MPI_BYTE, 0, self->comm, &req);
+    self->comm_s += wait_all (self, 1, &req, _("Sending NCCL's unique id"));
+  }
+  if (!msg.ok)
+    {
+      if (self->nccl_note == NULL)
+        self->nccl_note = g_strdup (_("ncclGetUniqueId failed on rank 0"));
+      return;
+    }
+
+  /* every rank joins, waited for with the timeout */
+  join.id = msg.id;
+  start = g_get_monotonic_time ();
+  thread = g_thread_new ("espalier-nccl-init", nccl_join_thread, &join);
+  while (!g_atomic_int_get (&join.done))
+    {
+      if ((double) (g_get_monotonic_time () - start) / G_USEC_PER_SEC > self->timeout)
+        {
+          g_autofree char *text = g_strdup_printf (
+              _("%s did not finish within the collective timeout of %g s: another rank has "
+                "failed, hangs or cannot be reached; ending the whole job"),
+              _("Starting NCCL (ncclCommInitRank)"), self->timeout);
+          end_job (self, text);
+        }
+      g_usleep (1000);
+    }
+  g_thread_join (thread);
+  self->comm_s += (double) (g_get_monotonic_time () - start) / G_USEC_PER_SEC;
+  failed[0] = join.result != ESPALIER_NCCL_SUCCESS ? 1 : 0;
+  failed[1] = self->rank == 0 ? failed[0] : 0;
+  allreduce_doubles (self, failed, 2, MPI_SUM, _("The check that every rank joined NCCL"));
+  if (failed[0] > 0)
+    {
+      /* of no use without the others; abort: destroying waits for them */
+      if (join.result == ESPALIER_NCCL_SUCCESS && join.comm != NULL)
+        self->nccl->comm_abort (join.comm);
+      if (failed[1] > 0)
+        self->nccl_note = g_strdup_printf (_("ncclCommInitRank failed (%s)"),
+                                           espalier_nccl_error_string (self->nccl, join.result));
+      else
+        self->nccl_note = g_strdup (_("ncclCommInitRank failed on another rank"));
+      return;
+    }
+  self->nccl_comm = join.comm;
+  self->use_nccl = TRUE;
+}
+
+/* Wait for the NCCL reductions queued on the backend's stream: until the stream is idle
+ * and the communicator has no operation in progress, ending the job when NCCL reports
+ * an error, the device fails, or the timeout passes. Returns the seconds waited. */
+static double
+nccl_wait (EspalierDistributed *self, EsBackend *be, const char *what)
+{
+  double t0 = MPI_Wtime ();
+
+  for (;;)
+    {
+      EspalierNcclResult async = ESPALIER_NCCL_SUCCESS;
+      EspalierNcclResult r = self->nccl->comm_get_async_error (self->nccl_comm, &async);
+      int idle;
+
+      if (r != ESPALIER_NCCL_SUCCESS)
+        nccl_failed (self, what, r);
+      if (async != ESPALIER_NCCL_SUCCESS && async != ESPALIER_NCCL_IN_PROGRESS)
+        nccl_failed (self, what, async);
+      idle = self->stream_query (be);
+      if (idle < 0)
+        {
+          g_autoptr(GError) error = NULL;
+          g_autofree char *msg = NULL;
+
+          espalier_backend_check (be, &error);
+          msg = g_strdup_printf (_("%s: the CUDA device failed (%s); ending the whole job"), what,
+                                 error != NULL ? error->message : _("unknown error"));
+          end_job (self, msg);
+        }
+      if (idle == 1 && async == ESPALIER_NCCL_SUCCESS)
+        break;
+      wait_tick (self, t0, what);
+    }
+  return MPI_Wtime () - t0;
+}
+
+/* How this step's gradients are reduced. With NCCL (agreed at the run's first step, see
+ * agree_on_nccl): in device memory on the backend's stream. Otherwise through MPI:
+ * directly, when MPI can read the gradient vector (host memory, or device memory and a
+ * CUDA-aware MPI); or (with ESPALIER_MPI_STAGE set too) staged: each bucket downloaded
+ * to the host buffer (pinned for CUDA), scaled by the share there, summed, and the
+ * whole uploaded back at the end. Reduced directly, the sum is scaled by the share
+ * after it when every rank has the same one, else each rank's part is scaled first. */
 static void
 choose_path (EspalierDistributed *self, EsBackend *be)
 {
   gboolean device = !be->iface->host_memory;
 
-  self->direct = !self->force_stage
-                 && (!device || (self->cuda_aware && espalier_backend_get_device (be) >= 0));
+  if (!self->path_agreed)
+    {
+      agree_on_nccl (self, be);
+      self->path_agreed = TRUE;
+    }
+  self->direct = self->use_nccl
+                 || (!self->force_stage
+                     && (!device || (self->cuda_aware && espalier_backend_get_device (be) >= 0)));
   self->post_scale = self->direct && self->even;
   if (!self->direct)
     host_buffer (self, be);
+  self->path_name = self->use_nccl ? "nccl"
+                    : !self->direct ? "staged"
+                    : device ? "cuda-aware mpi" : "host";
   if (!self->path_told)
     {
       g_debug ("rank %d: gradients reduced %s", self->rank,
-               self->direct ? (device ? "from device memory (CUDA-aware MPI)"
-                                      : "in place in host memory")
-                            : (self->host_free != NULL ? "staged through pinned host memory"
-                                                 : "staged through host memory"));
+               self->use_nccl ? "with NCCL on the CUDA backend's stream"
+               : self->direct ? (device ? "from device memory (CUDA-aware MPI)"
+                                        : "in place in host memory")
+                              : (self->host_free != NULL ? "staged through pinned host memory"
+                                                         : "staged through host memory"));
+      if (self->nccl_note != NULL)
+        g_debug ("rank %d: NCCL not used: %s", self->rank, self->nccl_note);
       self->path_told = TRUE;
     }
 }
@@ -530,6 +781,21 @@ post_bucket (EspalierDistributed *self, EsBackend *be, const float *grads, int k
 
   if (k == 0)
     choose_path (self, be);
+  if (self->use_nccl)
+    {
+      EspalierNcclResult r;
+
+      /* queued on the stream after the kernels that wrote the range */
+      buf = (float *) grads + b->lo;
+      if (!self->post_scale && self->weight != 1.0)
+        be->iface->scale (be, buf, (float) self->weight, n);
+      r = self->nccl->all_reduce (buf, buf, (size_t) n, ESPALIER_NCCL_FLOAT32, ESPALIER_NCCL_SUM,
+                                  self->nccl_comm, self->stream);
+      if (r != ESPALIER_NCCL_SUCCESS)
+        nccl_failed (self, _("The gradient allreduce (NCCL)"), r);
+      self->bytes += n * (gint64) sizeof (float);
+      return;
+    }
   if (self->direct)
     {
       /* the range is final: backward no longer writes it */
@@ -574,8 +840,15 @@ on_bucket_ready (void *user, EsBackend *be, const float *grads, int64_t offset, 
   while (self->next_bucket < self->n_buckets
          && self->buckets[self->next_bucket].layers_left <= 0)
     post_bucket (self, be, grads, self->next_bucket++);
-  /* Open MPI moves messages only inside its calls: a test lets the posted ones on. */
-  if (self->next_bucket > 0)
+  /* Open MPI moves messages only inside its calls: a test lets the posted ones on (an
+   * emulated NCCL over MPI moves them when asked for its errors). */
+  if (self->use_nccl)
+    {
+      EspalierNcclResult async;
+
+      (void) self->nccl->comm_get_async_error (self->nccl_comm, &async);
+    }
+  else if (self->next_bucket > 0)
     MPI_Testall (self->next_bucket, self->reqs, &done, MPI_STATUSES_IGNORE);
   self->comm_s += MPI_Wtime () - t0;
 }
@@ -589,7 +862,10 @@ on_finish (void *user, EsBackend *be, float *grads, int64_t n, int64_t rows, EsE
   /* buckets whose layers did not all report (none should) go now, in order */
   while (self->next_bucket < self->n_buckets)
     post_bucket (self, be, grads, self->next_bucket++);
-  waited = wait_all (self, self->n_buckets, self->reqs, _("The gradient allreduce"));
+  if (self->use_nccl)
+    waited = nccl_wait (self, be, _("The gradient allreduce (NCCL)"));
+  else
+    waited = wait_all (self, self->n_buckets, self->reqs, _("The gradient allreduce"));
   self->exposed_s += waited;
   if (!self->direct)
     be->iface->upload (be, grads, self->host, (size_t) n * sizeof (float));
@@ -796,6 +1072,138 @@ espalier_distributed_set_resume (EspalierDistributed    *self,
 }
 
 /* ------------------------------------------------------------------------------ */
+/* synchronized BatchNorm, the agreement on a bad loss, and a test's bad input */
+
+void
+espalier_distributed_set_sync_batchnorm (EspalierDistributed *self, gboolean on)
+{
+  self->sync_bn = on;
+}
+
+gboolean
+espalier_distributed_get_sync_batchnorm (EspalierDistributed *self)
+{
+  return self->sync_bn;
+}
+
+/* The engine's statistics hook (es_trainer_set_stat_reduce): v summed over the ranks,
+ * blocking with the collective timeout; a rank whose row is padding adds zeros. */
+static void
+on_stat_reduce (void *user, double *v, int n)
+{
+  EspalierDistributed *self = user;
+
+  if (self->dummy)
+    memset (v, 0, (gsize) n * sizeof (double));
+  allreduce_doubles (self, v, n, MPI_SUM, _("The BatchNorm statistics' allreduce"));
+}
+
+/* For begin_run: the statistics hook on tr when asked for and there are ranks to sum
+ * over. A failure is this rank's alone. */
+static gboolean
+install_stat_reduce (EspalierDistributed *self, EsTrainer *tr, GError **error)
+{
+  EsError es = { 0 };
+
+  if (self->size > 1 && self->sync_bn && !es_trainer_set_stat_reduce (tr, on_stat_reduce, self, &es))
+    {
+      espalier_error_from_es (error, &es, _("Cannot synchronize BatchNorm"));
+      self->shared_error = FALSE;
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Which rank agree_nonfinite names, from its values (own, failed, nan, layer, what):
+ * the smallest key. A rank that failed first; then the rank whose values went bad
+ * earliest in the model (a NaN of one rank reaches the others' later layers through
+ * synchronized BatchNorm statistics): lowest layer, then parameters before outputs
+ * before gradients, a loss that overflowed by itself last; G_MAXDOUBLE for a rank whose
+ * loss stayed finite. */
+static double
+bad_key (const double *v)
+{
+  if (v[1] != 0)
+    return -1.0;
+  if (v[0] == 0)
+    return G_MAXDOUBLE;
+  return v[3] >= 0 ? v[3] * 4 + v[4] : G_MAXDOUBLE / 2;
+}
+
+int
+espalier_distributed_agree_nonfinite (EspalierDistributed *self,
+                                      gboolean             own,
+                                      gboolean             failed,
+                                      gboolean             nan,
+                                      int                  layer,
+                                      EsNonfiniteKind      what,
+                                      gboolean            *bad_failed,
+                                      gboolean            *bad_nan,
+                                      int                 *bad_layer,
+                                      EsNonfiniteKind     *bad_what)
+{
+  enum { K = 5 };   /* per rank: own, failed, nan, layer, what */
+  g_autofree double *v = g_new0 (double, K * (gsize) self->size);
+  int bad = -1;
+
+  v[K * self->rank] = own ? 1 : 0;
+  v[K * self->rank + 1] = failed ? 1 : 0;
+  v[K * self->rank + 2] = nan ? 1 : 0;
+  v[K * self->rank + 3] = layer;
+  v[K * self->rank + 4] = what;
+  allreduce_doubles (self, v, K * self->size, MPI_SUM, _("The check of where the loss went bad"));
+  for (int r = 0; r < self->size; r++)
+    if (bad_key (v + K * r) < G_MAXDOUBLE
+        && (bad < 0 || bad_key (v + K * r) < bad_key (v + K * bad)))
+      bad = r;
+  *bad_failed = bad >= 0 && v[K * bad + 1] != 0;
+  *bad_nan = bad >= 0 && v[K * bad + 2] != 0;
+  *bad_layer = bad >= 0 && !*bad_failed ? (int) v[K * bad + 3] : -1;
+  *bad_what = bad >= 0 && !*bad_failed ? (EsNonfiniteKind) v[K * bad + 4] : ES_NONFINITE_NONE;
+  /* a rank that failed otherwise keeps its own error, and ends the job with it */
+  self->shared_error = !failed;
+  return bad;
+}
+
+/* ESPALIER_TEST_NAN_INPUT=R:S, for tests: rank R trains step S with a NaN for its
+ * batch's first input, as a rank reading damaged data would. Read once, when set. */
+static void
+nan_test_parse (EspalierDistributed *self)
+{
+  const char *v = g_getenv ("ESPALIER_TEST_NAN_INPUT");
+  long long step = 0;
+  int rank = -1;
+
+  self->nan_step = 0;
+  if (v != NULL && sscanf (v, "%d:%lld", &rank, &step) == 2 && rank >= 0 && step > 0)
+    {
+      self->nan_rank = rank;
+      self->nan_step = step;
+    }
+}
+
+/* In next: the poisoned float copy of this rank's part, when it is the test's step. */
+static void
+nan_test_inject (EspalierDistributed *self)
+{
+  EspalierBatch *b = &self->local;
+  gsize n = (gsize) b->B * (gsize) self->F;
+
+  if (self->nan_step == 0 || self->rank != self->nan_rank
+      || self->steps_seen + 1 != self->nan_step || n == 0)
+    return;
+  self->nan_x = g_renew (float, self->nan_x, n);
+  if (b->x != NULL)
+    memcpy (self->nan_x, b->x, n * sizeof (float));
+  else
+    for (gsize i = 0; i < n; i++)
+      self->nan_x[i] = b->x_u8[i] * b->scale + b->shift;
+  self->nan_x[0] = NAN;
+  b->x = self->nan_x;
+  b->x_u8 = NULL;
+}
+
+/* ------------------------------------------------------------------------------ */
 /* the run */
 
 gboolean
@@ -911,6 +1319,8 @@ espalier_distributed_begin_run (EspalierDistributed  *self,
   /* one rank has nothing to reduce */
   if (self->size > 1)
     es_trainer_set_grad_reduce (tr, on_bucket_ready, on_finish, self);
+  if (!install_stat_reduce (self, tr, error))
+    return FALSE;
   self->shared_error = FALSE;
   return TRUE;
 }
@@ -953,6 +1363,7 @@ espalier_distributed_next (EspalierDistributed *self,
   self->weight = self->dummy ? 0.0 : (double) b->B / (double) b->global_B;
   self->even = !self->dummy && b->global_B % (guint) self->size == 0;
   self->local = *b;
+  nan_test_inject (self);
   return &self->local;
 }
 
@@ -1068,6 +1479,22 @@ espalier_distributed_evaluate (EspalierDistributed *self,
 }
 
 #else /* !ESPALIER_HAVE_MPI */
+
+void espalier_distributed_set_sync_batchnorm (EspalierDistributed *self, gboolean on) { }
+gboolean espalier_distributed_get_sync_batchnorm (EspalierDistributed *self) { return FALSE; }
+
+int
+espalier_distributed_agree_nonfinite (EspalierDistributed *self, gboolean own, gboolean failed,
+                                      gboolean nan, int layer, EsNonfiniteKind what,
+                                      gboolean *bad_failed, gboolean *bad_nan, int *bad_layer,
+                                      EsNonfiniteKind *bad_what)
+{
+  *bad_failed = failed;
+  *bad_nan = nan;
+  *bad_layer = own ? layer : -1;
+  *bad_what = own ? what : ES_NONFINITE_NONE;
+  return own ? 0 : -1;
+}
 
 /* This build has no MPI: nothing can make an EspalierDistributed, so the functions
  * below are never reached with one; they keep the API whole. */

@@ -12,26 +12,54 @@
  * counter-based, so the seed and the position are its whole state), atomically; a run
  * resumes from one on any number of ranks.
  *
- * Where the gradients live: MPI reduces them in place when it can read them, that is
- * in host memory (the CPU backend), or in device memory (the CUDA backend) when the
- * MPI library is CUDA-aware (Open MPI's MPIX_Query_cuda_support, asked at run time;
- * ESPALIER_MPI_CUDA_AWARE=0 or 1 overrides it). Otherwise each bucket is downloaded
- * into a host buffer (pinned, es_cuda_host_alloc, on CUDA), reduced there and
- * uploaded back. ESPALIER_MPI_STAGE=1 forces that staging on any backend (to test it
- * on the CPU). G_MESSAGES_DEBUG=Espalier logs the path each rank took.
+ * Where the gradients live, and what sums them (the first that applies; every rank
+ * takes the same path: they agree with one small reduction at the run's first step):
+ * - NCCL, when every rank trains on a CUDA device and can load it (espalier-nccl.h:
+ *   "libnccl.so.2" at run time, never linked; ESPALIER_NCCL_LIBRARY names another
+ *   file, ESPALIER_NCCL=0 turns it off): ncclAllReduce (fp32, sum) of each bucket in
+ *   device memory, queued on the CUDA backend's stream after the kernels that wrote it.
+ *   Rank 0 makes the unique id and sends it over MPI; if a rank cannot load NCCL or
+ *   join the communicator, every rank falls back to MPI, and the run's stats say why
+ *   (EspalierDistributedStats.reduction_note). NCCL wants one GPU per rank.
+ * - MPI in place, when it can read the gradients: in host memory (the CPU backend), or
+ *   in device memory (the CUDA backend) when the MPI library is CUDA-aware (Open MPI's
+ *   MPIX_Query_cuda_support, asked at run time; ESPALIER_MPI_CUDA_AWARE=0 or 1
+ *   overrides it).
+ * - Otherwise staged: each bucket is downloaded into a host buffer (pinned,
+ *   es_cuda_host_alloc, on CUDA), reduced there by MPI and uploaded back.
+ *   ESPALIER_MPI_STAGE=1 forces that staging on any backend (to test it on the CPU),
+ *   NCCL or not.
+ * EspalierDistributedStats.reduction names the path taken; G_MESSAGES_DEBUG=Espalier
+ * logs it on each rank.
  *
  * Every collective is non-blocking and waited for with a deadline (the collective
  * timeout): when it passes, the rank prints which collective hung and ends the whole
  * job with MPI_Abort, so a rank that died or hangs never leaves the others waiting.
+ * NCCL's are waited for the same way (the stream polled, and ncclCommGetAsyncError),
+ * the communicator aborted before the job ends; so is the joining of it
+ * (ncclCommInitRank blocks until every rank has joined).
  *
  * Without MPI (meson -Dmpi=disabled, or no libopenmpi-dev) the API is here but
  * espalier_distributed_new fails with ESPALIER_ERROR_UNSUPPORTED.
  *
- * Not here: NCCL. Debian 12 packages no NCCL (libnccl-dev is not in its archive; a
- * CUDA toolkit may bring libnccl.so.2 along), and NCCL runs one rank per GPU, so a
- * path through it could not be tested on the machines we have; on one node a
- * CUDA-aware Open MPI (UCX) is the way to reduce device memory directly. Nor a
- * synchronized BatchNorm: each rank normalizes with its own rows' statistics. */
+ * What else is synchronized:
+ * - BatchNorm, when asked (espalier_distributed_set_sync_batchnorm, espalier-cli's
+ *   --sync-batchnorm): the batch statistics of training are those of the global batch,
+ *   each BatchNorm layer summing per channel the count, sum and sum of squares (then,
+ *   backward, the two sums its input gradient needs) over the ranks with a blocking
+ *   MPI_Allreduce of a few doubles (es_trainer_set_stat_reduce), so N ranks with batch B
+ *   train as one rank with N x B also with BatchNorm, and the running statistics are
+ *   the same on every rank. Off (the default, as PyTorch's DDP), each rank normalizes
+ *   with its own rows' statistics and the running statistics of rank 0 are given to
+ *   the others at the end of each epoch.
+ * - A loss that turns NaN or infinite on one rank: no extra collective per step. That
+ *   rank goes on through the step's gradient reduction with its gradients marked NaN
+ *   (es-train.h), so every rank fails the same step; then one small reduction on that
+ *   failure path tells them whose loss it was and where it went bad
+ *   (espalier_distributed_agree_nonfinite), every rank goes back to the last good
+ *   weights, and rank 0 alone says so.
+ * ESPALIER_TEST_NAN_INPUT=R:S (tests only) makes rank R's batch of step S start with a
+ * NaN input (batches from host memory). */
 #pragma once
 
 #include <gio/gio.h>
@@ -90,6 +118,10 @@ void                 espalier_distributed_set_timeout    (EspalierDistributed  *
  * less often. */
 void                 espalier_distributed_set_bucket_bytes (EspalierDistributed *self,
                                                           gsize                 bytes);
+/* Synchronized BatchNorm (see above; off by default), from the next run on. */
+void                 espalier_distributed_set_sync_batchnorm (EspalierDistributed *self,
+                                                          gboolean              on);
+gboolean             espalier_distributed_get_sync_batchnorm (EspalierDistributed *self);
 /* Rank 0 writes a checkpoint to path every `every` optimizer steps (0: never). */
 void                 espalier_distributed_set_checkpoint (EspalierDistributed  *self,
                                                           const char           *path,
@@ -142,6 +174,12 @@ typedef struct {
   double  exposed_s;       /* of which waiting for the gradient buckets after backward:
                             * the communication that backward did not hide */
   gint64  allreduce_bytes; /* gradient bytes this rank sent into allreduces */
+  const char *reduction;   /* how the gradients were summed: "nccl", "cuda-aware mpi"
+                            * (MPI on device memory), "staged" (through host buffers),
+                            * "host" (MPI in place in host memory); "none" on one rank;
+                            * NULL before the run's first step */
+  const char *reduction_note; /* on CUDA, why NCCL was not used (NULL when it was, or off
+                            * CUDA); valid until the next run or the end of the job */
 } EspalierDistributedStats;
 
 void                 espalier_distributed_get_stats      (EspalierDistributed  *self,
@@ -193,6 +231,25 @@ gboolean             espalier_distributed_end_epoch      (EspalierDistributed  *
                                                           EsTrainer            *tr,
                                                           EsStepStats          *stats,
                                                           GError              **error);
+/* Collective, when es_trainer_train_batch failed with ES_ERR_NUMERIC in a run with a
+ * gradient reduction (every rank fails that step alike, es-train.h): own says whether
+ * this rank's loss went bad (es_trainer_numeric_was_own), failed that this rank failed
+ * otherwise (its device: its error is its own), nan whether NaN (else infinite), layer
+ * and what where (es_trainer_find_nonfinite; -1 and ES_NONFINITE_NONE when not own).
+ * Returns the lowest rank whose own loss went bad or that failed (-1: none, the summed
+ * gradients did) with *bad_failed, and its nan, layer and what in *bad_nan, *bad_layer,
+ * *bad_what; the error made of them is shared (espalier_distributed_error_is_shared),
+ * but on a rank that failed. */
+int                  espalier_distributed_agree_nonfinite (EspalierDistributed *self,
+                                                          gboolean              own,
+                                                          gboolean              failed,
+                                                          gboolean              nan,
+                                                          int                   layer,
+                                                          EsNonfiniteKind       what,
+                                                          gboolean             *bad_failed,
+                                                          gboolean             *bad_nan,
+                                                          int                  *bad_layer,
+                                                          EsNonfiniteKind      *bad_what);
 /* This rank's contiguous share [*first, *first + *count) of n rows. */
 void                 espalier_distributed_shard          (EspalierDistributed  *self,
                                                           guint                 n,

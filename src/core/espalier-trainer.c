@@ -1085,42 +1085,103 @@ restore_last_good (RunState *rs)
   es_trainer_sync (rs->tr);   /* the mask, if any, applied to the model too */
 }
 
-/* The loss turned `loss` ("NaN", "infinite") at step: find where, go back to the last
- * good state, and say both. */
+/* Where the values went bad, as a whole sentence (translators get sentences, not
+ * pieces): layer (from 0; -1: nowhere) of kind what; there: on another rank. */
+static char *
+nonfinite_where (EspalierTrainer *self, int layer, EsNonfiniteKind what, gboolean there)
+{
+  const char *kind;
+
+  if (layer < 0)
+    return g_strdup (there ? _("Every layer's values are finite there: the loss itself overflowed.")
+                           : _("Every layer's values are finite: the loss itself overflowed."));
+  /* layers numbered from 1, as espalier-cli info prints them */
+  kind = es_layer_kind_name (es_model_layer (self->model, layer)->spec.kind);
+  switch (what)
+    {
+    case ES_NONFINITE_PARAMS:
+      return g_strdup_printf (there ? _("The first layer whose values went bad there is layer %d (%s), in its weights.")
+                                    : _("The first layer whose values went bad is layer %d (%s), in its weights."),
+                              layer + 1, kind);
+    case ES_NONFINITE_ACTIVATIONS:
+      return g_strdup_printf (there ? _("The first layer whose values went bad there is layer %d (%s), in its outputs.")
+                                    : _("The first layer whose values went bad is layer %d (%s), in its outputs."),
+                              layer + 1, kind);
+    default:
+      return g_strdup_printf (there ? _("The first layer whose values went bad there is layer %d (%s), in its gradients.")
+                                    : _("The first layer whose values went bad is layer %d (%s), in its gradients."),
+                              layer + 1, kind);
+    }
+}
+
+typedef enum { LOSS_INFINITE, LOSS_NAN, LOSS_NOT_FINITE } BadLoss;
+
+/* The loss turned bad (NaN, infinite or one of them) at step: find where, go back to
+ * the last good state, and say both. */
 static void
-numeric_stop_as (RunState *rs, guint epoch, gint64 step, const char *loss, GError **error)
+numeric_stop (RunState *rs, guint epoch, gint64 step, BadLoss bad, GError **error)
 {
   EsNonfiniteKind what = ES_NONFINITE_NONE;
   int layer = es_trainer_find_nonfinite (rs->tr, &what);
-  g_autofree char *where = NULL;
+  g_autofree char *where = nonfinite_where (rs->self, layer, what, FALSE);
+  g_autofree char *head = NULL, *tail = NULL;
 
-  if (layer >= 0)
-    {
-      const EsLayerInfo *l = es_model_layer (rs->self->model, layer);
-      const char *values = what == ES_NONFINITE_PARAMS ? _("weights")
-                           : what == ES_NONFINITE_ACTIVATIONS ? _("outputs")
-                           : _("gradients");
-
-      /* layers numbered from 1, as espalier-cli info prints them */
-      where = g_strdup_printf (_("the first layer whose values went bad is layer %d (%s), in "
-                                 "its %s"),
-                               layer + 1, es_layer_kind_name (l->spec.kind), values);
-    }
-  else
-    where = g_strdup (_("every layer's values are finite: the loss itself overflowed"));
   restore_last_good (rs);
+  head = g_strdup_printf (bad == LOSS_NAN ? _("Training stopped at step %lld (epoch %u): the loss became NaN.")
+                          : bad == LOSS_INFINITE ? _("Training stopped at step %lld (epoch %u): the loss became infinite.")
+                          : _("Training stopped at step %lld (epoch %u): the loss became NaN or infinite."),
+                          (long long) step, epoch);
+  tail = g_strdup_printf (_("The model holds the weights of step %lld, the last good state."),
+                          (long long) rs->good_step);
   g_clear_error (error);
-  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC,
-               _("Training stopped at step %lld (epoch %u): the loss became %s; %s. The model "
-                 "holds the weights of step %lld, the last good state"),
-               (long long) step, epoch, loss, where, (long long) rs->good_step);
+  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, "%s %s %s", head, where, tail);
 }
 
-/* The same with the loss NaN (nan) or infinite. */
+/* Data parallel: every rank failed this step alike (a bad loss is carried through the
+ * gradient reduction, es-train.h). The ranks agree on whose loss went bad and where
+ * (that rank alone looks), every rank goes back to the last good state and holds the
+ * same message, shared, for rank 0 to show. own: this rank's loss went bad (nan: NaN,
+ * else infinite). A rank whose backend failed (backend_ok FALSE: error holds why) takes
+ * part and keeps its own error. */
 static void
-numeric_stop (RunState *rs, guint epoch, gint64 step, gboolean nan, GError **error)
+numeric_stop_ranks (RunState *rs, guint epoch, gint64 step, gboolean own, gboolean nan,
+                    gboolean backend_ok, GError **error)
 {
-  numeric_stop_as (rs, epoch, step, nan ? _("NaN") : _("infinite"), error);
+  EsNonfiniteKind what = ES_NONFINITE_NONE, bad_what;
+  int layer = -1, bad_layer, bad;
+  gboolean bad_nan, bad_failed;
+  g_autofree char *head = NULL, *where = NULL, *tail = NULL;
+
+  own = own && backend_ok;
+  if (own)
+    layer = es_trainer_find_nonfinite (rs->tr, &what);
+  bad = espalier_distributed_agree_nonfinite (rs->self->dist, own, !backend_ok, nan, layer, what,
+                                              &bad_failed, &bad_nan, &bad_layer, &bad_what);
+  restore_last_good (rs);
+  if (!backend_ok)
+    return;
+  tail = g_strdup_printf (_("Every rank holds the weights of step %lld, the last good state."),
+                          (long long) rs->good_step);
+  if (bad >= 0 && bad_failed)
+    head = g_strdup_printf (_("Training stopped at step %lld (epoch %u): the device of rank %d "
+                              "failed (that rank says how)."),
+                            (long long) step, epoch, bad);
+  else if (bad >= 0)
+    {
+      head = g_strdup_printf (bad_nan ? _("Training stopped at step %lld (epoch %u): the loss of rank %d became NaN.")
+                                      : _("Training stopped at step %lld (epoch %u): the loss of rank %d became infinite."),
+                              (long long) step, epoch, bad);
+      where = nonfinite_where (rs->self, bad_layer, bad_what, TRUE);
+    }
+  else
+    head = g_strdup_printf (_("Training stopped at step %lld (epoch %u): the gradients summed "
+                              "over the ranks became NaN or infinite."),
+                            (long long) step, epoch);
+  g_clear_error (error);
+  if (where != NULL)
+    g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, "%s %s %s", head, where, tail);
+  else
+    g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, "%s %s", head, tail);
 }
 
 /* The hooks' state into ck (an EspalierCheckpointFillFunc: data-parallel checkpoints
@@ -1161,6 +1222,9 @@ fill_hooks (EspalierCheckpoint *ck, gpointer data)
     }
   if (self->run_mask != NULL)
     ck->mask = g_memdup2 (es_mask_data_const (self->run_mask), P);
+  /* fp16: the loss scaler's state, read from the device when it decides there */
+  ck->have_scaler = es_trainer_get_loss_scaler (rs->tr, &ck->loss_scale, &ck->scale_clean,
+                                                &ck->skipped_steps);
 }
 
 /* The hooks' state from ck, after the weights and optimizer state are back. */
@@ -1209,6 +1273,16 @@ restore_hooks (RunState *rs, const EspalierCheckpoint *ck, GError **error)
           espalier_error_from_es (error, &es, _("Cannot resume"));
           return FALSE;
         }
+    }
+  /* a run that does not scale (not fp16, or moved to the CPU in fp32) has no use for
+   * the scale; one without it in the checkpoint starts from the initial scale */
+  if (ck->have_scaler
+      && !es_trainer_set_loss_scaler (rs->tr, ck->loss_scale, ck->scale_clean, ck->skipped_steps,
+                                      &es)
+      && es.code != ES_ERR_UNSUPPORTED)
+    {
+      espalier_error_from_es (error, &es, _("Cannot resume"));
+      return FALSE;
     }
   return TRUE;
 }
@@ -1575,12 +1649,13 @@ feed_numeric_stop (Feed *feed, RunState *rs, GError **error)
         {
           if (es.code != ES_ERR_NUMERIC)
             break;
-          numeric_stop (rs, rs->epoch, good + 1, strstr (es.message, "NaN") != NULL, error);
+          numeric_stop (rs, rs->epoch, good + 1,
+                        strstr (es.message, "NaN") != NULL ? LOSS_NAN : LOSS_INFINITE, error);
           return;
         }
     }
   /* not again (or it failed otherwise): the reading's step, in its words */
-  numeric_stop_as (rs, rs->epoch, good + 1, _("NaN or infinite"), error);
+  numeric_stop (rs, rs->epoch, good + 1, LOSS_NOT_FINITE, error);
 }
 
 /* Add the statistics counted on the device since the last reading into stats; FALSE
@@ -1920,12 +1995,20 @@ espalier_trainer_run (EspalierTrainer      *self,
           step_before = es_trainer_step_count (tr);
           if (!es_trainer_train_batch (tr, &eb, &stats, &es))
             {
-              /* The step was not applied. A NaN goes back to the last good state. */
+              /* The step was not applied. A NaN goes back to the last good state; with
+               * ranks, on every rank at once. */
               es_trainer_sync (tr);
               espalier_error_from_es (error, &es, NULL);
-              if (es.code == ES_ERR_NUMERIC && check_backend (be, error))
+              if (es.code == ES_ERR_NUMERIC && self->dist != NULL
+                  && espalier_distributed_size (self->dist) > 1)
+                numeric_stop_ranks (&rs, epoch, es_trainer_step_count (tr) + 1,
+                                    es_trainer_numeric_was_own (tr),
+                                    strstr (es.message, "NaN") != NULL,
+                                    check_backend (be, error), error);
+              else if (es.code == ES_ERR_NUMERIC && check_backend (be, error))
                 numeric_stop (&rs, epoch, es_trainer_step_count (tr) + 1,
-                              strstr (es.message, "NaN") != NULL, error);
+                              strstr (es.message, "NaN") != NULL ? LOSS_NAN : LOSS_INFINITE,
+                              error);
               goto out;
             }
           if (self->dist != NULL
@@ -1945,6 +2028,8 @@ espalier_trainer_run (EspalierTrainer      *self,
               if (rs.steps_seen % rs.good_every == 0
                   && !feed_read (&feed, &rs, be, &stats, error))
                 goto out;
+              /* fp16 on the device: the reading may have taken back steps it skipped */
+              rs.steps_seen = es_trainer_step_count (tr);
               if (rs.steps_seen % rs.good_every == 0 && keep_last_good (&rs)
                   && self->dist == NULL && self->ck_path != NULL
                   && !write_checkpoint (&rs, error))
@@ -2061,7 +2146,9 @@ espalier_trainer_run (EspalierTrainer      *self,
               if (error != NULL && g_error_matches (*error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC)
                   && check_backend (be, error))
                 numeric_stop (&rs, epoch, es_trainer_step_count (tr),
-                              strstr ((*error)->message, "NaN") != NULL, error);
+                              strstr ((*error)->message, "NaN") != NULL ? LOSS_NAN
+                                                                        : LOSS_INFINITE,
+                              error);
               goto out;
             }
           rec.val_loss = vm.loss;
@@ -2384,6 +2471,120 @@ espalier_evaluate (EsModel          *model,
                                    ESPALIER_DEVICE_CPU, FALSE, NULL, metrics, error);
 }
 
+/* ---- evaluating on a CUDA device -------------------------------------------------
+ * The rows to evaluate go to the device once, in their order (eval_resident), and the
+ * batches then name consecutive rows of that copy (EsBatch.first): no batch, and no
+ * row index, is copied from the host. When the device cannot hold them (or with
+ * ESPALIER_CUDA_RESIDENT=0) the batches are copied as on the CPU, with the same
+ * metrics: a gathered row is the row uploaded, converted by the same expression. */
+
+/* rows (n) of ds on be in their order: the inputs as stored (uint8 converted as they
+ * are gathered; float converted here as the batcher converts them) with the labels
+ * (cross-entropy), the labels as binary targets (bce) or the targets (the other
+ * losses). NULL when be cannot keep them (no such ops, the memory refused). */
+static EsResident *
+eval_resident (EsBackend       *be,
+               EspalierDataset *ds,
+               const guint32   *rows,
+               guint            n,
+               EsLossKind       loss,
+               gboolean         bce)
+{
+  gsize D = espalier_dataset_get_row_size (ds);
+  gboolean u8 = espalier_dataset_is_u8 (ds), xent = loss == ES_LOSS_SOFTMAX_XENT;
+  const gint32 *labels = espalier_dataset_get_labels (ds);
+  const float *targets = espalier_dataset_get_targets (ds);
+  gsize T = xent ? 0 : bce ? 1 : espalier_dataset_get_n_targets (ds);
+  float scale = espalier_dataset_get_scale (ds), shift = espalier_dataset_get_shift (ds);
+  g_autofree guint8 *x8 = NULL;
+  g_autofree float *xf = NULL, *t = NULL;
+  g_autofree gint32 *y = NULL;
+  EsError es = { 0 };
+
+  if (n == 0 || env_off ("ESPALIER_CUDA_RESIDENT")
+      || ((xent || bce) ? labels == NULL : targets == NULL || T == 0))
+    return NULL;
+  if (u8 ? (x8 = g_try_malloc ((gsize) n * D)) == NULL
+         : (xf = g_try_malloc ((gsize) n * D * sizeof (float))) == NULL)
+    return NULL;
+  if (xent ? (y = g_try_new (gint32, n)) == NULL
+           : (t = g_try_new (float, (gsize) n * T)) == NULL)
+    return NULL;
+  for (guint i = 0; i < n; i++)
+    {
+      gsize r = rows[i];
+
+      if (u8)
+        memcpy (x8 + i * D, espalier_dataset_get_u8 (ds) + r * D, D);
+      else
+        {
+          const float *src = espalier_dataset_get_f32 (ds) + r * D;
+          float *dst = xf + i * D;
+
+          if (scale == 1.0f && shift == 0.0f)
+            memcpy (dst, src, D * sizeof (float));
+          else
+            for (gsize j = 0; j < D; j++)
+              dst[j] = src[j] * scale + shift;
+        }
+      if (xent)
+        y[i] = labels[r];
+      else if (bce)
+        t[i] = (float) labels[r];
+      else
+        memcpy (t + i * T, targets + r * T, T * sizeof (float));
+    }
+  return es_resident_new (be, x8, xf, n, (int64_t) D, y, t, (int64_t) T, &es);
+}
+
+/* evaluate_rows on eval_resident's copy res of rows: batches of consecutive rows. */
+static gboolean
+evaluate_resident (EsTrainer        *tr,
+                   EspalierDataset  *ds,
+                   const guint32    *rows,
+                   guint             n_rows,
+                   guint             batch,
+                   EsResident       *res,
+                   EspalierMetrics  *metrics,
+                   GError          **error)
+{
+  g_autofree gint32 *pred = g_new0 (gint32, batch);
+  const gint32 *labels = espalier_dataset_get_labels (ds);
+  guint n_classes = espalier_dataset_get_n_classes (ds);
+  gboolean u8 = espalier_dataset_is_u8 (ds);
+  EsStepStats stats = { 0 };
+
+  metrics->rows = n_rows;
+  metrics->n_classes = n_classes;
+  g_clear_pointer (&metrics->confusion, g_free);
+  if (n_classes > 0)
+    metrics->confusion = g_new0 (guint, (gsize) n_classes * n_classes);
+  for (guint r0 = 0; r0 < n_rows; r0 += batch)
+    {
+      EsBatch eb = { .B = (int) MIN (batch, n_rows - r0), .resident = res, .first = r0,
+                     .scale = u8 ? espalier_dataset_get_scale (ds) : 1.0f,
+                     .shift = u8 ? espalier_dataset_get_shift (ds) : 0.0f };
+      EsError es = { 0 };
+
+      if (!es_trainer_eval_batch (tr, &eb, &stats, pred, &es))
+        {
+          espalier_error_from_es (error, &es, NULL);
+          return FALSE;
+        }
+      if (metrics->confusion != NULL && labels != NULL)
+        for (guint r = 0; r < (guint) eb.B; r++)
+          {
+            guint32 label = (guint32) labels[rows[r0 + r]];
+
+            if (pred[r] >= 0 && (guint) pred[r] < n_classes && label < n_classes)
+              metrics->confusion[(gsize) label * n_classes + (guint) pred[r]]++;
+          }
+    }
+  metrics->loss = stats.rows ? stats.loss_sum / stats.rows : NAN;
+  metrics->accuracy = stats.rows ? (double) stats.correct / stats.rows : NAN;
+  return TRUE;
+}
+
 gboolean
 espalier_evaluate_device (EsModel          *model,
                           EspalierDataset  *dataset,
@@ -2401,8 +2602,9 @@ espalier_evaluate_device (EsModel          *model,
   EsTrainConfig cfg;
   EsBackend *be;
   EsTrainer *tr;
+  EsResident *res = NULL;
   EsError es = { 0 };
-  gboolean ok;
+  gboolean ok, bce;
   const guint batch = 1000;
 
   g_return_val_if_fail (model != NULL, FALSE);
@@ -2432,9 +2634,13 @@ espalier_evaluate_device (EsModel          *model,
       es_backend_free (be);
       return FALSE;
     }
-  ok = evaluate_rows (tr, dataset, rows, n_rows, batch,
-                      loss == ES_LOSS_BCE && espalier_dataset_get_targets (dataset) == NULL,
-                      NULL, metrics, NULL, error);
+  bce = loss == ES_LOSS_BCE && espalier_dataset_get_targets (dataset) == NULL;
+  if (espalier_backend_get_device (be) != ESPALIER_DEVICE_CPU)
+    res = eval_resident (be, dataset, rows, n_rows, loss, bce);
+  ok = res != NULL
+       ? evaluate_resident (tr, dataset, rows, n_rows, batch, res, metrics, error)
+       : evaluate_rows (tr, dataset, rows, n_rows, batch, bce, NULL, metrics, NULL, error);
+  es_resident_free (res);
   if (!check_backend (be, error))
     {
       ok = FALSE;

@@ -48,7 +48,18 @@ enum {
   ES_STATS_ROWS,      /* rows counted */
   ES_STATS_STEPS,     /* optimizer steps applied */
   ES_STATS_HALTED,    /* 1 once a loss was not finite: no more updates */
+  ES_STATS_SKIP,      /* 1 while the current step is skipped (fp16 gradients overflowed) */
+  ES_STATS_SKIPPED,   /* steps skipped so */
   ES_STATS_N = 8
+};
+
+/* fp16 dynamic loss scaling's state in backend memory, for amp_unscale_dev and
+ * softmax_xent_backward_dev: ES_AMP_N doubles (each float value held exactly). */
+enum {
+  ES_AMP_SCALE,       /* the loss's multiplier (a float) */
+  ES_AMP_CLEAN,       /* clean steps in a row since the scale last changed */
+  ES_AMP_INV,         /* 1 / the scale the last clean step was unscaled by (a float) */
+  ES_AMP_N = 4
 };
 
 typedef struct EsBackend EsBackend;
@@ -137,6 +148,33 @@ struct EsBackendIface {
   void  (*batchnorm_backward) (EsBackend *be, float *dinp, float *dgamma, float *dbeta,
                                const float *dout, const float *inp, const float *gamma,
                                const float *mean, const float *rstd, int B, int CH, int SP);
+  /* Synchronized BatchNorm (es_trainer_set_stat_reduce): the two fused training ops
+   * above cut where the statistics of several processes are summed; the fused ones
+   * stay for the unsynchronized path. (optional: NULL, all four, where the backend has
+   * none; the trainer then refuses synchronization.) Over each channel's n = B*SP
+   * values of inp (B,CH,SP), with xhat = (x - mean) * rstd:
+   * batchnorm_stats: part (3, CH) = the values' mean as a float and the float
+   *   remainder of the double mean (mean - first), then their sum of squared deviations
+   *   from that mean (two passes, sums in double);
+   * batchnorm_forward_apply: out = gamma * (x - mean) * rstd + beta, mean and rstd (CH)
+   *   given;
+   * batchnorm_backward_stats: part (2, CH) = sum dout, sum dout * xhat; dbeta (CH) +=
+   *   the first, dgamma (CH) += the second (each may be NULL);
+   * batchnorm_backward_apply: dinp = gamma * rstd * (dout - coef[c] - xhat * coef[CH +
+   *   c]) with coef (2, CH) given (the global sums, scaled). */
+  void  (*batchnorm_stats)         (EsBackend *be, float *part, const float *inp,
+                                    int B, int CH, int SP);
+  void  (*batchnorm_forward_apply) (EsBackend *be, float *out, const float *inp,
+                                    const float *gamma, const float *beta,
+                                    const float *mean, const float *rstd,
+                                    int B, int CH, int SP);
+  void  (*batchnorm_backward_stats)(EsBackend *be, float *part, float *dgamma, float *dbeta,
+                                    const float *dout, const float *inp, const float *mean,
+                                    const float *rstd, int B, int CH, int SP);
+  void  (*batchnorm_backward_apply)(EsBackend *be, float *dinp, const float *dout,
+                                    const float *inp, const float *gamma, const float *mean,
+                                    const float *rstd, const float *coef,
+                                    int B, int CH, int SP);
 
   /* losses: return the mean loss to the host ---------------------------------------- */
   float (*softmax_xent_forward)  (EsBackend *be, float *probs, float *losses,
@@ -235,7 +273,7 @@ struct EsBackendIface {
   /* sgd_step and adam_step with what changes from step to step read from backend
    * memory: h = hyper + 4 * *slot holds lr, lr / bc1, 1 / sqrt(bc2) and lr * wd (as
    * adam_step folds them: the same bits); no update at all while
-   * stats[ES_STATS_HALTED] is set. */
+   * stats[ES_STATS_HALTED] or stats[ES_STATS_SKIP] is set. */
   void   (*sgd_step_dev)  (EsBackend *be, float *param, float *velocity, const float *grad,
                            float momentum, bool nesterov, const float *hyper,
                            const int32_t *slot, const double *stats, int64_t N);
@@ -247,7 +285,8 @@ struct EsBackendIface {
   void   (*dropout_forward_dev) (EsBackend *be, float *out, uint8_t *mask, const float *inp,
                                  float rate, const uint64_t *seeds, const int32_t *slot,
                                  int stride, int index, int64_t N);
-  /* Unless stats[ES_STATS_HALTED]: *slot += 1 and stats[ES_STATS_STEPS] += 1. */
+  /* Unless stats[ES_STATS_HALTED] or [ES_STATS_SKIP]: *slot += 1 and
+   * stats[ES_STATS_STEPS] += 1. */
   void   (*step_advance)  (EsBackend *be, int32_t *slot, double *stats);
   /* Record the work queued from graph_begin to graph_end instead of running it;
    * graph_end returns it ready to replay (NULL and err set when it could not be
@@ -265,6 +304,24 @@ struct EsBackendIface {
                            const void *const *src, const size_t *bytes, EsError *err);
   void   (*upload_wait)   (EsBackend *be, int slot);
   void   (*upload_release)(EsBackend *be, int slot);
+  /* fp16 loss scaling and clipping by the global norm in such steps (optional too: the
+   * trainer runs those steps the ordinary way without them). The arithmetic is the
+   * trainer's host-side scaler's and clipping's (es-train.c), the same bits.
+   * softmax_xent_backward_dev: softmax_xent_backward with scale = (float)
+   * amp[ES_AMP_SCALE] / div (amp: the ES_AMP_N state above).
+   * amp_unscale_dev: unless stats[ES_STATS_HALTED], with s the scale: when grad (N)
+   * holds an inf or a NaN (its sum of squares is not finite), stats[ES_STATS_SKIP] = 1,
+   * [ES_STATS_SKIPPED] += 1, s = max(s * backoff, 1e-30) and the clean steps 0; else
+   * [ES_STATS_SKIP] = 0, grad *= 1 / s, clean steps + 1 and, reaching interval, s *=
+   * growth when that is finite, and clean steps 0.
+   * clip_norm_dev: grad (N) *= (float) (max_norm / norm) when norm = sqrt (sum_squares
+   * (grad)) > max_norm, in double. */
+  void   (*softmax_xent_backward_dev) (EsBackend *be, float *dlogits, const float *probs,
+                                       const int32_t *labels, const double *amp, float div,
+                                       int B, int C);
+  void   (*amp_unscale_dev) (EsBackend *be, float *grad, int64_t N, double *amp,
+                             double *stats, float backoff, float growth, int interval);
+  void   (*clip_norm_dev)   (EsBackend *be, float *grad, int64_t N, float max_norm);
 
   /* mixed precision ------------------------------------------------------------------ */
   /* (optional: NULL for backends that compute in fp32 only, which then refuse

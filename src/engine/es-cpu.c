@@ -2186,6 +2186,42 @@ cpu_batchnorm_backward (EsBackend *be, float *dinp, float *dgamma, float *dbeta,
                                  B, CH, SP);
 }
 
+/* Synchronized BatchNorm's four halves (es-backend.h): the references, as the fused
+ * ops above. */
+static void
+cpu_batchnorm_stats (EsBackend *be, float *part, const float *inp, int B, int CH, int SP)
+{
+  cpu_enter (cpu_of (be));
+  es_ref_batchnorm_stats_f32 (part, inp, B, CH, SP);
+}
+
+static void
+cpu_batchnorm_forward_apply (EsBackend *be, float *out, const float *inp, const float *gamma,
+                             const float *beta, const float *mean, const float *rstd,
+                             int B, int CH, int SP)
+{
+  cpu_enter (cpu_of (be));
+  es_ref_batchnorm_forward_apply_f32 (out, inp, gamma, beta, mean, rstd, B, CH, SP);
+}
+
+static void
+cpu_batchnorm_backward_stats (EsBackend *be, float *part, float *dgamma, float *dbeta,
+                              const float *dout, const float *inp, const float *mean,
+                              const float *rstd, int B, int CH, int SP)
+{
+  cpu_enter (cpu_of (be));
+  es_ref_batchnorm_backward_stats_f32 (part, dgamma, dbeta, dout, inp, mean, rstd, B, CH, SP);
+}
+
+static void
+cpu_batchnorm_backward_apply (EsBackend *be, float *dinp, const float *dout, const float *inp,
+                              const float *gamma, const float *mean, const float *rstd,
+                              const float *coef, int B, int CH, int SP)
+{
+  cpu_enter (cpu_of (be));
+  es_ref_batchnorm_backward_apply_f32 (dinp, dout, inp, gamma, mean, rstd, coef, B, CH, SP);
+}
+
 /* ---- losses: the reference kernels --------------------------------------------------- */
 
 /* probs (B,C), losses (B, may be NULL); returns the mean cross-entropy. */
@@ -2732,6 +2768,10 @@ static const EsBackendIface cpu_iface = {
   .batchnorm_forward_train = cpu_batchnorm_forward_train,
   .batchnorm_forward_infer = cpu_batchnorm_forward_infer,
   .batchnorm_backward = cpu_batchnorm_backward,
+  .batchnorm_stats = cpu_batchnorm_stats,
+  .batchnorm_forward_apply = cpu_batchnorm_forward_apply,
+  .batchnorm_backward_stats = cpu_batchnorm_backward_stats,
+  .batchnorm_backward_apply = cpu_batchnorm_backward_apply,
 
   .softmax_xent_forward = cpu_softmax_xent_forward,
   .softmax_xent_backward = cpu_softmax_xent_backward,

@@ -720,6 +720,98 @@ FN (batchnorm_backward) (T *dinp, T *dgamma, T *dbeta, const T *dout, const T *i
     }
 }
 
+/* Synchronized BatchNorm, cut in four (es-backend.h): the statistics of this process'
+ * values, the forward with statistics given, the sums backward needs, and dinp with
+ * the global sums given. */
+
+/* part (3, CH): mean as T, (mean - part[ch]) as T, sum of squared deviations (two
+ * passes), over each channel's n = B*SP values; zeros when n is 0. */
+void
+FN (batchnorm_stats) (T *part, const T *inp, int B, int CH, int SP)
+{
+  const int64_t n = (int64_t) B * SP;
+
+  for (int ch = 0; ch < CH; ch++)
+    {
+      ACC sum = 0.0, sq = 0.0;
+
+      for (int b = 0; b < B; b++)
+        for (int s = 0; s < SP; s++)
+          sum += (ACC) inp[((int64_t) b * CH + ch) * SP + s];
+      const ACC mu = n > 0 ? sum / (ACC) n : 0.0;
+      for (int b = 0; b < B; b++)
+        for (int s = 0; s < SP; s++)
+          {
+            const ACC d = (ACC) inp[((int64_t) b * CH + ch) * SP + s] - mu;
+            sq += d * d;
+          }
+      part[ch] = (T) mu;
+      part[CH + ch] = (T) (mu - (ACC) part[ch]);
+      part[2 * CH + ch] = (T) sq;
+    }
+}
+
+/* out = gamma * (x - mean) * rstd + beta, the statistics given (CH each). */
+void
+FN (batchnorm_forward_apply) (T *out, const T *inp, const T *gamma, const T *beta,
+                              const T *mean, const T *rstd, int B, int CH, int SP)
+{
+  for (int ch = 0; ch < CH; ch++)
+    for (int b = 0; b < B; b++)
+      for (int s = 0; s < SP; s++)
+        {
+          const int64_t j = ((int64_t) b * CH + ch) * SP + s;
+          out[j] = gamma[ch] * ((inp[j] - mean[ch]) * rstd[ch]) + beta[ch];
+        }
+}
+
+/* part (2, CH) = sum dout, sum dout * xhat; dbeta += the first, dgamma += the second. */
+void
+FN (batchnorm_backward_stats) (T *part, T *dgamma, T *dbeta, const T *dout, const T *inp,
+                               const T *mean, const T *rstd, int B, int CH, int SP)
+{
+  for (int ch = 0; ch < CH; ch++)
+    {
+      const ACC mu = (ACC) mean[ch];
+      const ACC rs = (ACC) rstd[ch];
+      ACC sum_g = 0.0, sum_gx = 0.0;
+      for (int b = 0; b < B; b++)
+        for (int s = 0; s < SP; s++)
+          {
+            const int64_t j = ((int64_t) b * CH + ch) * SP + s;
+            sum_g += (ACC) dout[j];
+            sum_gx += (ACC) dout[j] * (((ACC) inp[j] - mu) * rs);
+          }
+      part[ch] = (T) sum_g;
+      part[CH + ch] = (T) sum_gx;
+      if (dbeta != NULL)
+        dbeta[ch] += (T) sum_g;
+      if (dgamma != NULL)
+        dgamma[ch] += (T) sum_gx;
+    }
+}
+
+/* dinp = gamma * rstd * (dout - coef[ch] - xhat * coef[CH + ch]). */
+void
+FN (batchnorm_backward_apply) (T *dinp, const T *dout, const T *inp, const T *gamma,
+                               const T *mean, const T *rstd, const T *coef, int B, int CH,
+                               int SP)
+{
+  for (int ch = 0; ch < CH; ch++)
+    {
+      const ACC mu = (ACC) mean[ch];
+      const ACC rs = (ACC) rstd[ch];
+      const ACC k = (ACC) gamma[ch] * rs;
+      for (int b = 0; b < B; b++)
+        for (int s = 0; s < SP; s++)
+          {
+            const int64_t j = ((int64_t) b * CH + ch) * SP + s;
+            const ACC xhat = ((ACC) inp[j] - mu) * rs;
+            dinp[j] = (T) (k * ((ACC) dout[j] - (ACC) coef[ch] - xhat * (ACC) coef[CH + ch]));
+          }
+    }
+}
+
 /* ---- pruning, fake quantization, distillation ---------------------------------- */
 
 /* x (N) = mask ? x : 0: a select, not a product, so a pruned inf or NaN becomes 0 too. */

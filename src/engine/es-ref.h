@@ -99,6 +99,22 @@ extern "C" {
   void es_ref_batchnorm_backward_##SFX (T *dinp, T *dgamma, T *dbeta, const T *dout,      \
                                         const T *inp, const T *gamma, const T *mean,      \
                                         const T *rstd, int B, int CH, int SP);            \
+  /* Synchronized BatchNorm's halves (es-backend.h): per channel part (3,CH) = the mean   \
+   * as T, its remainder (mean - first, as T) and the sum of squared deviations; out =     \
+   * gamma (x - mean) rstd + beta with given mean, rstd; part (2,CH) = sum dout, sum       \
+   * dout xhat, added into dbeta, dgamma (may be NULL); dinp = gamma rstd (dout - coef[c]  \
+   * - xhat coef[CH + c]). */                                                              \
+  void es_ref_batchnorm_stats_##SFX (T *part, const T *inp, int B, int CH, int SP);       \
+  void es_ref_batchnorm_forward_apply_##SFX (T *out, const T *inp, const T *gamma,        \
+                                             const T *beta, const T *mean, const T *rstd, \
+                                             int B, int CH, int SP);                      \
+  void es_ref_batchnorm_backward_stats_##SFX (T *part, T *dgamma, T *dbeta, const T *dout,\
+                                              const T *inp, const T *mean, const T *rstd, \
+                                              int B, int CH, int SP);                     \
+  void es_ref_batchnorm_backward_apply_##SFX (T *dinp, const T *dout, const T *inp,       \
+                                              const T *gamma, const T *mean,              \
+                                              const T *rstd, const T *coef, int B, int CH,\
+                                              int SP);                                    \
   /* pruning: x (N) = mask ? x : 0 (mask bytes: nonzero keeps) */                        \
   void es_ref_mask_apply_##SFX (T *x, const uint8_t *mask, int64_t N);                    \
   /* the smallest and largest value of x (N > 0), NaN skipped (+inf, -inf when all are) */ \

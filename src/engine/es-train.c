@@ -31,6 +31,8 @@ typedef struct {
   int32_t *argmax;           /* MaxPool: (B, F_i) */
   uint8_t *mask;             /* Dropout: (B, F_i) */
   float   *bn_mean, *bn_rstd;/* BatchNorm: (CH) saved for backward */
+  double   bn_count;         /* synchronized BatchNorm: values per channel over every
+                              * process in the last training forward */
 
   /* quantization-aware training (Dense, Conv2D) */
   bool     qat;              /* weights and input fake-quantized */
@@ -115,11 +117,27 @@ struct EsTrainer {
   void    *grad_user;
   bool     grad_last;         /* this backward completes the step's gradients */
   int64_t  step_rows;         /* rows of the batches since the last optimizer step */
+  bool     step_bad;          /* a loss of this step was not finite (with a finish hook:
+                               * the step goes on to its reduction, marked) */
+  bool     step_bad_nan;      /* ...and the first such loss was NaN */
+  bool     numeric_own;       /* the last ES_ERR_NUMERIC was this process' own loss */
+
+  /* synchronized BatchNorm (es_trainer_set_stat_reduce) */
+  EsStatReduceFunc stat_reduce;
+  void    *stat_user;
+  float   *bn_part;           /* (3, widest CH) backend memory: partial sums */
+  float   *bn_hostf;          /* (4, widest CH) host: the partial sums, then what goes
+                               * back (mean, rstd, running mean and variance) */
+  double  *bn_hostd;          /* (3, widest CH) host: what the hook sums */
+  int      bn_rows;           /* rows of the training batch being run */
 
   /* mixed precision (amp_*) */
   float    loss_scale;        /* fp16: the loss's multiplier; 1 otherwise */
   int      scale_clean;       /* fp16: clean steps since the scale last changed */
   int64_t  skipped;           /* optimizer steps skipped for overflowed gradients */
+  double  *amp_dev;           /* (ES_AMP_N) the scaler's state on the device path */
+  bool     amp_dev_live;      /* amp_dev, not the three fields above, is current (the
+                               * device decides; stats_fold brings it back) */
 
   /* resident data, deferred statistics, CUDA Graphs, uploads ahead (the block before
    * es_trainer_train_batch) */
@@ -183,6 +201,8 @@ static bool graph_train_batch    (EsTrainer *tr, const EsBatch *batch, EsStepSta
 static void graph_free_all       (EsTrainer *tr);
 static int  dropout_index        (const EsTrainer *tr, int layer);
 static bool rows_buffer          (EsTrainer *tr, EsError *err);
+static bool stats_fold           (EsTrainer *tr, double *s);
+static void amp_leave_device     (EsTrainer *tr);
 
 /* ------------------------------------------------------------------------------ */
 /* names */
@@ -404,6 +424,48 @@ plan_slimming (const EsModel *model, const EsTrainConfig *cfg, int batch, EsMemP
     }
 }
 
+/* The CUDA backend's 16-bit copy of a stored matrix (rows, cols): its rows padded to
+ * a multiple of 8 values, the copy to 256 bytes (half_bytes in es-cuda-ops.cu). */
+static size_t
+half_copy (size_t rows, size_t cols)
+{
+  return ES_CEIL_DIV (rows * (ES_CEIL_DIV (cols, (size_t) 8) * 8) * 2, (size_t) 256) * 256;
+}
+
+/* The bytes of the 16-bit operand copies the largest product of layer l makes at B
+ * rows, as es-cuda-ops.cu lays them out: Dense forward x (B,IN) and w (OUT,IN);
+ * backward dout (B,OUT), w and x with the input gradient (dinp), dout and x without;
+ * Conv2D per image (the least the backend takes; more images per product when the
+ * budget has room), forward w (OC,CKK) and the columns (CKK,OHW), backward the output
+ * gradient's columns (OC,OHW) with the columns, or with w. */
+static size_t
+half_plan (const EsLayerInfo *l, size_t B, bool training, bool dinp)
+{
+  if (l->spec.kind == ES_LAYER_DENSE)
+    {
+      size_t in = (size_t) es_shape_size (&l->in), out = (size_t) es_shape_size (&l->out);
+      size_t fwd = half_copy (B, in) + half_copy (out, in);
+
+      if (!training)
+        return fwd;
+      return ES_MAX (fwd, dinp ? half_copy (B, out) + half_copy (out, in) + half_copy (B, in)
+                               : half_copy (B, out) + half_copy (B, in));
+    }
+  if (l->spec.kind == ES_LAYER_CONV2D)
+    {
+      size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel * (size_t) l->spec.kernel;
+      size_t ohw = (size_t) l->out.dims[1] * (size_t) l->out.dims[2];
+      size_t oc = (size_t) l->spec.filters;
+      size_t fwd = half_copy (oc, ckk) + half_copy (ckk, ohw);
+
+      if (!training)
+        return fwd;
+      fwd = ES_MAX (fwd, half_copy (oc, ohw) + half_copy (ckk, ohw));
+      return dinp ? ES_MAX (fwd, half_copy (oc, ckk) + half_copy (oc, ohw)) : fwd;
+    }
+  return 0;
+}
+
 void
 es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool training,
              EsMemPlan *plan)
@@ -439,30 +501,24 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
           plan->workspace = ES_MAX (plan->workspace, ws);
         }
     }
-  /* bf16/fp16: the backend rounds each product's two operands to 16 bits in a
-   * workspace of its own: the largest Dense product's (rows of B by the wider side,
-   * and the weights), or one image's convolution columns and the filters */
+  /* bf16/fp16: the backend rounds each product's operands to 16 bits in a workspace
+   * of its own, as large as the largest product's copies (half_plan) */
   if (cfg != NULL && cfg->precision != ES_PRECISION_FP32)
     {
       size_t half = 0;
+      int first_grad = es_model_n_layers (model);
 
+      for (int i = es_model_n_layers (model) - 1; i >= 0; i--)
+        if (es_model_layer (model, i)->n_params > 0)
+          first_grad = i;
       for (int i = 0; i < es_model_n_layers (model); i++)
-        {
-          const EsLayerInfo *l = es_model_layer (model, i);
-          size_t in_n = (size_t) es_shape_size (&l->in), out_n = (size_t) es_shape_size (&l->out);
-
-          if (l->spec.kind == ES_LAYER_DENSE)
-            half = ES_MAX (half, (size_t) batch * ES_MAX (in_n, out_n) + in_n * out_n);
-          else if (l->spec.kind == ES_LAYER_CONV2D)
-            {
-              size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel
-                           * (size_t) l->spec.kernel;
-
-              half = ES_MAX (half, ckk * ((size_t) l->out.dims[1] * (size_t) l->out.dims[2]
-                                          + (size_t) l->spec.filters));
-            }
-        }
-      plan->workspace += half * 2 + 256;
+        half = ES_MAX (half, half_plan (es_model_layer (model, i), (size_t) batch, training,
+                                        i > first_grad));
+      if (training && cfg->plan_teacher != NULL)
+        for (int i = 0; i < es_model_n_layers (cfg->plan_teacher); i++)
+          half = ES_MAX (half, half_plan (es_model_layer (cfg->plan_teacher, i),
+                                          (size_t) batch, false, false));
+      plan->workspace += half;
     }
   if (training)
     plan_slimming (model, cfg, batch, plan);
@@ -755,6 +811,50 @@ es_trainer_skipped_steps (const EsTrainer *tr)
   return tr->skipped;
 }
 
+bool
+es_trainer_get_loss_scaler (EsTrainer *tr, float *scale, int64_t *clean, int64_t *skipped)
+{
+  if (tr->cfg.precision != ES_PRECISION_FP16)
+    return false;
+  if (tr->amp_dev_live)
+    {
+      double s[ES_STATS_N];
+
+      (void) stats_fold (tr, s);
+    }
+  if (scale != NULL)
+    *scale = tr->loss_scale;
+  if (clean != NULL)
+    *clean = tr->scale_clean;
+  if (skipped != NULL)
+    *skipped = tr->skipped;
+  return true;
+}
+
+bool
+es_trainer_set_loss_scaler (EsTrainer *tr, float scale, int64_t clean, int64_t skipped,
+                            EsError *err)
+{
+  if (tr->cfg.precision != ES_PRECISION_FP16)
+    {
+      es_error_set (err, ES_ERR_UNSUPPORTED, "Only fp16 training scales its loss (this "
+                    "trainer computes in %s)", es_precision_name (tr->cfg.precision));
+      return false;
+    }
+  if (!(scale > 0.0f) || !isfinite (scale) || clean < 0 || clean > INT32_MAX || skipped < 0)
+    {
+      es_error_set (err, ES_ERR_INVALID, "A loss scaler's state needs a finite positive "
+                    "scale (got %g) and counts of at least 0", (double) scale);
+      return false;
+    }
+  if (tr->amp_dev_live)
+    amp_leave_device (tr);  /* what the device counted belongs to the old state */
+  tr->loss_scale = scale;
+  tr->scale_clean = (int) clean;
+  tr->skipped = skipped;
+  return true;
+}
+
 EsTrainer *
 es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int batch,
                 EsError *err)
@@ -902,6 +1002,8 @@ es_trainer_free (EsTrainer *tr)
     amp_set_backend (tr->be, ES_PRECISION_FP32, NULL);
   free (tr->exec);
   free (tr->prof_layers);
+  free (tr->bn_hostf);
+  free (tr->bn_hostd);
   free (tr->allocs.items);
   free (tr);
 }
@@ -954,6 +1056,8 @@ es_trainer_reload (EsTrainer *tr, bool reset_optimizer)
   const EsBackendIface *b = tr->be->iface;
   size_t P = (size_t) es_model_n_params (tr->model) * sizeof (float);
 
+  if (tr->amp_dev_live && reset_optimizer)
+    amp_leave_device (tr);   /* the device's pending count of skipped steps first */
   b->upload (tr->be, tr->params, es_model_params (tr->model), P);
   b->upload (tr->be, tr->buffers, es_model_buffers (tr->model),
              (size_t) es_model_n_buffers (tr->model) * sizeof (float));
@@ -1109,6 +1213,141 @@ qat_weights (EsTrainer *tr, Exec *e, int rows, int cols)
   return e->wq;
 }
 
+/* ---- synchronized BatchNorm (es_trainer_set_stat_reduce) ---------------------------
+ * The statistics of a training forward are summed over every process by the hook: per
+ * channel the value count n_r, n_r m_r and M2_r + n_r m_r^2 (m_r, M2_r this process'
+ * two-pass mean and squared deviations, m_r carried as two floats), in double, so the
+ * global variance S2 / N - mean^2 loses nothing a float would keep. Backward sums dout
+ * and dout * xhat, each times this process' batch rows: dout carries 1 / rows (the mean
+ * loss of this process' rows), the gradient reduction later weights this process by
+ * rows / global rows, and with u = dout * rows summed to U over every process the
+ * input gradient in this process' own scale is gamma rstd (dout - (U1 + xhat U2) /
+ * (rows N)). A process whose rows count for nothing adds zeros through the hook. */
+
+/* forward of BatchNorm layer e on B rows of inp (B, CH, SP), statistics over every
+ * process: e->bn_mean, e->bn_rstd and the running statistics as the fused op sets them */
+static void
+bn_sync_forward (EsTrainer *tr, Exec *e, const float *inp, int B, int CH, int SP)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  const EsLayerSpec *s = &e->info->spec;
+  float *hf = tr->bn_hostf;
+  double *v = tr->bn_hostd;
+  const double n = (double) B * SP;
+
+  b->batchnorm_stats (be, tr->bn_part, inp, B, CH, SP);
+  b->download (be, hf, tr->bn_part, (size_t) 3 * CH * sizeof (float));
+  for (int c = 0; c < CH; c++)
+    {
+      const double m = (double) hf[c] + (double) hf[CH + c];
+
+      v[c] = n;
+      v[CH + c] = n * m;
+      v[2 * CH + c] = (double) hf[2 * CH + c] + n * m * m;
+    }
+  tr->stat_reduce (tr->stat_user, v, 3 * CH);
+  e->bn_count = v[0];
+  /* hf: mean (CH), rstd (CH), then the running statistics (2, CH) */
+  b->download (be, hf + 2 * CH, e->running, (size_t) 2 * CH * sizeof (float));
+  for (int c = 0; c < CH; c++)
+    {
+      const double N = v[c];
+      const double mu = N > 0 ? v[CH + c] / N : 0.0;
+      const double var = N > 0 ? fmax (v[2 * CH + c] / N - mu * mu, 0.0) : 0.0;
+      const double unbiased = N > 1 ? var * N / (N - 1) : var;
+      float *rm = &hf[2 * CH + c], *rv = &hf[3 * CH + c];
+
+      hf[c] = (float) mu;
+      hf[CH + c] = 1.0f / sqrtf ((float) var + s->eps);
+      *rm = (1.0f - s->momentum) * *rm + s->momentum * (float) mu;
+      *rv = (1.0f - s->momentum) * *rv + s->momentum * (float) unbiased;
+    }
+  b->upload (be, e->bn_mean, hf, (size_t) CH * sizeof (float));
+  b->upload (be, e->bn_rstd, hf + CH, (size_t) CH * sizeof (float));
+  b->upload (be, e->running, hf + 2 * CH, (size_t) 2 * CH * sizeof (float));
+  b->batchnorm_forward_apply (be, e->out, inp, e->w, e->b, e->bn_mean, e->bn_rstd, B, CH, SP);
+}
+
+/* backward of BatchNorm layer e: dgamma, dbeta this process' part; dinp (not NULL) from
+ * the sums over every process */
+static void
+bn_sync_backward (EsTrainer *tr, Exec *e, float *dinp, const float *dout, const float *inp,
+                  int B, int CH, int SP)
+{
+  EsBackend *be = tr->be;
+  const EsBackendIface *b = be->iface;
+  float *hf = tr->bn_hostf;
+  double *v = tr->bn_hostd;
+  const double rows = (double) ES_MAX (tr->bn_rows, 1);
+
+  b->batchnorm_backward_stats (be, tr->bn_part, e->dw, e->db, dout, inp, e->bn_mean,
+                               e->bn_rstd, B, CH, SP);
+  b->download (be, hf, tr->bn_part, (size_t) 2 * CH * sizeof (float));
+  for (int c = 0; c < 2 * CH; c++)
+    v[c] = (double) hf[c] * rows;
+  tr->stat_reduce (tr->stat_user, v, 2 * CH);
+  for (int c = 0; c < 2 * CH; c++)
+    hf[c] = e->bn_count > 0 ? (float) (v[c] / (rows * e->bn_count)) : 0.0f;
+  b->upload (be, tr->bn_part, hf, (size_t) 2 * CH * sizeof (float));
+  b->batchnorm_backward_apply (be, dinp, dout, inp, e->w, e->bn_mean, e->bn_rstd,
+                               tr->bn_part, B, CH, SP);
+}
+
+/* ---- a bad loss under data parallelism (es_trainer_set_grad_reduce) ----------------
+ * The step whose loss is not finite on one process goes on there to its reductions
+ * with a NaN written into the first gradient float of every layer it hands to the
+ * bucket hook; a sum holding a NaN is NaN, so after finish every process reads the
+ * mark of the last layer with parameters and fails the step alike (marks_clear). */
+
+/* grads[at] = NaN */
+static void
+nan_mark (EsTrainer *tr, int64_t at)
+{
+  const float nan = NAN;
+
+  tr->be->iface->upload (tr->be, tr->grads + at, &nan, sizeof nan);
+}
+
+/* The gradient float the marks are read at: the first of the last layer with
+ * parameters, the first one backward hands over; -1 when no layer has any. */
+static int64_t
+mark_index (const EsTrainer *tr)
+{
+  for (int i = tr->n_exec - 1; i >= 0; i--)
+    if (tr->exec[i].info->n_params > 0)
+      return es_model_tensor (tr->model, tr->exec[i].info->first_tensor)->offset;
+  return -1;
+}
+
+static void grad_reduce_failed (EsTrainer *tr);
+
+/* After finish: false and ES_ERR_NUMERIC (the batch undone as grad_reduce_failed does)
+ * when the reduced gradients carry a mark or are not finite there. */
+static bool
+marks_clear (EsTrainer *tr, EsError *err)
+{
+  int64_t at = mark_index (tr);
+  float x = 0.0f;
+  bool own = tr->step_bad, nan = tr->step_bad_nan;
+
+  if (at < 0)
+    return true;
+  tr->be->iface->download (tr->be, &x, tr->grads + at, sizeof x);
+  if (isfinite (x))
+    return true;
+  grad_reduce_failed (tr);
+  tr->numeric_own = own;
+  if (own)
+    es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
+                  nan ? "NaN" : "infinite", (long long) tr->steps + 1);
+  else
+    es_error_set (err, ES_ERR_NUMERIC, "At step %lld the loss of another process, or the "
+                  "gradients summed over the processes, became NaN or infinite",
+                  (long long) tr->steps + 1);
+  return false;
+}
+
 /* Forward layers [0, n) of exec on B rows of x; train selects dropout, batch
  * statistics and the update of QAT ranges. */
 static void
@@ -1187,7 +1426,9 @@ forward_exec (EsTrainer *tr, Exec *exec, int n, const float *x, int B, bool trai
             int SP = (int) (e->info->out_floats / CH);
             const float *rm = e->running, *rv = e->running + CH;
 
-            if (train)
+            if (train && tr->stat_reduce != NULL && exec == tr->exec)
+              bn_sync_forward (tr, e, inp, B, CH, SP);
+            else if (train)
               b->batchnorm_forward_train (be, e->out, e->bn_mean, e->bn_rstd, e->running,
                                           e->running + CH, inp, e->w, e->b, s->momentum,
                                           s->eps, B, CH, SP);
@@ -1284,8 +1525,11 @@ backward (EsTrainer *tr, int n, int B)
           {
             int CH = is->dims[0];
 
-            b->batchnorm_backward (be, dinp, e->dw, e->db, dout, inp, e->w, e->bn_mean,
-                                   e->bn_rstd, B, CH, (int) (e->info->out_floats / CH));
+            if (tr->stat_reduce != NULL && dinp != NULL)
+              bn_sync_backward (tr, e, dinp, dout, inp, B, CH, (int) (e->info->out_floats / CH));
+            else
+              b->batchnorm_backward (be, dinp, e->dw, e->db, dout, inp, e->w, e->bn_mean,
+                                     e->bn_rstd, B, CH, (int) (e->info->out_floats / CH));
           }
           break;
         default:
@@ -1302,9 +1546,13 @@ backward (EsTrainer *tr, int n, int B)
             }
         }
       if (tr->grad_last && tr->grad_bucket != NULL && e->info->n_params > 0)
-        tr->grad_bucket (tr->grad_user, be, tr->grads,
-                         es_model_tensor (tr->model, e->info->first_tensor)->offset,
-                         e->info->n_params);
+        {
+          int64_t off = es_model_tensor (tr->model, e->info->first_tensor)->offset;
+
+          if (tr->step_bad)
+            nan_mark (tr, off);
+          tr->grad_bucket (tr->grad_user, be, tr->grads, off, e->info->n_params);
+        }
       if (!ran)
         continue;
       if (dinp == NULL)
@@ -1494,6 +1742,47 @@ es_trainer_set_grad_reduce (EsTrainer *tr, EsGradBucketFunc bucket_ready,
   tr->grad_user = user;
 }
 
+bool
+es_trainer_numeric_was_own (const EsTrainer *tr)
+{
+  return tr->numeric_own;
+}
+
+bool
+es_trainer_set_stat_reduce (EsTrainer *tr, EsStatReduceFunc fn, void *user, EsError *err)
+{
+  const EsBackendIface *b = tr->be->iface;
+  int widest = 0;
+
+  if (fn != NULL
+      && (b->batchnorm_stats == NULL || b->batchnorm_forward_apply == NULL
+          || b->batchnorm_backward_stats == NULL || b->batchnorm_backward_apply == NULL))
+    {
+      es_error_set (err, ES_ERR_UNSUPPORTED,
+                    "The %s backend cannot synchronize BatchNorm across processes", b->name);
+      return false;
+    }
+  for (int i = 0; i < es_model_n_layers (tr->model); i++)
+    if (es_model_layer (tr->model, i)->spec.kind == ES_LAYER_BATCHNORM)
+      widest = ES_MAX (widest, es_model_layer (tr->model, i)->in.dims[0]);
+  if (fn != NULL && widest > 0 && tr->bn_part == NULL)
+    {
+      tr->bn_hostf = malloc ((size_t) 4 * widest * sizeof (float));
+      tr->bn_hostd = malloc ((size_t) 3 * widest * sizeof (double));
+      if (tr->bn_hostf == NULL || tr->bn_hostd == NULL)
+        {
+          es_error_set (err, ES_ERR_NOMEM, "Out of memory for the BatchNorm statistics");
+          return false;
+        }
+      tr->bn_part = tr_alloc (tr, ES_MEM_WORKSPACE, (size_t) 3 * widest * sizeof (float), err);
+      if (tr->bn_part == NULL)
+        return false;
+    }
+  tr->stat_reduce = fn;
+  tr->stat_user = fn != NULL ? user : NULL;
+  return true;
+}
+
 /* The reduction failed: the batch is undone as a bad loss undoes it (gradients zeroed,
  * running statistics and QAT ranges as before it, nothing accumulated). */
 static void
@@ -1515,6 +1804,7 @@ grad_reduce_failed (EsTrainer *tr)
         e->q_hi = e->q_hi_saved;
       }
   tr->accum_done = 0;
+  tr->step_bad = false;
 }
 
 void
@@ -1536,7 +1826,10 @@ es_trainer_get_state (EsTrainer *tr, int64_t *steps, float *slots)
   const EsBackendIface *b = tr->be->iface;
   size_t P = (size_t) es_model_n_params (tr->model);
   float *dev[2] = { tr->opt_m, tr->opt_v };
+  double s[ES_STATS_N];
 
+  if (tr->amp_dev_live)
+    (void) stats_fold (tr, s);   /* steps the device skipped, which the host counted */
   if (steps != NULL)
     *steps = tr->steps;
   for (int k = 0; k < optimizer_slots (tr->cfg.optimizer) && slots != NULL; k++)
@@ -1557,6 +1850,8 @@ es_trainer_set_state (EsTrainer *tr, int64_t steps, const float *slots, EsError 
                     "%d vector%s of parameters", n, n == 1 ? "" : "s");
       return false;
     }
+  if (tr->amp_dev_live)
+    amp_leave_device (tr);   /* the device's pending count of skipped steps first */
   for (int k = 0; k < n; k++)
     b->upload (tr->be, dev[k], slots + (size_t) k * P, P * sizeof (float));
   b->zero (tr->be, tr->grads, P * sizeof (float));
@@ -1671,13 +1966,25 @@ check_resident_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err)
 {
   const EsResident *res = batch->resident;
 
-  if (batch->rows == NULL || res->be != tr->be || res->D != tr->D
+  if (res->be != tr->be || res->D != tr->D
       || (tr->cfg.loss == ES_LOSS_SOFTMAX_XENT ? res->labels == NULL
                                               : res->targets == NULL || res->T != tr->F_out))
     {
       es_error_set (err, ES_ERR_INVALID, "The resident dataset does not match the trainer "
-                    "(backend, input size, labels or targets), or the batch names no rows");
+                    "(backend, input size, labels or targets)");
       return false;
+    }
+  if (batch->rows == NULL)
+    {
+      /* consecutive rows from first (evaluation: graph_train_batch refuses them) */
+      if (batch->first < 0 || batch->first > res->rows - batch->B)
+        {
+          es_error_set (err, ES_ERR_INVALID, "Rows %lld to %lld of the batch lie outside a "
+                        "dataset of %lld", (long long) batch->first,
+                        (long long) batch->first + batch->B - 1, (long long) res->rows);
+          return false;
+        }
+      return true;
     }
   for (int r = 0; r < batch->B; r++)
     if (batch->rows[r] < 0 || batch->rows[r] >= res->rows)
@@ -1723,6 +2030,10 @@ dev_buffers (EsTrainer *tr)
           || (tr->hyper_slot = tr_alloc (tr, ES_MEM_WORKSPACE, sizeof (int32_t),
                                          &local)) == NULL
           || (tr->hyper_host = malloc (HYPER_STEPS * 4 * sizeof (float))) == NULL))
+    return false;
+  if (tr->cfg.precision == ES_PRECISION_FP16 && tr->amp_dev == NULL
+      && (tr->amp_dev = tr_alloc (tr, ES_MEM_WORKSPACE, ES_AMP_N * sizeof (double),
+                                  &local)) == NULL)
     return false;
   if (tr->seeds == NULL && tr->be->iface->dropout_forward_dev != NULL)
     {
@@ -1781,6 +2092,21 @@ graph_load_rows (EsTrainer *tr, const EsBatch *batch, int r0, int B)
   const EsBackendIface *b = tr->be->iface;
   const EsResident *res = batch->resident;
 
+  if (res != NULL && batch->rows == NULL)
+    {
+      /* consecutive rows: gathered from where they start, no indices copied */
+      const int64_t f = batch->first + r0;
+      const size_t row_bytes = (size_t) res->D * (res->u8 ? 1 : sizeof (float));
+
+      b->gather_rows (tr->be, tr->x, (const uint8_t *) res->x + (size_t) f * row_bytes, res->u8,
+                      batch->scale, batch->shift, NULL, B, tr->D);
+      if (res->labels != NULL)
+        b->gather_i32 (tr->be, tr->labels, res->labels + f, NULL, B);
+      if (res->targets != NULL)
+        b->gather_rows (tr->be, tr->targets, res->targets + (size_t) f * (size_t) res->T, false,
+                        1.0f, 0.0f, NULL, B, tr->F_out);
+      return true;
+    }
   if (res != NULL)
     {
       /* a training batch has all its rows there already; evaluation (of any number of
@@ -1932,8 +2258,86 @@ dev_path_ok (EsTrainer *tr)
   return tr->deferred && b->softmax_xent_forward_acc != NULL && b->sgd_step_dev != NULL
          && b->adam_step_dev != NULL && b->step_advance != NULL
          && tr->cfg.loss == ES_LOSS_SOFTMAX_XENT && tr->teacher == NULL && !tr->qat_on
-         && !(tr->cfg.clip_norm > 0.0f) && tr->grad_finish == NULL && !tr->prof_on
-         && tr->cfg.precision == ES_PRECISION_FP32 && dev_buffers (tr);
+         && (!(tr->cfg.clip_norm > 0.0f) || b->clip_norm_dev != NULL)
+         && (tr->cfg.precision != ES_PRECISION_FP16
+             || (b->softmax_xent_backward_dev != NULL && b->amp_unscale_dev != NULL))
+         && tr->grad_finish == NULL && !tr->prof_on && dev_buffers (tr);
+}
+
+/* fp16 on the device path: the scaler's state goes to the device, which then decides
+ * (amp_unscale_dev), until amp_leave_device brings it back. */
+static void
+amp_enter_device (EsTrainer *tr)
+{
+  double a[ES_AMP_N] = { 0 };
+
+  if (tr->cfg.precision != ES_PRECISION_FP16 || tr->amp_dev_live)
+    return;
+  a[ES_AMP_SCALE] = (double) tr->loss_scale;
+  a[ES_AMP_CLEAN] = (double) tr->scale_clean;
+  a[ES_AMP_INV] = (double) (1.0f / tr->loss_scale);
+  tr->be->iface->upload (tr->be, tr->amp_dev, a, sizeof a);
+  tr->amp_dev_live = true;
+}
+
+/* The device's scale and clean steps into loss_scale and scale_clean. */
+static void
+amp_pull (EsTrainer *tr)
+{
+  double a[ES_AMP_N];
+
+  if (!tr->amp_dev_live)
+    return;
+  tr->be->iface->download (tr->be, a, tr->amp_dev, sizeof a);
+  tr->loss_scale = (float) a[ES_AMP_SCALE];
+  tr->scale_clean = (int) a[ES_AMP_CLEAN];
+}
+
+/* Before a step the host scales (or a state set from outside): what the device
+ * counted and its scaler's state back on the host, which decides from now on. */
+static void
+amp_leave_device (EsTrainer *tr)
+{
+  double s[ES_STATS_N];
+
+  (void) stats_fold (tr, s);
+  amp_pull (tr);
+  tr->amp_dev_live = false;
+}
+
+/* What the device counted since the last fold, into the host's view: the statistics
+ * into pend, the fp16 steps it skipped (counted by the host as taken: the steps, the
+ * table's expectation and the learning rate put back) and the scaler's state; s
+ * (ES_STATS_N) receives the device statistics. false when a loss went bad: then
+ * nothing is folded, and the device statistics wait for es_trainer_read_stats. */
+static bool
+stats_fold (EsTrainer *tr, double *s)
+{
+  const EsBackendIface *b = tr->be->iface;
+  int64_t skipped;
+
+  memset (s, 0, ES_STATS_N * sizeof (double));
+  if (tr->stats_dev == NULL || !tr->stats_dirty)
+    return true;
+  b->download (tr->be, s, tr->stats_dev, ES_STATS_N * sizeof (double));
+  if (s[ES_STATS_HALTED] != 0.0)
+    return false;
+  tr->pend.loss_sum += s[ES_STATS_LOSS];
+  tr->pend.correct += (int) s[ES_STATS_CORRECT];
+  tr->pend.rows += (int) s[ES_STATS_ROWS];
+  skipped = (int64_t) s[ES_STATS_SKIPPED];
+  if (skipped > 0)
+    {
+      tr->skipped += skipped;
+      tr->steps -= skipped;
+      tr->hyper_expect -= skipped;
+      tr->lr = tr->steps > 0 ? scheduled_lr (&tr->cfg, tr->steps - 1) : tr->cfg.lr;
+    }
+  amp_pull (tr);
+  b->zero (tr->be, tr->stats_dev, ES_STATS_N * sizeof (double));
+  tr->stats_dirty = false;
+  tr->stats_base = tr->steps;
+  return true;
 }
 
 /* The device table of scheduled values holds the step the device will take next. Rows
@@ -1947,6 +2351,16 @@ hyper_sync (EsTrainer *tr)
   if (tr->hyper_valid && tr->steps == tr->hyper_expect && tr->hyper_lr == c->lr
       && tr->steps - tr->hyper_base < HYPER_STEPS)
     return;
+  if (tr->amp_dev_live && tr->stats_dirty)
+    {
+      /* fp16 steps the device skipped were counted as taken: its count first (a wait,
+       * once per HYPER_STEPS steps at most) */
+      double s[ES_STATS_N];
+
+      if (stats_fold (tr, s) && tr->hyper_valid && tr->steps == tr->hyper_expect
+          && tr->hyper_lr == c->lr && tr->steps - tr->hyper_base < HYPER_STEPS)
+        return;
+    }
   for (int k = 0; k < HYPER_STEPS; k++)
     {
       const int64_t step = tr->steps + k;
@@ -1977,10 +2391,11 @@ hyper_sync (EsTrainer *tr)
 }
 
 /* One micro-batch of B rows from row r0 on the device: forward, loss into the device
- * statistics, backward. load: gather/copy the rows first (not when a graph is replayed
- * around a load made outside it). */
+ * statistics, backward (the loss's gradient over div, times fp16's loss scale).
+ * load: gather/copy the rows first (not when a graph is replayed around a load made
+ * outside it). */
 static void
-dev_micro_batch (EsTrainer *tr, const EsBatch *batch, int r0, int B, float scale, bool load)
+dev_micro_batch (EsTrainer *tr, const EsBatch *batch, int r0, int B, float div, bool load)
 {
   const float *logits;
 
@@ -1992,7 +2407,11 @@ dev_micro_batch (EsTrainer *tr, const EsBatch *batch, int r0, int B, float scale
   logits = tr->n_exec > 0 ? tr->exec[tr->n_exec - 1].out : tr->x;
   tr->be->iface->softmax_xent_forward_acc (tr->be, tr->probs, tr->losses, logits, tr->labels,
                                            B, (int) tr->F_out, tr->stats_dev);
-  loss_backward (tr, B, scale);
+  if (tr->amp_dev_live)
+    tr->be->iface->softmax_xent_backward_dev (tr->be, tr->dA, tr->probs, tr->labels,
+                                              tr->amp_dev, div, B, (int) tr->F_out);
+  else
+    loss_backward (tr, B, tr->loss_scale / div);
   backward (tr, tr->n_exec, B);
 }
 
@@ -2006,8 +2425,15 @@ dev_optimizer_step (EsTrainer *tr)
   const EsTrainConfig *c = &tr->cfg;
   int64_t P = es_model_n_params (tr->model);
 
+  /* amp_unscale's and optimizer_step's order: a skipped step leaves the kernels below
+   * nothing to update (masks and clipping only touch gradients zeroed at the end) */
+  if (tr->amp_dev_live)
+    b->amp_unscale_dev (be, tr->grads, P, tr->amp_dev, tr->stats_dev, c->loss_scale_backoff,
+                        c->loss_scale_growth, c->loss_scale_interval);
   if (tr->mask_on)
     b->mask_apply (be, tr->grads, tr->mask, P);
+  if (c->clip_norm > 0.0f)
+    b->clip_norm_dev (be, tr->grads, P, c->clip_norm);
   if (c->l1 > 0.0f || c->l2 > 0.0f)
     b->regularize (be, tr->grads, tr->params, c->l1, c->l2, P);
   switch (c->optimizer)
@@ -2062,9 +2488,10 @@ dev_train_batch (EsTrainer *tr, const EsBatch *batch, EsError *err)
 {
   const EsBackendIface *b = tr->be->iface;
   const int B = batch->B;
-  const float scale = 1.0f / ((float) B * (float) tr->cfg.accum_steps);
+  const float div = (float) B * (float) tr->cfg.accum_steps;
   const uint8_t *mask = tr->mask_on ? tr->mask : NULL;
 
+  amp_set_backend (tr->be, tr->cfg.precision, NULL);
   hyper_sync (tr);
   tr->stats_dirty = true;
   if (graph_ok (tr, batch))
@@ -2095,7 +2522,7 @@ dev_train_batch (EsTrainer *tr, const EsBatch *batch, EsError *err)
           if (b->graph_begin (tr->be, &local))
             {
               tr->graph_seeds_on = true;
-              dev_micro_batch (tr, batch, 0, B, scale, inside);
+              dev_micro_batch (tr, batch, 0, B, div, inside);
               tr->graph_seeds_on = false;
               dev_optimizer_step (tr);
               *graph = b->graph_end (tr->be, &local);
@@ -2123,7 +2550,7 @@ dev_train_batch (EsTrainer *tr, const EsBatch *batch, EsError *err)
         }
     }
   for (int r0 = 0; r0 < B; r0 += tr->micro)
-    dev_micro_batch (tr, batch, r0, ES_MIN (tr->micro, B - r0), scale, true);
+    dev_micro_batch (tr, batch, r0, ES_MIN (tr->micro, B - r0), div, true);
   if (++tr->accum_done >= tr->cfg.accum_steps)
     {
       dev_optimizer_step (tr);
@@ -2148,6 +2575,11 @@ graph_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsEr
     }
   if (!check_batch (tr, batch, err))
     return false;
+  if (batch->resident != NULL && batch->rows == NULL)
+    {
+      es_error_set (err, ES_ERR_INVALID, "A resident training batch names its rows");
+      return false;
+    }
   tr->rows_ready = false;
   tr->rows_slot_used = false;
   if (batch->resident != NULL)
@@ -2156,8 +2588,11 @@ graph_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, EsEr
         return false;
       upload_batch_rows (tr, batch);
     }
-  if (dev_path_ok (tr))
-    ok = dev_train_batch (tr, batch, err);
+  if (dev_path_ok (tr) && tr->stat_reduce == NULL)
+    {
+      amp_enter_device (tr);
+      ok = dev_train_batch (tr, batch, err);
+    }
   else
     {
       /* what the graph recorded may no longer hold (QAT, a teacher, ...): record anew
@@ -2184,34 +2619,32 @@ bool
 es_trainer_read_stats (EsTrainer *tr, EsStepStats *stats, EsError *err)
 {
   const EsBackendIface *b = tr->be->iface;
+  double s[ES_STATS_N];
   bool ok = true;
 
-  if (tr->stats_dev != NULL && tr->stats_dirty)
+  if (!stats_fold (tr, s))
     {
-      double s[ES_STATS_N];
+      /* a loss went bad: the device stopped updating (and scaling) at its step */
+      const int64_t good = tr->stats_base + (int64_t) s[ES_STATS_STEPS];
 
-      b->download (tr->be, s, tr->stats_dev, sizeof s);
       tr->pend.loss_sum += s[ES_STATS_LOSS];
       tr->pend.correct += (int) s[ES_STATS_CORRECT];
       tr->pend.rows += (int) s[ES_STATS_ROWS];
-      if (s[ES_STATS_HALTED] != 0.0)
-        {
-          const int64_t good = tr->stats_base + (int64_t) s[ES_STATS_STEPS];
-
-          es_error_set (err, ES_ERR_NUMERIC, "The loss became NaN or infinite at step %lld "
-                        "(of steps %lld to %lld, read back together); no update was applied "
-                        "from it on", (long long) good + 1, (long long) tr->stats_base + 1,
-                        (long long) tr->steps);
-          tr->steps = good;
-          tr->lr = good > 0 ? scheduled_lr (&tr->cfg, good - 1) : tr->cfg.lr;
-          tr->param_gen++;
-          tr->accum_done = 0;
-          tr->hyper_valid = false;
-          b->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
-          ok = false;
-        }
+      tr->skipped += (int64_t) s[ES_STATS_SKIPPED];
+      amp_pull (tr);
+      es_error_set (err, ES_ERR_NUMERIC, "The loss became NaN or infinite at step %lld "
+                    "(of steps %lld to %lld, read back together); no update was applied "
+                    "from it on", (long long) good + 1, (long long) tr->stats_base + 1,
+                    (long long) tr->steps);
+      tr->steps = good;
+      tr->lr = good > 0 ? scheduled_lr (&tr->cfg, good - 1) : tr->cfg.lr;
+      tr->param_gen++;
+      tr->accum_done = 0;
+      tr->hyper_valid = false;
+      b->zero (tr->be, tr->grads, (size_t) es_model_n_params (tr->model) * sizeof (float));
       b->zero (tr->be, tr->stats_dev, sizeof s);
       tr->stats_dirty = false;
+      ok = false;
     }
   tr->stats_base = tr->steps;
   if (stats != NULL)
@@ -2234,6 +2667,8 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
 
   if ((batch->resident != NULL || tr->deferred) && !tr->in_graph_block)
     return graph_train_batch (tr, batch, stats, err);  /* resident data, deferred stats */
+  if (tr->amp_dev_live)
+    amp_leave_device (tr);   /* fp16: the host scales this step */
   if (B <= 0 || B > tr->batch)
     {
       es_error_set (err, ES_ERR_INVALID, "A batch of %d rows does not fit a trainer made for %d",
@@ -2266,6 +2701,7 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
   /* fp16: the loss scaled up (amp_unscale takes it out of the gradients) */
   amp_set_backend (tr->be, tr->cfg.precision, NULL);
   scale = tr->loss_scale / ((float) B * (float) tr->cfg.accum_steps);
+  tr->bn_rows = B;
   for (int r0 = 0; r0 < B; r0 += tr->micro)
     {
       int mb = ES_MIN (tr->micro, B - r0);
@@ -2278,7 +2714,15 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
       forward (tr, tr->n_exec, mb, true);
       tr->last_rows = mb;
       loss = loss_forward (tr, mb);
-      if (!isfinite (loss))
+      if (!isfinite (loss) && tr->grad_finish != NULL)
+        {
+          /* data parallel: the others wait in this step's reductions; go on to them
+           * with the gradients marked, and fail after (marks_clear) */
+          if (!tr->step_bad)
+            tr->step_bad_nan = isnan (loss);
+          tr->step_bad = true;
+        }
+      else if (!isfinite (loss))
         {
           if (tr->prof_active)
             {
@@ -2299,11 +2743,13 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
                 e->q_hi = e->q_hi_saved;
               }
           tr->accum_done = 0;
+          tr->numeric_own = true;
           es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
                         isnan (loss) ? "NaN" : "infinite", (long long) tr->steps + 1);
           return false;
         }
-      loss_sum += (double) loss * mb;
+      if (!tr->step_bad)
+        loss_sum += (double) loss * mb;
       if (tr->prof_active)
         prof_mark (tr, ES_STAGE_LOSS, -1);
       correct += count_correct (tr, mb, tr->cfg.loss == ES_LOSS_MSE ? tr->exec[tr->n_exec - 1].out : tr->probs, NULL);
@@ -2323,9 +2769,13 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
   tr->step_rows += B;
   if (++tr->accum_done >= tr->cfg.accum_steps)
     {
+      if (tr->step_bad && tr->grad_finish != NULL && tr->grad_bucket == NULL
+          && mark_index (tr) >= 0)
+        nan_mark (tr, mark_index (tr));
       if (tr->grad_finish != NULL
-          && !tr->grad_finish (tr->grad_user, tr->be, tr->grads, es_model_n_params (tr->model),
-                               tr->step_rows, err))
+          && (!tr->grad_finish (tr->grad_user, tr->be, tr->grads,
+                                es_model_n_params (tr->model), tr->step_rows, err)
+              || !marks_clear (tr, err)))
         {
           grad_reduce_failed (tr);
           if (tr->prof_active)

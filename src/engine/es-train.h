@@ -107,9 +107,12 @@ typedef struct {
   const float   *targets;  /* (B, out) */
   /* Or rows of a dataset resident in backend memory (es_resident_new), instead of the
    * four pointers above: row b of the batch is row rows[b] (B, host memory) of
-   * resident, its uint8 inputs converted with scale and shift. */
+   * resident, its uint8 inputs converted with scale and shift. For evaluation, rows
+   * may be NULL: then row b is row first + b, and no row index is copied to the
+   * backend (a split kept resident in its own order). */
   const struct EsResident *resident;
   const int32_t           *rows;     /* (B) */
+  int64_t                  first;
 } EsBatch;
 
 typedef struct {
@@ -142,9 +145,24 @@ int         es_trainer_accum_steps  (const EsTrainer *tr);
 int64_t     es_trainer_step_count   (const EsTrainer *tr);   /* optimizer steps done */
 float       es_trainer_current_lr   (const EsTrainer *tr);
 /* Mixed precision: the current loss scale (1 unless fp16) and the optimizer steps
- * skipped because the scaled gradients overflowed (not counted in step_count). */
+ * skipped because the scaled gradients overflowed (not counted in step_count). With
+ * deferred statistics on the device path (below), the device decides and the host
+ * learns at es_trainer_read_stats: until then these tell the last reading's, and
+ * step_count counts the batches since as steps taken. */
 float       es_trainer_loss_scale   (const EsTrainer *tr);
 int64_t     es_trainer_skipped_steps(const EsTrainer *tr);
+/* Checkpoints: fp16 dynamic loss scaling's whole state, so that a resumed run skips
+ * and rescales where the first would have: the scale, the clean steps in a row since
+ * it last changed (growth comes after loss_scale_interval of them) and the skipped
+ * steps. get reads the device's current state (a wait; any pending statistics are
+ * folded in as es_trainer_read_stats would, to be added by the next reading); false
+ * when the trainer does not scale (not fp16). set: false and ES_ERR_UNSUPPORTED when
+ * not fp16, ES_ERR_INVALID unless scale is finite and positive, clean and skipped >= 0.
+ * Without a set (an older checkpoint) a run starts from loss_scale_init. */
+bool        es_trainer_get_loss_scaler (EsTrainer *tr, float *scale, int64_t *clean,
+                                        int64_t *skipped);
+bool        es_trainer_set_loss_scaler (EsTrainer *tr, float scale, int64_t clean,
+                                        int64_t skipped, EsError *err);
 
 /* One training batch of up to `batch` rows: forward, loss, backward over micro-batches,
  * then one optimizer step when cfg.accum_steps batches have accumulated. Stats are
@@ -219,6 +237,36 @@ typedef bool (*EsGradFinishFunc) (void *user, EsBackend *be, float *grads, int64
                                   int64_t rows, EsError *err);
 void        es_trainer_set_grad_reduce (EsTrainer *tr, EsGradBucketFunc bucket_ready,
                                         EsGradFinishFunc finish, void *user);
+/* A loss that is not finite under a finish hook does not fail the batch at once (the
+ * other processes would wait in the step's reductions): the step goes on through its
+ * micro-batches and reductions with a NaN written into the first gradient float of
+ * each layer handed to bucket_ready (or of the last layer with parameters, before
+ * finish, without buckets). A sum holding a NaN is NaN, so after finish every process
+ * reads that float of the reduced gradients (one float from device memory per step)
+ * and, when it is not finite, fails the batch with ES_ERR_NUMERIC at the same step,
+ * undone as a failed finish undoes it. es_trainer_numeric_was_own then tells whether
+ * this process' own loss went bad (false: another's did, or the summed gradients
+ * overflowed); without a finish hook, ES_ERR_NUMERIC is always this process' own. */
+bool        es_trainer_numeric_was_own (const EsTrainer *tr);
+/* Synchronized BatchNorm (data parallel). fn sums v (n doubles, host memory) in place
+ * over the processes; each process calls it at the same points with the same n (a
+ * collective). Set, training-mode BatchNorm normalizes each micro-batch with the
+ * statistics of every process' rows, so N processes with B rows each train as one with
+ * N x B: forward sums per channel the value count, the sum and the sum of squares (3 CH
+ * values, from each process' own two-pass mean and deviations, in double), and the
+ * running statistics are updated from the global ones (unbiased variance over the
+ * global count); backward sums dout and dout * xhat (2 CH, each times this process'
+ * batch rows, so that processes with different rows weigh right) for the input
+ * gradient. Gamma's and beta's gradients stay this process' part (the gradient hook
+ * reduces them). A process whose rows count for nothing in a step (a padding row) must
+ * have fn add zeros for it. The backend's partial sums are downloaded and the results
+ * uploaded, a few floats per BatchNorm layer, waiting for the device each time; the
+ * device path (deferred statistics, graphs) is not taken. NULL: each process' own
+ * statistics (the default). ES_ERR_UNSUPPORTED when the backend has no split
+ * BatchNorm ops (es-backend.h); ES_ERR_NOMEM / ES_ERR_BUDGET for the scratch. */
+typedef void (*EsStatReduceFunc) (void *user, double *v, int n);
+bool        es_trainer_set_stat_reduce (EsTrainer *tr, EsStatReduceFunc fn, void *user,
+                                        EsError *err);
 /* Checkpoints: the optimizer's state, so that a run restored from one (parameters and
  * buffers through the model and es_trainer_reload, then this) continues bit for bit as
  * if it had not stopped. The state is the optimizer steps done (which also set the
@@ -285,8 +333,11 @@ int64_t     es_resident_rows         (const EsResident *res);
  * noticed at the reading: es_trainer_read_stats fails with ES_ERR_NUMERIC naming the
  * step, and from that batch on no update was applied (parameters and optimizer state
  * are those before it, es_trainer_step_count is put back to the steps applied;
- * BatchNorm's running statistics are not restored). Where the step must wait anyway
- * (other losses, clipping, QAT, distillation, a gradient-reduce hook, fp16/bf16,
+ * BatchNorm's running statistics are not restored). Clipping by the global norm and
+ * fp16's loss scaling are decided on the device too (the loss scale kept in device
+ * memory: a step whose scaled gradients overflow is skipped there, the scale lowered,
+ * and the host learns of it at the reading; es_trainer_loss_scale). Where the step
+ * must wait anyway (other losses, QAT, distillation, a gradient-reduce hook,
  * profiling, backends without these ops) batches run as before, a bad loss failing
  * es_trainer_train_batch at once, and only the adding up is deferred. */
 void        es_trainer_set_deferred_stats (EsTrainer *tr, bool on);
@@ -298,8 +349,9 @@ bool        es_trainer_read_stats    (EsTrainer *tr, EsStepStats *stats, EsError
  * records graphs): a training batch of B rows is recorded once, on the second batch
  * of that shape (the first one runs as usual and warms the workspaces), and replayed
  * after that; what changes from step to step (the scheduled learning rate, Adam's bias
- * corrections, Dropout's seeds) is read from device tables the trainer fills ahead,
- * so a replay gives the weights of an ordinary step bit for bit. Batches run as usual
+ * corrections, Dropout's seeds, fp16's loss scale and whether the step is skipped) is
+ * read from device memory the trainer fills ahead or the step itself writes, so a
+ * replay gives the weights of an ordinary step bit for bit. Batches run as usual
  * instead when the batch has more rows than the micro-batch, accumulation is on, or
  * anything of the list above makes a step wait; a changed mask, batch source, batch
  * size or uint8 conversion records a new graph. es_trainer_graph_replays counts the

@@ -6,7 +6,10 @@
  * checkpoint whole; gradients staged through host buffers (the path of a GPU without a
  * CUDA-aware MPI, forced here on the CPU) give the weights of the direct reduction; on
  * the emulated CUDA backend, both the pinned staging and the CUDA-aware path train the
- * weights of one rank.
+ * weights of one rank, and so does NCCL (an emulation of it over MPI), or MPI when NCCL
+ * cannot be had. With --sync-batchnorm a model with BatchNorm trains as on one rank
+ * too (CPU and emulated CUDA), and without it does not; a NaN on one rank stops every
+ * rank at the same step with one message from rank 0, no timeout, no abort.
  * Skipped (77) when mpirun or the build's MPI is missing.
  *
  * Models are compared through their safetensors files: every tensor, value by value. */
@@ -386,6 +389,8 @@ test_cuda_emulated (void)
     }
   g_setenv ("ESPALIER_CUDA_MODULE", ESPALIER_CUDA_EMU_MODULE, TRUE);
   g_setenv ("G_MESSAGES_DEBUG", "Espalier", TRUE);
+  /* MPI's paths: no NCCL, even where a toolkit put libnccl.so.2 in the linker's path */
+  g_setenv ("ESPALIER_NCCL", "0", TRUE);
   r1 = mpi_train (1, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
                   "--batch", "32", "--val", "0.1", "--test", "0.1", "-o", one, NULL);
   r2 = mpi_train (2, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
@@ -394,6 +399,7 @@ test_cuda_emulated (void)
   r3 = mpi_train (2, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
                   "--batch", "16", "--val", "0.1", "--test", "0.1", "-o", aware, NULL);
   g_unsetenv ("ESPALIER_MPI_CUDA_AWARE");
+  g_unsetenv ("ESPALIER_NCCL");
   g_unsetenv ("G_MESSAGES_DEBUG");
   g_unsetenv ("ESPALIER_CUDA_MODULE");
   g_assert_cmpint (r1.status, ==, 0);
@@ -407,6 +413,93 @@ test_cuda_emulated (void)
   run_clear (&r1);
   run_clear (&r2);
   run_clear (&r3);
+}
+
+/* A 2-rank job on the (emulated) CUDA backend with batch 16 that writes its model to
+ * out, with --json or not; run to its end. */
+static Run
+cuda_job (const char *out, gboolean json)
+{
+  return mpi_train (2, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
+                    "--batch", "16", "--val", "0.1", "--test", "0.1", "-o", out,
+                    json ? "--json" : NULL, NULL);
+}
+
+/* NCCL on the emulated CUDA backend: ESPALIER_NCCL_LIBRARY names an NCCL emulated over
+ * MPI (tests/cuda/emu/emu-nccl.c) on the emulation's device memory. Rank 0 says NCCL
+ * summed the gradients, and the weights are the staged path's bit for bit (the same fp32
+ * sums of the same parts: each rank's halved before a sum of two or the sum halved
+ * after it, exact in fp32, and in the uneven last step each part scaled by its share
+ * before it in both) and one rank's with batch 32 within the fp32 tolerance above.
+ * When NCCL cannot be loaded (a missing file) or a rank cannot join the communicator,
+ * every rank falls back to MPI (staged: Debian's Open MPI is not CUDA-aware), rank 0
+ * says why once, and the weights are the staged path's. */
+static void
+test_nccl_emulated (void)
+{
+  g_autofree char *one = tmp_path ("nccl-one"), *staged = tmp_path ("nccl-staged");
+  g_autofree char *nccl = tmp_path ("nccl"), *missing = tmp_path ("nccl-missing");
+  g_autofree char *nojoin = tmp_path ("nccl-nojoin"), *lib = tmp_path ("no-such-libnccl.so.2");
+  g_autoptr(GPtrArray) sum = NULL;
+  JsonObject *o;
+  Run r1, r2, r3, r4, r5;
+
+  if (!g_file_test (ESPALIER_CUDA_EMU_MODULE, G_FILE_TEST_EXISTS)
+      || !g_file_test (ESPALIER_NCCL_EMU_LIBRARY, G_FILE_TEST_EXISTS))
+    {
+      g_test_skip ("this build has no CUDA or NCCL emulation");
+      return;
+    }
+  g_setenv ("ESPALIER_CUDA_MODULE", ESPALIER_CUDA_EMU_MODULE, TRUE);
+  g_setenv ("ESPALIER_NCCL", "0", TRUE);
+  r1 = mpi_train (1, "--data", DATA, "--distributed", "--device", "cuda", "--epochs", "1",
+                  "--batch", "32", "--val", "0.1", "--test", "0.1", "-o", one, NULL);
+  r2 = cuda_job (staged, FALSE);
+  g_unsetenv ("ESPALIER_NCCL");
+  g_setenv ("ESPALIER_NCCL_LIBRARY", ESPALIER_NCCL_EMU_LIBRARY, TRUE);
+  g_setenv ("G_MESSAGES_DEBUG", "Espalier", TRUE);
+  r3 = cuda_job (nccl, TRUE);
+  g_unsetenv ("G_MESSAGES_DEBUG");
+  g_setenv ("ESPALIER_NCCL_EMU_FAIL_INIT", "1", TRUE);
+  r5 = cuda_job (nojoin, FALSE);
+  g_unsetenv ("ESPALIER_NCCL_EMU_FAIL_INIT");
+  g_setenv ("ESPALIER_NCCL_LIBRARY", lib, TRUE);
+  r4 = cuda_job (missing, FALSE);
+  g_unsetenv ("ESPALIER_NCCL_LIBRARY");
+  g_unsetenv ("ESPALIER_CUDA_MODULE");
+  g_assert_cmpint (r1.status, ==, 0);
+  g_assert_cmpint (r2.status, ==, 0);
+  g_assert_cmpint (r3.status, ==, 0);
+  g_assert_cmpint (r4.status, ==, 0);
+  g_assert_cmpint (r5.status, ==, 0);
+
+  /* what each run said it did: one line from rank 0 */
+  g_assert_cmpuint (count_of (r2.out, "Gradients summed by: staged\n"), ==, 1);
+  g_assert_cmpuint (count_of (r2.out, "NCCL not used: turned off by ESPALIER_NCCL=0\n"), ==, 1);
+  g_assert_cmpuint (count_of (r3.out, "rank 0: gradients reduced with NCCL on the CUDA backend's stream"), ==, 1);
+  sum = events (r3.out, "distributed_summary");
+  g_assert_cmpuint (sum->len, ==, 1);
+  o = json_node_get_object (sum->pdata[0]);
+  g_assert_cmpstr (json_object_get_string_member (o, "reduction"), ==, "nccl");
+  g_assert_true (json_object_get_null_member (o, "reduction_note"));
+  g_assert_cmpfloat (json_object_get_double_member (o, "allreduce_bytes"), >, 0);
+  g_assert_cmpuint (count_of (r4.out, "Gradients summed by: staged\n"), ==, 1);
+  g_assert_cmpuint (count_of (r4.out, "NCCL not used: "), ==, 1);
+  g_assert_nonnull (strstr (r4.out, lib));
+  g_assert_nonnull (strstr (r4.out, "cannot be loaded"));
+  g_assert_cmpuint (count_of (r5.out, "Gradients summed by: staged\n"), ==, 1);
+  g_assert_cmpuint (count_of (r5.out, "NCCL not used: ncclCommInitRank failed on another rank\n"), ==, 1);
+
+  g_test_message ("largest weight difference with NCCL, 2 x 16 against 1 x 32: %.3g",
+                  compare_models (one, nccl, 1e-5));
+  compare_models (staged, nccl, 0);
+  compare_models (staged, missing, 0);
+  compare_models (staged, nojoin, 0);
+  run_clear (&r1);
+  run_clear (&r2);
+  run_clear (&r3);
+  run_clear (&r4);
+  run_clear (&r5);
 }
 
 /* The run that stops after epoch 2 leaves its last checkpoint at step 25, in the middle
@@ -628,6 +721,143 @@ test_rank_hung (void)
   check_checkpoint_whole (ck);
 }
 
+/* ---- synchronized BatchNorm and the NaN stop across ranks ----------------------- */
+
+/* A model with BatchNorm, trained with momentum SGD: Adam would divide the rounding
+ * noise of the Dense bias before BatchNorm (whose true gradient is zero) by its own
+ * tiny second moment and blow it up to steps of the learning rate. */
+#define BN_ARGS "--data", DATA, "--spec", "dense:16,batchnorm,relu,dense:2,softmax", \
+                "--distributed", "--epochs", "2", "--val", "0.1", "--test", "0.1", \
+                "--optimizer", "momentum", "--lr", "0.05"
+
+/* With --sync-batchnorm, two ranks with batch 16 train the weights and running
+ * statistics of one rank with batch 32 (each BatchNorm layer normalizes with the
+ * global batch's statistics; the last step's 9 and 10 rows weigh by rows), within
+ * the fp32 summation tolerance of test_two_ranks_equal_one (measured: ~1e-7); without
+ * it each rank normalizes with its own 16 rows and the weights move apart by far more
+ * (measured: ~1e-1), which shows the flag does something. */
+static void
+test_sync_batchnorm (void)
+{
+  g_autofree char *one = tmp_path ("bn-one"), *sync = tmp_path ("bn-sync");
+  g_autofree char *own = tmp_path ("bn-own");
+  g_autoptr(GPtrArray) d = NULL;
+  Run r1, r2, r3;
+  double worst, apart;
+
+  r1 = mpi_train (1, BN_ARGS, "--batch", "32", "-o", one, NULL);
+  r2 = mpi_train (2, BN_ARGS, "--batch", "16", "--sync-batchnorm", "--json", "-o", sync, NULL);
+  r3 = mpi_train (2, BN_ARGS, "--batch", "16", "-o", own, NULL);
+  g_assert_cmpint (r1.status, ==, 0);
+  g_assert_cmpint (r2.status, ==, 0);
+  g_assert_cmpint (r3.status, ==, 0);
+  worst = compare_models (one, sync, 1e-5);
+  apart = compare_models (one, own, G_MAXDOUBLE);
+  g_test_message ("largest difference from 1 x 32: %.3g with --sync-batchnorm, %.3g without",
+                  worst, apart);
+  g_assert_cmpfloat (apart, >, 1e-3);
+  d = events (r2.out, "distributed");
+  g_assert_cmpuint (d->len, ==, 1);
+  g_assert_true (json_object_get_boolean_member (json_node_get_object (d->pdata[0]),
+                                                 "sync_batchnorm"));
+  run_clear (&r1);
+  run_clear (&r2);
+  run_clear (&r3);
+
+  /* it goes with --distributed only */
+  r1 = mpi_train (1, "--data", DATA, "--sync-batchnorm", NULL);
+  g_assert_cmpint (r1.status, ==, 2);
+  g_assert_nonnull (strstr (r1.err, "--sync-batchnorm goes with --distributed"));
+  run_clear (&r1);
+}
+
+/* The same on the emulated CUDA backend: the statistics go through host memory (a few
+ * floats per layer), the kernels are the CUDA ones. */
+static void
+test_sync_batchnorm_cuda (void)
+{
+  g_autofree char *one = tmp_path ("bn-cuda-one"), *sync = tmp_path ("bn-cuda-sync");
+  Run r1, r2;
+
+  if (!g_file_test (ESPALIER_CUDA_EMU_MODULE, G_FILE_TEST_EXISTS))
+    {
+      g_test_skip ("this build has no CUDA emulation module");
+      return;
+    }
+  g_setenv ("ESPALIER_CUDA_MODULE", ESPALIER_CUDA_EMU_MODULE, TRUE);
+  /* the gradients through MPI: a real libnccl.so.2 on the library path would try (and
+   * fail) to start on the emulated device */
+  g_setenv ("ESPALIER_NCCL", "0", TRUE);
+  r1 = mpi_train (1, BN_ARGS, "--device", "cuda", "--batch", "32", "-o", one, NULL);
+  r2 = mpi_train (2, BN_ARGS, "--device", "cuda", "--batch", "16", "--sync-batchnorm", "-o",
+                  sync, NULL);
+  g_unsetenv ("ESPALIER_NCCL");
+  g_unsetenv ("ESPALIER_CUDA_MODULE");
+  g_assert_cmpint (r1.status, ==, 0);
+  g_assert_cmpint (r2.status, ==, 0);
+  g_test_message ("largest difference on CUDA, 2 x 16 with --sync-batchnorm against 1 x 32: "
+                  "%.3g", compare_models (one, sync, 1e-5));
+  run_clear (&r1);
+  run_clear (&r2);
+}
+
+/* Rank 1 alone reads a NaN input at step 5 (ESPALIER_TEST_NAN_INPUT; a Tanh model, as
+ * ReLU would turn the NaN into 0): both ranks stop at that step, through the gradient
+ * reduction they take part in anyway, and end normally with status 1: rank 0 says
+ * once which step, which rank and which layer, and that every rank went back to the
+ * last good weights; no rank waits for the collective timeout (60 s here: a hang would
+ * end the job with its message, which must not be there) and none aborts the job. */
+static void
+test_nan_one_rank (void)
+{
+  gint64 t0 = g_get_monotonic_time ();
+  Run r;
+
+  g_setenv ("ESPALIER_TEST_NAN_INPUT", "1:5", TRUE);
+  r = mpi_train (2, "--data", DATA, "--spec", "dense:16,tanh,dense:2,softmax", "--distributed",
+                 "--epochs", "2", "--batch", "16", "--collective-timeout", "60", NULL);
+  g_unsetenv ("ESPALIER_TEST_NAN_INPUT");
+  g_test_message ("the job ended after %.1f s:\n%s", (g_get_monotonic_time () - t0) / 1e6,
+                  r.err);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_cmpuint (count_of (r.err, "Training stopped at step 5 (epoch 1): the loss of rank 1 "
+                                     "became NaN. The first layer whose values went bad there "
+                                     "is layer 1 (dense), in its outputs. Every rank holds the "
+                                     "weights of step"), ==, 1);
+  g_assert_null (strstr (r.err, "collective timeout"));
+  g_assert_null (strstr (r.err, "MPI_ABORT"));
+  run_clear (&r);
+}
+
+/* The same hang on the NCCL path (emulated, on the emulated CUDA backend, which the
+ * default device "auto" takes): rank 0 waits for NCCL's allreduce (or for an MPI
+ * collective it reached first) and ends the job at the timeout. */
+static void
+test_rank_hung_nccl (void)
+{
+  g_autofree char *ck = tmp_path ("hung-nccl.safetensors");
+  Run r;
+
+  if (!g_file_test (ESPALIER_CUDA_EMU_MODULE, G_FILE_TEST_EXISTS)
+      || !g_file_test (ESPALIER_NCCL_EMU_LIBRARY, G_FILE_TEST_EXISTS))
+    {
+      g_test_skip ("this build has no CUDA or NCCL emulation");
+      return;
+    }
+  g_setenv ("ESPALIER_CUDA_MODULE", ESPALIER_CUDA_EMU_MODULE, TRUE);
+  g_setenv ("ESPALIER_NCCL_LIBRARY", ESPALIER_NCCL_EMU_LIBRARY, TRUE);
+  g_setenv ("G_MESSAGES_DEBUG", "Espalier", TRUE);
+  r = disturbed_job (ck, SIGSTOP);
+  g_unsetenv ("G_MESSAGES_DEBUG");
+  g_unsetenv ("ESPALIER_NCCL_LIBRARY");
+  g_unsetenv ("ESPALIER_CUDA_MODULE");
+  g_assert_cmpuint (count_of (r.out, "rank 0: gradients reduced with NCCL on the CUDA backend's stream"), ==, 1);
+  g_assert_cmpint (r.status, !=, 0);
+  g_assert_nonnull (strstr (r.err, "did not finish within the collective timeout of 8 s"));
+  g_assert_nonnull (strstr (r.err, "Rank 0 of 2"));
+  run_clear (&r);
+}
+
 static gboolean
 remove_tree (const char *path)
 {
@@ -675,9 +905,14 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/mpi/two-ranks-equal-one", test_two_ranks_equal_one);
   g_test_add_func ("/cli/mpi/staged", test_staged);
   g_test_add_func ("/cli/mpi/cuda-emulated", test_cuda_emulated);
+  g_test_add_func ("/cli/mpi/nccl-emulated", test_nccl_emulated);
   g_test_add_func ("/cli/mpi/resume", test_resume);
   g_test_add_func ("/cli/mpi/rank-killed", test_rank_killed);
   g_test_add_func ("/cli/mpi/rank-hung", test_rank_hung);
+  g_test_add_func ("/cli/mpi/rank-hung-nccl", test_rank_hung_nccl);
+  g_test_add_func ("/cli/mpi/sync-batchnorm", test_sync_batchnorm);
+  g_test_add_func ("/cli/mpi/sync-batchnorm-cuda", test_sync_batchnorm_cuda);
+  g_test_add_func ("/cli/mpi/nan-one-rank", test_nan_one_rank);
   status = g_test_run ();
   remove_tree (tmpdir);
   g_free (tmpdir);

@@ -2,9 +2,10 @@
  * state (espalier-trainer.h): a checkpoint reads back field for field; a run stopped
  * and resumed from its checkpoint ends with the same weights, bit for bit, as one that
  * ran through, with early stopping, fake quantization and gradual pruning too, whose
- * state the checkpoint carries; a checkpoint of another model, a truncated one and a
- * damaged one are refused; and a loss that turns NaN stops the run naming the step and
- * the layer, the model holding the last good (finite) weights. */
+ * state the checkpoint carries; fp16's loss scaler reads back, and a checkpoint without
+ * one (as written before it was kept) still loads; a checkpoint of another model, a
+ * truncated one and a damaged one are refused; and a loss that turns NaN stops the run
+ * naming the step and the layer, the model holding the last good (finite) weights. */
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "espalier-error.h"
 #include "espalier-templates.h"
 #include "espalier-trainer.h"
+#include "scratch-test-util.h"
 
 static EspalierDataset *
 load (const char *spec)
@@ -39,24 +41,6 @@ model_on (const char *spec, guint64 seed)
   g_assert_no_error (error);
   es_model_init (m, seed);
   return m;
-}
-
-static char *
-tmp_path (const char *name)
-{
-  g_autofree char *dir = g_dir_make_tmp ("espalier-ckpt-XXXXXX", NULL);
-
-  g_assert_nonnull (dir);
-  return g_build_filename (dir, name, NULL);
-}
-
-static void
-remove_with_dir (const char *path)
-{
-  g_autofree char *dir = g_path_get_dirname (path);
-
-  g_unlink (path);
-  g_rmdir (dir);
 }
 
 /* ---- the file ---------------------------------------------------------------- */
@@ -170,6 +154,56 @@ test_round_trip (void)
   es_model_free (m);
 }
 
+/* fp16 dynamic loss scaling's state reads back exactly; a checkpoint without it (as
+ * written before it was kept, or by a run that did not scale) loads without; a scale
+ * that is not positive is refused. */
+static void
+test_loss_scaler (void)
+{
+  g_autoptr(GError) error = NULL;
+  EsModel *m = model_on ("dense:8,relu,dense:3", 1);
+  g_autoptr(EspalierCheckpoint) ck = sample_checkpoint (m);
+  g_autofree char *path = tmp_path ("run.ckpt");
+  g_autofree char *text = NULL;
+  EspalierCheckpoint *back;
+
+  ck->have_scaler = TRUE;
+  ck->loss_scale = 12345.678f;
+  ck->scale_clean = 7;
+  ck->skipped_steps = 42;
+  g_assert_true (espalier_checkpoint_save (ck, path, &error));
+  g_assert_no_error (error);
+  back = espalier_checkpoint_load (path, &error);
+  g_assert_no_error (error);
+  g_assert_true (back->have_scaler);
+  g_assert_cmpfloat (back->loss_scale, ==, ck->loss_scale);
+  g_assert_cmpint (back->scale_clean, ==, 7);
+  g_assert_cmpint (back->skipped_steps, ==, 42);
+  g_assert_cmpint (back->info.step, ==, ck->info.step);
+  espalier_checkpoint_free (back);
+
+  ck->have_scaler = FALSE;
+  g_assert_true (espalier_checkpoint_save (ck, path, &error));
+  g_assert_true (g_file_get_contents (path, &text, NULL, &error));
+  g_assert_null (strstr (text + 8, "loss_scaler"));
+  back = espalier_checkpoint_load (path, &error);
+  g_assert_no_error (error);
+  g_assert_false (back->have_scaler);
+  g_assert_true (back->have_best);   /* the rest of the hooks' state as before */
+  g_assert_cmpint (back->next_event, ==, 2);
+  espalier_checkpoint_free (back);
+
+  ck->have_scaler = TRUE;
+  ck->loss_scale = 0.0f;
+  g_assert_true (espalier_checkpoint_save (ck, path, &error));
+  back = espalier_checkpoint_load (path, &error);
+  g_assert_null (back);
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_FORMAT);
+  g_test_message ("%s", error->message);
+  remove_with_dir (path);
+  es_model_free (m);
+}
+
 static void
 test_damaged_refused (void)
 {
@@ -279,20 +313,6 @@ options (EspalierTrainOptions *o, Extra extra)
       o->patience = 50;   /* never runs out: the run ends on its best epoch */
       o->epochs = 5;
     }
-}
-
-typedef struct {
-  GCancellable *cancel;
-  guint         at_epoch;
-} Stopper;
-
-static void
-stop_in_epoch (const EspalierProgress *p, gpointer data)
-{
-  Stopper *s = data;
-
-  if (p->kind == ESPALIER_PROGRESS_STEP && p->epoch >= s->at_epoch)
-    g_cancellable_cancel (s->cancel);
 }
 
 /* Train through; then train again from the same start, stopped in epoch 3 with a
@@ -528,6 +548,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/core/checkpoint/round-trip", test_round_trip);
   g_test_add_func ("/core/checkpoint/damaged-refused", test_damaged_refused);
+  g_test_add_func ("/core/checkpoint/loss-scaler", test_loss_scaler);
   g_test_add_func ("/core/checkpoint/wrong-model", test_wrong_model);
   g_test_add_func ("/core/checkpoint/exact-resume", test_exact_resume);
   g_test_add_func ("/core/checkpoint/resume-early-stopping", test_resume_early_stopping);

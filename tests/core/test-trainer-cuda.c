@@ -2,13 +2,21 @@
  * run on the CPU: a few epochs of a small model train (the loss falls) and agree with
  * the CPU's losses and accuracies to fp32 rounding; the memory limit is the device
  * pool's budget and holds (the batch is split to fit it); the automatic choice takes
- * the CUDA device; evaluation on the device agrees with the CPU's; the profile names
- * the device. Built twice (tests/cuda/meson.build): on the module of the CUDA
- * emulation (tests/cuda/emu), so it runs here and in CI, and on the real backend's
- * module for a GPU machine (tests/gpu/device-check.sh), where without a device every
- * test skips. */
+ * the CUDA device; evaluation on the device agrees with the CPU's, and evaluates from a
+ * copy of the rows kept on the device (the metrics of batches copied from the host,
+ * exactly, without a copy per batch); the profile names the device; an fp16 run with
+ * dynamic loss scaling stopped and resumed from its checkpoint ends as one that went
+ * through, its loss scale, clean and skipped steps included. Built twice
+ * (tests/cuda/meson.build): on the module of the CUDA emulation (tests/cuda/emu), so it
+ * runs here and in CI, and on the real backend's module for a GPU machine
+ * (tests/gpu/device-check.sh), where without a device every test skips. */
+#include <dlfcn.h>
+#include <glib/gstdio.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "espalier-checkpoint.h"
 
 #include "espalier-dataset.h"
 #include "espalier-device.h"
@@ -16,6 +24,7 @@
 #include "espalier-generate.h"
 #include "espalier-templates.h"
 #include "espalier-trainer.h"
+#include "scratch-test-util.h"
 #include "cuda-test-util.h"
 
 /* The playground template with its options, a few epochs. */
@@ -245,6 +254,185 @@ test_evaluate (void)
   es_model_free (model);
 }
 
+/* The emulation's count of host-to-device copies (es-cuda-emu.h), or NULL where the
+ * module is a real backend's. */
+static long
+h2d_copies (void)
+{
+  const char *path = g_getenv ("ESPALIER_CUDA_MODULE");
+  static long (*count) (void);
+  static gboolean looked;
+
+  if (!looked && path != NULL)
+    {
+      void *mod = dlopen (path, RTLD_NOW | RTLD_LOCAL);   /* core's, opened again */
+
+      if (mod != NULL)
+        count = (long (*) (void)) dlsym (mod, "es_cuda_emu_h2d_copies");
+      looked = TRUE;
+    }
+  return count != NULL ? count () : -1;
+}
+
+/* Evaluating n rows on the device from a resident copy (the default) and from
+ * batches copied from the host (ESPALIER_CUDA_RESIDENT=0): the same metrics, exactly;
+ * *copies: the host-to-device copies each made (-1 without the emulation). */
+static void
+evaluate_both (EsModel *model, EspalierDataset *ds, const guint32 *rows, guint n, EsLossKind loss,
+               long copies[2])
+{
+  EspalierMetrics m[2] = { 0 };
+
+  for (int k = 0; k < 2; k++)
+    {
+      g_autoptr(GError) error = NULL;
+      g_autofree char *fallback = NULL;
+      long before = h2d_copies ();
+
+      if (k == 1)
+        setenv ("ESPALIER_CUDA_RESIDENT", "0", 1);
+      g_assert_true (espalier_evaluate_device (model, ds, rows, n, loss, 1, 0, FALSE, &fallback,
+                                               &m[k], &error));
+      unsetenv ("ESPALIER_CUDA_RESIDENT");
+      g_assert_no_error (error);
+      g_assert_null (fallback);
+      copies[k] = before >= 0 ? h2d_copies () - before : -1;
+    }
+  g_test_message ("%u rows: loss %.9g / %.9g, accuracy %.6f / %.6f, host-to-device copies %ld "
+                  "/ %ld", n, m[0].loss, m[1].loss, m[0].accuracy, m[1].accuracy, copies[0],
+                  copies[1]);
+  g_assert_cmpuint (m[0].rows, ==, n);
+  g_assert_cmpfloat (m[0].loss, ==, m[1].loss);
+  g_assert_cmpfloat (m[0].accuracy, ==, m[1].accuracy);
+  g_assert_cmpuint (m[0].n_classes, ==, m[1].n_classes);
+  g_assert_true (memcmp (m[0].confusion, m[1].confusion,
+                         (gsize) m[0].n_classes * m[0].n_classes * sizeof (guint)) == 0);
+  espalier_metrics_clear (&m[0]);
+  espalier_metrics_clear (&m[1]);
+}
+
+/* Evaluation on the device from the rows kept there: the copying path's metrics, and
+ * no host-to-device copy per batch (3000 rows are three batches, 1000 one: the
+ * resident path copies as often for both, the copying path more for more). */
+static void
+test_evaluate_resident (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autofree guint32 *rows = NULL;
+  EspalierTrainOptions opts;
+  EsModel *model;
+  long one[2], three[2];
+  const guint n = 3000;
+
+  if (!have_device ())
+    return;
+  ds = espalier_generate_from_spec ("spiral:n=3000,arms=3,noise=0.2,seed=3", &error);
+  g_assert_no_error (error);
+  model = playground (ds, &opts);
+  rows = g_new (guint32, n);
+  for (guint i = 0; i < n; i++)
+    rows[i] = (i * 7) % n;   /* every row, out of order */
+  evaluate_both (model, ds, rows, n / 3, opts.engine.loss, one);
+  evaluate_both (model, ds, rows, n, opts.engine.loss, three);
+  if (one[0] >= 0)
+    {
+      g_assert_cmpint (three[0], ==, one[0]);
+      g_assert_cmpint (three[1], >, one[1]);
+    }
+  else
+    g_test_message ("not the emulation: the copies are not counted");
+  es_model_free (model);
+}
+
+/* fp16 from a scale that overflows the first steps (skipped, the scale lowered, then
+ * grown every 2 clean steps), fed as the device is fed (the scaler on the device):
+ * stopped in epoch 2 with a checkpoint every step and resumed from it, the run ends
+ * with the weights of one that went through, and its last checkpoint holds the same
+ * step and scaler state. */
+static void
+test_fp16_resume (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(EspalierDataset) ds = NULL;
+  g_autoptr(EspalierTrainer) ta = NULL, tb = NULL, tc = NULL;
+  g_autoptr(EspalierCheckpoint) cka = NULL, ckb = NULL, ckc = NULL;
+  g_autofree char *pa = tmp_path ("a.ckpt"), *pb = tmp_path ("b.ckpt"), *pc = tmp_path ("c.ckpt");
+  EspalierCheckpointInfo info;
+  EspalierTrainOptions opts;
+  Stopper stop;
+  EsModel *model, *a, *b, *c;
+
+  if (!have_device ())
+    return;
+  ds = spiral ();
+  model = playground_for (ds, &opts, 3);
+  opts.device = 0;
+  opts.engine.precision = ES_PRECISION_FP16;
+  opts.engine.loss_scale_init = 1073741824.0f;   /* 2^30 */
+  opts.engine.loss_scale_backoff = 0.0625f;
+  opts.engine.loss_scale_interval = 2;
+  a = es_model_copy (model);
+  b = es_model_copy (model);
+  c = es_model_copy (model);
+
+  ta = espalier_trainer_new (ds, a, &opts);
+  espalier_trainer_set_checkpoint (ta, pa, 1);
+  g_assert_true (espalier_trainer_run (ta, NULL, NULL, NULL, &error));
+  g_assert_no_error (error);
+
+  stop = (Stopper) { g_cancellable_new (), 2 };
+  tb = espalier_trainer_new (ds, b, &opts);
+  espalier_trainer_set_checkpoint (tb, pb, 1);
+  g_assert_false (espalier_trainer_run (tb, stop.cancel, stop_in_epoch, &stop, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_clear_error (&error);
+  g_object_unref (stop.cancel);
+  ckb = espalier_checkpoint_load (pb, &error);
+  g_assert_no_error (error);
+  g_test_message ("stopped: checkpoint of step %lld (epoch %u, %llu rows in), scale %g, %lld "
+                  "clean, %lld skipped", (long long) ckb->info.step, ckb->info.epoch,
+                  (unsigned long long) ckb->info.position, (double) ckb->loss_scale,
+                  (long long) ckb->scale_clean, (long long) ckb->skipped_steps);
+  g_assert_true (ckb->have_scaler);
+  g_assert_cmpint (ckb->skipped_steps, >, 0);
+  g_assert_cmpfloat (ckb->loss_scale, <, opts.engine.loss_scale_init);
+  g_assert_cmpuint (ckb->info.epoch, >=, 2);
+
+  tc = espalier_trainer_new (ds, c, &opts);
+  espalier_trainer_set_checkpoint (tc, pc, 1);
+  g_assert_true (espalier_trainer_set_resume (tc, pb, &info, &error));
+  g_assert_no_error (error);
+  g_assert_true (espalier_trainer_run (tc, NULL, NULL, NULL, &error));
+  g_assert_no_error (error);
+
+  g_assert_true (memcmp (es_model_params_const (a), es_model_params_const (c),
+                         es_model_n_params (a) * sizeof (float)) == 0);
+  cka = espalier_checkpoint_load (pa, &error);
+  g_assert_no_error (error);
+  ckc = espalier_checkpoint_load (pc, &error);
+  g_assert_no_error (error);
+  g_test_message ("through: step %lld, scale %g, %lld clean, %lld skipped; resumed: step %lld, "
+                  "scale %g, %lld clean, %lld skipped", (long long) cka->info.step,
+                  (double) cka->loss_scale, (long long) cka->scale_clean,
+                  (long long) cka->skipped_steps, (long long) ckc->info.step,
+                  (double) ckc->loss_scale, (long long) ckc->scale_clean,
+                  (long long) ckc->skipped_steps);
+  g_assert_true (cka->have_scaler && ckc->have_scaler);
+  g_assert_cmpint (ckc->info.step, ==, cka->info.step);
+  g_assert_cmpfloat (ckc->loss_scale, ==, cka->loss_scale);
+  g_assert_cmpint (ckc->scale_clean, ==, cka->scale_clean);
+  g_assert_cmpint (ckc->skipped_steps, ==, cka->skipped_steps);
+  g_assert_true (memcmp (cka->params, ckc->params, cka->n_params * sizeof (float)) == 0);
+  remove_with_dir (pa);
+  remove_with_dir (pb);
+  remove_with_dir (pc);
+  es_model_free (a);
+  es_model_free (b);
+  es_model_free (c);
+  es_model_free (model);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -258,5 +446,7 @@ main (int argc, char **argv)
   g_test_add_func ("/trainer-cuda/auto", test_auto);
   g_test_add_func ("/trainer-cuda/memory-limit", test_memory_limit);
   g_test_add_func ("/trainer-cuda/evaluate", test_evaluate);
+  g_test_add_func ("/trainer-cuda/evaluate-resident", test_evaluate_resident);
+  g_test_add_func ("/trainer-cuda/fp16-resume", test_fp16_resume);
   return g_test_run ();
 }

@@ -15,12 +15,19 @@
  * compared within 1e-5 relative, and the correct counts exactly.
  *
  * Checked: graph replay = eager steps over several steps with Adam, a cosine schedule
- * and warm-up, again with Nesterov SGD and a step schedule, with AdamW, and with
- * Dropout (the seeds of the replayed steps from the device); resident batches =
+ * and warm-up, again with Nesterov SGD and a step schedule, with AdamW, with
+ * Dropout (the seeds of the replayed steps from the device), with clipping by the
+ * global norm (the norm and the factor computed on the device), with bf16, and with
+ * fp16 and dynamic loss scaling from a scale so large that the first steps overflow (the
+ * overflow check, the skip and the scale's update on the device: the same steps
+ * skipped, the same scale, the same weights as the host's scaler); a run stopped
+ * between steps and continued in a new trainer from its state (weights, optimizer,
+ * the loss scaler's state) = one that ran through; resident batches =
  * host batches; the streaming path (es_trainer_prefetch) = both; a budget too small
  * for the resident dataset refuses it (ES_ERR_BUDGET) and streaming takes over; a NaN
  * planted in the data is reported at the reading, naming the step, with the
- * parameters of the steps before it. Without a device: the clean refusal, exit 77.
+ * parameters of the steps before it; a step with a gradient-reduce hook (which must
+ * wait) takes the ordinary path. Without a device: the clean refusal, exit 77.
  * No GLib. */
 #include <math.h>
 #include <stdio.h>
@@ -71,6 +78,16 @@ make_data (uint8_t *x, int32_t *y, int n, int D, uint64_t seed)
 
 /* The dropout rate of the models mlp makes (0: no Dropout layer). */
 static float dropout_rate;
+/* run () gives its trainers a gradient-reduce hook (single process: it changes nothing
+ * but makes every step wait for it) */
+static bool with_hook;
+
+static bool
+hook_finish (void *user, EsBackend *be, float *grads, int64_t n, int64_t rows, EsError *err)
+{
+  (void) user, (void) be, (void) grads, (void) n, (void) rows, (void) err;
+  return true;
+}
 
 /* Dense, act, [Dropout,] Dense(10), Softmax. */
 static EsModel *
@@ -115,6 +132,8 @@ typedef struct {
   EsStepStats eval;     /* evaluation of the whole dataset after it */
   int64_t     steps, replays;
   float       lr;
+  float       scale;    /* fp16: the loss scale after the run, its clean steps and the */
+  int64_t     clean, skipped;  /* steps skipped */
   bool        ok;
 } RunResult;
 
@@ -149,6 +168,8 @@ run (EsBackend *be, RunKind kind, const EsTrainConfig *cfg, const uint8_t *x, co
     }
   if (kind != RUN_EAGER)
     es_trainer_set_deferred_stats (tr, true);
+  if (with_hook)
+    es_trainer_set_grad_reduce (tr, NULL, hook_finish, NULL);
   if (kind == RUN_DEFERRED_EAGER)
     es_trainer_set_graphs (tr, false);
   if (kind == RUN_RESIDENT
@@ -237,6 +258,10 @@ run (EsBackend *be, RunKind kind, const EsTrainConfig *cfg, const uint8_t *x, co
   out->steps = es_trainer_step_count (tr);
   out->replays = es_trainer_graph_replays (tr);
   out->lr = es_trainer_current_lr (tr);
+  out->scale = es_trainer_loss_scale (tr);
+  out->skipped = es_trainer_skipped_steps (tr);
+  if (!es_trainer_get_loss_scaler (tr, NULL, &out->clean, NULL))
+    out->clean = -1;
   es_trainer_free (tr);
   es_resident_free (res);
   es_model_free (m);
@@ -281,6 +306,13 @@ test_paths_agree (EsBackend *be, const EsTrainConfig *cfg, const char *what)
               "loss (%.7g vs %.7g)", what, run_names[k], (long long) r[k].steps,
               r[k].stats.rows, r[k].stats.correct, r[0].stats.correct, r[k].stats.loss_sum,
               r[0].stats.loss_sum);
+      if (cfg->precision == ES_PRECISION_FP16)
+        tap_ok (r[k].scale == r[0].scale && r[k].clean == r[0].clean
+                && r[k].skipped == r[0].skipped,
+                "%s: %s ends with the host scaler's loss scale (%g = %g), clean steps (%lld) "
+                "and skipped steps (%lld = %lld)", what, run_names[k], (double) r[k].scale,
+                (double) r[0].scale, (long long) r[k].clean, (long long) r[k].skipped,
+                (long long) r[0].skipped);
     }
   tap_ok (r[RUN_RESIDENT].eval.rows == N_ROWS
           && r[RUN_RESIDENT].eval.loss_sum == r[RUN_EAGER].eval.loss_sum
@@ -288,6 +320,10 @@ test_paths_agree (EsBackend *be, const EsTrainConfig *cfg, const char *what)
           "%s: evaluating resident rows (%d, in batches) gives the host rows' loss and "
           "correct rows exactly (%.7g, %d)", what, r[RUN_RESIDENT].eval.rows,
           r[RUN_RESIDENT].eval.loss_sum, r[RUN_RESIDENT].eval.correct);
+  if (cfg->precision == ES_PRECISION_FP16)
+    tap_ok (r[0].skipped > 0 && r[0].steps > 0 && r[0].skipped + r[0].steps == STEPS,
+            "%s: the scale overflowed the first gradients: %lld steps skipped, %lld taken",
+            what, (long long) r[0].skipped, (long long) r[0].steps);
   /* the first batch runs eagerly, the second is recorded and launched, the rest replay */
   tap_ok (r[RUN_RESIDENT].replays == STEPS - 1 && r[RUN_STREAM].replays == STEPS - 1
           && r[RUN_DEFERRED_EAGER].replays == 0 && r[RUN_EAGER].replays == 0,
@@ -297,9 +333,9 @@ test_paths_agree (EsBackend *be, const EsTrainConfig *cfg, const char *what)
     free (r[k].params);
 }
 
-/* A step that must wait (clipping by the global norm reads the norm back): deferred
- * statistics and resident batches fall back to the ordinary steps, no graph, the same
- * weights and statistics. */
+/* A step that must wait (a gradient-reduce hook runs on the host between backward and
+ * the update): deferred statistics and resident batches fall back to the ordinary
+ * steps, no graph, the same weights and statistics. */
 static void
 test_fallback (EsBackend *be)
 {
@@ -315,16 +351,205 @@ test_fallback (EsBackend *be)
   es_train_config_default (&cfg);
   cfg.optimizer = ES_OPT_ADAM;
   cfg.lr = 0.01f;
-  cfg.clip_norm = 0.5f;
+  with_hook = true;
   run (be, RUN_EAGER, &cfg, x, y, &eager);
   run (be, RUN_RESIDENT, &cfg, x, y, &res);
+  with_hook = false;
   tap_ok (eager.ok && res.ok && res.replays == 0 && first_difference (res.params, eager.params, P) < 0
           && res.stats.rows == eager.stats.rows && res.stats.correct == eager.stats.correct
           && res.stats.loss_sum == eager.stats.loss_sum,
-          "with clipping, resident batches and deferred statistics take the ordinary steps "
-          "(%lld replays), the same weights and statistics", (long long) res.replays);
+          "with a gradient-reduce hook, resident batches and deferred statistics take the "
+          "ordinary steps (%lld replays), the same weights and statistics",
+          (long long) res.replays);
   free (eager.params);
   free (res.params);
+}
+
+/* Clipping that bites: the eager steps with it are not those without it (so the
+ * paths above agreed on clipped steps). */
+static void
+test_clip_engaged (EsBackend *be, const EsTrainConfig *clipped)
+{
+  static uint8_t x[N_ROWS * D_IN];
+  static int32_t y[N_ROWS];
+  EsTrainConfig cfg = *clipped;
+  RunResult with, without;
+  EsModel *m = mlp (7);
+  const int64_t P = es_model_n_params (m);
+
+  es_model_free (m);
+  make_data (x, y, N_ROWS, D_IN, 99);
+  run (be, RUN_EAGER, &cfg, x, y, &with);
+  cfg.clip_norm = 0.0f;
+  run (be, RUN_EAGER, &cfg, x, y, &without);
+  tap_ok (with.ok && without.ok && first_difference (with.params, without.params, P) >= 0,
+          "clipping at %g changes the steps", (double) clipped->clip_norm);
+  free (with.params);
+  free (without.params);
+}
+
+/* The batch of step k from the resident rows. */
+static bool
+resident_step (EsTrainer *tr, EsResident *res, int k, EsError *err)
+{
+  int32_t rows[BATCH];
+  EsBatch b = { .B = BATCH, .scale = 1.0f / 255.0f, .shift = -0.5f, .resident = res,
+                .rows = rows };
+
+  rows_of_step (rows, k);
+  return es_trainer_train_batch (tr, &b, NULL, err);
+}
+
+/* fp16 on the device path, stopped after `stop` of STEPS steps and continued in a new
+ * trainer from what a checkpoint keeps (the weights, the optimizer state, the loss
+ * scaler's state): the weights, the steps and the scaler of a run that went through.
+ * Also: the scaler's state is refused on an fp32 trainer, and a bad one. */
+static void
+test_scaler_resume (EsBackend *be, const EsTrainConfig *cfg, int stop)
+{
+  static uint8_t x[N_ROWS * D_IN];
+  static int32_t y[N_ROWS];
+  EsError err = { 0 };
+  EsModel *ma = mlp (7), *mb = mlp (7), *mc = mlp (7);
+  const int64_t P = es_model_n_params (ma);
+  EsTrainer *ta = NULL, *tb = NULL, *tc = NULL, *t32 = NULL;
+  EsResident *res = NULL;
+  EsTrainConfig c32;
+  float *slots = NULL, sa = 0, sb = 0, sc = 0;
+  int64_t steps = 0, clean_a = 0, clean_b = 0, clean_c = 0, skip_a = 0, skip_b = 0, skip_c = 0;
+  bool ok = true;
+
+  make_data (x, y, N_ROWS, D_IN, 99);
+  ta = es_trainer_new (ma, be, cfg, BATCH, &err);
+  tb = es_trainer_new (mb, be, cfg, BATCH, &err);
+  res = es_resident_new (be, x, NULL, N_ROWS, D_IN, y, NULL, 0, &err);
+  if (!tap_ok (ta != NULL && tb != NULL && res != NULL, "fp16 trainers and a dataset (%s)",
+               err.message))
+    goto out;
+  es_trainer_set_deferred_stats (ta, true);
+  es_trainer_set_deferred_stats (tb, true);
+  for (int k = 0; k < STEPS; k++)
+    ok = ok && resident_step (ta, res, k, &err) && (k >= stop || resident_step (tb, res, k, &err));
+  ok = ok && es_trainer_read_stats (ta, NULL, &err);
+  /* what a checkpoint of tb keeps, read between steps */
+  slots = malloc ((size_t) (es_trainer_state_slots (tb) * P + 1) * sizeof (float));
+  es_trainer_sync (tb);
+  es_trainer_get_state (tb, &steps, slots);
+  ok = ok && es_trainer_get_loss_scaler (tb, &sb, &clean_b, &skip_b);
+  tap_diag ("stopped after %d batches: %lld steps, scale %g, %lld clean, %lld skipped", stop,
+            (long long) steps, (double) sb, (long long) clean_b, (long long) skip_b);
+  memcpy (es_model_params (mc), es_model_params (mb), (size_t) P * sizeof (float));
+  tc = es_trainer_new (mc, be, cfg, BATCH, &err);
+  ok = ok && tc != NULL && es_trainer_set_state (tc, steps, slots, &err)
+       && es_trainer_set_loss_scaler (tc, sb, clean_b, skip_b, &err);
+  if (tc != NULL)
+    es_trainer_set_deferred_stats (tc, true);
+  for (int k = stop; k < STEPS && ok; k++)
+    ok = resident_step (tc, res, k, &err);
+  ok = ok && es_trainer_read_stats (tc, NULL, &err);
+  if (!tap_ok (ok, "the runs (%s)", err.message))
+    goto out;
+  es_trainer_sync (ta);
+  es_trainer_sync (tc);
+  es_trainer_get_loss_scaler (ta, &sa, &clean_a, &skip_a);
+  es_trainer_get_loss_scaler (tc, &sc, &clean_c, &skip_c);
+  tap_ok (first_difference (es_model_params (mc), es_model_params (ma), P) < 0
+          && es_trainer_step_count (tc) == es_trainer_step_count (ta) && sc == sa
+          && clean_c == clean_a && skip_c == skip_a && skip_b > 0,
+          "fp16 stopped after %d steps (%lld skipped) and continued from its state ends as the "
+          "run that went through: the weights, %lld steps, scale %g, %lld clean, %lld skipped",
+          stop, (long long) skip_b, (long long) es_trainer_step_count (ta), (double) sa,
+          (long long) clean_a, (long long) skip_a);
+
+  es_train_config_default (&c32);
+  t32 = es_trainer_new (mb, be, &c32, BATCH, &err);
+  es_error_clear (&err);
+  tap_ok (t32 != NULL && !es_trainer_get_loss_scaler (t32, NULL, NULL, NULL)
+          && !es_trainer_set_loss_scaler (t32, 2.0f, 0, 0, &err)
+          && err.code == ES_ERR_UNSUPPORTED, "an fp32 trainer has no loss scaler (%s)",
+          err.message);
+  es_error_clear (&err);
+  tap_ok (!es_trainer_set_loss_scaler (tc, 0.0f, 0, 0, &err) && err.code == ES_ERR_INVALID
+          && !es_trainer_set_loss_scaler (tc, INFINITY, 0, 0, NULL)
+          && !es_trainer_set_loss_scaler (tc, 8.0f, -1, 0, NULL),
+          "a scale that is not finite and positive, or a negative count, is refused (%s)",
+          err.message);
+out:
+  free (slots);
+  es_trainer_free (ta);
+  es_trainer_free (tb);
+  es_trainer_free (tc);
+  es_trainer_free (t32);
+  es_resident_free (res);
+  es_model_free (ma);
+  es_model_free (mb);
+  es_model_free (mc);
+}
+
+/* fp16 past the device table of scheduled values (1024 steps), never read in between:
+ * the table is refilled from the device's count of steps taken, not the host's, which
+ * counted the skipped ones as taken; a cosine schedule makes every step's rate its
+ * own, so a table off by a step would show in the weights. */
+static void
+test_scaler_long (EsBackend *be, const EsTrainConfig *base)
+{
+  enum { LONG_STEPS = 1040 };
+  static uint8_t x[N_ROWS * D_IN];
+  static int32_t y[N_ROWS];
+  EsTrainConfig cfg = *base;
+  EsError err = { 0 };
+  EsModel *ma = mlp (7), *mb = mlp (7);
+  const int64_t P = es_model_n_params (ma);
+  EsTrainer *ta, *tb;
+  EsResident *res;
+  bool ok = true;
+
+  make_data (x, y, N_ROWS, D_IN, 99);
+  cfg.schedule = ES_LR_COSINE;
+  cfg.total_steps = LONG_STEPS;
+  cfg.min_lr = 0.001f;
+  ta = es_trainer_new (ma, be, &cfg, BATCH, &err);
+  tb = es_trainer_new (mb, be, &cfg, BATCH, &err);
+  res = es_resident_new (be, x, NULL, N_ROWS, D_IN, y, NULL, 0, &err);
+  ok = ta != NULL && tb != NULL && res != NULL;
+  if (ok)
+    es_trainer_set_deferred_stats (tb, true);
+  for (int k = 0; k < LONG_STEPS && ok; k++)
+    {
+      int32_t rows[BATCH];
+      uint8_t hx[BATCH * D_IN];
+      int32_t hy[BATCH];
+      EsBatch b = { .B = BATCH, .scale = 1.0f / 255.0f, .shift = -0.5f, .x_u8 = hx,
+                    .labels = hy };
+
+      rows_of_step (rows, k % 8);
+      for (int r = 0; r < BATCH; r++)
+        {
+          memcpy (hx + r * D_IN, x + (int64_t) rows[r] * D_IN, D_IN);
+          hy[r] = y[rows[r]];
+        }
+      ok = es_trainer_train_batch (ta, &b, NULL, &err) && resident_step (tb, res, k % 8, &err);
+    }
+  ok = ok && es_trainer_read_stats (tb, NULL, &err);
+  if (tap_ok (ok, "%d fp16 steps, eager and replayed (%s)", LONG_STEPS, err.message))
+    {
+      es_trainer_sync (ta);
+      es_trainer_sync (tb);
+      tap_ok (first_difference (es_model_params (mb), es_model_params (ma), P) < 0
+              && es_trainer_step_count (tb) == es_trainer_step_count (ta)
+              && es_trainer_skipped_steps (tb) == es_trainer_skipped_steps (ta)
+              && es_trainer_loss_scale (tb) == es_trainer_loss_scale (ta)
+              && es_trainer_graph_replays (tb) == LONG_STEPS - 1,
+              "past the table of scheduled values: the eager weights, %lld steps, %lld "
+              "skipped, scale %g (%lld replays)", (long long) es_trainer_step_count (tb),
+              (long long) es_trainer_skipped_steps (tb), (double) es_trainer_loss_scale (tb),
+              (long long) es_trainer_graph_replays (tb));
+    }
+  es_trainer_free (ta);
+  es_trainer_free (tb);
+  es_resident_free (res);
+  es_model_free (ma);
+  es_model_free (mb);
 }
 
 /* A budget that holds the trainer but not the dataset: es_resident_new refuses it with
@@ -562,6 +787,36 @@ main (void)
   dropout_rate = 0.3f;
   test_paths_agree (be, &cfg, "Adam, Dropout 0.3");
   dropout_rate = 0.0f;
+
+  /* clipping by the global norm: the norm and the factor on the device */
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAM;
+  cfg.lr = 0.01f;
+  cfg.clip_norm = 0.1f;
+  test_paths_agree (be, &cfg, "Adam, clipping at 0.1");
+  test_clip_engaged (be, &cfg);
+
+  /* fp16 from a scale that overflows the first steps' gradients: skipped, the scale
+   * lowered by 16 each time, then grown after every 2 clean steps */
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAM;
+  cfg.lr = 0.01f;
+  cfg.precision = ES_PRECISION_FP16;
+  cfg.loss_scale_init = 1073741824.0f;   /* 2^30 */
+  cfg.loss_scale_backoff = 0.0625f;
+  cfg.loss_scale_interval = 2;
+  test_paths_agree (be, &cfg, "fp16, overflowing scale");
+  test_scaler_resume (be, &cfg, 4);
+  test_scaler_long (be, &cfg);
+  cfg.clip_norm = 0.1f;
+  test_paths_agree (be, &cfg, "fp16, overflowing scale, clipping");
+
+  /* bf16 (no scaling): the products' precision set for the recorded steps too */
+  es_train_config_default (&cfg);
+  cfg.optimizer = ES_OPT_ADAM;
+  cfg.lr = 0.01f;
+  cfg.precision = ES_PRECISION_BF16;
+  test_paths_agree (be, &cfg, "bf16");
 
   test_fallback (be);
   test_budget_refusal ();

@@ -9,7 +9,11 @@
  * list. Mixed precision: bf16 and fp16 training against the fp32 curve, the CPU backend's
  * refusal, and fp16's loss scaling (a planted overflow skips the step, leaves the
  * parameters as they were and halves the scale; the scale grows back after its
- * interval). Without a CUDA device it checks the clean refusal and skips (exit 77).
+ * interval), and the memory plan's 16-bit operand copies: under a budget of exactly
+ * what es_mem_plan counts for them, each Dense and Conv2D product of a micro-batch
+ * still runs in fp16 (its results those of an unlimited backend), and a byte less
+ * makes the largest fall back. Without a CUDA device it checks the clean refusal and
+ * skips (exit 77).
  * No GLib. */
 #include <math.h>
 #include <stdio.h>
@@ -675,6 +679,197 @@ out:
   es_model_free (mc);
 }
 
+/* ---- the memory plan of mixed precision ---------------------------------------------------- */
+
+/* n floats of [-1, 1) from seed, on g. */
+static float *
+dev_random (EsBackend *g, size_t n, uint64_t seed)
+{
+  EsRng rng = { seed };
+  EsError err = { ES_OK, "" };
+  float *h = malloc (n * sizeof (float));
+  float *d = g->iface->alloc (g, ES_MEM_ACTIVATIONS, n * sizeof (float), &err);
+
+  for (size_t i = 0; i < n; i++)
+    h[i] = (float) (es_rng_uniform (&rng) * 2.0 - 1.0);
+  if (d != NULL)
+    g->iface->upload (g, d, h, n * sizeof (float));
+  free (h);
+  return d;
+}
+
+/* The operands of one Dense or Conv2D layer's product at B rows, on a backend. */
+typedef struct {
+  const EsLayerInfo *l;
+  size_t nx, nw, nb, ny;
+  float *x, *w, *b, *y, *dy, *dx, *dw, *db;
+} PlanOps;
+
+/* Every Dense and Conv2D layer of m at B rows in fp16 on g: operands allocated first,
+ * then (room not NULL) the budget limited to them plus *room bytes, then forward
+ * through the layers and backward (the input gradient past the first layer with
+ * parameters, as the trainer asks), in the trainer's order. Returns the outputs and
+ * gradients, one after the other (*n floats), host memory. */
+static float *
+plan_ops (EsBackend *g, EsBudget *budget, const EsModel *m, int B, const size_t *room,
+          size_t *n)
+{
+  const int L = es_model_n_layers (m);
+  PlanOps *ops = calloc ((size_t) L, sizeof *ops);
+  EsError err = { ES_OK, "" };
+  size_t total = 0, at = 0;
+  int first = -1;
+  float *out;
+
+  g->iface->set_precision (g, ES_PRECISION_FP16, &err);
+  for (int i = 0; i < L; i++)
+    {
+      const EsLayerInfo *l = es_model_layer (m, i);
+      PlanOps *o = &ops[i];
+
+      if (l->spec.kind != ES_LAYER_DENSE && l->spec.kind != ES_LAYER_CONV2D)
+        continue;
+      if (first < 0)
+        first = i;
+      o->l = l;
+      o->nx = (size_t) B * (size_t) es_shape_size (&l->in);
+      o->ny = (size_t) B * (size_t) es_shape_size (&l->out);
+      o->nb = (size_t) (l->spec.kind == ES_LAYER_DENSE ? l->spec.units : l->spec.filters);
+      o->nw = (size_t) l->n_params - o->nb;
+      o->x = dev_random (g, o->nx, 10 * i + 1);
+      o->w = dev_random (g, o->nw, 10 * i + 2);
+      o->b = dev_random (g, o->nb, 10 * i + 3);
+      o->dy = dev_random (g, o->ny, 10 * i + 4);
+      o->y = g->iface->alloc (g, ES_MEM_ACTIVATIONS, o->ny * sizeof (float), &err);
+      o->dx = g->iface->alloc (g, ES_MEM_ACTIVATIONS, o->nx * sizeof (float), &err);
+      o->dw = g->iface->alloc (g, ES_MEM_ACTIVATIONS, o->nw * sizeof (float), &err);
+      o->db = g->iface->alloc (g, ES_MEM_ACTIVATIONS, o->nb * sizeof (float), &err);
+      total += o->ny + o->nx + o->nw + o->nb;
+    }
+  if (room != NULL)
+    es_budget_set_limit (budget, es_budget_used (budget) + *room);
+  for (int pass = 0; pass < 2; pass++)
+    for (int k = 0; k < L; k++)
+      {
+        const int i = pass == 0 ? k : L - 1 - k;
+        const PlanOps *o = &ops[i];
+        const EsLayerInfo *l = o->l;
+
+        if (l == NULL)
+          continue;
+        if (l->spec.kind == ES_LAYER_DENSE)
+          {
+            const int IN = (int) es_shape_size (&l->in), OUT = l->spec.units;
+
+            if (pass == 0)
+              g->iface->dense_forward (g, o->y, o->x, o->w, o->b, B, IN, OUT);
+            else
+              g->iface->dense_backward (g, i > first ? o->dx : NULL, o->dw, o->db, o->dy, o->x,
+                                        o->w, B, IN, OUT);
+          }
+        else
+          {
+            const int C = l->in.dims[0], H = l->in.dims[1], W = l->in.dims[2];
+            const int S = l->spec.stride > 0 ? l->spec.stride : 1;
+
+            if (pass == 0)
+              g->iface->conv2d_forward (g, o->y, o->x, o->w, o->b, B, C, H, W, l->spec.filters,
+                                        l->spec.kernel, S, l->spec.padding);
+            else
+              g->iface->conv2d_backward (g, i > first ? o->dx : NULL, o->dw, o->db, o->dy, o->x,
+                                         o->w, B, C, H, W, l->spec.filters, l->spec.kernel, S,
+                                         l->spec.padding);
+          }
+      }
+  out = calloc (total, sizeof (float));
+  for (int i = 0; i < L; i++)
+    {
+      PlanOps *o = &ops[i];
+      float *bufs[4] = { o->y, o->dx, o->dw, o->db };
+      size_t ns[4] = { o->ny, o->nx, o->nw, o->nb };
+
+      if (o->l == NULL)
+        continue;
+      for (int k = 0; k < 4; k++)
+        {
+          if (k != 1 || i > first)
+            g->iface->download (g, out + at, bufs[k], ns[k] * sizeof (float));
+          at += ns[k];
+        }
+      g->iface->free (g, ES_MEM_ACTIVATIONS, o->x, o->nx * sizeof (float));
+      g->iface->free (g, ES_MEM_ACTIVATIONS, o->w, o->nw * sizeof (float));
+      g->iface->free (g, ES_MEM_ACTIVATIONS, o->b, o->nb * sizeof (float));
+      g->iface->free (g, ES_MEM_ACTIVATIONS, o->dy, o->ny * sizeof (float));
+      for (int k = 0; k < 4; k++)
+        g->iface->free (g, ES_MEM_ACTIVATIONS, bufs[k], ns[k] * sizeof (float));
+    }
+  g->iface->set_precision (g, ES_PRECISION_FP32, &err);
+  free (ops);
+  *n = total;
+  return out;
+}
+
+/* m's products at B rows under a budget of the plan's 16-bit copies (plus
+ * conv_bytes, the fp32 columns of a convolution of one image, which the backend takes
+ * first), against an unlimited backend's: equal; and a byte less: the largest copy is
+ * refused and its product runs in fp32. */
+static void
+check_plan (const char *what, const EsModel *m, int B, size_t conv_bytes)
+{
+  EsTrainConfig cfg;
+  EsMemPlan p16, p32;
+  size_t half, n = 0, n_ref = 0;
+  float *ref, *got;
+
+  es_train_config_default (&cfg);
+  es_mem_plan (m, &cfg, B, true, &p32);
+  cfg.precision = ES_PRECISION_FP16;
+  es_mem_plan (m, &cfg, B, true, &p16);
+  half = p16.workspace - p32.workspace;
+  ref = plan_ops (gpu, NULL, m, B, NULL, &n_ref);
+  for (int k = 0; k < 2; k++)
+    {
+      EsError err = { ES_OK, "" };
+      EsBudget *budget = es_budget_new ((size_t) 1 << 40);
+      EsBackend *g = es_cuda_backend_new (0, budget, &err);
+      size_t limit, room = half + conv_bytes - (size_t) k;
+
+      if (!tap_ok (g != NULL, "%s: a backend with a budget (%s)", what, err.message))
+        {
+          es_budget_free (budget);
+          continue;
+        }
+      got = plan_ops (g, budget, m, B, &room, &n);
+      limit = es_budget_limit (budget);
+      if (k == 0)
+        tap_ok (n == n_ref && memcmp (got, ref, n * sizeof (float)) == 0
+                && es_budget_peak (budget) <= limit,
+                "%s: under the plan's %zu bytes of 16-bit copies (B %d), every product runs "
+                "in fp16 as without a limit", what, half, B);
+      else
+        tap_ok (n == n_ref && memcmp (got, ref, n * sizeof (float)) != 0,
+                "%s: a byte less, and one runs otherwise (the plan is what the backend takes)",
+                what);
+      free (got);
+      es_backend_free (g);
+      es_budget_free (budget);
+    }
+  free (ref);
+}
+
+static void
+test_mixed_plan (void)
+{
+  EsModel *dense = mlp (40, 48, 5), *conv = cnn (5);
+
+  check_plan ("Dense 40-48-10", dense, 96, 0);
+  /* the convolution's columns and output gradient, one image: (CKK + OC) OHW floats */
+  check_plan ("Conv2D 1-4 3x3 on 12x12, Dense", conv, 1,
+              (size_t) (1 * 3 * 3 + 4) * (12 * 12) * sizeof (float));
+  es_model_free (dense);
+  es_model_free (conv);
+}
+
 int
 main (void)
 {
@@ -697,6 +892,7 @@ main (void)
   test_cnn ();
   test_slimming (x, y, D);
   test_mixed (x, y, D);
+  test_mixed_plan ();
   test_memory_limit (x, y, D);
   test_device_full ();
 

@@ -2,8 +2,9 @@
  * step (the optional block of es-backend.h that starts at gather_rows): rows of a
  * dataset resident in device memory gathered by index, the loss and the correct rows
  * added up in device memory, optimizer steps that read their scheduled values from a
- * device table, CUDA Graph capture and replay of the queued work, and uploads one
- * batch ahead through pinned staging memory on a copy stream with events.
+ * device table, fp16 loss scaling and gradient clipping decided on the device, CUDA
+ * Graph capture and replay of the queued work, and uploads one batch ahead through
+ * pinned staging memory on a copy stream with events.
  *
  * What it is not: a scheduler. The trainer (es-train.c) decides what to capture and
  * when to read the statistics back; here are the ops it needs, each kernel followed by
@@ -134,7 +135,7 @@ k_sgd_dev (float *param, float *vel, const float *grad, float mu, bool nesterov,
 {
   const float lr = hyper[4 * (int64_t) *slot];
 
-  if (stats[ES_STATS_HALTED] != 0.0)
+  if (stats[ES_STATS_HALTED] != 0.0 || stats[ES_STATS_SKIP] != 0.0)
     return;
   FOR_EACH (i, n)
     {
@@ -161,7 +162,7 @@ k_adam_dev (float *param, float *m, float *v, const float *grad, float beta1, fl
   const float *h = hyper + 4 * (int64_t) *slot;
   const float step = h[1], inv_sqrt_bc2 = h[2], decay = h[3];
 
-  if (stats[ES_STATS_HALTED] != 0.0)
+  if (stats[ES_STATS_HALTED] != 0.0 || stats[ES_STATS_SKIP] != 0.0)
     return;
   FOR_EACH (i, n)
     {
@@ -225,7 +226,8 @@ es_cuda_dropout_forward_dev (EsBackend *be, float *out, uint8_t *mask, const flo
 __global__ static void
 k_step_advance (int32_t *slot, double *stats)
 {
-  if (threadIdx.x != 0 || blockIdx.x != 0 || stats[ES_STATS_HALTED] != 0.0)
+  if (threadIdx.x != 0 || blockIdx.x != 0 || stats[ES_STATS_HALTED] != 0.0
+      || stats[ES_STATS_SKIP] != 0.0)
     return;
   *slot += 1;
   stats[ES_STATS_STEPS] += 1.0;
@@ -265,6 +267,128 @@ es_cuda_step_advance (EsBackend *be, int32_t *slot, double *stats)
   if (!es_cuda_enter (cu))
     return;
   LAUNCH (cu, k_step_advance, 1, 32, slot, stats);
+}
+
+/* ---- fp16 loss scaling and clipping without a wait --------------------------------------
+ * The trainer's host-side scaler (amp_unscale in es-train.c) and clipping
+ * (optimizer_step) on the device: the same float and double expressions, so a step
+ * skipped, a scale changed or a gradient clipped here is one the host would have. The
+ * sums of squares are sum_squares's own kernels (es_cuda_sum_squares_dev), the same
+ * double the host reads back. Whether a step is skipped lives in stats[ES_STATS_SKIP],
+ * which the optimizer kernels and k_step_advance read. */
+
+/* k_xent_bwd of es-cuda-ops.cu with scale = amp[ES_AMP_SCALE] / div, the trainer's
+ * loss_scale / (rows * accumulation) */
+__global__ static void
+k_xent_bwd_dev (float *dlogits, const float *probs, const int32_t *labels, const double *amp,
+                float div, int B, int C)
+{
+  const float scale = (float) amp[ES_AMP_SCALE] / div;
+
+  FOR_EACH (j, (int64_t) B * C)
+    {
+      const float onehot = j % C == labels[j / C] ? 1.0f : 0.0f;
+
+      dlogits[j] = (probs[j] - onehot) * scale;
+    }
+}
+
+void
+es_cuda_softmax_xent_backward_dev (EsBackend *be, float *dlogits, const float *probs,
+                                   const int32_t *labels, const double *amp, float div, int B,
+                                   int C)
+{
+  EsCuda *cu = es_cuda_of (be);
+
+  if (!es_cuda_enter (cu) || B <= 0 || C <= 0)
+    return;
+  LAUNCH (cu, k_xent_bwd_dev, grid_for ((int64_t) B * C), NT, dlogits, probs, labels, amp, div,
+          B, C);
+}
+
+/* One thread: the scaler's decision on the gradients' sum of squares *sumsq. */
+__global__ static void
+k_amp_update (double *amp, double *stats, const double *sumsq, float backoff, float growth,
+              int interval)
+{
+  float s;
+
+  if (threadIdx.x != 0 || blockIdx.x != 0 || stats[ES_STATS_HALTED] != 0.0)
+    return;
+  s = (float) amp[ES_AMP_SCALE];
+  if (!isfinite (*sumsq))
+    {
+      const float t = s * backoff;
+
+      amp[ES_AMP_SCALE] = (double) (t > 1e-30f ? t : 1e-30f);
+      amp[ES_AMP_CLEAN] = 0.0;
+      stats[ES_STATS_SKIP] = 1.0;
+      stats[ES_STATS_SKIPPED] += 1.0;
+      return;
+    }
+  stats[ES_STATS_SKIP] = 0.0;
+  amp[ES_AMP_INV] = (double) (1.0f / s);
+  amp[ES_AMP_CLEAN] += 1.0;
+  if (amp[ES_AMP_CLEAN] >= (double) interval)
+    {
+      const float g = s * growth;
+
+      if (isfinite (g))
+        amp[ES_AMP_SCALE] = (double) g;
+      amp[ES_AMP_CLEAN] = 0.0;
+    }
+}
+
+/* k_scale of es-cuda-ops.cu by the inverse k_amp_update left, on a step it keeps */
+__global__ static void
+k_amp_scale (float *grad, const double *amp, const double *stats, int64_t n)
+{
+  const float inv = (float) amp[ES_AMP_INV];
+
+  if (stats[ES_STATS_HALTED] != 0.0 || stats[ES_STATS_SKIP] != 0.0)
+    return;
+  FOR_EACH (i, n)
+    grad[i] *= inv;
+}
+
+void
+es_cuda_amp_unscale_dev (EsBackend *be, float *grad, int64_t N, double *amp, double *stats,
+                         float backoff, float growth, int interval)
+{
+  EsCuda *cu = es_cuda_of (be);
+
+  if (!es_cuda_enter (cu) || N <= 0)
+    return;
+  es_cuda_sum_squares_dev (cu, grad, N);
+  LAUNCH (cu, k_amp_update, 1, 32, amp, stats, (const double *) cu->result, backoff, growth,
+          interval);
+  LAUNCH (cu, k_amp_scale, grid_for (N), NT, grad, (const double *) amp,
+          (const double *) stats, N);
+}
+
+/* grad *= max_norm / norm where the norm is over it (optimizer_step's clipping) */
+__global__ static void
+k_clip (float *grad, const double *sumsq, float max_norm, int64_t n)
+{
+  const double norm = sqrt (*sumsq);
+  float s;
+
+  if (!(norm > max_norm))
+    return;
+  s = (float) (max_norm / norm);
+  FOR_EACH (i, n)
+    grad[i] *= s;
+}
+
+void
+es_cuda_clip_norm_dev (EsBackend *be, float *grad, int64_t N, float max_norm)
+{
+  EsCuda *cu = es_cuda_of (be);
+
+  if (!es_cuda_enter (cu) || N <= 0)
+    return;
+  es_cuda_sum_squares_dev (cu, grad, N);
+  LAUNCH (cu, k_clip, grid_for (N), NT, grad, (const double *) cu->result, max_norm, N);
 }
 
 /* ---- CUDA Graphs ---------------------------------------------------------------------- */

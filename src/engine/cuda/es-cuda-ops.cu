@@ -1270,13 +1270,12 @@ cu_dropout_backward (EsBackend *be, float *dinp, const float *dout, const uint8_
 
 /* ---- BatchNorm over (B,CH,SP): one block per channel --------------------------------------- */
 
-__global__ static void
-k_bn_train (float *out, float *mean, float *rstd, float *running_mean, float *running_var,
-            const float *inp, const float *gamma, const float *beta, float momentum, float eps,
-            int B, int CH, int SP)
+/* Channel ch's mean and sum of squared deviations over (B, SP), two passes in double,
+ * by the whole block; every thread gets both. */
+__device__ static void
+channel_moments (const float *inp, int ch, int B, int CH, int SP, double *sh, double *mu_out,
+                 double *sq_out)
 {
-  __shared__ double sh[33];
-  const int ch = blockIdx.x;
   const int64_t n = (int64_t) B * SP;
   double sum = 0.0, sq = 0.0;
 
@@ -1290,7 +1289,21 @@ k_bn_train (float *out, float *mean, float *rstd, float *running_mean, float *ru
 
       sq += d * d;
     }
-  sq = block_sum_all (sq, sh);
+  *mu_out = mu;
+  *sq_out = block_sum_all (sq, sh);
+}
+
+__global__ static void
+k_bn_train (float *out, float *mean, float *rstd, float *running_mean, float *running_var,
+            const float *inp, const float *gamma, const float *beta, float momentum, float eps,
+            int B, int CH, int SP)
+{
+  __shared__ double sh[33];
+  const int ch = blockIdx.x;
+  const int64_t n = (int64_t) B * SP;
+  double mu, sq;
+
+  channel_moments (inp, ch, B, CH, SP, sh, &mu, &sq);
   const double var = n > 0 ? sq / (double) n : 0.0;
   const float rs = 1.0f / sqrtf ((float) var + eps);
   const float muf = (float) mu;
@@ -1408,6 +1421,136 @@ cu_batchnorm_backward (EsBackend *be, float *dinp, float *dgamma, float *dbeta,
     return;
   LAUNCH (cu, k_bn_bwd, (unsigned) CH, NT, dinp, dgamma, dbeta, dout, inp, gamma, mean, rstd,
           B, CH, SP);
+}
+
+/* Synchronized BatchNorm, cut in four (es-backend.h): the statistics of this process'
+ * values (a block per channel, sums in double as k_bn_train), the forward with given
+ * statistics, the sums backward needs (a block per channel), dinp with given sums. */
+
+__global__ static void
+k_bn_stats (float *part, const float *inp, int B, int CH, int SP)
+{
+  __shared__ double sh[33];
+  const int ch = blockIdx.x;
+  double mu, sq;
+
+  channel_moments (inp, ch, B, CH, SP, sh, &mu, &sq);
+  if (threadIdx.x == 0)
+    {
+      const float hi = (float) mu;
+
+      part[ch] = hi;
+      part[CH + ch] = (float) (mu - (double) hi);
+      part[2 * CH + ch] = (float) sq;
+    }
+}
+
+__global__ static void
+k_bn_apply (float *out, const float *inp, const float *gamma, const float *beta,
+            const float *mean, const float *rstd, int CH, int SP, int64_t n)
+{
+  FOR_EACH (j, n)
+    {
+      const int64_t ch = j / SP % CH;
+
+      out[j] = gamma[ch] * ((inp[j] - mean[ch]) * rstd[ch]) + beta[ch];
+    }
+}
+
+__global__ static void
+k_bn_bwd_stats (float *part, float *dgamma, float *dbeta, const float *dout, const float *inp,
+                const float *mean, const float *rstd, int B, int CH, int SP)
+{
+  __shared__ double sh[33];
+  const int ch = blockIdx.x;
+  const int64_t n = (int64_t) B * SP;
+  const double mu = (double) mean[ch], rs = (double) rstd[ch];
+  double sum_g = 0.0, sum_gx = 0.0;
+
+  for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
+    {
+      const int64_t j = ((t / SP) * CH + ch) * SP + t % SP;
+
+      sum_g += (double) dout[j];
+      sum_gx += (double) dout[j] * (((double) inp[j] - mu) * rs);
+    }
+  sum_g = block_sum_all (sum_g, sh);
+  sum_gx = block_sum_all (sum_gx, sh);
+  if (threadIdx.x == 0)
+    {
+      part[ch] = (float) sum_g;
+      part[CH + ch] = (float) sum_gx;
+      if (dbeta != NULL)
+        dbeta[ch] += (float) sum_g;
+      if (dgamma != NULL)
+        dgamma[ch] += (float) sum_gx;
+    }
+}
+
+__global__ static void
+k_bn_bwd_apply (float *dinp, const float *dout, const float *inp, const float *gamma,
+                const float *mean, const float *rstd, const float *coef, int CH, int SP,
+                int64_t n)
+{
+  FOR_EACH (j, n)
+    {
+      const int64_t ch = j / SP % CH;
+      const double rs = (double) rstd[ch];
+      const double xhat = ((double) inp[j] - (double) mean[ch]) * rs;
+
+      dinp[j] = (float) ((double) gamma[ch] * rs
+                         * ((double) dout[j] - (double) coef[ch] - xhat * (double) coef[CH + ch]));
+    }
+}
+
+static void
+cu_batchnorm_stats (EsBackend *be, float *part, const float *inp, int B, int CH, int SP)
+{
+  EsCuda *cu = es_cuda_of (be);
+
+  if (!es_cuda_enter (cu) || CH <= 0)
+    return;
+  LAUNCH (cu, k_bn_stats, (unsigned) CH, NT, part, inp, B, CH, SP);
+}
+
+static void
+cu_batchnorm_forward_apply (EsBackend *be, float *out, const float *inp, const float *gamma,
+                            const float *beta, const float *mean, const float *rstd, int B,
+                            int CH, int SP)
+{
+  EsCuda *cu = es_cuda_of (be);
+  const int64_t n = (int64_t) B * CH * SP;
+
+  if (!es_cuda_enter (cu) || n <= 0)
+    return;
+  LAUNCH (cu, k_bn_apply, grid_for (n), NT, out, inp, gamma, beta, mean, rstd, CH, SP, n);
+}
+
+static void
+cu_batchnorm_backward_stats (EsBackend *be, float *part, float *dgamma, float *dbeta,
+                             const float *dout, const float *inp, const float *mean,
+                             const float *rstd, int B, int CH, int SP)
+{
+  EsCuda *cu = es_cuda_of (be);
+
+  if (!es_cuda_enter (cu) || CH <= 0)
+    return;
+  LAUNCH (cu, k_bn_bwd_stats, (unsigned) CH, NT, part, dgamma, dbeta, dout, inp, mean, rstd,
+          B, CH, SP);
+}
+
+static void
+cu_batchnorm_backward_apply (EsBackend *be, float *dinp, const float *dout, const float *inp,
+                             const float *gamma, const float *mean, const float *rstd,
+                             const float *coef, int B, int CH, int SP)
+{
+  EsCuda *cu = es_cuda_of (be);
+  const int64_t n = (int64_t) B * CH * SP;
+
+  if (!es_cuda_enter (cu) || n <= 0 || dinp == NULL)
+    return;
+  LAUNCH (cu, k_bn_bwd_apply, grid_for (n), NT, dinp, dout, inp, gamma, mean, rstd, coef, CH,
+          SP, n);
 }
 
 /* ---- losses ------------------------------------------------------------------------------- */
@@ -1760,6 +1903,17 @@ cu_sum_squares (EsBackend *be, const float *x, int64_t N)
   if (!finish_sum (cu, G, 1, &r))
     return NAN;
   return r;
+}
+
+/* k_sum_squares and k_finish_sum queued and left in cu->result[0] on the device: the
+ * sum cu_sum_squares fetches, for es-cuda-graph.cu's steps that wait for nothing. */
+void
+es_cuda_sum_squares_dev (EsCuda *cu, const float *x, int64_t N)
+{
+  const unsigned G = grid_partials (N);
+
+  LAUNCH (cu, k_sum_squares, G, NT, x, N, cu->partial);
+  LAUNCH (cu, k_finish_sum, 1, NT, cu->result, (const double *) cu->partial, (int) G, 1);
 }
 
 __global__ static void
@@ -2181,6 +2335,10 @@ const EsBackendIface es_cuda_iface = {
   .batchnorm_forward_train = cu_batchnorm_forward_train,
   .batchnorm_forward_infer = cu_batchnorm_forward_infer,
   .batchnorm_backward = cu_batchnorm_backward,
+  .batchnorm_stats = cu_batchnorm_stats,
+  .batchnorm_forward_apply = cu_batchnorm_forward_apply,
+  .batchnorm_backward_stats = cu_batchnorm_backward_stats,
+  .batchnorm_backward_apply = cu_batchnorm_backward_apply,
 
   .softmax_xent_forward = cu_softmax_xent_forward,
   .softmax_xent_backward = cu_softmax_xent_backward,

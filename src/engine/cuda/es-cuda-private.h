@@ -173,6 +173,9 @@ void  es_cuda_destroy       (EsBackend *be);
  * loss sum and correct rows into cu->partial); returns the blocks it ran, 0 for none. */
 unsigned es_cuda_xent_partials (EsCuda *cu, float *probs, float *losses, const float *logits,
                                 const int32_t *labels, int B, int C);
+/* es-cuda-ops.cu: sum_squares's kernels alone, the sum of squares of x (N > 0) left in
+ * cu->result[0] (device memory). */
+void     es_cuda_sum_squares_dev (EsCuda *cu, const float *x, int64_t N);
 
 /* es-cuda-graph.cu: the ops of es-backend.h's optional block from gather_rows on, and
  * the end of the uploads ahead (at destroy). */
@@ -202,6 +205,12 @@ bool  es_cuda_upload_ahead  (EsBackend *be, int slot, int n, void *const *dst,
                              const void *const *src, const size_t *bytes, EsError *err);
 void  es_cuda_upload_wait   (EsBackend *be, int slot);
 void  es_cuda_upload_release (EsBackend *be, int slot);
+void  es_cuda_softmax_xent_backward_dev (EsBackend *be, float *dlogits, const float *probs,
+                                         const int32_t *labels, const double *amp, float div,
+                                         int B, int C);
+void  es_cuda_amp_unscale_dev (EsBackend *be, float *grad, int64_t N, double *amp,
+                               double *stats, float backoff, float growth, int interval);
+void  es_cuda_clip_norm_dev (EsBackend *be, float *grad, int64_t N, float max_norm);
 void  es_cuda_ahead_free    (EsCuda *cu);
 
 /* Those ops as designated initializers, for es_cuda_iface. */
@@ -219,7 +228,10 @@ void  es_cuda_ahead_free    (EsCuda *cu);
   .graph_free = es_cuda_graph_free,                                                        \
   .upload_ahead = es_cuda_upload_ahead,                                                    \
   .upload_wait = es_cuda_upload_wait,                                                      \
-  .upload_release = es_cuda_upload_release,
+  .upload_release = es_cuda_upload_release,                                                \
+  .softmax_xent_backward_dev = es_cuda_softmax_xent_backward_dev,                          \
+  .amp_unscale_dev = es_cuda_amp_unscale_dev,                                              \
+  .clip_norm_dev = es_cuda_clip_norm_dev,
 
 /* The interface, with the ops of es-cuda-ops.cu. */
 extern const EsBackendIface es_cuda_iface;

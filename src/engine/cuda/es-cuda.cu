@@ -451,6 +451,37 @@ es_cuda_backend_device (EsBackend *be)
   return es_cuda_of (be)->device;
 }
 
+void *
+es_cuda_backend_get_stream (EsBackend *be)
+{
+  EsCuda *cu;
+
+  if (be == NULL || be->iface != &es_cuda_iface)
+    return NULL;
+  cu = es_cuda_of (be);
+  return es_cuda_enter_read (cu) ? (void *) cu->stream : NULL;
+}
+
+int
+es_cuda_backend_query (EsBackend *be)
+{
+  EsCuda *cu;
+  cudaError_t e;
+
+  if (be == NULL || be->iface != &es_cuda_iface)
+    return -1;
+  cu = es_cuda_of (be);
+  if (!es_cuda_enter_read (cu))
+    return -1;
+  e = cudaStreamQuery (cu->stream);
+  if (e == cudaErrorNotReady)
+    {
+      (void) cudaGetLastError ();   /* not an error: the next launch's check must not see it */
+      return 0;
+    }
+  return es_cuda_record (cu, e, "cudaStreamQuery", __FILE__, __LINE__) ? 1 : -1;
+}
+
 bool
 es_cuda_backend_check (EsBackend *be, EsError *err)
 {

@@ -94,6 +94,17 @@ bool        es_cuda_backend_check    (EsBackend *be, EsError *err);
  * not a CUDA backend. */
 bool        es_cuda_backend_set_tf32 (EsBackend *be, bool on);
 
+/* For a library that queues its own work on the backend's stream (NCCL's allreduce of
+ * the data-parallel gradients, espalier-distributed.c): the backend's cudaStream_t, with
+ * the backend's device made current on the calling thread (NCCL takes the current
+ * device); NULL when be is not a CUDA backend or has failed. Work queued on it runs in
+ * order with the backend's ops. */
+void       *es_cuda_backend_get_stream (EsBackend *be);
+/* Whether the work queued on the stream so far has finished, without waiting (to wait
+ * with a deadline): 1 finished, 0 still running, -1 when be is not a CUDA backend or a
+ * CUDA call has failed (es_cuda_backend_check says which). */
+int         es_cuda_backend_query    (EsBackend *be);
+
 /* Page-locked ("pinned") host memory of bytes, 64-byte aligned, for buffers the GPU
  * copies to and from often (an MPI library staging gradients): the copies run by DMA
  * at full speed and need no bounce buffer. NULL when none can be had (no device or

@@ -312,6 +312,16 @@ cudaStreamSynchronize (cudaStream_t stream)
   return cudaSuccess;
 }
 
+cudaError_t
+cudaStreamQuery (cudaStream_t stream)
+{
+  if (stream == NULL)
+    return fail (cudaErrorInvalidValue);
+  if (stream == capture_stream)
+    return break_capture ("cudaStreamQuery of the capturing stream");
+  return cudaSuccess;
+}
+
 /* ---- events and graphs --------------------------------------------------------------- */
 
 struct EsEmuEvent
@@ -442,6 +452,15 @@ es_emu_graph_items_run (void)
   return graph_items;
 }
 
+/* host-to-device copies run (not those recorded), for es_cuda_emu_h2d_copies */
+static long h2d_copies;
+
+extern "C" long
+es_cuda_emu_h2d_copies (void)
+{
+  return h2d_copies;
+}
+
 /* Copies run at once; the direction must match where the pointers live (the
  * backend names it every time), and a device range must lie inside one allocation. */
 cudaError_t
@@ -482,6 +501,8 @@ cudaMemcpyAsync (void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                "does not match where they live\n", bytes, (int) kind, src, dst);
       return fail (cudaErrorInvalidValue);
     }
+  if (kind == cudaMemcpyHostToDevice)
+    h2d_copies++;
   memmove (dst, src, bytes);
   return cudaSuccess;
 }

@@ -81,6 +81,7 @@ typedef enum
   cudaErrorUnsupportedPtxVersion = 222,
   cudaErrorSystemDriverMismatch = 803,
   cudaErrorCompatNotSupportedOnDevice = 804,
+  cudaErrorNotReady = 600,
   cudaErrorLaunchFailure = 719,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
@@ -146,6 +147,8 @@ cudaError_t cudaFreeHost (void *ptr);
 cudaError_t cudaStreamCreateWithFlags (cudaStream_t *stream, unsigned flags);
 cudaError_t cudaStreamDestroy (cudaStream_t stream);
 cudaError_t cudaStreamSynchronize (cudaStream_t stream);
+/* Every call runs synchronously: the stream is always idle (cudaSuccess). */
+cudaError_t cudaStreamQuery (cudaStream_t stream);
 cudaError_t cudaMemcpyAsync (void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                              cudaStream_t stream);
 cudaError_t cudaMemsetAsync (void *dst, int value, size_t bytes, cudaStream_t stream);
@@ -193,6 +196,10 @@ cudaError_t cudaGraphExecDestroy (cudaGraphExec_t exec);
  * by those replays, since the process started. */
 extern "C" long es_emu_graph_launches (void);
 extern "C" long es_emu_graph_items_run (void);
+/* For tests: host-to-device copies run since the process started (a replayed graph's
+ * included). Named so that the emulation's module exports it (es-cuda.map), for the
+ * core tests that load it. */
+extern "C" long es_cuda_emu_h2d_copies (void);
 
 /* ---- cuBLAS --------------------------------------------------------------------------- */
 
