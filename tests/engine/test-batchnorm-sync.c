@@ -11,9 +11,11 @@
  * the four split BatchNorm ops equal the fused ones; a loss that turns NaN on one rank
  * fails the same step on both, the parameters untouched, and says whose it was.
  *
- * Built twice: on the CPU backend, and (TEST_CUDA_EMU) on the CUDA backend's CPU
- * emulation, where the op checks and one-rank runs go through the CUDA kernels (the
- * emulation is not meant for several threads, so the two-rank runs stay on the CPU).
+ * Built three times: on the CPU backend; on the CUDA backend's CPU emulation
+ * (TEST_CUDA_EMU), where the op checks and one-rank runs go through the CUDA kernels
+ * (the emulation is not meant for several threads, so the two-rank runs stay on the
+ * CPU); and on the real CUDA backend (TEST_CUDA, for a GPU machine: it skips without a
+ * device).
  *
  * Dimension key: B = rows, CH = BatchNorm channels, SP = values per channel and row,
  * P = parameters. */
@@ -23,7 +25,10 @@
 
 #include "es-backend.h"
 #include "es-train.h"
-#ifdef TEST_CUDA_EMU
+#if defined TEST_CUDA_EMU && !defined TEST_CUDA
+#define TEST_CUDA
+#endif
+#ifdef TEST_CUDA
 #include "es-cuda.h"
 #endif
 
@@ -40,7 +45,7 @@ backend_new (void)
   EsError err = { 0 };
   EsBackend *be;
 
-#ifdef TEST_CUDA_EMU
+#ifdef TEST_CUDA
   be = es_cuda_backend_new (0, NULL, &err);
 #else
   be = es_cpu_backend_new (1, NULL, &err);
@@ -148,7 +153,7 @@ assert_close (const char *what, const float *a, const float *b, int64_t n, doubl
   return worst;
 }
 
-#ifndef TEST_CUDA_EMU
+#ifndef TEST_CUDA
 
 /* ------------------------------------------------------------------------------ */
 /* a fake allreduce between threads */
@@ -478,7 +483,7 @@ test_nan_agreement (void)
   rank_clear (&two[1]);
 }
 
-#endif /* !TEST_CUDA_EMU */
+#endif /* !TEST_CUDA */
 
 /* ------------------------------------------------------------------------------ */
 /* one process: on this file's backend */
@@ -651,6 +656,14 @@ test_one_process (void)
     }
 }
 
+#ifdef TEST_CUDA
+static void
+skip_with_reason (gconstpointer reason)
+{
+  g_test_skip (reason);
+}
+#endif
+
 int
 main (int argc, char **argv)
 {
@@ -664,9 +677,24 @@ main (int argc, char **argv)
         xs[i * D_IMG + j] = (float) es_rng_normal (&rng) + (j < 2 ? 1.5f * ys[i] : 0.0f)
                             + (j % 36 < 18 ? 0.5f * ys[i] : 0.0f);
     }
+#ifdef TEST_CUDA
+  {
+    EsError err = { 0 };
+    EsBackend *be = es_cuda_backend_new (0, NULL, &err);
+
+    if (be == NULL)
+      {
+        /* no device here: one test that says so */
+        g_test_add_data_func_full ("/engine/batchnorm-sync/cuda", g_strdup (err.message),
+                                   skip_with_reason, g_free);
+        return g_test_run ();
+      }
+    es_backend_free (be);
+  }
+#endif
   g_test_add_func ("/engine/batchnorm-sync/split-ops", test_split_ops);
   g_test_add_func ("/engine/batchnorm-sync/one-process", test_one_process);
-#ifndef TEST_CUDA_EMU
+#ifndef TEST_CUDA
   g_test_add_func ("/engine/batchnorm-sync/dense-even", test_dense_even);
   g_test_add_func ("/engine/batchnorm-sync/dense-uneven", test_dense_uneven);
   g_test_add_func ("/engine/batchnorm-sync/dense-padding", test_dense_padding);

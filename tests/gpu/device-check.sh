@@ -41,7 +41,8 @@ prepare() {
   [ -n "$sfx" ] && module="tests/cuda/libespalier-cuda-emu.so"
   ninja -C "$build" "tests/cuda/test-cuda-ops$sfx" "tests/cuda/test-cuda-train$sfx" "bench/bench-cuda$sfx" \
     "tests/cuda/test-cuda-graph$sfx" \
-    "tests/cuda/test-trainer-cuda$sfx" "tests/cuda/test-trainer-cuda-graph$sfx" "$module"
+    "tests/cuda/test-trainer-cuda$sfx" "tests/cuda/test-trainer-cuda-graph$sfx" \
+    "tests/cuda/test-batchnorm-sync-cuda$sfx" "$module"
   dest="$build/gpu-check"
   rm -rf "$dest"
   mkdir -p "$dest/bin" "$dest/lib" "$dest/data" "$dest/peers"
@@ -53,6 +54,8 @@ prepare() {
   bins+=("$build/tests/cuda/test-trainer-cuda$sfx")
   # the same trainer fed from resident data with CUDA Graphs, against eager steps
   bins+=("$build/tests/cuda/test-trainer-cuda-graph$sfx")
+  # synchronized BatchNorm's split ops on the device (GTest)
+  bins+=("$build/tests/cuda/test-batchnorm-sync-cuda$sfx")
   for b in "${bins[@]}"; do
     cp "$b" "$dest/bin/$(basename "$b" "$sfx")"
   done
@@ -127,10 +130,11 @@ run() {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,temperature.gpu --format=csv || true
 
   local t tests_summary=""
-  for t in test-cuda-ops test-cuda-train test-cuda-graph test-trainer-cuda test-trainer-cuda-graph; do
+  for t in test-cuda-ops test-cuda-train test-cuda-graph test-trainer-cuda test-trainer-cuda-graph \
+           test-batchnorm-sync-cuda; do
     local trc=0 targs=()
     [ -e "$dir/bin/$t" ] || continue
-    case "$t" in test-trainer-cuda*) targs=(--tap) ;; esac   # GTest
+    case "$t" in test-trainer-cuda*|test-batchnorm-sync-cuda) targs=(--tap) ;; esac   # GTest
     timeout 240 "$dir/bin/$t" "${targs[@]}" >"$out/$t.tap" 2>&1 || trc=$?
     local pass fail
     pass=$(grep -c '^ok' "$out/$t.tap" || true)
