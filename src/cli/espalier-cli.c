@@ -2053,7 +2053,7 @@ print_variant (EspalierVariant *v, double parent_accuracy, guint64 parent_bytes)
   g_print (_("  throughput       %.0f rows/s at a large batch\n"),
            espalier_variant_get_rows_per_second (v));
   if (parent_bytes > 0)
-    g_print (_("  size             %s (%s format; parent %s, %.2fx smaller)\n"),
+    g_print (_("  size             %s (%s format; parent %s, %.2f× smaller)\n"),
              es_format_bytes (a, sizeof a, (double) espalier_variant_get_size_bytes (v)),
              espalier_variant_get_format (v), es_format_bytes (b, sizeof b, (double) parent_bytes),
              (double) parent_bytes / MAX (espalier_variant_get_size_bytes (v), 1));
@@ -3609,7 +3609,7 @@ print_profile_advice (EspalierProfileReport *report)
       g_autofree char *head = NULL;
 
       if (isfinite (a->expected_gain))
-        head = g_strdup_printf (_("%u. %s [%s]: %.2fx expected (estimate)"), i + 1, a->title,
+        head = g_strdup_printf (_("%u. %s [%s]: %.2f× expected (estimate)"), i + 1, a->title,
                                 a->name, a->expected_gain);
       else
         head = g_strdup_printf (_("%u. %s [%s]: no estimate"), i + 1, a->title, a->name);
@@ -3673,10 +3673,10 @@ print_apply_result (const EspalierAdvice *a, guint index, const EspalierAdviceRe
   g_print ("%-*s %14.1f %14.1f\n", field_width (res->quantity, w), res->quantity, res->before,
            res->after);
   if (isfinite (a->expected_gain))
-    g_print (_("Gain: %.2fx, measured before and after in this run (the estimate was "
-               "%.2fx).\n"), res->gain, a->expected_gain);
+    g_print (_("Gain: %.2f×, measured before and after in this run (the estimate was "
+               "%.2f×).\n"), res->gain, a->expected_gain);
   else
-    g_print (_("Gain: %.2fx, measured before and after in this run.\n"), res->gain);
+    g_print (_("Gain: %.2f×, measured before and after in this run.\n"), res->gain);
 }
 
 static int

@@ -546,7 +546,7 @@ detect_launch (EspalierProfileReport *r, Ctx *c, GArray *pending)
                   own (r, g_strdup_printf (_("Train on batches of %u"), bigger)),
                   own (r, g_strdup_printf (
                     _("%.3f ms of each step is fixed: spread over %u rows instead of %u it "
-                      "gives about %.2fx the rows per second (estimate)."),
+                      "gives about %.2f× the rows per second (estimate)."),
                     1e3 * fixed, bigger, batch, gain)),
                   own (r, g_strdup_printf (
                     _("Batch %u → %u (the learning rate is kept: a larger batch often "
@@ -597,7 +597,7 @@ detect_memory (EspalierProfileReport *r, Ctx *c, GArray *pending)
                   own (r, g_strdup_printf (
                     _("Activations, workspace and data (%s) grow with the rows of a pass: "
                       "half the rows per pass, twice the passes per optimizer step keep "
-                      "the effective batch of %u and lower the peak about %.2fx "
+                      "the effective batch of %u and lower the peak about %.2f× "
                       "(estimate)."),
                     es_format_bytes (peak, sizeof peak, act), batch * accum, gain)),
                   own (r, g_strdup_printf (_("Batch %u with accumulation %d → batch %u with "
@@ -692,12 +692,12 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
                       ? own (r, g_strdup_printf (
                           _("Layer %d, the layers after it up to layer %d and layer %d's "
                             "inputs take %.0f%% of the step; keeping %d of %d units saves "
-                            "about half of that, %.2fx the rows per second (estimate)."),
+                            "about half of that, %.2f× the rows per second (estimate)."),
                           top + 1, next, next + 1, 100 * (t_top + t_tail + t_next) / c->wall,
                           keep, units, gain))
                       : own (r, g_strdup_printf (
                           _("Layer %d and layer %d's inputs take %.0f%% of the step; keeping "
-                            "%d of %d units saves about half of that, %.2fx the rows per "
+                            "%d of %d units saves about half of that, %.2f× the rows per "
                             "second (estimate)."),
                           top + 1, next + 1, 100 * (t_top + t_tail + t_next) / c->wall,
                           keep, units, gain)),
@@ -716,7 +716,7 @@ detect_dominant (EspalierProfileReport *r, Ctx *c, GArray *pending)
                       own (r, g_strdup_printf (_("Remove layer %d"), top + 1)),
                       own (r, g_strdup_printf (
                         _("Layer %d and the layers up to the next weight layer take %.0f%% "
-                          "of the step: without them, about %.2fx the rows per second "
+                          "of the step: without them, about %.2f× the rows per second "
                           "(estimate; the model loses capacity, recover it by "
                           "distillation)."),
                         top + 1, 100 * (t_top + t_tail) / c->wall, gain)),
@@ -781,7 +781,7 @@ detect_denormals (EspalierProfileReport *r, Ctx *c, GArray *pending)
                        : "")));
   add_advice (f, ESPALIER_ADVICE_FLUSH_DENORMALS, _("Flush denormals to zero"),
               r->probe_steps > 0
-                ? own (r, g_strdup_printf (_("Timed both ways: %.2fx the speed with "
+                ? own (r, g_strdup_printf (_("Timed both ways: %.2f× the speed with "
                                              "flush-to-zero on (estimate from %u steps)."),
                                            gain, r->probe_steps))
                 : _("Values this small change nothing a network learns, and the CPU "
@@ -854,7 +854,7 @@ detect_threads (EspalierProfileReport *r, Ctx *c, GArray *pending)
                   too_many
                     ? own (r, g_strdup_printf (
                         _("The layers take %.0f%% of the step; with every thread on a core "
-                          "of its own they stop waiting for descheduled ones: about %.2fx "
+                          "of its own they stop waiting for descheduled ones: about %.2f× "
                           "(estimate)."), 100 * c->layers_s / c->wall, gain))
                     : _("Fewer compute threads wait less for one another at each layer "
                         "while other work holds cores. No estimate: it depends on that "
