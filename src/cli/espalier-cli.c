@@ -1010,7 +1010,7 @@ cmd_train (int argc, char **argv)
     { "checkpoint-every", 0, 0, G_OPTION_ARG_INT, &checkpoint_every, _("Optimizer steps between checkpoints (100)"), "K" },
     { "resume", 0, 0, G_OPTION_ARG_FILENAME, &resume, _("Continue from a checkpoint (with --distributed: on any number of ranks)"), "FILE" },
     { "collective-timeout", 0, 0, G_OPTION_ARG_DOUBLE, &coll_timeout, _("With --distributed: seconds a collective may take before the job is ended (300)"), "S" },
-    { "sync-batchnorm", 0, 0, G_OPTION_ARG_NONE, &sync_bn, _("With --distributed: BatchNorm normalizes with the statistics of the global batch, summed over the ranks at every BatchNorm layer (N ranks with --batch B then train as one with N x B). Without it each rank uses its own rows' statistics (PyTorch DDP's default), and no BatchNorm traffic"), NULL },
+    { "sync-batchnorm", 0, 0, G_OPTION_ARG_NONE, &sync_bn, _("With --distributed: BatchNorm statistics over the global batch, so N ranks train as one with N times the batch (default: each rank's own rows, as PyTorch DDP)"), NULL },
     { NULL }
   };
 
