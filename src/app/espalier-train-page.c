@@ -620,6 +620,7 @@ update_plan_idle (gpointer data)
       return G_SOURCE_REMOVE;
     }
   run_options (self, &o);
+  o.engine.plan_cuda = o.device >= 0;   /* a GPU's workspace has its own layout */
   es_mem_plan (model, &o.engine, (int) o.batch_size, TRUE, &plan);
   es_model_free (model);
 

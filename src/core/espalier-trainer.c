@@ -637,6 +637,7 @@ append_padded (GString *s, const char *label, guint width)
 char *
 espalier_trainer_describe_plan (EspalierTrainer *self)
 {
+  EsTrainConfig cfg;
   EsMemPlan plan;
   GString *s;
   char a[32];
@@ -645,7 +646,11 @@ espalier_trainer_describe_plan (EspalierTrainer *self)
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), NULL);
 
   batch = self->micro_batch ? self->micro_batch : self->opts.batch_size;
-  es_mem_plan (self->model, &self->opts.engine, (int) batch, TRUE, &plan);
+  cfg = self->opts.engine;
+  /* the layout of the backend the run will have (a GPU's workspace differs) */
+  cfg.plan_cuda = self->opts.device >= 0
+                  || (self->opts.device == ESPALIER_DEVICE_AUTO && espalier_cuda_device_count () > 0);
+  es_mem_plan (self->model, &cfg, (int) batch, TRUE, &plan);
   s = g_string_new (NULL);
 #define LINE(label, v) (append_padded (s, label, 12), \
                        g_string_append_printf (s, " %10s\n", es_format_bytes (a, sizeof a, (double) (v))))
@@ -1628,11 +1633,16 @@ feed_rebuild (Feed *feed, const FeedBatch *fb, EsBatch *eb)
 /* The engine's reading found a loss that was not finite: it stopped updating at that
  * step. Run the step's batches again, eagerly, from the same weights: it fails again
  * as it would have on the eager path, and numeric_stop finds the first bad layer in
- * what it left and goes back to the last good state. */
+ * what it left and goes back to the last good state. The kept batches are tagged with
+ * the steps counted on the host, one a step since the last reading; fp16 steps the
+ * device skipped in that window (skipped_before: the count at the last reading) were
+ * counted there but are not steps, so the bad step's batches carry the tag of the
+ * steps applied plus those skipped. */
 static void
-feed_numeric_stop (Feed *feed, RunState *rs, GError **error)
+feed_numeric_stop (Feed *feed, RunState *rs, gint64 skipped_before, GError **error)
 {
   gint64 good = es_trainer_step_count (rs->tr);   /* put back to the steps applied */
+  gint64 tag = good + MAX (es_trainer_skipped_steps (rs->tr) - skipped_before, 0);
 
   es_trainer_set_deferred_stats (rs->tr, false);
   feed->deferred = FALSE;
@@ -1642,7 +1652,7 @@ feed_numeric_stop (Feed *feed, RunState *rs, GError **error)
       EsError es = { 0 };
       EsBatch eb;
 
-      if (fb->step != good)
+      if (fb->step != tag)
         continue;
       feed_rebuild (feed, fb, &eb);
       if (!es_trainer_train_batch (rs->tr, &eb, NULL, &es))
@@ -1666,15 +1676,17 @@ feed_read (Feed *feed, RunState *rs, EsBackend *be, EsStepStats *stats, GError *
 {
   EsError es = { 0 };
   gboolean ok = TRUE;
+  gint64 skipped;   /* the last reading's, until this one */
 
   if (!feed->deferred)
     return TRUE;
+  skipped = es_trainer_skipped_steps (rs->tr);
   if (!es_trainer_read_stats (rs->tr, stats, &es))
     {
       es_trainer_sync (rs->tr);
       espalier_error_from_es (error, &es, NULL);
       if (es.code == ES_ERR_NUMERIC && check_backend (be, error))
-        feed_numeric_stop (feed, rs, error);
+        feed_numeric_stop (feed, rs, skipped, error);
       ok = FALSE;
     }
   g_array_set_size (feed->kept, 0);

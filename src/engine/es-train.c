@@ -487,7 +487,9 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
     plan->activations += (size_t) batch * (F + 1) * sizeof (float);
   plan->data = (size_t) batch * (D + F) * sizeof (float) + (size_t) batch * sizeof (int32_t);
   /* Convolutions run as im2col + GEMM: one image's columns (C*K*K, OH*OW) and, while
-   * training, a private weight-gradient partial, per compute thread (one counted here). */
+   * training, a private weight-gradient partial, per compute thread (one counted here);
+   * on the CUDA backend (cfg->plan_cuda) one image's columns and its output (gradient)
+   * columns (OC, OH*OW), the least its chunks take (conv_workspace in es-cuda-ops.cu). */
   for (int i = 0; i < es_model_n_layers (model); i++)
     {
       const EsLayerInfo *l = es_model_layer (model, i);
@@ -495,8 +497,11 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
       if (l->spec.kind == ES_LAYER_CONV2D)
         {
           size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel * (size_t) l->spec.kernel;
-          size_t cols = ckk * (size_t) l->out.dims[1] * (size_t) l->out.dims[2];
-          size_t ws = (cols + (training ? ckk * (size_t) l->spec.filters : 0)) * sizeof (float);
+          size_t ohw = (size_t) l->out.dims[1] * (size_t) l->out.dims[2];
+          size_t cols = ckk * ohw;
+          size_t ws = (cfg != NULL && cfg->plan_cuda
+                       ? (ckk + (size_t) l->spec.filters) * ohw
+                       : cols + (training ? ckk * (size_t) l->spec.filters : 0)) * sizeof (float);
 
           plan->workspace = ES_MAX (plan->workspace, ws);
         }
@@ -910,6 +915,7 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
   tr->be = be;
   tr->cfg = *cfg;
   tr->cfg.accum_steps = accum;
+  tr->cfg.plan_cuda = strcmp (be->iface->name, "cuda") == 0;  /* its workspace layout */
   tr->batch = batch;
   tr->D = es_shape_size (&in);
   tr->F_out = es_shape_size (&out);

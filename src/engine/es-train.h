@@ -77,6 +77,11 @@ typedef struct {
   bool           plan_mask;
   bool           plan_fake_quant;
   const EsModel *plan_teacher;
+  /* For planning only: the backend the plan is for. true: the CUDA backend (es-cuda.h),
+   * whose convolutions take (C*K*K + OC)*OH*OW floats of workspace per image (columns
+   * and output columns; no per-thread partials); false: the CPU backends' layout.
+   * es_trainer_new sets it from its backend for its own planning. */
+  bool           plan_cuda;
   /* mixed precision (see EsPrecision) */
   EsPrecision    precision;          /* ES_PRECISION_FP32 */
   float          loss_scale_init;    /* fp16: first scale (65536) */

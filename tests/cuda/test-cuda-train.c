@@ -12,7 +12,9 @@
  * interval), and the memory plan's 16-bit operand copies: under a budget of exactly
  * what es_mem_plan counts for them, each Dense and Conv2D product of a micro-batch
  * still runs in fp16 (its results those of an unlimited backend), and a byte less
- * makes the largest fall back. Without a CUDA device it checks the clean refusal and
+ * makes the largest fall back; and a CNN trained in fp16 under the planned workspace
+ * (this backend's layout), and more, runs every product in fp16, a byte less runs one
+ * in fp32 and counts it (es_cuda_backend_fp32_products). Without a CUDA device it checks the clean refusal and
  * skips (exit 77).
  * No GLib. */
 #include <math.h>
@@ -870,6 +872,100 @@ test_mixed_plan (void)
   es_model_free (conv);
 }
 
+/* A Conv2D model trained in fp16 by the trainer under a budget of what it allocated
+ * plus es_mem_plan's workspace for this backend (one image's convolution columns and
+ * the largest product's 16-bit copies): no product runs in fp32
+ * (es_cuda_backend_fp32_products stays 0) and the losses are an unlimited backend's
+ * (in chunks of other sizes: the weight gradient's sums in another order); the same
+ * with room for one and a half, two and a half, three and a half images' columns more,
+ * where chunks of several images are taken and their copies must fit beside them; and
+ * a byte less than the plan: a product runs in fp32, and is counted. */
+static void
+test_mixed_plan_trainer (void)
+{
+  enum { STEPS = 3, B = 8, D = 144, N = 64, CASES = 6 };
+  /* cnn (): Conv2D 1->4 3x3 on 12x12, the columns (C K K + OC) OH OW floats an image */
+  const size_t w1 = (size_t) (1 * 3 * 3 + 4) * (12 * 12) * sizeof (float);
+  const long extra[CASES] = { 0, (long) (w1 / 2), (long) (w1 + w1 / 2),
+                              (long) (2 * w1 + w1 / 2), (long) (3 * w1 + w1 / 2), -1 };
+  float *x = malloc ((size_t) N * D * sizeof (float));
+  int32_t *y = malloc (N * sizeof (int32_t));
+  double ref[STEPS];
+  EsRng rng = { 7 };
+  EsTrainConfig cfg;
+  EsMemPlan plan;
+
+  for (int i = 0; i < N; i++)
+    {
+      y[i] = i % 10;
+      for (int d = 0; d < D; d++)
+        x[i * D + d] = (float) es_rng_normal (&rng) + (d % 10 == y[i] ? 1.5f : 0.0f);
+    }
+  es_train_config_default (&cfg);
+  cfg.precision = ES_PRECISION_FP16;
+  cfg.seed = 3;
+  cfg.plan_cuda = true;
+  {
+    EsModel *m = cnn (5);
+
+    es_mem_plan (m, &cfg, B, true, &plan);
+    es_model_free (m);
+  }
+  for (int c = -1; c < CASES; c++)
+    {
+      EsError err = { ES_OK, "" };
+      EsBudget *budget = es_budget_new (0);
+      EsBackend *g = es_cuda_backend_new (0, budget, &err);
+      EsModel *m = cnn (5);
+      EsTrainer *tr = g != NULL ? es_trainer_new (m, g, &cfg, B, &err) : NULL;
+      double l[STEPS];
+      size_t limit = 0;
+      bool ran;
+
+      if (!tap_ok (tr != NULL, "an fp16 CNN trainer on a budget (%s)", err.message))
+        goto next;
+      if (c >= 0)
+        {
+          limit = es_budget_used (budget) + plan.workspace + (size_t) extra[c];
+          es_budget_set_limit (budget, limit);
+        }
+      ran = run_steps (tr, NULL, x, y, N, D, B, STEPS, c < 0 ? ref : l);
+      if (c < 0)
+        tap_ok (ran && es_cuda_backend_fp32_products (g) == 0,
+                "fp16 CNN, no limit: %d steps, no product in fp32", STEPS);
+      else if (extra[c] >= 0)
+        {
+          tap_ok (ran && es_cuda_backend_fp32_products (g) == 0
+                  && es_budget_peak (budget) <= limit,
+                  "fp16 CNN under what the trainer holds + the plan's %zu bytes of workspace "
+                  "+ %ld: no product in fp32 (%lld), peak %zu <= %zu", plan.workspace, extra[c],
+                  (long long) es_cuda_backend_fp32_products (g), es_budget_peak (budget), limit);
+          if (ran)
+            {
+              double worst = 0.0;
+
+              for (int k = 0; k < STEPS; k++)
+                worst = fmax (worst, fabs (l[k] - ref[k]) / fabs (ref[k]));
+              tap_ok (worst <= 1e-5, "and the losses without a limit: worst relative "
+                      "difference %.3g <= 1e-5", worst);
+            }
+        }
+      else
+        tap_ok (ran && es_cuda_backend_fp32_products (g) > 0 && es_budget_peak (budget) <= limit,
+                "a byte less: the steps run, %lld product(s) in fp32, counted",
+                (long long) es_cuda_backend_fp32_products (g));
+      tap_ok (es_cuda_backend_check (g, &err), "no CUDA error (%s)", err.message);
+    next:
+      es_trainer_free (tr);
+      es_backend_free (g);
+      es_budget_free (budget);
+      es_model_free (m);
+    }
+  tap_ok (es_cuda_backend_fp32_products (cpu) == -1, "a CPU backend has no such count");
+  free (x);
+  free (y);
+}
+
 int
 main (void)
 {
@@ -893,6 +989,7 @@ main (void)
   test_slimming (x, y, D);
   test_mixed (x, y, D);
   test_mixed_plan ();
+  test_mixed_plan_trainer ();
   test_memory_limit (x, y, D);
   test_device_full ();
 

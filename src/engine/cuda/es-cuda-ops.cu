@@ -372,6 +372,27 @@ gemm_rm_16_ready (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha
                                    CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* The half workspace of at least bytes; NULL when it cannot be had (the product then
+ * runs in fp32). When the budget refuses it while the convolution columns (ws) hold
+ * memory no convolution is using, they are given back and it is asked again: the next
+ * convolution sizes its chunks with the larger copies counted (conv_workspace). While a
+ * CUDA Graph is recorded nothing is allocated or freed (that would break the capture). */
+static uint8_t *
+half_get (EsCuda *cu, size_t bytes)
+{
+  void *p;
+
+  if (cu->capturing)
+    return cu->half.bytes >= bytes ? (uint8_t *) cu->half.ptr : NULL;
+  p = es_cuda_buf_get (cu, &cu->half, bytes);
+  if (p == NULL && cu->ws.ptr != NULL && !cu->in_conv)
+    {
+      es_cuda_buf_release (cu, &cu->ws);
+      p = es_cuda_buf_get (cu, &cu->half, bytes);
+    }
+  return (uint8_t *) p;
+}
+
 /* gemm_rm's product with 16-bit operands; false (nothing queued) when the workspace
  * cannot be had. */
 static bool
@@ -385,7 +406,7 @@ gemm_rm_16 (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha, cons
 
   if (a_bytes == 0 || b_bytes == 0)
     return false;
-  ws = (uint8_t *) es_cuda_buf_get (cu, &cu->half, a_bytes + b_bytes);
+  ws = half_get (cu, a_bytes + b_bytes);
   if (ws == NULL)
     return false;
   round16 (cu, (uint16_t *) ws, HALF_LD (ca), A, lda, ra, ca);
@@ -411,9 +432,12 @@ gemm_rm (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha, const f
            || ES_CU_CHECK (cu, cudaMemset2DAsync (C, (size_t) ldc * sizeof (float), 0,
                                                   (size_t) N * sizeof (float), (size_t) M,
                                                   cu->stream));
-  if (cu->precision != ES_CUDA_FP32
-      && gemm_rm_16 (cu, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
-    return !cu->failed;
+  if (cu->precision != ES_CUDA_FP32)
+    {
+      if (gemm_rm_16 (cu, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return !cu->failed;
+      cu->fp32_products++;  /* no room for the copies: fp32, and counted */
+    }
   return ES_BLAS_CHECK (cu, cublasSgemm (cu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                                          ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
                                          B, ldb, A, lda, &beta, C, ldc));
@@ -554,7 +578,7 @@ cu_dense_backward (EsBackend *be, float *dinp, float *dw, float *db, const float
       const size_t g_bytes = half_bytes (B, OUT), w_bytes = half_bytes (OUT, IN);
       const size_t x_bytes = half_bytes (B, IN);
       uint8_t *ws = g_bytes == 0 || w_bytes == 0 || x_bytes == 0 ? NULL
-                    : (uint8_t *) es_cuda_buf_get (cu, &cu->half, g_bytes + w_bytes + x_bytes);
+                    : half_get (cu, g_bytes + w_bytes + x_bytes);
 
       if (ws != NULL)
         {
@@ -806,23 +830,97 @@ k_conv_dw_direct (float *dw, const float *dout, const float *inp, int B, int C, 
     }
 }
 
-/* The convolution workspace for as many images as fit (up to B): per_image floats
- * each; at least 64 MiB may be taken when the budget allows. NULL when not even one
- * image's fits (the direct kernels then run). */
-static float *
-conv_workspace (EsCuda *cu, size_t per_image, int B, int *nb)
+/* The bytes of the 16-bit copies (gemm_rm_16's operands) a convolution's products take
+ * for a chunk of NB images; 0 in fp32. pass 0, forward: w (OC,CKK) and the columns
+ * (CKK,NP); 1, backward: the output gradient's columns (OC,NP) with the columns; 2,
+ * backward with the input gradient: also (OC,NP) with w. es_mem_plan's half_plan
+ * counts the same for one image. */
+static size_t
+conv_half_bytes (const EsCuda *cu, int64_t CKK, int OC, int64_t OHW, int NB, int pass)
 {
-  const size_t cap = ES_MAX (cu->ws.bytes, (size_t) 64 << 20) / sizeof (float);
+  const int NP = (int) (NB * OHW), ckk = (int) CKK;
+  size_t bytes;
+
+  if (cu->precision == ES_CUDA_FP32)
+    return 0;
+  if (pass == 0)
+    return half_bytes (OC, ckk) + half_bytes (ckk, NP);
+  bytes = half_bytes (OC, NP) + half_bytes (ckk, NP);
+  return pass == 2 ? ES_MAX (bytes, half_bytes (OC, ckk) + half_bytes (OC, NP)) : bytes;
+}
+
+/* The bytes the two workspaces hold after a chunk of NB images, with ws_held bytes of
+ * columns' buffer kept: (CKK + OC) OHW floats an image, and the copies. */
+static size_t
+conv_need (const EsCuda *cu, int64_t CKK, int OC, int64_t OHW, int pass, int NB,
+           size_t ws_held)
+{
+  const size_t cols = (size_t) NB * (size_t) ((CKK + OC) * OHW) * sizeof (float);
+
+  return ES_MAX (ws_held, cols) + ES_MAX (cu->half.bytes,
+                                          conv_half_bytes (cu, CKK, OC, OHW, NB, pass));
+}
+
+/* The convolution workspace for a chunk of images (up to B), (CKK + OC) OHW floats
+ * each: the columns and the output's (or its gradient's) columns; up to 64 MiB, or
+ * what ws holds when more, may be taken. In bf16/fp16 a chunk's products also need
+ * their 16-bit copies in the half workspace (conv_half_bytes for pass). Under a budget
+ * the chunk is the most images whose columns and copies fit together in what is free
+ * plus what the two workspaces hold (which they keep: neither shrinks), so no product
+ * runs in fp32 for want of room where one image's fit (es_mem_plan's workspace,
+ * planned for this backend): when one image fits only with the columns' buffer made
+ * smaller, it is remade; when not even that, the columns alone and the products in
+ * fp32. While a CUDA Graph is recorded nothing is allocated: the chunk is what the
+ * workspaces hold. NULL when not even one image's columns can be had (the direct
+ * kernels then run). */
+static float *
+conv_workspace (EsCuda *cu, int64_t CKK, int OC, int64_t OHW, int pass, int B, int *nb)
+{
+  const size_t per_image = (size_t) ((CKK + OC) * OHW) * sizeof (float);
+  const size_t cap = ES_MAX (cu->ws.bytes, (size_t) 64 << 20);
+  const size_t limit = es_budget_limit (cu->be.budget);
   int n = (int) ES_MIN ((size_t) B, ES_MAX ((size_t) 1, cap / per_image));
 
   if (cu->conv_direct)
     return NULL;
   /* cuBLAS takes int sizes: a chunk's columns must fit one */
-  while (n > 1 && (size_t) n * per_image > (size_t) INT32_MAX)
+  while (n > 1 && (size_t) n * per_image / sizeof (float) > (size_t) INT32_MAX)
     n = (n + 1) / 2;
+  if (cu->capturing)
+    {
+      while (n > 1 && ((size_t) n * per_image > cu->ws.bytes
+                       || conv_half_bytes (cu, CKK, OC, OHW, n, pass) > cu->half.bytes))
+        n--;
+      if (cu->ws.ptr == NULL || (size_t) n * per_image > cu->ws.bytes)
+        return NULL;
+      *nb = n;
+      return (float *) cu->ws.ptr;
+    }
+  if (limit > 0)
+    {
+      const size_t used = es_budget_used (cu->be.budget);
+      const size_t room = (limit > used ? limit - used : 0) + cu->ws.bytes + cu->half.bytes;
+      int lo = 1, hi = n;
+
+      /* the most images that fit beside the buffers as they are (the need grows with
+       * the images): a binary search */
+      while (lo < hi)
+        {
+          const int mid = lo + (hi - lo + 1) / 2;
+
+          if (conv_need (cu, CKK, OC, OHW, pass, mid, cu->ws.bytes) <= room)
+            lo = mid;
+          else
+            hi = mid - 1;
+        }
+      n = lo;
+      if (conv_need (cu, CKK, OC, OHW, pass, 1, cu->ws.bytes) > room
+          && conv_need (cu, CKK, OC, OHW, pass, 1, 0) <= room)
+        es_cuda_buf_release (cu, &cu->ws);  /* remade for one image, the copies beside */
+    }
   for (;;)
     {
-      float *ws = (float *) es_cuda_buf_get (cu, &cu->ws, (size_t) n * per_image * sizeof (float));
+      float *ws = (float *) es_cuda_buf_get (cu, &cu->ws, (size_t) n * per_image);
 
       if (ws != NULL)
         {
@@ -850,13 +948,15 @@ cu_conv2d_forward (EsBackend *be, float *out, const float *inp, const float *w, 
 
   if (!es_cuda_enter (cu) || B <= 0 || OC <= 0 || OHW <= 0)
     return;
-  ws = conv_workspace (cu, (size_t) ((CKK + OC) * OHW), B, &NB);
+  ws = conv_workspace (cu, CKK, OC, OHW, 0, B, &NB);
   if (ws == NULL)
     {
       LAUNCH (cu, k_conv_fwd_direct, grid_for ((int64_t) B * OC * OHW), NT, out, inp, w, b, B,
               C, H, W, OC, K, S, P, OH, OW);
+      cu->fp32_products += cu->precision != ES_CUDA_FP32;
       return;
     }
+  cu->in_conv = true;
   for (int b0 = 0; b0 < B; b0 += NB)
     {
       const int nb = ES_MIN (NB, B - b0);
@@ -870,6 +970,7 @@ cu_conv2d_forward (EsBackend *be, float *out, const float *inp, const float *w, 
       LAUNCH (cu, k_cols_to_images, grid_for (nb * OC * OHW), NT,
               out + (int64_t) b0 * OC * OHW, outc, b, nb, OC, OHW);
     }
+  cu->in_conv = false;
 }
 
 /* Per chunk: doutc (OC,NP) from dout, col from inp; dw (OC,CKK) += doutc . col^T;
@@ -896,7 +997,7 @@ cu_conv2d_backward (EsBackend *be, float *dinp, float *dw, float *db, const floa
     }
   if (db != NULL)
     LAUNCH (cu, k_conv_db, (unsigned) OC, NT, db, dout, B, OC, OHW);
-  ws = conv_workspace (cu, (size_t) ((CKK + OC) * OHW), B, &NB);
+  ws = conv_workspace (cu, CKK, OC, OHW, dinp != NULL ? 2 : 1, B, &NB);
   if (ws == NULL)
     {
       LAUNCH (cu, k_conv_dw_direct, grid_for (OC * CKK), NT, dw, dout, inp, B, C, H, W, OC, K,
@@ -904,8 +1005,11 @@ cu_conv2d_backward (EsBackend *be, float *dinp, float *dw, float *db, const floa
       if (dinp != NULL)
         LAUNCH (cu, k_conv_dinp_direct, grid_for ((int64_t) B * C * H * W), NT, dinp, dout, w,
                 B, C, H, W, OC, K, S, P, OH, OW);
+      if (cu->precision != ES_CUDA_FP32)
+        cu->fp32_products += dinp != NULL ? 2 : 1;
       return;
     }
+  cu->in_conv = true;
   for (int b0 = 0; b0 < B; b0 += NB)
     {
       const int nb = ES_MIN (NB, B - b0);
@@ -925,6 +1029,7 @@ cu_conv2d_backward (EsBackend *be, float *dinp, float *dw, float *db, const floa
       LAUNCH (cu, k_col2im, grid_for ((int64_t) nb * C * H * W), NT,
               dinp + (int64_t) b0 * C * H * W, col, nb, C, H, W, K, S, P, OH, OW);
     }
+  cu->in_conv = false;
 }
 
 /* ---- pooling (no padding) ----------------------------------------------------------- */

@@ -41,7 +41,10 @@ typedef struct {
   bool            tf32;
   int             precision;     /* of the matrix products: ES_CUDA_FP32, _BF16, _FP16 */
   EsCudaBuf       half;          /* their operands rounded to 16 bits (es-cuda-ops.cu) */
+  int64_t         fp32_products; /* products asked in 16 bits that ran in fp32 for want of
+                                  * room (es_cuda_backend_fp32_products) */
   bool            conv_direct;   /* ESPALIER_CUDA_CONV=direct */
+  bool            in_conv;       /* a convolution is using ws (no one may release it) */
 
   void           *blas_ws;       /* cuBLAS workspace (blas_ws_bytes, charged) */
   size_t          blas_ws_bytes;

@@ -281,8 +281,11 @@ es_cuda_buf_get (EsCuda *cu, EsCudaBuf *b, size_t bytes)
     return b->ptr;
   es_cuda_buf_release (cu, b);
   /* in steps of 1 MiB, so a slowly growing need does not reallocate each time;
-   * exactly what is needed when the budget cannot spare the rounding */
-  want = ES_CEIL_DIV (bytes, (size_t) 1 << 20) << 20;
+   * exactly what is needed under a memory limit (the rounding would take room planned
+   * for the other workspaces: es_mem_plan counts them exactly) or when the device
+   * cannot spare it */
+  want = es_budget_limit (cu->be.budget) > 0 ? bytes
+         : ES_CEIL_DIV (bytes, (size_t) 1 << 20) << 20;
   p = device_alloc (cu, ES_MEM_WORKSPACE, want, NULL);
   if (p == NULL && want != bytes)
     p = device_alloc (cu, ES_MEM_WORKSPACE, want = bytes, NULL);
@@ -517,4 +520,12 @@ es_cuda_backend_set_tf32 (EsBackend *be, bool on)
     return false;
   cu->tf32 = on;
   return true;
+}
+
+int64_t
+es_cuda_backend_fp32_products (EsBackend *be)
+{
+  if (be == NULL || be->iface != &es_cuda_iface)
+    return -1;
+  return es_cuda_of (be)->fp32_products;
 }

@@ -94,6 +94,14 @@ bool        es_cuda_backend_check    (EsBackend *be, EsError *err);
  * not a CUDA backend. */
 bool        es_cuda_backend_set_tf32 (EsBackend *be, bool on);
 
+/* Mixed precision's fallbacks: the matrix products asked in bf16 or fp16 (the
+ * interface's set_precision) that ran in fp32 instead because the budget or the device
+ * had no room for their 16-bit operand copies (or a convolution's columns), since the
+ * backend was made; -1 when be is not a CUDA backend. Results stay right, only slower
+ * and more exact: a trainer under a budget of es_mem_plan's bytes (planned for this
+ * backend, EsTrainConfig.plan_cuda) has none. */
+int64_t     es_cuda_backend_fp32_products (EsBackend *be);
+
 /* For a library that queues its own work on the backend's stream (NCCL's allreduce of
  * the data-parallel gradients, espalier-distributed.c): the backend's cudaStream_t, with
  * the backend's device made current on the calling thread (NCCL takes the current
