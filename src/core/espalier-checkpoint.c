@@ -14,6 +14,7 @@
 #include "espalier-checkpoint.h"
 #include "espalier-error.h"
 #include "espalier-json-private.h"
+#include "espalier-limits.h"
 #include "espalier-save.h"
 #include "espalier-templates.h"
 
@@ -285,6 +286,19 @@ espalier_checkpoint_save (const EspalierCheckpoint *ck,
   return ok;
 }
 
+/* Element i of a, when it is a JSON integer (a string, an object or a double is not:
+ * json_array_get_int_element does not check). */
+static gboolean
+array_int (JsonArray *a, guint i, gint64 *out)
+{
+  JsonNode *node = i < json_array_get_length (a) ? json_array_get_element (a, i) : NULL;
+
+  if (node == NULL || !JSON_NODE_HOLDS_VALUE (node) || json_node_get_value_type (node) != G_TYPE_INT64)
+    return FALSE;
+  *out = json_node_get_int (node);
+  return TRUE;
+}
+
 /* The data offset of tensor name (n elements of dtype) after checking its entry. */
 static gboolean
 tensor_entry (EspalierReader *r, JsonObject *header, const char *name, const char *dtype,
@@ -294,6 +308,7 @@ tensor_entry (EspalierReader *r, JsonObject *header, const char *name, const cha
   JsonArray *shape, *offs;
   g_autofree char *type = NULL;
   gint64 bytes = n * (strcmp (dtype, "U8") == 0 ? 1 : 4);
+  gint64 dim = 0, end = 0;
 
   if (t == NULL)
     return FALSE;
@@ -303,12 +318,12 @@ tensor_entry (EspalierReader *r, JsonObject *header, const char *name, const cha
   if (r->error != NULL)
     return FALSE;
   if (g_strcmp0 (type, dtype) != 0 || json_array_get_length (shape) != 1
-      || json_array_get_int_element (shape, 0) != n || json_array_get_length (offs) != 2)
+      || !array_int (shape, 0, &dim) || dim != n || json_array_get_length (offs) != 2)
     return espalier_reader_fail (r, _("the tensor “%s” is not %lld %s values"), name,
                                  (long long) n, dtype);
-  *start = json_array_get_int_element (offs, 0);
-  if (*start < 0 || json_array_get_int_element (offs, 1) != *start + bytes
-      || (guint64) (*start + bytes) > data_len)
+  /* bytes <= 16 GB and start is checked first: no sum overflows */
+  if (!array_int (offs, 0, start) || !array_int (offs, 1, &end) || *start < 0
+      || (guint64) *start > data_len || end != *start + bytes || (guint64) end > data_len)
     return espalier_reader_fail (r, _("the tensor “%s” lies outside the file's data: the "
                                       "file is truncated or damaged"), name);
   return TRUE;
@@ -418,6 +433,26 @@ read_extras (EspalierReader *r, JsonObject *state, EspalierCheckpoint *ck)
     }
 }
 
+/* n_elems * elem_size bytes (espalier_try_alloc), or NULL with the reason recorded in r
+ * (ESPALIER_ERROR_MEMORY, naming the file); like the reader's getters, nothing once r
+ * holds a problem. */
+static gpointer
+try_alloc (EspalierReader *r, gsize n_elems, gsize elem_size)
+{
+  GError *local = NULL;
+  gpointer p;
+
+  if (r->error != NULL)
+    return NULL;
+  p = espalier_try_alloc (n_elems, elem_size, FALSE, _("the checkpoint's tensors"), &local);
+  if (p == NULL)
+    {
+      g_prefix_error (&local, "%s: ", r->file);
+      r->error = local;
+    }
+  return p;
+}
+
 EspalierCheckpoint *
 espalier_checkpoint_parse (const char   *path,
                            const guint8 *bytes,
@@ -432,6 +467,7 @@ espalier_checkpoint_parse (const char   *path,
   g_autofree char *state_text = NULL, *sha = NULL, *want = NULL;
   guint64 hlen = 0;
   gint64 v = 0, version = 1, start = 0;
+  guint64 need;
   gboolean have_best_tensor, have_mask;
   const guint8 *data;
   gsize data_len;
@@ -495,15 +531,34 @@ espalier_checkpoint_parse (const char   *path,
   data_len = len - 8 - (gsize) hlen;
   have_best_tensor = json_object_has_member (header, "early_stopping.best");
   have_mask = json_object_has_member (header, "pruning.mask");
-  ck->params = g_new (float, ck->n_params);
+  /* The tensors the state declares must fit in the file's data (the writer puts them
+   * side by side) before anything is allocated for them: a small file claiming 2^31
+   * parameters is damaged, not a reason to ask for tens of GB. (P, Q < 2^31: no sum
+   * below overflows.) */
+  need = (guint64) (ck->n_params + ck->n_buffers) * sizeof (float)
+         + (guint64) ck->n_slots * (guint64) ck->n_params * sizeof (float)
+         + (have_best_tensor ? (guint64) (ck->n_params + ck->n_buffers) * sizeof (float) : 0)
+         + (have_mask ? (guint64) ck->n_params : 0);
+  if (need > data_len)
+    {
+      espalier_reader_fail (&r, _("it declares %lld parameters, %lld buffers and %d optimizer "
+                                  "state vectors, %llu bytes of tensors, but holds %llu bytes "
+                                  "of tensor data: the file is truncated or damaged"),
+                            (long long) ck->n_params, (long long) ck->n_buffers, ck->n_slots,
+                            (unsigned long long) need, (unsigned long long) data_len);
+      goto fail;
+    }
+  ck->params = try_alloc (&r, (gsize) ck->n_params, sizeof (float));
   if (ck->n_buffers > 0)
-    ck->buffers = g_new (float, ck->n_buffers);
+    ck->buffers = try_alloc (&r, (gsize) ck->n_buffers, sizeof (float));
   if (ck->n_slots > 0)
-    ck->slots = g_new (float, (gsize) ck->n_slots * (gsize) ck->n_params);
+    ck->slots = try_alloc (&r, (gsize) ck->n_slots * (gsize) ck->n_params, sizeof (float));
   if (have_best_tensor)
-    ck->best = g_new (float, ck->n_params + ck->n_buffers);
+    ck->best = try_alloc (&r, (gsize) (ck->n_params + ck->n_buffers), sizeof (float));
   if (have_mask)
-    ck->mask = g_new (guint8, ck->n_params);
+    ck->mask = try_alloc (&r, (gsize) ck->n_params, 1);
+  if (r.error != NULL)
+    goto fail;
   ck->have_best = ck->have_best && have_best_tensor;
   n = list_tensors (ck, t);
   for (int i = 0; i < n && r.error == NULL; i++)
@@ -520,6 +575,15 @@ espalier_checkpoint_parse (const char   *path,
   if (g_strcmp0 (sha, want) != 0)
     {
       espalier_reader_fail (&r, _("its tensors do not match their SHA-256: the file is damaged"));
+      goto fail;
+    }
+  /* what espalier_checkpoint_save refuses to write is no state to go back to */
+  if (!all_finite (ck->params, ck->n_params)
+      || (ck->buffers != NULL && !all_finite (ck->buffers, ck->n_buffers))
+      || (ck->slots != NULL && !all_finite (ck->slots, (gint64) ck->n_slots * ck->n_params)))
+    {
+      espalier_reader_fail (&r, _("its weights or optimizer state are not finite: the file "
+                                  "is damaged"));
       goto fail;
     }
   return ck;

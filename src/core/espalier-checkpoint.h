@@ -102,7 +102,9 @@ gboolean            espalier_checkpoint_save       (const EspalierCheckpoint *ck
 /* Read the checkpoint at path: ESPALIER_ERROR_IO when it cannot be read,
  * ESPALIER_ERROR_FORMAT (naming the file and the problem) when it is not a whole
  * Espalier checkpoint of a version this build reads (truncated, damaged: the SHA-256
- * does not match). */
+ * does not match, tensors larger than the file holds, values that are not finite),
+ * ESPALIER_ERROR_MEMORY when its tensors do not fit in memory. Nothing is allocated
+ * for tensors before their sizes are checked against the file. */
 EspalierCheckpoint *espalier_checkpoint_load       (const char          *path,
                                                     GError             **error);
 /* The same from the bytes (len) of a file; path names it in messages. */

@@ -271,6 +271,176 @@ test_wrong_model (void)
   es_model_free (other);
 }
 
+/* ---- damaged headers (tests/fuzz/fuzz-checkpoint.c) ---------------------------- */
+
+/* The checkpoint file bytes (len) with its header's text edited: the first from replaced
+ * by to (which must be there); the header padded and its length rewritten. */
+static guint8 *
+edit_header (const guint8 *bytes, gsize len, const char *from, const char *to, gsize *out_len)
+{
+  guint64 hlen = 0;
+  g_autoptr(GString) h = NULL;
+  GByteArray *out = g_byte_array_new ();
+  guint8 len_le[8];
+
+  for (int i = 0; i < 8; i++)
+    hlen |= (guint64) bytes[i] << (8 * i);
+  h = g_string_new_len ((const char *) bytes + 8, (gssize) hlen);
+  g_assert_nonnull (strstr (h->str, from));
+  g_string_replace (h, from, to, 1);
+  while (h->len > 0 && h->str[h->len - 1] == ' ')
+    g_string_truncate (h, h->len - 1);
+  while (h->len % 8 != 0)
+    g_string_append_c (h, ' ');
+  for (int i = 0; i < 8; i++)
+    len_le[i] = (guint8) ((guint64) h->len >> (8 * i));
+  g_byte_array_append (out, len_le, 8);
+  g_byte_array_append (out, (const guint8 *) h->str, (guint) h->len);
+  g_byte_array_append (out, bytes + 8 + hlen, (guint) (len - 8 - hlen));
+  *out_len = out->len;
+  return g_byte_array_free (out, FALSE);
+}
+
+/* The state's SHA-256 made that of the file's tensor data (bytes, len), as a user who
+ * edited the tensors by hand and re-hashed them would. */
+static void
+rehash (guint8 *bytes, gsize len)
+{
+  static const char key[] = "sha256\\\":\\\"";
+  guint64 hlen = 0;
+  g_autofree char *sum = NULL;
+  guint8 *at;
+
+  for (int i = 0; i < 8; i++)
+    hlen |= (guint64) bytes[i] << (8 * i);
+  at = memmem (bytes + 8, hlen, key, sizeof key - 1);
+  g_assert_nonnull (at);
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, bytes + 8 + hlen, len - 8 - hlen);
+  memcpy (at + sizeof key - 1, sum, 64);
+}
+
+/* Loading bytes (len) fails with code; returns the message. */
+static char *
+load_fails (const guint8 *bytes, gsize len, gint code)
+{
+  g_autofree char *path = tmp_path ("edited.ckpt");
+  g_autoptr(GError) error = NULL;
+  EspalierCheckpoint *got;
+  char *message;
+
+  g_assert_true (g_file_set_contents (path, (const char *) bytes, (gssize) len, &error));
+  got = espalier_checkpoint_load (path, &error);
+  g_assert_null (got);
+  g_assert_error (error, ESPALIER_ERROR, code);
+  g_test_message ("%s", error->message);
+  message = g_strdup (error->message);
+  remove_with_dir (path);
+  return message;
+}
+
+/* A small file declaring 2^31 - 1 parameters (or buffers) is refused, naming the sizes,
+ * before anything is allocated for them: it used to ask for tens of GB and abort. */
+static void
+test_huge_declared (void)
+{
+  g_autoptr(GError) error = NULL;
+  EsModel *m = model_on ("dense:8,batchnorm,relu,dense:3", 3);
+  g_autoptr(EspalierCheckpoint) ck = sample_checkpoint (m);
+  g_autofree char *path = tmp_path ("run.ckpt");
+  g_autofree char *bytes = NULL;
+  g_autofree char *from_p = NULL, *from_q = NULL;
+  gsize len = 0;
+
+  g_assert_true (espalier_checkpoint_save (ck, path, &error));
+  g_assert_true (g_file_get_contents (path, &bytes, &len, &error));
+  from_p = g_strdup_printf ("\\\"n_params\\\":%lld,", (long long) ck->n_params);
+  from_q = g_strdup_printf ("\\\"n_buffers\\\":%lld,", (long long) ck->n_buffers);
+  {
+    gsize n = 0;
+    g_autofree guint8 *huge = edit_header ((guint8 *) bytes, len, from_p,
+                                           "\\\"n_params\\\":2147483647,", &n);
+    g_autofree char *msg = load_fails (huge, n, ESPALIER_ERROR_FORMAT);
+
+    g_assert_nonnull (strstr (msg, "2147483647 parameters"));
+    g_assert_nonnull (strstr (msg, "truncated or damaged"));
+  }
+  {
+    gsize n = 0;
+    g_autofree guint8 *huge = edit_header ((guint8 *) bytes, len, from_q,
+                                           "\\\"n_buffers\\\":2147483647,", &n);
+    g_autofree char *msg = load_fails (huge, n, ESPALIER_ERROR_FORMAT);
+
+    g_assert_nonnull (strstr (msg, "2147483647 buffers"));
+  }
+  /* tensors the data holds, on a machine they do not fit: a memory error, no abort */
+  {
+    const char *before = g_getenv ("ESPALIER_MEMORY_AVAILABLE");
+    g_autofree char *saved = g_strdup (before);
+    g_autofree char *msg = NULL;
+
+    g_setenv ("ESPALIER_MEMORY_AVAILABLE", "64", TRUE);
+    msg = load_fails ((guint8 *) bytes, len, ESPALIER_ERROR_MEMORY);
+    if (saved != NULL)
+      g_setenv ("ESPALIER_MEMORY_AVAILABLE", saved, TRUE);
+    else
+      g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+    g_assert_nonnull (strstr (msg, "edited.ckpt"));
+  }
+  remove_with_dir (path);
+  es_model_free (m);
+}
+
+/* Tensor entries whose shape or offsets are not integers, or lie far outside the file,
+ * and weights that are not finite (re-hashed, so that only the values are wrong), are
+ * refused as damaged. */
+static void
+test_damaged_entries (void)
+{
+  static const struct { const char *from, *to; } edits[] = {
+    { "\"shape\":[", "\"shape\":[{}],\"y\":[" },
+    { "\"shape\":[", "\"shape\":[[1]],\"y\":[" },
+    { "\"shape\":[", "\"shape\":[\"x\"],\"y\":[" },
+    { "\"data_offsets\":[0,", "\"data_offsets\":[{},[]],\"y\":[0," },
+    { "\"data_offsets\":[0,", "\"data_offsets\":[0.5,\"x\"],\"y\":[0," },
+    { "\"data_offsets\":[0,", "\"data_offsets\":[0,{\"a\":1}],\"y\":[0," },
+    { "\"data_offsets\":[0,", "\"data_offsets\":[9223372036854775807,1],\"y\":[0," },
+    { "\"data_offsets\":[0,", "\"data_offsets\":[-8,1],\"y\":[0," },
+  };
+  g_autoptr(GError) error = NULL;
+  EsModel *m = model_on ("dense:8,relu,dense:3", 4);
+  g_autoptr(EspalierCheckpoint) ck = sample_checkpoint (m);
+  g_autofree char *path = tmp_path ("run.ckpt");
+  g_autofree char *bytes = NULL;
+  gsize len = 0;
+  float nan = NAN;
+
+  g_assert_true (espalier_checkpoint_save (ck, path, &error));
+  g_assert_true (g_file_get_contents (path, &bytes, &len, &error));
+  for (guint i = 0; i < G_N_ELEMENTS (edits); i++)
+    {
+      gsize n = 0;
+      g_autofree guint8 *bad = edit_header ((guint8 *) bytes, len, edits[i].from, edits[i].to, &n);
+      g_autofree char *msg = load_fails (bad, n, ESPALIER_ERROR_FORMAT);
+
+      g_assert_nonnull (strstr (msg, "params"));
+    }
+  /* the last parameter (the end of "params", which comes first) made NaN */
+  {
+    g_autofree guint8 *bad = g_memdup2 (bytes, len);
+    guint64 hlen = 0;
+    g_autofree char *msg = NULL;
+
+    for (int i = 0; i < 8; i++)
+      hlen |= (guint64) bad[i] << (8 * i);
+    memcpy (bad + 8 + hlen + (ck->n_params - 1) * 4, &nan, 4);
+    rehash (bad, len);
+    msg = load_fails (bad, len, ESPALIER_ERROR_FORMAT);
+    g_assert_nonnull (strstr (msg, "not finite"));
+  }
+  remove_with_dir (path);
+  es_model_free (m);
+}
+
 /* ---- exact resume ------------------------------------------------------------- */
 
 typedef enum { PLAIN, EARLY_STOP, QAT, GRADUAL } Extra;
@@ -550,6 +720,8 @@ main (int argc, char **argv)
   g_test_add_func ("/core/checkpoint/damaged-refused", test_damaged_refused);
   g_test_add_func ("/core/checkpoint/loss-scaler", test_loss_scaler);
   g_test_add_func ("/core/checkpoint/wrong-model", test_wrong_model);
+  g_test_add_func ("/core/checkpoint/huge-declared", test_huge_declared);
+  g_test_add_func ("/core/checkpoint/damaged-entries", test_damaged_entries);
   g_test_add_func ("/core/checkpoint/exact-resume", test_exact_resume);
   g_test_add_func ("/core/checkpoint/resume-early-stopping", test_resume_early_stopping);
   g_test_add_func ("/core/checkpoint/resume-qat", test_resume_qat);

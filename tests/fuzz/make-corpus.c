@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* make-corpus.c: writes the seed corpora of the fuzz harnesses (tests/fuzz/corpus/) with
- * Espalier's own writers: model files, projects, ONNX exports and CSV exports of small
- * generated data, plus IDX files made by hand (Espalier reads IDX, it does not write
- * it) and spec strings. Every file is a valid input, a few KB at most.
+ * Espalier's own writers: model files, projects, training checkpoints (version 2, and
+ * version 1 made from one), ONNX exports and CSV exports of small generated data, plus
+ * IDX files made by hand (Espalier reads IDX, it does not write it) and spec strings.
+ * Every file is a valid input, a few KB at most.
  *
  *   make-corpus OUTDIR        writes OUTDIR/<harness>/seed-*
  *
@@ -10,9 +11,12 @@
  * BUILDDIR tests/fuzz/make-corpus && BUILDDIR/tests/fuzz/make-corpus tests/fuzz/corpus). */
 #include "config.h"
 
+#include <json-glib/json-glib.h>
+#include <math.h>
 #include <zlib.h>
 
 #include "es-quant.h"
+#include "espalier-checkpoint.h"
 #include "espalier-csv.h"
 #include "espalier-generate.h"
 #include "espalier-onnx.h"
@@ -269,6 +273,7 @@ make_models (const char *tmp)
       }
       write_seed ("safetensors", name, &selector, FALSE, &st, 1);
 
+      espalier_onnx_meta_init (&meta);   /* from_info clears it first */
       espalier_onnx_meta_from_info (&meta, &info);
       check (espalier_onnx_export (model, quant, &meta, onnx_path, NULL, &error), error);
       onnx = read_bytes (onnx_path);
@@ -398,6 +403,166 @@ make_projects (const char *tmp)
   save_project (full, tmp, "seed-full");
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Training checkpoints */
+
+/* A checkpoint of a model of spec on input, initialized with seed, with n_slots optimizer
+ * vectors; hooks: 0 none, 1 every hook's state (early stopping with weights, QAT ranges,
+ * gradual pruning, the loss scaler), 2 early stopping without weights and the scaler. */
+static EspalierCheckpoint *
+checkpoint (const char *spec, const EsShape *input, guint64 seed, int n_slots, int hooks)
+{
+  g_autoptr(GError) error = NULL;
+  EsModel *m = espalier_model_from_spec (spec, input, &error);
+  EspalierCheckpoint *ck = espalier_checkpoint_new ();
+  EspalierEpochRecord rec = { .epoch = 1, .train_loss = 0.75, .train_accuracy = 0.5,
+                              .val_loss = 0.8125, .val_accuracy = 0.375, .lr = 0.01,
+                              .seconds = 0.25 };
+  gint64 P, Q;
+
+  check (m != NULL, error);
+  es_model_init (m, seed);
+  P = es_model_n_params (m);
+  Q = es_model_n_buffers (m);
+  ck->info = (EspalierCheckpointInfo) { .epoch = 2, .position = 16, .step = 5, .ranks = 1,
+                                        .batch = 8, .seed = seed };
+  ck->spec = espalier_model_to_spec (m);
+  ck->n_params = P;
+  ck->n_buffers = Q;
+  ck->n_train = 40;
+  ck->loss_sum = 7.5;
+  ck->correct = 9;
+  ck->rows = 16;
+  if (hooks == 0)
+    rec.val_loss = rec.val_accuracy = NAN;   /* no validation split */
+  g_array_append_val (ck->history, rec);
+  ck->params = g_memdup2 (es_model_params_const (m), (gsize) P * sizeof (float));
+  ck->buffers = Q > 0 ? g_memdup2 (es_model_buffers_const (m), (gsize) Q * sizeof (float)) : NULL;
+  ck->n_slots = n_slots;
+  ck->slots = n_slots > 0 ? g_new (float, n_slots * P) : NULL;
+  for (gint64 i = 0; i < n_slots * P; i++)
+    ck->slots[i] = (float) (i % 11) / 8.0f;
+  if (hooks >= 1)
+    {
+      ck->best_val = 0.8125;
+      ck->best_epoch = 1;
+      ck->bad_epochs = hooks == 2 ? 1 : 0;
+      ck->have_scaler = TRUE;
+      ck->loss_scale = 32768.0f;
+      ck->scale_clean = 3;
+      ck->skipped_steps = 1;
+    }
+  if (hooks == 1)
+    {
+      EspalierCheckpointPruneEvent ev[2] = { { 2, 0.25, 0.25 }, { 4, 0.5, 0.5 } };
+
+      ck->have_best = TRUE;
+      ck->best = g_new (float, P + Q);
+      for (gint64 i = 0; i < P + Q; i++)
+        ck->best[i] = (float) (i % 7) / -4.0f;
+      ck->n_layers = (guint) es_model_n_layers (m);
+      ck->range_lo = g_new0 (float, ck->n_layers);
+      ck->range_hi = g_new0 (float, ck->n_layers);
+      ck->range_set = g_new0 (gboolean, ck->n_layers);
+      ck->range_set[0] = ck->range_set[ck->n_layers - 1] = TRUE;
+      ck->range_lo[0] = -1.5f;
+      ck->range_hi[0] = 2.25f;
+      ck->range_lo[ck->n_layers - 1] = 0.0f;
+      ck->range_hi[ck->n_layers - 1] = 6.0f;
+      ck->next_event = 2;
+      g_array_append_vals (ck->prune_events, ev, 2);
+      ck->mask = g_new (guint8, P);
+      for (gint64 i = 0; i < P; i++)
+        ck->mask[i] = i % 2;
+    }
+  es_model_free (m);
+  return ck;
+}
+
+/* The checkpoint file (bytes) rewritten as version 1 wrote it: the state without the
+ * hooks' members and with version 1; the tensors (and so their SHA-256) unchanged. */
+static GBytes *
+as_version_1 (GBytes *v2)
+{
+  static const char *const hooks[] = { "early_stopping", "fake_quant", "pruning", "loss_scaler" };
+  gsize len;
+  const guint8 *p = g_bytes_get_data (v2, &len);
+  guint64 hlen = 0;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) header = NULL, state = NULL;
+  g_autofree char *header_text = NULL, *state_text = NULL;
+  g_autoptr(GByteArray) out = g_byte_array_new ();
+  JsonObject *meta, *so;
+  GString *hs;
+  guint8 len_le[8];
+
+  for (int i = 0; i < 8; i++)
+    hlen |= (guint64) p[i] << (8 * i);
+  header_text = g_strndup ((const char *) p + 8, (gsize) hlen);
+  header = json_from_string (header_text, &error);
+  check (header != NULL, error);
+  meta = json_object_get_object_member (json_node_get_object (header), "__metadata__");
+  state = json_from_string (json_object_get_string_member (meta, "espalier"), &error);
+  check (state != NULL, error);
+  so = json_node_get_object (state);
+  json_object_set_int_member (so, "version", 1);
+  for (guint i = 0; i < G_N_ELEMENTS (hooks); i++)
+    json_object_remove_member (so, hooks[i]);
+  state_text = json_to_string (state, FALSE);
+  json_object_set_string_member (meta, "espalier", state_text);
+  g_clear_pointer (&header_text, g_free);
+  header_text = json_to_string (header, FALSE);
+  hs = g_string_new (header_text);
+  while (hs->len % 8 != 0)
+    g_string_append_c (hs, ' ');
+  for (int i = 0; i < 8; i++)
+    len_le[i] = (guint8) ((guint64) hs->len >> (8 * i));
+  g_byte_array_append (out, len_le, 8);
+  g_byte_array_append (out, (const guint8 *) hs->str, (guint) hs->len);
+  g_byte_array_append (out, p + 8 + hlen, (guint) (len - 8 - (gsize) hlen));
+  g_string_free (hs, TRUE);
+  return g_byte_array_free_to_bytes (g_steal_pointer (&out));
+}
+
+static void
+make_checkpoints (const char *tmp)
+{
+  /* options: bit 0 re-hash, bits 1-2 the input shape (fuzz-checkpoint.c's SHAPES) */
+  static const struct {
+    const char *name; const char *spec; EsShape input; guint8 options; int slots, hooks;
+    gboolean v1;
+  } cks[] = {
+    { "seed-v2-plain", "dense:4,relu,dense:3", { 1, { 2 } }, 0x01, 0, 0, FALSE },
+    { "seed-v2-extras", "dense:8,batchnorm,relu,dense:3,softmax", { 1, { 2 } }, 0x01, 2, 1, FALSE },
+    { "seed-v2-cnn", "conv2d:2:3:1:1,batchnorm,relu,maxpool2d:2,flatten,dense:3", { 3, { 1, 4, 4 } },
+      0x05, 1, 2, FALSE },
+    { "seed-v2-no-rehash", "dense:5,tanh,dense:2", { 1, { 4 } }, 0x02, 2, 1, FALSE },
+    { "seed-v1", "dense:6,relu,dense:3", { 1, { 4 } }, 0x03, 1, 0, TRUE },
+  };
+  g_autofree char *path = g_build_filename (tmp, "run.ckpt", NULL);
+
+  for (guint i = 0; i < G_N_ELEMENTS (cks); i++)
+    {
+      g_autoptr(EspalierCheckpoint) ck = checkpoint (cks[i].spec, &cks[i].input, i + 1,
+                                                     cks[i].slots, cks[i].hooks);
+      g_autoptr(GError) error = NULL;
+      g_autoptr(GBytes) bytes = NULL;
+
+      if (cks[i].v1)
+        ck->info.ranks = 2;   /* version 1 was written by data-parallel runs */
+      check (espalier_checkpoint_save (ck, path, &error), error);
+      bytes = read_bytes (path);
+      if (cks[i].v1)
+        {
+          GBytes *v1 = as_version_1 (bytes);
+
+          g_bytes_unref (bytes);
+          bytes = v1;
+        }
+      write_seed ("checkpoint", cks[i].name, &cks[i].options, FALSE, &bytes, 1);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -419,6 +584,7 @@ main (int argc, char **argv)
   make_models (tmp);
   make_specs ();
   make_projects (tmp);
+  make_checkpoints (tmp);
 
   {
     g_autoptr(GDir) d = g_dir_open (tmp, 0, NULL);

@@ -17,7 +17,7 @@ jobs="${ESPALIER_FUZZ_JOBS:-2}"
 artifacts="${ESPALIER_FUZZ_ARTIFACTS:-$bindir/artifacts}"
 harnesses=("$@")
 if [ ${#harnesses[@]} -eq 0 ]; then
-  harnesses=(idx idx-gz csv model safetensors project onnx spec)
+  harnesses=(idx idx-gz csv model safetensors project onnx spec checkpoint)
 fi
 
 mkdir -p "$artifacts"
