@@ -1139,7 +1139,10 @@ numeric_stop (RunState *rs, guint epoch, gint64 step, BadLoss bad, GError **erro
   tail = g_strdup_printf (_("The model holds the weights of step %lld, the last good state."),
                           (long long) rs->good_step);
   g_clear_error (error);
-  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, "%s %s %s", head, where, tail);
+  /* TRANSLATORS: three whole sentences in a row; languages that write no space
+   * between sentences write "%s%s%s" */
+  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, C_("sentences", "%s %s %s"), head,
+               where, tail);
 }
 
 /* Data parallel: every rank failed this step alike (a bad loss is carried through the
@@ -1184,9 +1187,13 @@ numeric_stop_ranks (RunState *rs, guint epoch, gint64 step, gboolean own, gboole
                             (long long) step, epoch);
   g_clear_error (error);
   if (where != NULL)
-    g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, "%s %s %s", head, where, tail);
+    g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, C_("sentences", "%s %s %s"), head,
+                 where, tail);
   else
-    g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, "%s %s", head, tail);
+    /* TRANSLATORS: two whole sentences in a row; languages that write no space between
+     * sentences write "%s%s" */
+    g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, C_("sentences", "%s %s"), head,
+                 tail);
 }
 
 /* The hooks' state into ck (an EspalierCheckpointFillFunc: data-parallel checkpoints
