@@ -52,6 +52,25 @@ LOCAL (sigmoid) (T x)
   return e / ((T) 1 + e);
 }
 
+/* Channel ch's sums of dout and of dout * xhat over (B, SP), xhat = (inp - mu) * rs:
+ * what BatchNorm's backward needs (fused, or summed over ranks first). */
+static inline void
+LOCAL (bn_grad_sums) (const T *dout, const T *inp, ACC mu, ACC rs, int ch, int B, int CH,
+                      int SP, ACC *sum_g_out, ACC *sum_gx_out)
+{
+  ACC sum_g = 0.0, sum_gx = 0.0;
+
+  for (int b = 0; b < B; b++)
+    for (int s = 0; s < SP; s++)
+      {
+        const int64_t j = ((int64_t) b * CH + ch) * SP + s;
+        sum_g += (ACC) dout[j];
+        sum_gx += (ACC) dout[j] * (((ACC) inp[j] - mu) * rs);
+      }
+  *sum_g_out = sum_g;
+  *sum_gx_out = sum_gx;
+}
+
 /* ---- dense -------------------------------------------------------------------- */
 
 /* out (B,OUT) = inp (B,IN) . w^T (OUT,IN) + bias (OUT); bias may be NULL. */
@@ -693,15 +712,9 @@ FN (batchnorm_backward) (T *dinp, T *dgamma, T *dbeta, const T *dout, const T *i
     {
       const ACC mu = (ACC) mean[ch];
       const ACC rs = (ACC) rstd[ch];
-      ACC sum_g = 0.0, sum_gx = 0.0;
-      for (int b = 0; b < B; b++)
-        for (int s = 0; s < SP; s++)
-          {
-            const int64_t j = ((int64_t) b * CH + ch) * SP + s;
-            const ACC xhat = ((ACC) inp[j] - mu) * rs;
-            sum_g += (ACC) dout[j];
-            sum_gx += (ACC) dout[j] * xhat;
-          }
+      ACC sum_g, sum_gx;
+
+      LOCAL (bn_grad_sums) (dout, inp, mu, rs, ch, B, CH, SP, &sum_g, &sum_gx);
       if (dbeta != NULL)
         dbeta[ch] += (T) sum_g;
       if (dgamma != NULL)
@@ -772,16 +785,10 @@ FN (batchnorm_backward_stats) (T *part, T *dgamma, T *dbeta, const T *dout, cons
 {
   for (int ch = 0; ch < CH; ch++)
     {
-      const ACC mu = (ACC) mean[ch];
-      const ACC rs = (ACC) rstd[ch];
-      ACC sum_g = 0.0, sum_gx = 0.0;
-      for (int b = 0; b < B; b++)
-        for (int s = 0; s < SP; s++)
-          {
-            const int64_t j = ((int64_t) b * CH + ch) * SP + s;
-            sum_g += (ACC) dout[j];
-            sum_gx += (ACC) dout[j] * (((ACC) inp[j] - mu) * rs);
-          }
+      ACC sum_g, sum_gx;
+
+      LOCAL (bn_grad_sums) (dout, inp, (ACC) mean[ch], (ACC) rstd[ch], ch, B, CH, SP, &sum_g,
+                            &sum_gx);
       part[ch] = (T) sum_g;
       part[CH + ch] = (T) sum_gx;
       if (dbeta != NULL)

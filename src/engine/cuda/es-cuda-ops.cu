@@ -1448,6 +1448,26 @@ k_bn_infer (float *out, const float *inp, const float *gamma, const float *beta,
     }
 }
 
+/* Channel ch's sum of dout and of dout * xhat over (B, SP), in double, by the whole
+ * block; every thread gets both. */
+__device__ static void
+channel_grad_sums (const float *dout, const float *inp, double mu, double rs, int ch, int B,
+                   int CH, int SP, double *sh, double *sum_g_out, double *sum_gx_out)
+{
+  const int64_t n = (int64_t) B * SP;
+  double sum_g = 0.0, sum_gx = 0.0;
+
+  for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
+    {
+      const int64_t j = ((t / SP) * CH + ch) * SP + t % SP;
+
+      sum_g += (double) dout[j];
+      sum_gx += (double) dout[j] * (((double) inp[j] - mu) * rs);
+    }
+  *sum_g_out = block_sum_all (sum_g, sh);
+  *sum_gx_out = block_sum_all (sum_gx, sh);
+}
+
 __global__ static void
 k_bn_bwd (float *dinp, float *dgamma, float *dbeta, const float *dout, const float *inp,
           const float *gamma, const float *mean, const float *rstd, int B, int CH, int SP)
@@ -1456,18 +1476,9 @@ k_bn_bwd (float *dinp, float *dgamma, float *dbeta, const float *dout, const flo
   const int ch = blockIdx.x;
   const int64_t n = (int64_t) B * SP;
   const double mu = (double) mean[ch], rs = (double) rstd[ch];
-  double sum_g = 0.0, sum_gx = 0.0;
+  double sum_g, sum_gx;
 
-  for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
-    {
-      const int64_t j = ((t / SP) * CH + ch) * SP + t % SP;
-      const double xhat = ((double) inp[j] - mu) * rs;
-
-      sum_g += (double) dout[j];
-      sum_gx += (double) dout[j] * xhat;
-    }
-  sum_g = block_sum_all (sum_g, sh);
-  sum_gx = block_sum_all (sum_gx, sh);
+  channel_grad_sums (dout, inp, mu, rs, ch, B, CH, SP, sh, &sum_g, &sum_gx);
   if (threadIdx.x == 0)
     {
       if (dbeta != NULL)
@@ -1568,19 +1579,10 @@ k_bn_bwd_stats (float *part, float *dgamma, float *dbeta, const float *dout, con
 {
   __shared__ double sh[33];
   const int ch = blockIdx.x;
-  const int64_t n = (int64_t) B * SP;
-  const double mu = (double) mean[ch], rs = (double) rstd[ch];
-  double sum_g = 0.0, sum_gx = 0.0;
+  double sum_g, sum_gx;
 
-  for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
-    {
-      const int64_t j = ((t / SP) * CH + ch) * SP + t % SP;
-
-      sum_g += (double) dout[j];
-      sum_gx += (double) dout[j] * (((double) inp[j] - mu) * rs);
-    }
-  sum_g = block_sum_all (sum_g, sh);
-  sum_gx = block_sum_all (sum_gx, sh);
+  channel_grad_sums (dout, inp, (double) mean[ch], (double) rstd[ch], ch, B, CH, SP, sh, &sum_g,
+                     &sum_gx);
   if (threadIdx.x == 0)
     {
       part[ch] = (float) sum_g;
