@@ -25,6 +25,7 @@
 #include "espalier-generate.h"
 #include "espalier-idx.h"
 #include "espalier-limits.h"
+#include "espalier-save.h"
 #include "espalier-split.h"
 
 G_DEFINE_QUARK (espalier-data-error-quark, espalier_data_error)
@@ -1268,8 +1269,7 @@ espalier_dataset_export_csv (EspalierDataset  *self,
                              const char       *path,
                              GError          **error)
 {
-  g_autoptr(GFile) file = NULL;
-  g_autoptr(GFileOutputStream) stream = NULL;
+  EspalierAtomicFile af = ESPALIER_ATOMIC_FILE_INIT;
   g_autoptr(GString) out = NULL;
   g_autoptr(GError) local_error = NULL;
   guint F;
@@ -1279,13 +1279,13 @@ espalier_dataset_export_csv (EspalierDataset  *self,
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
   F = self->row_size;
-  file = g_file_new_for_path (path);
-  stream = g_file_replace (file, NULL, FALSE, G_FILE_CREATE_REPLACE_DESTINATION, NULL,
-                           &local_error);
-  if (stream == NULL)
+  /* Written beside the target, synced and renamed over it: a crash or a full disk
+   * leaves the file that was there before, never half an export. */
+  if (!espalier_atomic_open (&af, path, &local_error))
     {
-      g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-                   _("%s: cannot write: %s"), path, local_error->message);
+      /* The message names the file already. */
+      g_set_error_literal (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                           local_error->message);
       return FALSE;
     }
 
@@ -1343,30 +1343,22 @@ espalier_dataset_export_csv (EspalierDataset  *self,
 
       if (out->len >= (1 << 16) || i + 1 == self->n_rows)
         {
-          if (!g_output_stream_write_all (G_OUTPUT_STREAM (stream), out->str, out->len,
-                                          NULL, NULL, &local_error))
+          if (!espalier_atomic_write (&af, out->str, out->len, NULL, &local_error))
             goto fail;
           g_string_truncate (out, 0);
         }
     }
-  if (out->len > 0
-      && !g_output_stream_write_all (G_OUTPUT_STREAM (stream), out->str, out->len,
-                                     NULL, NULL, &local_error))
+  if (out->len > 0 && !espalier_atomic_write (&af, out->str, out->len, NULL, &local_error))
     goto fail;
-  if (!g_output_stream_close (G_OUTPUT_STREAM (stream), NULL, &local_error))
+  if (!espalier_atomic_sync (&af, &local_error) || !espalier_atomic_commit (&af, &local_error))
     goto fail;
+  espalier_atomic_clear (&af);
   return TRUE;
 
 fail:
-  {
-    g_autoptr(GCancellable) abandon = g_cancellable_new ();
-
-    /* Closing with a cancelled cancellable drops the temporary file and keeps
-     * whatever was at path before. */
-    g_cancellable_cancel (abandon);
-    g_output_stream_close (G_OUTPUT_STREAM (stream), abandon, NULL);
-  }
-  g_set_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
-               _("%s: write failed: %s"), path, local_error->message);
+  /* The temporary file goes; whatever was at path before stays. */
+  espalier_atomic_clear (&af);
+  g_set_error_literal (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
+                       local_error->message);
   return FALSE;
 }

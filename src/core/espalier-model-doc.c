@@ -18,6 +18,8 @@
 #include <glib/gi18n-lib.h>
 
 #include "espalier-error.h"
+#include "espalier-json-private.h"
+#include "espalier-limits.h"
 #include "espalier-templates.h"
 
 /* Undo steps kept; older ones are forgotten. */
@@ -48,6 +50,7 @@ struct _EspalierModelDoc
   GArray     *checks;        /* (LayerCheck) one per layer */
   int         first_error;   /* -1 when valid or empty */
   char       *error;         /* whole-model reason, NULL when valid */
+  gboolean    too_big;       /* the reason is the weights' size, not a shape */
 
   GPtrArray  *undo;          /* (Step) oldest first */
   GPtrArray  *redo;          /* (Step) next redo last */
@@ -283,15 +286,43 @@ output_reason (EspalierModelDoc *self, const EsShape *out)
   return NULL;
 }
 
+/* Whether a model whose weights (parameters and buffers) reach `floats` values with layer
+ * s on input `in` can still be built; when not, why, as layer_reason's sentences. Asked
+ * before es_model_new allocates the layer, so a layer typed with a billion units is
+ * refused with the memory it would need instead of taking the machine's. */
+static char *
+size_reason (const EsLayerSpec *s, const EsShape *in, double *floats, guint64 avail)
+{
+  double own = 0.0;
+  double bytes;
+  g_autofree char *need = NULL, *have = NULL;
+
+  if (espalier_arch_check_size (in, s, 1, &own) >= 0)
+    return g_strdup (_("is too large to be a real model: use fewer units or filters, or a "
+                       "larger stride"));
+  *floats += own;
+  bytes = *floats * sizeof (float);
+  if (bytes <= (double) avail)
+    return NULL;
+  need = g_format_size (bytes >= 0x1p63 ? G_MAXUINT64 : (guint64) bytes);
+  have = g_format_size (avail);
+  /* TRANSLATORS: after "Layer 3 (Dense): "; the sizes are "52.0 GB" and "15.2 GB" */
+  return g_strdup_printf (_("brings the model's weights to %s, more than the %s of memory "
+                            "available: use fewer units or filters"), need, have);
+}
+
 static void
 check (EspalierModelDoc *self)
 {
   EsShape cur = self->input;
   int n_tensors = 0;
+  double floats = 0.0;   /* weights of the layers so far */
+  guint64 avail = espalier_memory_available ();
 
   g_array_set_size (self->checks, 0);
   g_array_set_size (self->checks, self->layers->len);
   self->first_error = -1;
+  self->too_big = FALSE;
   g_clear_pointer (&self->error, g_free);
 
   if (self->layers->len == 0)
@@ -305,8 +336,16 @@ check (EspalierModelDoc *self)
       const EsLayerSpec *s = &g_array_index (self->layers, EsLayerSpec, i);
       LayerCheck *c = &g_array_index (self->checks, LayerCheck, i);
       EsError es = { 0 };
-      EsModel *one = es_model_new (&cur, s, 1, &es);
+      EsModel *one;
 
+      c->error = size_reason (s, &cur, &floats, avail);
+      if (c->error != NULL)
+        {
+          self->first_error = (int) i;
+          self->too_big = TRUE;
+          break;
+        }
+      one = es_model_new (&cur, s, 1, &es);
       if (one == NULL)
         {
           c->error = layer_reason (s, &cur, &es);
@@ -870,7 +909,9 @@ espalier_model_doc_build (EspalierModelDoc *self, guint64 seed, GError **error)
 
   if (self->error != NULL)
     {
-      g_set_error_literal (error, ESPALIER_ERROR, ESPALIER_ERROR_SHAPE, self->error);
+      g_set_error_literal (error, ESPALIER_ERROR,
+                           self->too_big ? ESPALIER_ERROR_MEMORY : ESPALIER_ERROR_SHAPE,
+                           self->error);
       return NULL;
     }
   model = es_model_new (&self->input, (const EsLayerSpec *) self->layers->data,

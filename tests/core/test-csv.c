@@ -675,6 +675,29 @@ test_export (void)
   g_assert_cmpstr (espalier_dataset_get_class_name (back, 0), ==, "big, red");
   g_assert_cmpmem (espalier_dataset_get_labels (back), 3 * sizeof (gint32),
                    espalier_dataset_get_labels (ds), 3 * sizeof (gint32));
+
+  /* The export is atomic: over an existing file it leaves only the new file (no
+   * temporary beside it), and where it cannot write the old file stays whole. */
+  {
+    g_autoptr(GDir) d = NULL;
+    g_autofree char *missing = g_build_filename (dir, "no-such-dir", "out.csv", NULL);
+    g_autofree char *again = NULL;
+    const char *name;
+    guint n = 0;
+
+    g_assert_true (espalier_dataset_export_csv (back, out, &error));
+    g_assert_no_error (error);
+    d = g_dir_open (dir, 0, NULL);
+    while ((name = g_dir_read_name (d)) != NULL)
+      n += g_str_has_prefix (name, ".out.csv") ? 1000 : 1;
+    g_assert_cmpuint (n, ==, 1);  /* out.csv alone */
+    g_assert_true (g_file_get_contents (out, &again, NULL, NULL));
+    g_assert_cmpstr (again, ==, contents);
+
+    g_assert_false (espalier_dataset_export_csv (back, missing, &error));
+    dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO, "out.csv", NULL);
+    g_clear_error (&error);
+  }
 }
 
 /* Errors */

@@ -285,6 +285,54 @@ test_invalid_dense_after_conv (void)
   g_assert_nonnull (strstr (espalier_model_doc_get_layer_error (doc, 1), "(C, H, W)"));
 }
 
+/* A layer typed with a huge width is refused by size before anything is allocated: the
+ * reason names the memory the weights would need against what is available, the build
+ * fails with a memory error, and a smaller width makes the model valid again. */
+static void
+test_too_large (void)
+{
+  g_autoptr(EspalierModelDoc) doc = espalier_model_doc_new (&image, 10);
+  g_autoptr(GError) error = NULL;
+  const char *reason;
+  EsModel *model;
+
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "100000000", TRUE);   /* 100 MB */
+  /* 784 × 16 M weights: 52 GB, far over 100 MB */
+  g_assert_true (espalier_model_doc_set_spec (doc, "flatten,dense:16000000,dense:10,softmax",
+                                              &error));
+  g_assert_no_error (error);
+  g_assert_false (espalier_model_doc_is_valid (doc));
+  g_assert_cmpint (espalier_model_doc_get_first_error (doc), ==, 1);
+  g_assert_null (espalier_model_doc_get_layer_info (doc, 1));
+  reason = espalier_model_doc_get_layer_error (doc, 1);
+  g_test_message ("reason: %s", reason);
+  g_assert_nonnull (strstr (reason, "50.2"));
+  g_assert_nonnull (strstr (reason, "100.0"));
+  model = espalier_model_doc_build (doc, 0, &error);
+  g_assert_null (model);
+  g_assert_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY);
+  g_clear_error (&error);
+
+  /* Layers that each fit but together do not: the one that crosses the line is named. */
+  g_assert_true (espalier_model_doc_set_spec (doc, "flatten,dense:20000,dense:600,dense:10",
+                                              &error));
+  g_assert_cmpint (espalier_model_doc_get_first_error (doc), ==, 2);
+
+  /* An activation too large to be a real model (16 M × 28 × 28 values a sample). */
+  g_assert_true (espalier_model_doc_set_spec (doc, "conv2d:16000000:1,flatten,dense:10",
+                                              &error));
+  g_assert_cmpint (espalier_model_doc_get_first_error (doc), ==, 0);
+  g_assert_nonnull (strstr (espalier_model_doc_get_layer_error (doc, 0), "too large"));
+
+  g_assert_true (espalier_model_doc_set_spec (doc, "flatten,dense:1000,dense:10,softmax",
+                                              &error));
+  g_assert_true (espalier_model_doc_is_valid (doc));
+  model = espalier_model_doc_build (doc, 0, &error);
+  g_assert_no_error (error);
+  es_model_free (model);
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+}
+
 /* All layers fit but the output does not match the classes: the last layer carries it. */
 static void
 test_invalid_output (void)
@@ -484,6 +532,7 @@ main (int argc, char **argv)
   g_test_add_func ("/core/model-doc/merge-edits", test_merge_edits);
   g_test_add_func ("/core/model-doc/invalid-dense-after-conv", test_invalid_dense_after_conv);
   g_test_add_func ("/core/model-doc/invalid-output", test_invalid_output);
+  g_test_add_func ("/core/model-doc/too-large", test_too_large);
   g_test_add_func ("/core/model-doc/totals", test_totals);
   g_test_add_func ("/core/model-doc/spec", test_spec);
   g_test_add_func ("/core/model-doc/template", test_template);
