@@ -298,6 +298,38 @@ test_invalid (Fixture       *f,
   g_assert_cmpint (index, ==, 1);
 }
 
+/* A width typed in the properties panel that would take more memory than there is:
+ * the layer is red with the size it needs and what is available, nothing allocated. */
+static void
+test_too_large (Fixture       *f,
+                gconstpointer  data)
+{
+  GtkSpinButton *units;
+  const char *drawn;
+  int index = -1;
+
+  g_setenv ("ESPALIER_MEMORY_AVAILABLE", "200000000", TRUE);   /* 200 MB */
+  set_spec (f, "flatten,dense:128,relu,dense:10,softmax");
+  espalier_model_canvas_select (f->canvas, 1);
+  gui_test_iterate (30);
+  units = espalier_layer_editor_get_field (f->editor, "units");
+  gtk_spin_button_set_value (units, 100000);   /* 784 × 100 000 weights: 314 MB */
+  gui_test_iterate (100);
+  g_assert_cmpint (espalier_model_doc_get_first_error (f->doc), ==, 1);
+  g_assert_cmpint (espalier_model_canvas_get_drawn_state (f->canvas, 1), ==, ESPALIER_BLOCK_INVALID);
+  drawn = espalier_model_canvas_get_drawn_error (f->canvas, &index);
+  g_assert_cmpint (index, ==, 1);
+  g_test_message ("drawn: %s", drawn);
+  g_assert_nonnull (strstr (drawn, "200.0"));
+  screenshot (f, "model-too-large");
+
+  /* Undo brings back the 128 units and a valid model. */
+  espalier_model_page_undo (f->page);
+  gui_test_iterate (30);
+  g_assert_true (espalier_model_doc_is_valid (f->doc));
+  g_unsetenv ("ESPALIER_MEMORY_AVAILABLE");
+}
+
 static void
 test_editor (Fixture       *f,
              gconstpointer  data)
@@ -472,6 +504,7 @@ main (int    argc,
   ADD ("/canvas/keys", test_keys);
   ADD ("/canvas/undo-redo", test_undo_redo);
   ADD ("/canvas/invalid", test_invalid);
+  ADD ("/canvas/too-large", test_too_large);
   ADD ("/canvas/editor", test_editor);
   ADD ("/canvas/templates", test_templates);
   ADD ("/canvas/empty-and-dark", test_empty_and_dark);
