@@ -1283,6 +1283,7 @@ espalier_dataset_export_csv (EspalierDataset  *self,
    * leaves the file that was there before, never half an export. */
   if (!espalier_atomic_open (&af, path, &local_error))
     {
+      espalier_atomic_clear (&af);
       /* The message names the file already. */
       g_set_error_literal (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_IO,
                            local_error->message);
