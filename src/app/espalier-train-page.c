@@ -84,6 +84,7 @@ typedef struct {
   char                 *ck_path;         /* where the run keeps its last good state */
   EspalierCheckpoint   *resume;          /* the leftover checkpoint it resumes, or NULL */
   guint                 resumed_epochs;  /* epochs that checkpoint had finished */
+  gint64                fp32_products;   /* 16-bit products run in fp32, as last shown */
 } Session;
 
 struct _EspalierTrainPage
@@ -95,6 +96,7 @@ struct _EspalierTrainPage
   Session             *session;          /* NULL when idle */
   gboolean             syncing;          /* controls being set from the options */
   guint                plan_idle_id;
+  gint64               fp32_products;   /* the last run's 16-bit products run in fp32 */
   guint                pulse_id;         /* the progress bar pulsing while measuring */
 
   /* live series and the layers that draw them */
@@ -621,6 +623,7 @@ update_plan_idle (gpointer data)
     }
   run_options (self, &o);
   o.engine.plan_cuda = o.device >= 0;   /* a GPU's workspace has its own layout */
+  o.engine.plan_prefetch = o.device >= 0;   /* and batches go up one ahead */
   es_mem_plan (model, &o.engine, (int) o.batch_size, TRUE, &plan);
   es_model_free (model);
 
@@ -638,6 +641,13 @@ update_plan_idle (gpointer data)
     {
       g_autofree char *sub = g_strdup_printf (_("%s at batch %u"), buf, o.batch_size);
       adw_expander_row_set_subtitle (self->plan_row, sub);
+    }
+  /* the last run's products that fell back to fp32 stay said until the next run */
+  if (self->fp32_products > 0)
+    {
+      g_autofree char *msg = espalier_fp32_products_message (self->fp32_products);
+
+      adw_expander_row_set_subtitle (self->plan_row, msg);
     }
   return G_SOURCE_REMOVE;
 }
@@ -1756,6 +1766,17 @@ on_progress (const EspalierProgress *p,
     default:
       break;
     }
+  /* mixed precision that fell back to fp32 for want of memory: said where the memory
+   * plan is shown (and once as a toast) */
+  if (p->fp32_products > s->fp32_products)
+    {
+      g_autofree char *msg = espalier_fp32_products_message (p->fp32_products);
+
+      if (s->fp32_products == 0)
+        espalier_show_toast (GTK_WIDGET (self), msg);
+      s->fp32_products = self->fp32_products = p->fp32_products;
+      adw_expander_row_set_subtitle (self->plan_row, msg);
+    }
   if (p->snapshot != NULL && self->two_d)
     boundary_request (self, es_model_copy (p->snapshot));
   if (p->profile != NULL)
@@ -1980,6 +2001,7 @@ start_segment (EspalierTrainPage *self,
     espalier_trainer_set_profiling (s->trainer, TRUE, 0, FALSE);
   plan = espalier_trainer_describe_plan (s->trainer);
   gtk_label_set_text (self->plan_label, g_strchomp (plan));
+  self->fp32_products = 0;
   {
     g_autoptr(GError) error = NULL;
 

@@ -560,6 +560,7 @@ on_progress (const EspalierProgress *p, gpointer user_data)
           json_double (b, "accuracy", p->accuracy);
           json_double (b, "elapsed", p->elapsed);
           json_double (b, "eta", p->eta);
+          json_int (b, "fp32_products", p->fp32_products);
           json_distributed (b, p);
           json_finish (b);
           break;
@@ -572,6 +573,7 @@ on_progress (const EspalierProgress *p, gpointer user_data)
           json_double (b, "val_accuracy", p->record->val_accuracy);
           json_double (b, "lr", p->record->lr);
           json_double (b, "seconds", p->record->seconds);
+          json_int (b, "fp32_products", p->fp32_products);
           json_distributed (b, p);
           json_finish (b);
           break;
@@ -1334,6 +1336,14 @@ cmd_train (int argc, char **argv)
         g_print (_("Last checkpoint: %s, after step %lld (epoch %u)\n"), checkpoint,
                  (long long) ck.step, ck.epoch);
     }
+  /* mixed precision that fell back to fp32 for want of memory: the user should know */
+  if (!quiet && out_mode != OUT_JSON && espalier_trainer_get_fp32_products (trainer) > 0)
+    {
+      g_autofree char *msg =
+          espalier_fp32_products_message (espalier_trainer_get_fp32_products (trainer));
+
+      g_print ("%s\n", msg);
+    }
 
   if (output != NULL && !quiet)
     {
@@ -1378,6 +1388,7 @@ cmd_train (int argc, char **argv)
   if (out_mode == OUT_JSON && !quiet)
     {
       JsonBuilder *b = json_event ("done");
+      json_int (b, "fp32_products", espalier_trainer_get_fp32_products (trainer));
       json_finish (b);
     }
   status = 0;

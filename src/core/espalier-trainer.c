@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -28,6 +29,7 @@ struct _EspalierTrainer
   EspalierSplit        *split;
   GArray               *history;        /* EspalierEpochRecord */
   guint                 micro_batch;
+  gint64                fp32_products;  /* the last run's (espalier_trainer_get_fp32_products) */
   char                 *plan;
   double                snapshot_interval;  /* seconds between STEP snapshots, 0: none */
   /* Pause: the worker waits between steps while `paused` is set (atomic). */
@@ -621,6 +623,46 @@ espalier_trainer_get_micro_batch (EspalierTrainer *self)
   return self->micro_batch;
 }
 
+gint64
+espalier_trainer_get_fp32_products (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), 0);
+  return self->fp32_products;
+}
+
+char *
+espalier_fp32_products_message (gint64 n)
+{
+  return g_strdup_printf (ngettext ("%lld matrix product ran in fp32: the memory limit left no "
+                                    "room for its 16-bit copies; raise the limit or lower the "
+                                    "batch",
+                                    "%lld matrix products ran in fp32: the memory limit left no "
+                                    "room for their 16-bit copies; raise the limit or lower the "
+                                    "batch", (gulong) MIN (n, (gint64) G_MAXULONG)),
+                          (long long) n);
+}
+
+/* The CUDA backend's count of products that fell back to fp32
+ * (es_cuda_backend_fp32_products, looked up in the module that made be, which core
+ * opens at run time); 0 on the CPU backend or when the module lacks it. */
+static gint64
+backend_fp32_products (EsBackend *be)
+{
+  Dl_info info;
+  void *module;
+  gint64 (*count) (EsBackend *) = NULL;
+  gint64 n;
+
+  if (be == NULL || espalier_backend_get_device (be) < 0 || dladdr (be->iface, &info) == 0
+      || info.dli_fname == NULL
+      || (module = dlopen (info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD)) == NULL)
+    return 0;
+  count = (gint64 (*) (EsBackend *)) dlsym (module, "es_cuda_backend_fp32_products");
+  n = count != NULL ? count (be) : 0;
+  dlclose (module);   /* it stays: core made it resident */
+  return MAX (n, 0);
+}
+
 /* Append label and pad it to width columns; a wide (CJK) character takes two. */
 static void
 append_padded (GString *s, const char *label, guint width)
@@ -633,6 +675,8 @@ append_padded (GString *s, const char *label, guint width)
   for (; used < width; used++)
     g_string_append_c (s, ' ');
 }
+
+static guint auto_threads (const EsModel *model, guint batch);
 
 char *
 espalier_trainer_describe_plan (EspalierTrainer *self)
@@ -650,6 +694,9 @@ espalier_trainer_describe_plan (EspalierTrainer *self)
   /* the layout of the backend the run will have (a GPU's workspace differs) */
   cfg.plan_cuda = self->opts.device >= 0
                   || (self->opts.device == ESPALIER_DEVICE_AUTO && espalier_cuda_device_count () > 0);
+  cfg.plan_prefetch = cfg.plan_cuda && self->dist == NULL;
+  cfg.plan_threads = (int) (self->opts.threads ? self->opts.threads
+                                               : auto_threads (self->model, batch));
   es_mem_plan (self->model, &cfg, (int) batch, TRUE, &plan);
   s = g_string_new (NULL);
 #define LINE(label, v) (append_padded (s, label, 12), \
@@ -824,6 +871,7 @@ typedef struct {
   double               last_step;
   double               last_snapshot;
   EspalierDistributed *dist;          /* adds the data-parallel fields, or NULL */
+  EsBackend           *be;            /* for the fp32 fallbacks' count, or NULL */
 } Reporter;
 
 /* Pass p to the callback, then free its snapshot unless the callback took it (the async
@@ -833,6 +881,7 @@ report (Reporter *rep, EspalierProgress *p)
 {
   if (rep->dist != NULL)
     espalier_distributed_fill_progress (rep->dist, p);
+  p->fp32_products = backend_fp32_products (rep->be);
   if (rep->func != NULL)
     rep->func (p, rep->data);
   g_clear_pointer (&p->snapshot, es_model_free);
@@ -1718,7 +1767,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   g_autofree float *best = NULL;
   g_autofree float *bce_targets = NULL;
   EspalierMetrics vm = { 0 };      /* validation metrics of the current epoch */
-  Reporter rep = { func, user_data, 0, -INFINITY, NULL };
+  Reporter rep = { func, user_data, 0, -INFINITY, NULL, NULL };
   EsError es = { 0 };
   gboolean ok = FALSE, bce, have_best = FALSE;
   double t_start, best_val = INFINITY;
@@ -1791,6 +1840,8 @@ espalier_trainer_run (EspalierTrainer      *self,
                      budget, &rep, error);
   if (be == NULL)
     goto out;
+  rep.be = be;
+  self->fp32_products = 0;
   if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU)
     es_cpu_backend_set_ftz (be, !o->keep_denormals);
   if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU && device != ESPALIER_DEVICE_CPU
@@ -1823,6 +1874,10 @@ espalier_trainer_run (EspalierTrainer      *self,
         goto out;
       es_budget_set_limit (budget, budget_limit);
     }
+  /* a CUDA device is fed through uploads ahead unless the dataset stays on it: the
+   * plan (and the micro-batch it allows) holds their two staged batches */
+  cfg.plan_prefetch = espalier_backend_get_device (be) != ESPALIER_DEVICE_CPU
+                      && self->dist == NULL;
   tr = es_trainer_new (self->model, be, &cfg, (int) o->batch_size, &es);
   if (tr == NULL)
     {
@@ -2268,6 +2323,7 @@ out:
   g_free (rs.good);
   g_free (rs.scratch);
   es_trainer_free (tr);
+  self->fp32_products = backend_fp32_products (be);
   es_backend_free (be);
   if (budget != NULL)
     es_budget_free (budget);

@@ -108,6 +108,10 @@ typedef struct {
   guint                      ranks;
   double                     rank_samples_per_s;
   double                     comm_s;
+  /* Mixed precision's fallbacks: the matrix products asked in bf16 or fp16 that ran in
+   * fp32 so far in this run because the memory limit left no room for their 16-bit
+   * operand copies (es_cuda_backend_fp32_products); 0 in fp32 and on the CPU. */
+  gint64                     fp32_products;
 } EspalierProgress;
 
 typedef void (*EspalierProgressFunc) (const EspalierProgress *progress, gpointer user_data);
@@ -348,6 +352,12 @@ GArray           *espalier_trainer_get_history  (EspalierTrainer *self);
 const EspalierSplit *espalier_trainer_get_split (EspalierTrainer *self);
 /* Micro-batch and accumulation the memory budget allowed. */
 guint             espalier_trainer_get_micro_batch (EspalierTrainer *self);
+/* The last run's matrix products that ran in fp32 instead of bf16/fp16 for want of
+ * memory (EspalierProgress.fp32_products at its end); 0 before a run. */
+gint64            espalier_trainer_get_fp32_products (EspalierTrainer *self);
+/* "N matrix products ran in fp32: ...", the sentence telling the user of n such
+ * fallbacks (n > 0), translated; free it. */
+char             *espalier_fp32_products_message (gint64 n);
 /* The memory plan, "weights 397 KB, gradients ..." lines. */
 char             *espalier_trainer_describe_plan   (EspalierTrainer *self);
 

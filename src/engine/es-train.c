@@ -9,9 +9,12 @@
  * per row of layer i, P = trainable parameters, Q = buffers (running statistics).
  *
  * Memory is planned: every allocation is made once in es_trainer_new, charged to the
- * backend's budget by kind; the backward pass reuses two gradient buffers (ping-pong)
- * instead of keeping one per layer. A final Softmax (with cross-entropy) or Sigmoid
- * (with binary cross-entropy) is fused into the loss while training. */
+ * backend's budget by kind (those of features switched on later, and the workspaces the
+ * backend's ops take, are in the plan too: es_mem_plan bounds what a run charges, so a
+ * budget of the plan never fails mid-run); the backward pass reuses two gradient
+ * buffers (ping-pong) instead of keeping one per layer. A final Softmax (with
+ * cross-entropy) or Sigmoid (with binary cross-entropy) is fused into the loss while
+ * training. */
 #include "es-train.h"
 #include "es-infer-private.h"
 
@@ -151,6 +154,7 @@ struct EsTrainer {
   bool     deferred;          /* es_trainer_set_deferred_stats */
   double  *stats_dev;         /* (ES_STATS_N) statistics added up on the device */
   bool     stats_dirty;       /* stats_dev may hold something */
+  bool     stats_started;     /* stats_dev zeroed and stats_base set at its first use */
   int64_t  stats_base;        /* steps done when stats_dev was last zeroed */
   EsStepStats pend;           /* counted on the host, not read yet */
   float   *hyper;             /* (HYPER_STEPS, 4) scheduled optimizer values, device */
@@ -349,12 +353,26 @@ optimizer_slots (EsOptKind opt)
     }
 }
 
-/* Bytes of per-layer activations and their side records for B rows. */
+/* What list_alloc charges for a request of bytes: an empty one still takes 64. */
 static size_t
-activation_bytes (const EsModel *model, int B, bool training)
+charged (size_t bytes)
+{
+  return bytes == 0 ? 64 : bytes;
+}
+
+/* Steps of scheduled optimizer values in the device table (16 bytes each). */
+#define HYPER_STEPS 1024
+
+/* Bytes of per-layer activations and their side records for B rows: training, the
+ * trainer's (tr_allocate: each layer's output but a Flatten's and a last layer fused
+ * into the loss, MaxPool's indices, Dropout's mask, BatchNorm's saved mean and rstd,
+ * the gradient ping-pong); not training, EsInfer's. */
+static size_t
+activation_bytes (const EsModel *model, int B, bool training, bool fused_last)
 {
   size_t bytes = 0;
   int64_t max_act = es_model_max_act (model);
+  int n = es_model_n_layers (model);
 
   if (!training)
     {
@@ -362,7 +380,7 @@ activation_bytes (const EsModel *model, int B, bool training)
        * indices. */
       size_t widest = 1, argmax = 0;
 
-      for (int i = 0; i < es_model_n_layers (model); i++)
+      for (int i = 0; i < n; i++)
         {
           const EsLayerInfo *l = es_model_layer (model, i);
 
@@ -373,23 +391,24 @@ activation_bytes (const EsModel *model, int B, bool training)
         }
       return (size_t) B * (2 * widest * sizeof (float) + argmax * sizeof (int32_t));
     }
-  for (int i = 0; i < es_model_n_layers (model); i++)
+  for (int i = 0; i < n; i++)
     {
       const EsLayerInfo *l = es_model_layer (model, i);
-      size_t n = (size_t) B * (size_t) l->out_floats;
+      size_t rows_n = (size_t) B * (size_t) l->out_floats;
 
       if (l->spec.kind == ES_LAYER_FLATTEN)
         continue;
-      bytes += n * sizeof (float);
+      if (!(i == n - 1 && fused_last))
+        bytes += charged (rows_n * sizeof (float));
       if (l->spec.kind == ES_LAYER_MAXPOOL2D)
-        bytes += n * sizeof (int32_t);
+        bytes += charged (rows_n * sizeof (int32_t));
       else if (l->spec.kind == ES_LAYER_DROPOUT)
-        bytes += n;
+        bytes += charged (rows_n);
       else if (l->spec.kind == ES_LAYER_BATCHNORM)
-        bytes += 2 * (size_t) l->in.dims[0] * sizeof (float);
+        bytes += 2 * charged ((size_t) l->in.dims[0] * sizeof (float));
     }
-  /* gradient ping-pong, loss probabilities and per-row losses */
-  bytes += 2 * (size_t) B * (size_t) max_act * sizeof (float);
+  /* gradient ping-pong */
+  bytes += 2 * charged ((size_t) B * (size_t) max_act * sizeof (float));
   return bytes;
 }
 
@@ -400,7 +419,7 @@ static void
 plan_slimming (const EsModel *model, const EsTrainConfig *cfg, int batch, EsMemPlan *plan)
 {
   if (cfg->plan_mask)
-    plan->weights += (size_t) es_model_n_params (model);
+    plan->weights += charged ((size_t) es_model_n_params (model));
   if (cfg->plan_fake_quant)
     for (int i = 0; i < es_model_n_layers (model); i++)
       {
@@ -408,19 +427,22 @@ plan_slimming (const EsModel *model, const EsTrainConfig *cfg, int batch, EsMemP
 
         if (l->spec.kind == ES_LAYER_DENSE || l->spec.kind == ES_LAYER_CONV2D)
           {
-            plan->weights += (size_t) es_model_tensor (model, l->first_tensor)->size
-                             * sizeof (float);
-            plan->activations += (size_t) batch * (size_t) es_shape_size (&l->in) * sizeof (float);
+            plan->weights += charged ((size_t) es_model_tensor (model, l->first_tensor)->size
+                                      * sizeof (float));
+            plan->activations += charged ((size_t) batch * (size_t) es_shape_size (&l->in)
+                                          * sizeof (float));
           }
       }
   if (cfg->plan_teacher != NULL)
     {
       const EsModel *t = cfg->plan_teacher;
       EsShape out = es_model_output_shape (model);
+      size_t soft = charged ((size_t) batch * (size_t) es_shape_size (&out) * sizeof (float));
 
-      plan->weights += (size_t) (es_model_n_params (t) + es_model_n_buffers (t)) * sizeof (float);
-      plan->activations += activation_bytes (t, batch, false)
-                           + 2 * (size_t) batch * (size_t) es_shape_size (&out) * sizeof (float);
+      plan->weights += charged ((size_t) es_model_n_params (t) * sizeof (float))
+                       + charged ((size_t) es_model_n_buffers (t) * sizeof (float));
+      /* teacher_new's two buffers and MaxPool indices are EsInfer's */
+      plan->activations += activation_bytes (t, batch, false, false) + 2 * soft;
     }
 }
 
@@ -466,6 +488,52 @@ half_plan (const EsLayerInfo *l, size_t B, bool training, bool dinp)
   return 0;
 }
 
+/* The CPU backend's convolution workspace for layer l at B rows on T threads, as
+ * es-cpu.c takes it (one block, grown to the largest request, in steps of 64 KiB):
+ * forward, each thread's columns (C*K*K, OH*OW), rows of 16 floats (none for a 1x1
+ * convolution of stride 1 without padding: the image is its own columns); backward,
+ * per thread (at most one per image) the columns and private weight and bias gradient
+ * partials (OC*C*K*K + OC). */
+static size_t
+cpu_conv_workspace (const EsLayerInfo *l, size_t B, size_t T, bool training)
+{
+  const size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel * (size_t) l->spec.kernel;
+  const size_t ohw = (size_t) l->out.dims[1] * (size_t) l->out.dims[2];
+  const size_t oc = (size_t) l->spec.filters;
+  const bool direct = l->spec.kernel == 1 && l->spec.stride == 1 && l->spec.padding == 0;
+  const size_t fwd = direct ? 0 : ES_CEIL_DIV (ckk * ohw, (size_t) 16) * 16 * T;
+  size_t bwd = 0, nt_b = ES_MIN (T, ES_MAX (B, (size_t) 1));
+
+  if (training && !(direct && nt_b <= 1))
+    bwd = ES_CEIL_DIV ((direct ? 0 : ckk * ohw) + oc * ckk + oc, (size_t) 16) * 16 * nt_b;
+  return ES_CEIL_DIV (ES_MAX (fwd, bwd) * sizeof (float), (size_t) 65536) * 65536;
+}
+
+/* The convolution workspace of model's layers (forward only for a teacher's) on the
+ * backend cfg plans for: the largest of them, which the backend keeps. On the CUDA
+ * backend (conv_workspace in es-cuda-ops.cu) one image's columns and its output
+ * (gradient) columns, (C*K*K + OC) * OH*OW floats: the least its chunks take. */
+static size_t
+conv_workspace_plan (const EsModel *model, const EsTrainConfig *cfg, size_t B, bool training)
+{
+  size_t ws = 0, T = cfg != NULL && cfg->plan_threads > 1 ? (size_t) cfg->plan_threads : 1;
+
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+
+      if (l->spec.kind != ES_LAYER_CONV2D)
+        continue;
+      if (cfg != NULL && cfg->plan_cuda)
+        ws = ES_MAX (ws, ((size_t) l->in.dims[0] * (size_t) l->spec.kernel * (size_t) l->spec.kernel
+                          + (size_t) l->spec.filters)
+                         * (size_t) l->out.dims[1] * (size_t) l->out.dims[2] * sizeof (float));
+      else
+        ws = ES_MAX (ws, cpu_conv_workspace (l, B, T, training));
+    }
+  return ws;
+}
+
 void
 es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool training,
              EsMemPlan *plan)
@@ -474,38 +542,85 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
   EsShape in = es_model_input_shape (model);
   size_t P = (size_t) es_model_n_params (model), Q = (size_t) es_model_n_buffers (model);
   size_t F = (size_t) es_shape_size (&out), D = (size_t) es_shape_size (&in);
+  size_t B = (size_t) batch;
+  bool cuda = cfg != NULL && cfg->plan_cuda;
+  size_t data_batch;
 
   memset (plan, 0, sizeof *plan);
-  plan->weights = (P + Q) * sizeof (float);
-  if (training)
+  if (!training)
     {
-      plan->gradients = P * sizeof (float);
-      plan->optimizer = (size_t) optimizer_slots (cfg->optimizer) * P * sizeof (float);
+      /* es_infer_new's */
+      plan->weights = (P + Q) * sizeof (float);
+      plan->activations = activation_bytes (model, batch, false, false);
+      plan->data = B * (D + F) * sizeof (float) + B * sizeof (int32_t);
+      plan->workspace = conv_workspace_plan (model, cfg, B, false);
+      goto total;
     }
-  plan->activations = activation_bytes (model, batch, training);
-  if (training)
-    plan->activations += (size_t) batch * (F + 1) * sizeof (float);
-  plan->data = (size_t) batch * (D + F) * sizeof (float) + (size_t) batch * sizeof (int32_t);
-  /* Convolutions run as im2col + GEMM: one image's columns (C*K*K, OH*OW) and, while
-   * training, a private weight-gradient partial, per compute thread (one counted here);
-   * on the CUDA backend (cfg->plan_cuda) one image's columns and its output (gradient)
-   * columns (OC, OH*OW), the least its chunks take (conv_workspace in es-cuda-ops.cu). */
-  for (int i = 0; i < es_model_n_layers (model); i++)
-    {
-      const EsLayerInfo *l = es_model_layer (model, i);
 
-      if (l->spec.kind == ES_LAYER_CONV2D)
+  /* tr_allocate: parameters, buffers and their copy from before the batch (BatchNorm's
+   * running statistics, restored when a batch goes bad), gradients, optimizer slots */
+  plan->weights = charged (P * sizeof (float)) + charged (Q * sizeof (float))
+                  + Q * sizeof (float);
+  plan->gradients = charged (P * sizeof (float));
+  plan->optimizer = (size_t) (cfg != NULL ? optimizer_slots (cfg->optimizer) : 2)
+                    * charged (P * sizeof (float));
+  /* the layers' outputs and records, the loss probabilities and per-row losses */
+  plan->activations = activation_bytes (model, batch, true,
+                                        cfg != NULL && last_is_fused (model, cfg->loss))
+                      + charged (B * F * sizeof (float)) + charged (B * sizeof (int32_t));
+  /* one micro-batch's inputs, labels and targets on the backend */
+  data_batch = charged (B * D * sizeof (float)) + charged (B * sizeof (int32_t))
+               + charged (B * F * sizeof (float));
+  plan->data = data_batch;
+  if (cfg != NULL && cfg->plan_prefetch)
+    plan->data += 2 * data_batch;  /* es_trainer_prefetch's two slots */
+
+  /* synchronized BatchNorm's partial sums (es_trainer_set_stat_reduce): 3 floats a
+   * channel of the widest BatchNorm */
+  {
+    size_t widest = 0;
+
+    for (int i = 0; i < es_model_n_layers (model); i++)
+      if (es_model_layer (model, i)->spec.kind == ES_LAYER_BATCHNORM)
+        widest = ES_MAX (widest, (size_t) es_model_layer (model, i)->in.dims[0]);
+    if (widest > 0)
+      plan->workspace += charged (3 * widest * sizeof (float));
+  }
+
+  if (cuda)
+    {
+      /* the CUDA backend's optional ops: resident batches' row indices (two halves of
+       * a batch), and for deferred statistics and CUDA Graphs (softmax cross-entropy
+       * only) the statistics, the table of scheduled values and its slot, fp16's scaler
+       * and Dropout's seeds (dev_tables) */
+      plan->data += charged (2 * B * sizeof (int32_t));
+      if (cfg->loss == ES_LOSS_SOFTMAX_XENT)
         {
-          size_t ckk = (size_t) l->in.dims[0] * (size_t) l->spec.kernel * (size_t) l->spec.kernel;
-          size_t ohw = (size_t) l->out.dims[1] * (size_t) l->out.dims[2];
-          size_t cols = ckk * ohw;
-          size_t ws = (cfg != NULL && cfg->plan_cuda
-                       ? (ckk + (size_t) l->spec.filters) * ohw
-                       : cols + (training ? ckk * (size_t) l->spec.filters : 0)) * sizeof (float);
+          size_t n_drop = 0;
 
-          plan->workspace = ES_MAX (plan->workspace, ws);
+          for (int i = 0; i < es_model_n_layers (model); i++)
+            n_drop += es_model_layer (model, i)->spec.kind == ES_LAYER_DROPOUT;
+          plan->workspace += charged (ES_STATS_N * sizeof (double))
+                             + charged (HYPER_STEPS * 4 * sizeof (float))
+                             + charged (sizeof (int32_t));
+          if (cfg->precision == ES_PRECISION_FP16)
+            plan->workspace += charged (ES_AMP_N * sizeof (double));
+          if (n_drop > 0)
+            plan->workspace += charged (HYPER_STEPS * n_drop * sizeof (uint64_t));
         }
+      /* the backend's uint8 staging of a host batch (load_u8) and the argmax rows an
+       * evaluation with predictions brings back */
+      plan->workspace += B * D + B * sizeof (int32_t);
     }
+
+  /* Convolutions run as im2col + GEMM (conv_workspace_plan), a teacher's too. */
+  {
+    size_t ws = conv_workspace_plan (model, cfg, B, true);
+
+    if (cfg != NULL && cfg->plan_teacher != NULL)
+      ws = ES_MAX (ws, conv_workspace_plan (cfg->plan_teacher, cfg, B, false));
+    plan->workspace += ws;
+  }
   /* bf16/fp16: the backend rounds each product's operands to 16 bits in a workspace
    * of its own, as large as the largest product's copies (half_plan) */
   if (cfg != NULL && cfg->precision != ES_PRECISION_FP32)
@@ -517,16 +632,16 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
         if (es_model_layer (model, i)->n_params > 0)
           first_grad = i;
       for (int i = 0; i < es_model_n_layers (model); i++)
-        half = ES_MAX (half, half_plan (es_model_layer (model, i), (size_t) batch, training,
-                                        i > first_grad));
-      if (training && cfg->plan_teacher != NULL)
+        half = ES_MAX (half, half_plan (es_model_layer (model, i), B, true, i > first_grad));
+      if (cfg->plan_teacher != NULL)
         for (int i = 0; i < es_model_n_layers (cfg->plan_teacher); i++)
-          half = ES_MAX (half, half_plan (es_model_layer (cfg->plan_teacher, i),
-                                          (size_t) batch, false, false));
+          half = ES_MAX (half, half_plan (es_model_layer (cfg->plan_teacher, i), B, false,
+                                          false));
       plan->workspace += half;
     }
-  if (training)
+  if (cfg != NULL)
     plan_slimming (model, cfg, batch, plan);
+total:
   plan->total = plan->weights + plan->gradients + plan->optimizer + plan->activations
                 + plan->workspace + plan->data;
 }
@@ -668,6 +783,26 @@ tr_allocate (EsTrainer *tr, EsError *err)
         }
       exec_bind (e, m, tr->params, tr->grads, tr->buffers);
       prev = e->out;
+    }
+  /* Where the backend has the ops of resident batches, deferred statistics and CUDA
+   * Graphs, their buffers now, so that they are part of the plan that fits (the
+   * backend's workspaces, which grow into the room a budget has, would otherwise take
+   * it first): the row indices, and with softmax cross-entropy (the only loss those
+   * steps run) the statistics, the table of scheduled values, fp16's scaler state and
+   * Dropout's seeds (dev_buffers). */
+  if (tr->be->iface->gather_rows != NULL)
+    ALLOC (tr->rows_dev, ES_MEM_DATA, 2 * (size_t) tr->batch * sizeof (int32_t));
+  if (tr->be->iface->softmax_xent_forward_acc != NULL && tr->be->iface->step_advance != NULL
+      && tr->cfg.loss == ES_LOSS_SOFTMAX_XENT)
+    {
+      ALLOC (tr->stats_dev, ES_MEM_WORKSPACE, ES_STATS_N * sizeof (double));
+      ALLOC (tr->hyper, ES_MEM_WORKSPACE, HYPER_STEPS * 4 * sizeof (float));
+      ALLOC (tr->hyper_slot, ES_MEM_WORKSPACE, sizeof (int32_t));
+      if (tr->cfg.precision == ES_PRECISION_FP16)
+        ALLOC (tr->amp_dev, ES_MEM_WORKSPACE, ES_AMP_N * sizeof (double));
+      tr->n_drop = dropout_index (tr, tr->n_exec);
+      if (tr->be->iface->dropout_forward_dev != NULL && tr->n_drop > 0)
+        ALLOC (tr->seeds, ES_MEM_WORKSPACE, HYPER_STEPS * (size_t) tr->n_drop * sizeof (uint64_t));
     }
 #undef ALLOC
   return true;
@@ -916,6 +1051,7 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
   tr->cfg = *cfg;
   tr->cfg.accum_steps = accum;
   tr->cfg.plan_cuda = strcmp (be->iface->name, "cuda") == 0;  /* its workspace layout */
+  tr->cfg.plan_threads = tr->cfg.plan_cuda ? 1 : ES_MAX (be->n_threads, 1);
   tr->batch = batch;
   tr->D = es_shape_size (&in);
   tr->F_out = es_shape_size (&out);
@@ -941,7 +1077,9 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
     if (es_model_layer (model, i)->spec.kind == ES_LAYER_BATCHNORM)
       tr->min_micro = ES_MIN (batch, 16);
 
-  /* Halve the micro-batch until the plan fits what is left of the budget. */
+  /* Halve the micro-batch until the plan fits what is left of the budget: the plan
+   * bounds what the run charges (es_mem_plan), so a budget of exactly it runs at full
+   * batch. The resident batches' row indices are made for whole batches. */
   tr->micro = batch;
   if (be->budget != NULL && es_budget_limit (be->budget) > 0)
     {
@@ -954,9 +1092,10 @@ es_trainer_new (EsModel *model, EsBackend *be, const EsTrainConfig *cfg, int bat
           size_t need;
 
           es_mem_plan (model, &tr->cfg, tr->micro, true, &plan);
-          /* the plan counts one thread's convolution workspace; 10% slack besides */
-          need = plan.total + plan.workspace * (size_t) ES_MAX (be->n_threads - 1, 0);
-          if (need + need / 10 <= avail || (tr->micro + 1) / 2 < tr->min_micro || tr->micro == 1)
+          need = plan.total;
+          if (be->iface->gather_rows != NULL)
+            need += 2 * (size_t) (batch - tr->micro) * sizeof (int32_t);
+          if (need <= avail || (tr->micro + 1) / 2 < tr->min_micro || tr->micro == 1)
             break;
           tr->micro = (tr->micro + 1) / 2;
         }
@@ -1870,8 +2009,6 @@ es_trainer_set_state (EsTrainer *tr, int64_t steps, const float *slots, EsError 
 /* ------------------------------------------------------------------------------ */
 /* resident data, deferred statistics, CUDA Graphs, uploads ahead (es-train.h) */
 
-/* Steps of scheduled optimizer values in the device table (16 bytes each). */
-#define HYPER_STEPS 1024
 /* The upload_ahead slots: batches alternate between 0 and 1, row indices between 2
  * and 3. */
 #define ROWS_SLOT 2
@@ -2015,41 +2152,49 @@ rows_buffer (EsTrainer *tr, EsError *err)
   return true;
 }
 
-/* The device statistics and the table of scheduled values, made on first use; false
- * when the backend refuses them (the ordinary path is taken then). */
+/* The device statistics and the table of scheduled values (made by tr_allocate where
+ * the backend has the ops, else here), started on first use (the statistics zeroed,
+ * counted from the steps done now) with their host copies; false when they cannot be
+ * had (the ordinary path is taken then). */
 static bool
 dev_buffers (EsTrainer *tr)
 {
   EsError local = { 0 };
 
-  if (tr->stats_dev == NULL)
+  if (tr->stats_dev == NULL
+      && (tr->stats_dev = tr_alloc (tr, ES_MEM_WORKSPACE, ES_STATS_N * sizeof (double),
+                                    &local)) == NULL)
+    return false;
+  if (!tr->stats_started)
     {
-      if ((tr->stats_dev = tr_alloc (tr, ES_MEM_WORKSPACE, ES_STATS_N * sizeof (double),
-                                     &local)) == NULL)
-        return false;
       tr->be->iface->zero (tr->be, tr->stats_dev, ES_STATS_N * sizeof (double));
       tr->stats_base = tr->steps;
+      tr->stats_started = true;
     }
-  if (tr->hyper == NULL
-      && ((tr->hyper = tr_alloc (tr, ES_MEM_WORKSPACE, HYPER_STEPS * 4 * sizeof (float),
-                                 &local)) == NULL
-          || (tr->hyper_slot = tr_alloc (tr, ES_MEM_WORKSPACE, sizeof (int32_t),
-                                         &local)) == NULL
-          || (tr->hyper_host = malloc (HYPER_STEPS * 4 * sizeof (float))) == NULL))
+  if ((tr->hyper == NULL
+       && (tr->hyper = tr_alloc (tr, ES_MEM_WORKSPACE, HYPER_STEPS * 4 * sizeof (float),
+                                 &local)) == NULL)
+      || (tr->hyper_slot == NULL
+          && (tr->hyper_slot = tr_alloc (tr, ES_MEM_WORKSPACE, sizeof (int32_t),
+                                         &local)) == NULL)
+      || (tr->hyper_host == NULL
+          && (tr->hyper_host = malloc (HYPER_STEPS * 4 * sizeof (float))) == NULL))
     return false;
   if (tr->cfg.precision == ES_PRECISION_FP16 && tr->amp_dev == NULL
       && (tr->amp_dev = tr_alloc (tr, ES_MEM_WORKSPACE, ES_AMP_N * sizeof (double),
                                   &local)) == NULL)
     return false;
-  if (tr->seeds == NULL && tr->be->iface->dropout_forward_dev != NULL)
+  if (tr->be->iface->dropout_forward_dev != NULL)
     {
       tr->n_drop = dropout_index (tr, tr->n_exec);
       if (tr->n_drop > 0
-          && ((tr->seeds = tr_alloc (tr, ES_MEM_WORKSPACE,
-                                     HYPER_STEPS * (size_t) tr->n_drop * sizeof (uint64_t),
-                                     &local)) == NULL
-              || (tr->seeds_host = malloc (HYPER_STEPS * (size_t) tr->n_drop
-                                           * sizeof (uint64_t))) == NULL))
+          && ((tr->seeds == NULL
+               && (tr->seeds = tr_alloc (tr, ES_MEM_WORKSPACE,
+                                         HYPER_STEPS * (size_t) tr->n_drop * sizeof (uint64_t),
+                                         &local)) == NULL)
+              || (tr->seeds_host == NULL
+                  && (tr->seeds_host = malloc (HYPER_STEPS * (size_t) tr->n_drop
+                                               * sizeof (uint64_t))) == NULL)))
         return false;
     }
   return true;

@@ -82,6 +82,13 @@ typedef struct {
    * and output columns; no per-thread partials); false: the CPU backends' layout.
    * es_trainer_new sets it from its backend for its own planning. */
   bool           plan_cuda;
+  /* For planning only: the CPU backends' compute threads, each with its own
+   * convolution workspace (0 counts as 1; es_trainer_new sets it from its backend), and
+   * whether es_trainer_prefetch will stage batches (two micro-batches of inputs,
+   * labels and targets as data; what core does on the CUDA backend when the dataset is
+   * not resident). */
+  int            plan_threads;
+  bool           plan_prefetch;
   /* mixed precision (see EsPrecision) */
   EsPrecision    precision;          /* ES_PRECISION_FP32 */
   float          loss_scale_init;    /* fp16: first scale (65536) */
@@ -126,7 +133,19 @@ typedef struct {
   int    rows;
 } EsStepStats;
 
-/* The bytes a run needs, by kind, planned before anything is allocated. */
+/* The bytes a run needs, by kind, planned before anything is allocated: an upper bound
+ * on what a trainer of cfg (with the plan_* fields as its run will use the features
+ * they name) and batch rows charges to its backend's budget through a run of training
+ * steps and evaluations, on top of what was charged when es_trainer_new was called
+ * (the backend's own buffers, a resident dataset). Counted: the trainer's allocations
+ * (es_trainer_new's, the device tables of deferred statistics and CUDA Graphs, the
+ * row indices of resident batches, the synchronized BatchNorm partials, the staged
+ * batches of es_trainer_prefetch, the mask, QAT and teacher buffers) and the workspaces
+ * the backend's ops take at the least (convolution columns per thread, 16-bit operand
+ * copies, the CUDA backend's uint8 staging and argmax buffers). Under a budget the
+ * backend takes no more unless the budget has room for it, so a limit of exactly
+ * es_budget_used () + total runs without a failure, a halving or an fp32 fallback.
+ * total is the sum of the kinds. */
 typedef struct {
   size_t weights, gradients, optimizer, activations, workspace, data;
   size_t total;

@@ -145,6 +145,11 @@ test_train_eval_round (void)
   g_assert_true (has_event (ev, "metrics"));
   g_assert_true (has_event (ev, "saved"));
   g_assert_cmpstr (g_ptr_array_index (ev, ev->len - 1), ==, "done");
+  /* step, epoch and done events count the products that fell back to fp32: none in
+   * fp32 on the CPU, and no sentence about them */
+  g_assert_nonnull (strstr (r.out, "\"fp32_products\":0"));
+  g_assert_null (strstr (r.out, "\"fp32_products\":1"));
+  g_assert_null (strstr (r.out, "ran in fp32"));
   g_assert_true (g_file_test (json, G_FILE_TEST_IS_REGULAR));
   g_assert_true (g_file_test (st, G_FILE_TEST_IS_REGULAR));
   run_clear (&r);

@@ -225,6 +225,93 @@ test_memory_limit (void)
   es_model_free (model);
 }
 
+typedef struct {
+  gint64 fp32_products;   /* the most a progress record told */
+} Fallbacks;
+
+static void
+on_fallbacks (const EspalierProgress *p, gpointer data)
+{
+  Fallbacks *f = data;
+
+  f->fp32_products = MAX (f->fp32_products, p->fp32_products);
+}
+
+/* Mixed precision's fallbacks reach the run's progress and result: an fp16 run with
+ * room has none; under a limit that holds the trainer at one row but leaves no room
+ * for the 16-bit operand copies, its products run in fp32 and are counted. The limit:
+ * the backend's 16 KiB of reductions (no cuBLAS workspace under 4 MiB), the plan at one
+ * row (as the trainer plans it for this backend: streaming through uploads ahead, the
+ * resident rows' indices for the whole batch) less its 16-bit copies (the fp16 plan's
+ * bytes over the fp32 one's, but fp16's 32 bytes of scaler state) and the uint8
+ * staging and argmax rows of one row. */
+static void
+test_fp32_fallbacks (void)
+{
+  g_autoptr(EspalierDataset) ds = NULL;
+  EspalierTrainOptions opts;
+  EsTrainConfig cfg;
+  EsMemPlan p16, p32;
+  EsModel *model;
+  gsize half, D;
+
+  if (!have_device ())
+    return;
+  ds = spiral ();
+  model = playground (ds, &opts);
+  opts.epochs = 1;
+  opts.device = 0;
+  opts.engine.precision = ES_PRECISION_FP16;
+  D = espalier_dataset_get_row_size (ds);
+  cfg = opts.engine;
+  cfg.plan_cuda = TRUE;
+  cfg.plan_prefetch = TRUE;
+  es_mem_plan (model, &cfg, 1, TRUE, &p16);
+  cfg.precision = ES_PRECISION_FP32;
+  es_mem_plan (model, &cfg, 1, TRUE, &p32);
+  half = p16.total - p32.total - 4 * sizeof (double);
+  g_assert_cmpuint (half, >, 0);
+  for (int limited = 0; limited < 2; limited++)
+    {
+      g_autoptr(GError) error = NULL;
+      g_autoptr(EspalierTrainer) tr = NULL;
+      EsModel *m = es_model_copy (model);
+      Fallbacks f = { 0 };
+      EspalierTrainOptions o = opts;
+
+      if (limited)
+        {
+          o.memory_limit = (2 * 1024 + 8) * sizeof (double) + p16.total
+                           + 2 * (o.batch_size - 1) * sizeof (gint32) - half
+                           - (D + sizeof (gint32));
+          g_assert_cmpuint (o.memory_limit, <, 4u << 20);
+        }
+      tr = espalier_trainer_new (ds, m, &o);
+      g_assert_true (espalier_trainer_run (tr, NULL, on_fallbacks, &f, &error));
+      g_assert_no_error (error);
+      g_test_message ("limit %zu: micro-batch %u, %lld product(s) in fp32 (progress told %lld)",
+                      o.memory_limit, espalier_trainer_get_micro_batch (tr),
+                      (long long) espalier_trainer_get_fp32_products (tr),
+                      (long long) f.fp32_products);
+      if (limited)
+        {
+          g_autofree char *msg = espalier_fp32_products_message (f.fp32_products);
+
+          g_assert_cmpuint (espalier_trainer_get_micro_batch (tr), ==, 1);
+          g_assert_cmpint (f.fp32_products, >, 0);
+          g_assert_cmpint (espalier_trainer_get_fp32_products (tr), >=, f.fp32_products);
+          g_assert_nonnull (strstr (msg, "fp32"));
+        }
+      else
+        {
+          g_assert_cmpint (f.fp32_products, ==, 0);
+          g_assert_cmpint (espalier_trainer_get_fp32_products (tr), ==, 0);
+        }
+      es_model_free (m);
+    }
+  es_model_free (model);
+}
+
 /* Evaluation on the device gives the CPU's metrics. */
 static void
 test_evaluate (void)
@@ -448,5 +535,6 @@ main (int argc, char **argv)
   g_test_add_func ("/trainer-cuda/evaluate", test_evaluate);
   g_test_add_func ("/trainer-cuda/evaluate-resident", test_evaluate_resident);
   g_test_add_func ("/trainer-cuda/fp16-resume", test_fp16_resume);
+  g_test_add_func ("/trainer-cuda/fp32-fallbacks", test_fp32_fallbacks);
   return g_test_run ();
 }

@@ -40,7 +40,7 @@ prepare() {
   module="src/engine/cuda/libespalier-cuda.so"
   [ -n "$sfx" ] && module="tests/cuda/libespalier-cuda-emu.so"
   ninja -C "$build" "tests/cuda/test-cuda-ops$sfx" "tests/cuda/test-cuda-train$sfx" "bench/bench-cuda$sfx" \
-    "tests/cuda/test-cuda-graph$sfx" \
+    "tests/cuda/test-cuda-graph$sfx" "tests/cuda/test-cuda-memplan$sfx" \
     "tests/cuda/test-trainer-cuda$sfx" "tests/cuda/test-trainer-cuda-graph$sfx" \
     "tests/cuda/test-batchnorm-sync-cuda$sfx" "$module"
   dest="$build/gpu-check"
@@ -49,6 +49,8 @@ prepare() {
   bins=("$build/tests/cuda/test-cuda-ops$sfx" "$build/tests/cuda/test-cuda-train$sfx" "$build/bench/bench-cuda$sfx")
   # resident data, deferred statistics, CUDA Graphs, uploads ahead
   bins+=("$build/tests/cuda/test-cuda-graph$sfx")
+  # the memory plan bounds a run (es_mem_plan)
+  bins+=("$build/tests/cuda/test-cuda-memplan$sfx")
   # the core trainer on the device (GTest: it brings GLib, json-glib and the rest of
   # core's libraries, which the ldd loop below carries)
   bins+=("$build/tests/cuda/test-trainer-cuda$sfx")
@@ -130,7 +132,7 @@ run() {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,temperature.gpu --format=csv || true
 
   local t tests_summary=""
-  for t in test-cuda-ops test-cuda-train test-cuda-graph test-trainer-cuda test-trainer-cuda-graph \
+  for t in test-cuda-ops test-cuda-train test-cuda-graph test-cuda-memplan test-trainer-cuda test-trainer-cuda-graph \
            test-batchnorm-sync-cuda; do
     local trc=0 targs=()
     [ -e "$dir/bin/$t" ] || continue

@@ -377,20 +377,32 @@ gemm_rm_16_ready (EsCuda *cu, bool ta, bool tb, int M, int N, int K, float alpha
  * memory no convolution is using, they are given back and it is asked again: the next
  * convolution sizes its chunks with the larger copies counted (conv_workspace). While a
  * CUDA Graph is recorded nothing is allocated or freed (that would break the capture). */
+static void *buf_get_beside_ws (EsCuda *cu, EsCudaBuf *b, size_t bytes);
+
 static uint8_t *
 half_get (EsCuda *cu, size_t bytes)
 {
-  void *p;
-
   if (cu->capturing)
     return cu->half.bytes >= bytes ? (uint8_t *) cu->half.ptr : NULL;
-  p = es_cuda_buf_get (cu, &cu->half, bytes);
-  if (p == NULL && cu->ws.ptr != NULL && !cu->in_conv)
+  return (uint8_t *) buf_get_beside_ws (cu, &cu->half, bytes);
+}
+
+/* The buffer b (half, stage, idx) of at least bytes for an op outside a convolution.
+ * Under a budget the convolution columns grow into whatever room it has (more images
+ * per product), also room es_mem_plan counts for these buffers: when the budget
+ * refuses b while the columns hold memory no convolution is using, they are given back
+ * and b asked again (the next convolution sizes its chunks beside b). */
+static void *
+buf_get_beside_ws (EsCuda *cu, EsCudaBuf *b, size_t bytes)
+{
+  void *p = es_cuda_buf_get (cu, b, bytes);
+
+  if (p == NULL && b != &cu->ws && cu->ws.ptr != NULL && !cu->in_conv)
     {
       es_cuda_buf_release (cu, &cu->ws);
-      p = es_cuda_buf_get (cu, &cu->half, bytes);
+      p = es_cuda_buf_get (cu, b, bytes);
     }
-  return (uint8_t *) p;
+  return p;
 }
 
 /* gemm_rm's product with 16-bit operands; false (nothing queued) when the workspace
@@ -492,7 +504,7 @@ cu_load_u8 (EsBackend *be, float *out, const uint8_t *inp, float scale, float sh
 
   if (!es_cuda_enter (cu) || N <= 0)
     return;
-  stage = (uint8_t *) es_cuda_buf_get (cu, &cu->stage, (size_t) N);
+  stage = (uint8_t *) buf_get_beside_ws (cu, &cu->stage, (size_t) N);
   if (stage != NULL)
     {
       es_cuda_upload (be, stage, inp, (size_t) N);
@@ -1966,7 +1978,7 @@ cu_argmax_correct (EsBackend *be, int32_t *pred, const float *scores, const int3
     return 0;
   if (pred != NULL)
     {
-      dpred = (int32_t *) es_cuda_buf_get (cu, &cu->idx, (size_t) B * sizeof (int32_t));
+      dpred = (int32_t *) buf_get_beside_ws (cu, &cu->idx, (size_t) B * sizeof (int32_t));
       if (dpred == NULL)
         return argmax_on_host (cu, pred, scores, labels, B, C);
     }
