@@ -74,6 +74,12 @@ prepare() {
     python3 -c 'import lzma, sys; lzma.open(sys.argv[2], "wb", preset=6).write(open(sys.argv[1], "rb").read())' \
       "$path" "$dest/lib/$name.xz"
   done
+  # the programs xz-compressed too: each holds the CUDA module's code (about 2.5 MB), and
+  # a carry is limited to 64 MiB in all
+  for f in "$dest"/bin/*; do
+    python3 -c 'import lzma, sys; lzma.open(sys.argv[1] + ".xz", "wb", preset=6).write(open(sys.argv[1], "rb").read())' "$f"
+    rm "$f"
+  done
   cp "${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"/*-ubyte.gz "$dest/data/"
   peers="${ESPALIER_PEERS:-$here/../shared/peers}"
   if [ -f "$peers/torch_mlp.py" ]; then
@@ -102,7 +108,7 @@ PY
 }
 
 run() {
-  local dir="${1:-build-cuda/gpu-check}" memcheck=0 peer=1 out lib rc=0 a
+  local dir="${1:-build-cuda/gpu-check}" memcheck=0 peer=1 out lib bin rc=0 a
   shift || true
   for a in "$@"; do
     case "$a" in
@@ -116,6 +122,17 @@ run() {
   out="${OUT:-/tmp/espalier-gpu-check}"
   mkdir -p "$out"
   lib="$(mktemp -d /tmp/espalier-gpu-lib.XXXXXX)"
+  # the programs, unpacked beside the libraries (prepare compressed them; the carried
+  # folder may be read-only)
+  bin="$(mktemp -d /tmp/espalier-gpu-bin.XXXXXX)"
+  for f in "$dir"/bin/*; do
+    case "$f" in
+      *.xz) python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
+              "$f" "$bin/$(basename "$f" .xz)" ;;
+      *) cp "$f" "$bin/" ;;
+    esac
+  done
+  chmod +x "$bin"/*
   for f in "$dir"/lib/*.xz; do
     [ -e "$f" ] || continue
     python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
@@ -123,9 +140,9 @@ run() {
   done
   LD_LIBRARY_PATH="$lib:$(cuda_lib_dirs | sort -u | paste -sd: -)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export LD_LIBRARY_PATH
-  export ESPALIER_CUDA_MODULE="$dir/bin/libespalier-cuda.so"
+  export ESPALIER_CUDA_MODULE="$bin/libespalier-cuda.so"
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-  if ldd "$dir"/bin/* | grep "not found"; then
+  if ldd "$bin"/* | grep "not found"; then
     echo "device-check: libraries missing (above)" >&2
     exit 1
   fi
@@ -135,9 +152,9 @@ run() {
   for t in test-cuda-ops test-cuda-train test-cuda-graph test-cuda-memplan test-trainer-cuda test-trainer-cuda-graph \
            test-batchnorm-sync-cuda; do
     local trc=0 targs=()
-    [ -e "$dir/bin/$t" ] || continue
+    [ -e "$bin/$t" ] || continue
     case "$t" in test-trainer-cuda*|test-batchnorm-sync-cuda) targs=(--tap) ;; esac   # GTest
-    timeout 240 "$dir/bin/$t" "${targs[@]}" >"$out/$t.tap" 2>&1 || trc=$?
+    timeout 240 "$bin/$t" "${targs[@]}" >"$out/$t.tap" 2>&1 || trc=$?
     local pass fail
     pass=$(grep -c '^ok' "$out/$t.tap" || true)
     fail=$(grep -c '^not ok' "$out/$t.tap" || true)
@@ -152,7 +169,7 @@ run() {
     cs="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
     if [ -n "$cs" ]; then
       local mrc=0
-      timeout 240 "$cs" --tool memcheck --error-exitcode 9 "$dir/bin/test-cuda-ops" \
+      timeout 240 "$cs" --tool memcheck --error-exitcode 9 "$bin/test-cuda-ops" \
         >"$out/memcheck.log" 2>&1 || mrc=$?
       echo "== compute-sanitizer memcheck test-cuda-ops: exit $mrc"
       grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.log" | head -20 || true
@@ -165,7 +182,7 @@ run() {
 
   echo "== bench-cuda"
   # shellcheck disable=SC2086  # ESPALIER_BENCH_ARGS: extra words, e.g. "--rows 2048 --no-wide"
-  timeout 200 "$dir/bin/bench-cuda" --data "$dir/data" --epochs 3 --batch 128 ${ESPALIER_BENCH_ARGS:-} \
+  timeout 200 "$bin/bench-cuda" --data "$dir/data" --epochs 3 --batch 128 ${ESPALIER_BENCH_ARGS:-} \
     >"$out/bench-cuda.json" 2>"$out/bench-cuda.err" || echo "bench-cuda failed: $(cat "$out/bench-cuda.err")"
   cat "$out/bench-cuda.json"
   : >"$out/torch.json"
