@@ -1515,7 +1515,9 @@ env_off (const char *name)
   return g_strcmp0 (g_getenv (name), "0") == 0;
 }
 
-/* Choose how the steps on be are fed; reports what the user should know (rep). */
+/* Choose how the steps on be are fed; reports what the user should know (rep). reserve:
+ * the bytes the run will still charge to budget beyond what it holds now, which a
+ * dataset kept on the device must leave free. */
 static void
 feed_setup (Feed            *feed,
             EspalierTrainer *self,
@@ -1525,6 +1527,7 @@ feed_setup (Feed            *feed,
             gboolean         bce,
             gboolean         augment,
             gboolean         profiling,
+            gsize            reserve,
             Reporter        *rep)
 {
   EspalierDataset *ds = self->dataset;
@@ -1534,7 +1537,7 @@ feed_setup (Feed            *feed,
   const gint32 *labels = xent || bce ? espalier_dataset_get_labels (ds) : NULL;
   const float *targets = xent || bce ? NULL : espalier_dataset_get_targets (ds);
   g_autofree float *label_targets = NULL;
-  gsize limit = es_budget_limit (budget), used, need, reserve;
+  gsize limit = es_budget_limit (budget), used, need;
   EsError es = { 0 };
 
   memset (feed, 0, sizeof *feed);
@@ -1560,10 +1563,6 @@ feed_setup (Feed            *feed,
     }
   need = (gsize) n * (feed->D * (u8 ? 1 : sizeof (float)) + (xent ? sizeof (gint32) : 0)
                       + feed->T * sizeof (float));
-  /* what the trainer allocates later, on first use: the row indices, the statistics,
-   * the tables of scheduled values and dropout seeds */
-  reserve = 64 * 1024 + 2 * (gsize) self->opts.batch_size * sizeof (gint32)
-            + (gsize) es_model_n_layers (self->model) * 8 * 1024;
   used = es_budget_used (budget);
   if (limit == 0 || used + need + reserve <= limit)
     {
@@ -1585,7 +1584,8 @@ feed_setup (Feed            *feed,
     }
   {
     g_autofree char *size = g_format_size (need);
-    g_autofree char *left = g_format_size (limit > used ? limit - used : 0);
+    /* what is left once the training has all it will take */
+    g_autofree char *left = g_format_size (limit > used + reserve ? limit - used - reserve : 0);
     g_autofree char *msg = limit > 0
         ? g_strdup_printf (_("The dataset (%s) does not fit in the device's memory budget "
                              "beside the training (%s left): each batch is copied to the "
@@ -1769,6 +1769,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   EspalierMetrics vm = { 0 };      /* validation metrics of the current epoch */
   Reporter rep = { func, user_data, 0, -INFINITY, NULL, NULL };
   EsError es = { 0 };
+  gsize used_before = 0;           /* charged to the budget before the trainer */
   gboolean ok = FALSE, bce, have_best = FALSE;
   double t_start, best_val = INFINITY;
   guint best_epoch = 0;
@@ -1878,6 +1879,7 @@ espalier_trainer_run (EspalierTrainer      *self,
    * plan (and the micro-batch it allows) holds their two staged batches */
   cfg.plan_prefetch = espalier_backend_get_device (be) != ESPALIER_DEVICE_CPU
                       && self->dist == NULL;
+  used_before = es_budget_used (budget);
   tr = es_trainer_new (self->model, be, &cfg, (int) o->batch_size, &es);
   if (tr == NULL)
     {
@@ -1915,9 +1917,20 @@ espalier_trainer_run (EspalierTrainer      *self,
           (o->batch_size + self->micro_batch - 1) / self->micro_batch, o->batch_size);
       report_message (&rep, msg);
     }
-  feed_setup (&feed, self, tr, be, budget, bce,
-              o->augment.shift_pixels || o->augment.hflip || o->augment.noise_std > 0,
-              prof != NULL, &rep);
+  {
+    /* What the run will still charge beyond what the trainer holds now (workspaces
+     * grown on first use): a dataset kept on the device must leave room for it. The
+     * plan bounds everything charged from es_trainer_new on (es-train.h). */
+    EsMemPlan plan;
+    gsize charged = es_budget_used (budget) - MIN (used_before, es_budget_used (budget));
+
+    cfg.plan_cuda = espalier_backend_get_device (be) != ESPALIER_DEVICE_CPU;
+    cfg.plan_threads = be->n_threads;
+    es_mem_plan (self->model, &cfg, (int) self->micro_batch, TRUE, &plan);
+    feed_setup (&feed, self, tr, be, budget, bce,
+                o->augment.shift_pixels || o->augment.hflip || o->augment.noise_std > 0,
+                prof != NULL, plan.total > charged ? plan.total - charged : 0, &rep);
+  }
 
   {
     EspalierProgress p = { .kind = ESPALIER_PROGRESS_START, .epochs = o->epochs,
