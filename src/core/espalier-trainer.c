@@ -642,25 +642,31 @@ espalier_fp32_products_message (gint64 n)
                           (long long) n);
 }
 
+typedef gint64 (*Fp32CountFunc) (EsBackend *be);
+
 /* The CUDA backend's count of products that fell back to fp32
- * (es_cuda_backend_fp32_products, looked up in the module that made be, which core
- * opens at run time); 0 on the CPU backend or when the module lacks it. */
-static gint64
-backend_fp32_products (EsBackend *be)
+ * (es_cuda_backend_fp32_products), looked up in the module that made be, which core
+ * opens at run time; NULL on the CPU backend or when the module lacks it. */
+static Fp32CountFunc
+backend_fp32_counter (EsBackend *be)
 {
   Dl_info info;
   void *module;
-  gint64 (*count) (EsBackend *) = NULL;
-  gint64 n;
+  Fp32CountFunc count;
 
   if (be == NULL || espalier_backend_get_device (be) < 0 || dladdr (be->iface, &info) == 0
       || info.dli_fname == NULL
       || (module = dlopen (info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD)) == NULL)
-    return 0;
-  count = (gint64 (*) (EsBackend *)) dlsym (module, "es_cuda_backend_fp32_products");
-  n = count != NULL ? count (be) : 0;
+    return NULL;
+  count = (Fp32CountFunc) dlsym (module, "es_cuda_backend_fp32_products");
   dlclose (module);   /* it stays: core made it resident */
-  return MAX (n, 0);
+  return count;
+}
+
+static gint64
+backend_fp32_products (EsBackend *be, Fp32CountFunc count)
+{
+  return count != NULL ? MAX (count (be), 0) : 0;
 }
 
 /* Append label and pad it to width columns; a wide (CJK) character takes two. */
@@ -872,6 +878,7 @@ typedef struct {
   double               last_snapshot;
   EspalierDistributed *dist;          /* adds the data-parallel fields, or NULL */
   EsBackend           *be;            /* for the fp32 fallbacks' count, or NULL */
+  Fp32CountFunc        fp32_count;    /* be's counter of them, or NULL */
 } Reporter;
 
 /* Pass p to the callback, then free its snapshot unless the callback took it (the async
@@ -881,7 +888,7 @@ report (Reporter *rep, EspalierProgress *p)
 {
   if (rep->dist != NULL)
     espalier_distributed_fill_progress (rep->dist, p);
-  p->fp32_products = backend_fp32_products (rep->be);
+  p->fp32_products = backend_fp32_products (rep->be, rep->fp32_count);
   if (rep->func != NULL)
     rep->func (p, rep->data);
   g_clear_pointer (&p->snapshot, es_model_free);
@@ -1767,7 +1774,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   g_autofree float *best = NULL;
   g_autofree float *bce_targets = NULL;
   EspalierMetrics vm = { 0 };      /* validation metrics of the current epoch */
-  Reporter rep = { func, user_data, 0, -INFINITY, NULL, NULL };
+  Reporter rep = { func, user_data, 0, -INFINITY, NULL, NULL, NULL };
   EsError es = { 0 };
   gsize used_before = 0;           /* charged to the budget before the trainer */
   gboolean ok = FALSE, bce, have_best = FALSE;
@@ -1842,6 +1849,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   if (be == NULL)
     goto out;
   rep.be = be;
+  rep.fp32_count = backend_fp32_counter (be);
   self->fp32_products = 0;
   if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU)
     es_cpu_backend_set_ftz (be, !o->keep_denormals);
@@ -2336,7 +2344,7 @@ out:
   g_free (rs.good);
   g_free (rs.scratch);
   es_trainer_free (tr);
-  self->fp32_products = backend_fp32_products (be);
+  self->fp32_products = backend_fp32_products (be, rep.fp32_count);
   es_backend_free (be);
   if (budget != NULL)
     es_budget_free (budget);
