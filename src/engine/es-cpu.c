@@ -1361,7 +1361,9 @@ dense_fwd_part (void *data, int t, int nt)
 #define DENSE_PACKED_MIN_OUT 48
 /* nor when a packed copy would pass this many floats (4 MB): each thread keeps one in
  * the workspace, and a panel of w that no longer fits in L2 is streamed from memory
- * for every block of rows (measured only on w up to 400 KB). */
+ * for every block of rows (measured only on w up to 400 KB). The memory plan counts
+ * these copies with the same three numbers and layout (cpu_dense_packed_workspace in
+ * es-train.c): change them together. */
 #define DENSE_PACKED_MAX_FLOATS (1 << 20)
 
 /* Product task t: packs all of w and b into its own part of the workspace (a copy

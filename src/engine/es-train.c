@@ -509,6 +509,40 @@ cpu_conv_workspace (const EsLayerInfo *l, size_t B, size_t T, bool training)
   return ES_CEIL_DIV (ES_MAX (fwd, bwd) * sizeof (float), (size_t) 65536) * 65536;
 }
 
+/* The CPU backend's packed copies of a Dense layer's weights at inference (the
+ * forward EsInfer runs, dense_forward_act in es-cpu.c), with es-cpu.c's numbers: on a
+ * CPU whose products run on its own AVX-512 kernels (es_cpu_backend_gemm_path), a layer
+ * of at least 48 outputs (DENSE_PACKED_MIN_OUT) at 96 rows or more
+ * (DENSE_PACKED_MIN_ROWS) copies w (OUT,IN) and b into panels, OUT rounded up to 16
+ * columns: OUT16 * (IN + 1) floats, rounded to 16, when that is at most 2^20 floats
+ * (DENSE_PACKED_MAX_FLOATS); one copy per thread of the product in the workspace,
+ * grown in steps of 64 KiB. Counted for all T threads (a product too small to split
+ * takes fewer). The CPU is asked only when a layer would pack. */
+static size_t
+cpu_dense_packed_workspace (const EsModel *model, size_t B, size_t T)
+{
+  size_t floats = 0;
+
+  if (B < 96)
+    return 0;
+  for (int i = 0; i < es_model_n_layers (model); i++)
+    {
+      const EsLayerInfo *l = es_model_layer (model, i);
+      size_t in, npad, stride;
+
+      if (l->spec.kind != ES_LAYER_DENSE || l->spec.units < 48 || l->in.dims[0] <= 0)
+        continue;
+      in = (size_t) l->in.dims[0];
+      npad = ES_CEIL_DIV ((size_t) l->spec.units, (size_t) 16) * 16;
+      stride = ES_CEIL_DIV (npad * in + npad, (size_t) 16) * 16;
+      if (stride <= ((size_t) 1 << 20))
+        floats = ES_MAX (floats, stride * T);
+    }
+  if (floats == 0 || strcmp (es_cpu_backend_gemm_path (), "avx512") != 0)
+    return 0;
+  return ES_CEIL_DIV (floats * sizeof (float), (size_t) 65536) * 65536;
+}
+
 /* The convolution workspace of model's layers (forward only for a teacher's) on the
  * backend cfg plans for: the largest of them, which the backend keeps. On the CUDA
  * backend (conv_workspace in es-cuda-ops.cu) one image's columns and its output
@@ -549,11 +583,26 @@ es_mem_plan (const EsModel *model, const EsTrainConfig *cfg, int batch, bool tra
   memset (plan, 0, sizeof *plan);
   if (!training)
     {
-      /* es_infer_new's */
-      plan->weights = (P + Q) * sizeof (float);
+      /* es_infer_new's blocks: the parameters and buffers (a float each at the least),
+       * the two activation buffers and MaxPool's indices, the second buffer as wide
+       * as the input too where the input is uploaded into it (a backend that is not
+       * host memory). Nothing is charged as data: results come back to host memory.
+       * Then what es_infer_run's ops take: the convolutions' workspace and, on the CPU
+       * backend, the packed copies of large Dense products, in one block there (the
+       * backend grows a single workspace to the largest request). */
+      size_t widest = 1, T = cfg != NULL && cfg->plan_threads > 1 ? (size_t) cfg->plan_threads : 1;
+
+      for (int i = 0; i < es_model_n_layers (model); i++)
+        if (!es_infer_identity (es_model_layer (model, i)->spec.kind))
+          widest = ES_MAX (widest, (size_t) es_model_layer (model, i)->out_floats);
+      plan->weights = ES_MAX (P, (size_t) 1) * sizeof (float)
+                      + ES_MAX (Q, (size_t) 1) * sizeof (float);
       plan->activations = activation_bytes (model, batch, false, false);
-      plan->data = B * (D + F) * sizeof (float) + B * sizeof (int32_t);
+      if (cuda && D > widest)
+        plan->activations += B * (D - widest) * sizeof (float);
       plan->workspace = conv_workspace_plan (model, cfg, B, false);
+      if (!cuda)
+        plan->workspace = ES_MAX (plan->workspace, cpu_dense_packed_workspace (model, B, T));
       goto total;
     }
 

@@ -145,6 +145,14 @@ typedef struct {
  * copies, the CUDA backend's uint8 staging and argmax buffers). Under a budget the
  * backend takes no more unless the budget has room for it, so a limit of exactly
  * es_budget_used () + total runs without a failure, a halving or an fp32 fallback.
+ * training false plans inference instead: what an EsInfer of batch rows (below)
+ * charges through es_infer_new and its runs, its blocks and the workspaces its ops
+ * take (convolution columns, the CPU backend's packed copies of large Dense layers);
+ * of cfg (may be NULL) only the plan_cuda and plan_threads fields count. Under a limit
+ * of exactly es_budget_used () + total an EsInfer is made and its ops get the
+ * workspaces they ask for; with less, es_infer_new fails with ES_ERR_BUDGET, or an op
+ * the budget refuses its workspace runs without one (the same results up to rounding,
+ * slower).
  * total is the sum of the kinds. */
 typedef struct {
   size_t weights, gradients, optimizer, activations, workspace, data;

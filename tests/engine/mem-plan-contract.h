@@ -10,12 +10,24 @@
  * - under a limit of exactly the plan on top of that: no halving, no failure, no
  *   product in fp32, and the plan no more than `slack` above what the run charged;
  * - a byte under: the micro-batch halves, and the run still goes through.
+ * And for inference (es_mem_plan with training false, contract_infer_run below): an
+ * EsInfer of B rows runs a batch of B rows and one of a single row, three times:
+ * - without a limit: it charges at most the plan where the backend takes workspaces
+ *   of the size asked;
+ * - under a limit of exactly the plan: it is made, both batches run, and the plan is
+ *   no more than `slack` above what it charged (its ops had their workspaces);
+ * - a byte under: where the plan has no workspace, es_infer_new fails with
+ *   ES_ERR_BUDGET (the plan is its blocks); where it has one, the EsInfer is made and
+ *   runs without the workspace the budget refuses, its outputs those of the first run
+ *   up to rounding.
  * Header-only; the including file defines CONTRACT_OK (bool, printf-style message) and
- * CONTRACT_NOTE (printf-style diagnostics) and calls contract_run per configuration.
+ * CONTRACT_NOTE (printf-style diagnostics) and calls contract_run (contract_infer_run)
+ * per configuration.
  *
  * Dimension key: B = batch rows, D = input values per row (a 12x12 image), C = 10. */
 #pragma once
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -234,4 +246,153 @@ contract_run (ContractBackendFunc make, ContractModel which, EsTrainConfig cfg,
   CONTRACT_OK (r.made && r.ran && r.micro < CONTRACT_B,
                "%s, a byte under the plan: the micro-batch halves (%d) and the run goes "
                "through", what, r.micro);
+}
+
+/* ---- inference ------------------------------------------------------------------ */
+
+typedef struct {
+  bool    made;          /* es_infer_new succeeded */
+  bool    ran;           /* both batches ran */
+  EsStatus code;         /* es_infer_new's error when not made */
+  size_t  charged;       /* peak - what was charged before es_infer_new */
+  float  *out;           /* (B, C) the outputs of the batch of B rows, malloc'd */
+} ContractInferRun;
+
+/* One EsInfer of m for B rows on a fresh backend, its budget limited to what the
+ * backend charged plus limit_over (SIZE_MAX: no limit): a batch of B rows of x, then
+ * its first row alone. Inline, as the CUDA half need not use it. */
+static inline void
+contract_infer_once (ContractBackendFunc make, const EsModel *m, int B, const float *x,
+                     size_t limit_over, ContractInferRun *run)
+{
+  EsBudget *budget = es_budget_new (0);
+  EsBackend *be = make (budget);
+  EsShape out_shape = es_model_output_shape (m);
+  size_t F = (size_t) es_shape_size (&out_shape);
+  EsError err = { ES_OK, "" };
+  EsInfer *inf = NULL;
+  const float *y;
+  size_t before;
+
+  memset (run, 0, sizeof *run);
+  if (be == NULL)
+    goto out;
+  before = es_budget_used (budget);
+  if (limit_over != SIZE_MAX)
+    es_budget_set_limit (budget, before + limit_over);
+  inf = es_infer_new (m, be, B, &err);
+  run->code = err.code;
+  if (inf != NULL)
+    {
+      run->made = true;
+      y = es_infer_run (inf, x, B);
+      if (y != NULL && (run->out = malloc ((size_t) B * F * sizeof (float))) != NULL)
+        memcpy (run->out, y, (size_t) B * F * sizeof (float));
+      run->ran = y != NULL && run->out != NULL && es_infer_run (inf, x, 1) != NULL;
+    }
+  else
+    CONTRACT_NOTE ("es_infer_new: %s", err.message);
+  run->charged = es_budget_peak (budget) - before;
+out:
+  es_infer_free (inf);
+  es_backend_free (be);
+  es_budget_free (budget);
+}
+
+/* The largest difference between a and b (n values), relative to 1 + |a|. */
+static inline double
+contract_max_rel_diff (const float *a, const float *b, size_t n)
+{
+  double worst = 0.0;
+
+  for (size_t i = 0; i < n; i++)
+    {
+      double d = fabs ((double) a[i] - (double) b[i]) / (1.0 + fabs ((double) a[i]));
+
+      if (!(d <= worst))
+        worst = d;   /* NaN too */
+    }
+  return worst;
+}
+
+/* The inference contract (see the top) for m (borrowed; input CONTRACT_D values a row)
+ * at B rows on the backends make gives, planned with cfg (plan_cuda and plan_threads
+ * as the backend's). exact_unlimited: the backend takes workspaces of the size asked
+ * without a limit too. slack: how far the plan may lie above what the run charged. */
+static inline void
+contract_infer_run (ContractBackendFunc make, const char *name, const EsModel *m,
+                    const EsTrainConfig *cfg, int B, bool exact_unlimited, size_t slack)
+{
+  EsShape out_shape = es_model_output_shape (m);
+  size_t n_out = (size_t) B * (size_t) es_shape_size (&out_shape);
+  uint8_t *xu = malloc ((size_t) B * CONTRACT_D);
+  int32_t *y = malloc ((size_t) B * sizeof (int32_t));
+  float *x = malloc ((size_t) B * CONTRACT_D * sizeof (float));
+  ContractInferRun free_run, exact, under;
+  char what[160];
+  EsMemPlan plan;
+
+  snprintf (what, sizeof what, "%s inference at %d row(s), %d thread(s)", name, B,
+            cfg->plan_threads > 1 ? cfg->plan_threads : 1);
+  if (xu == NULL || y == NULL || x == NULL)
+    {
+      CONTRACT_OK (false, "%s: memory for the batch", what);
+      free (xu);
+      free (y);
+      free (x);
+      return;
+    }
+  contract_data (xu, y, B);
+  for (size_t i = 0; i < (size_t) B * CONTRACT_D; i++)
+    x[i] = (float) xu[i] / 255.0f;
+  es_mem_plan (m, cfg, B, false, &plan);
+  CONTRACT_OK (plan.total == plan.weights + plan.gradients + plan.optimizer
+               + plan.activations + plan.workspace + plan.data
+               && plan.gradients == 0 && plan.optimizer == 0,
+               "%s: the plan's total %zu is the sum of its kinds, none for training", what,
+               plan.total);
+
+  contract_infer_once (make, m, B, x, SIZE_MAX, &free_run);
+  CONTRACT_OK (free_run.made && free_run.ran, "%s, no limit: made and run", what);
+  if (exact_unlimited)
+    CONTRACT_OK (free_run.charged <= plan.total, "%s, no limit: charged %zu <= plan %zu",
+                 what, free_run.charged, plan.total);
+  else
+    CONTRACT_NOTE ("%s, no limit: charged %zu, plan %zu (the backend's workspaces grow "
+                   "freely without a limit)", what, free_run.charged, plan.total);
+
+  contract_infer_once (make, m, B, x, plan.total, &exact);
+  CONTRACT_OK (exact.made && exact.ran && exact.charged <= plan.total,
+               "%s, a limit of exactly the plan (%zu): made and run, charged %zu", what,
+               plan.total, exact.charged);
+  if (exact_unlimited)
+    CONTRACT_OK (exact.charged == free_run.charged,
+                 "%s: under the plan the ops took what they took without a limit (%zu of "
+                 "%zu)", what, exact.charged, free_run.charged);
+  CONTRACT_OK (plan.total - (exact.charged < plan.total ? exact.charged : plan.total) <= slack,
+               "%s: the plan lies %zu bytes above the run's peak, at most %zu (workspace "
+               "%zu planned)", what,
+               plan.total - (exact.charged < plan.total ? exact.charged : plan.total), slack,
+               plan.workspace);
+
+  contract_infer_once (make, m, B, x, plan.total - 1, &under);
+  if (plan.workspace == 0)
+    CONTRACT_OK (!under.made && under.code == ES_ERR_BUDGET,
+                 "%s, a byte under a plan without workspace: es_infer_new refused (error %d)",
+                 what, (int) under.code);
+  else
+    {
+      double diff = under.ran && free_run.ran
+                    ? contract_max_rel_diff (free_run.out, under.out, n_out) : 1.0;
+
+      CONTRACT_OK (under.made && under.ran && under.charged < plan.total && diff <= 1e-4,
+                   "%s, a byte under: made and run without the refused workspace (charged "
+                   "%zu), outputs within %.2g of the first run's", what, under.charged, diff);
+    }
+  free (free_run.out);
+  free (exact.out);
+  free (under.out);
+  free (xu);
+  free (y);
+  free (x);
 }
