@@ -380,7 +380,8 @@ main (int argc, char **argv)
   gboolean any_fail = FALSE, any_noisy = FALSE;
   GString *json;
 
-  for (int i = 1; i < argc; i++)
+  /* options and their values, in pairs */
+  for (int i = 1; i < argc; i += 2)
     {
       int v = i + 1 < argc ? atoi (argv[i + 1]) : -1;
 
@@ -395,7 +396,6 @@ main (int argc, char **argv)
           g_printerr ("usage: bench-profile [--runs R] [--batch B]... [--threads N]\n");
           return 2;
         }
-      i++;
     }
   if (n_batches == 0)
     {

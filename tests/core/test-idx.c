@@ -512,10 +512,10 @@ test_error_label_count (void)
   g_autoptr(GByteArray) idx = dtu_idx (0x08, 3, dims, pixels, sizeof pixels);
   g_autoptr(GByteArray) lab = dtu_idx (0x08, 1, ldims, labels, sizeof labels);
   g_autofree char *path = dtu_write_idx (dir, "count-images.idx", idx, FALSE);
-  g_autofree char *lpath = dtu_write_idx (dir, "count-labels.idx", lab, TRUE);
   g_autoptr(EspalierDataset) ds = NULL;
   g_autoptr(GError) error = NULL;
 
+  g_free (dtu_write_idx (dir, "count-labels.idx", lab, TRUE));
   ds = load_no_cache (path, &error);
   g_assert_null (ds);
   dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
@@ -563,10 +563,10 @@ test_error_labels_not_1d (void)
   g_autoptr(GByteArray) idx = dtu_idx (0x08, 3, dims, pixels, sizeof pixels);
   g_autoptr(GByteArray) lab = dtu_idx (0x08, 2, ldims, labels, sizeof labels);
   g_autofree char *path = dtu_write_idx (dir, "flat-images.idx", idx, FALSE);
-  g_autofree char *lpath = dtu_write_idx (dir, "flat-labels.idx", lab, FALSE);
   g_autoptr(EspalierDataset) ds = NULL;
   g_autoptr(GError) error = NULL;
 
+  g_free (dtu_write_idx (dir, "flat-labels.idx", lab, FALSE));
   ds = load_no_cache (path, &error);
   g_assert_null (ds);
   dtu_assert_error (error, ESPALIER_DATA_ERROR, ESPALIER_DATA_ERROR_MISMATCH,
@@ -768,10 +768,9 @@ write_fashion (const char *dir,
       guint n = part == 0 ? n_train : n_test;
       g_autoptr(GByteArray) images = fashion_images (n, 0);
       g_autoptr(GByteArray) labels = fashion_labels (n, G_MAXUINT);
-      g_autofree char *p1 = write_packed (dir, espalier_fashion_mnist_files[2 * part],
-                                          images, packing);
-      g_autofree char *p2 = write_packed (dir, espalier_fashion_mnist_files[2 * part + 1],
-                                          labels, packing);
+
+      g_free (write_packed (dir, espalier_fashion_mnist_files[2 * part], images, packing));
+      g_free (write_packed (dir, espalier_fashion_mnist_files[2 * part + 1], labels, packing));
     }
 }
 
@@ -840,8 +839,7 @@ replace_file (const char   *dir,
               guint         which,
               GByteArray   *data)
 {
-  g_autofree char *path = dtu_write (dir, espalier_fashion_mnist_files[which], data->data,
-                                     data->len);
+  g_free (dtu_write (dir, espalier_fashion_mnist_files[which], data->data, data->len));
 }
 
 static void
