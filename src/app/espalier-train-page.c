@@ -1558,6 +1558,12 @@ finish_done (GObject      *source,
       g_autofree char *text = NULL;
       double latency = espalier_variant_get_latency_us (fd->variant);
       EsModel *model = espalier_project_get_model (s->project);
+      /* Where the run trained, as the trainer made its backend (a device that could not
+       * start left it on the CPU). The latency is always the CPU's
+       * (espalier_variant_measure_latency): said as such, so that it is not read as the
+       * GPU's after a GPU run. */
+      gboolean on_gpu = s->trainer != NULL
+                        && espalier_trainer_get_device_used (s->trainer) >= 0;
 
       set_weights (self, es_model_copy (model));
       if (self->two_d)
@@ -1572,14 +1578,25 @@ finish_done (GObject      *source,
               100 * fd->metrics.accuracy, fd->metrics.rows, fd->rows_name);
 
           set_confusion (self, &fd->metrics, s->dataset, title);
-          if (isfinite (latency))
-            text = g_strdup_printf (_("Done: %s; %.3g µs per sample on one CPU thread"),
+          if (isfinite (latency) && on_gpu)
+            /* TRANSLATORS: %s is the accuracy above; the latency is measured on the
+             * CPU whatever the training ran on */
+            text = g_strdup_printf (_("Done: trained on the GPU; %s. Inference latency of the "
+                                      "trained model on the CPU: %.3g µs per sample (batch 1, "
+                                      "one thread)."), accuracy, latency);
+          else if (isfinite (latency))
+            text = g_strdup_printf (_("Done: %s. Inference latency of the trained model on the "
+                                      "CPU: %.3g µs per sample (batch 1, one thread)."),
                                     accuracy, latency);
+          else if (on_gpu)
+            text = g_strdup_printf (_("Done: trained on the GPU; %s."), accuracy);
           else
-            text = g_strdup_printf (_("Done: %s"), accuracy);
+            text = g_strdup_printf (_("Done: %s."), accuracy);
         }
       else
-        text = g_strdup (_("Done. There are no rows to measure the model on."));
+        text = g_strdup (on_gpu ? _("Done: trained on the GPU. There are no rows to measure "
+                                    "the model on.")
+                                : _("Done. There are no rows to measure the model on."));
       if (fd->error != NULL)
         {
           g_autofree char *both = g_strdup_printf ("%s\n%s", text, fd->error->message);

@@ -30,6 +30,7 @@ struct _EspalierTrainer
   GArray               *history;        /* EspalierEpochRecord */
   guint                 micro_batch;
   gint64                fp32_products;  /* the last run's (espalier_trainer_get_fp32_products) */
+  gint                  device_used;    /* the last run's (espalier_trainer_get_device_used) */
   char                 *plan;
   double                snapshot_interval;  /* seconds between STEP snapshots, 0: none */
   /* Pause: the worker waits between steps while `paused` is set (atomic). */
@@ -167,6 +168,7 @@ espalier_trainer_init (EspalierTrainer *self)
   self->prune_events = g_array_new (FALSE, TRUE, sizeof (EspalierPruneEvent));
   g_mutex_init (&self->pause_lock);
   g_cond_init (&self->pause_cond);
+  self->device_used = ESPALIER_DEVICE_CPU;
 }
 
 EspalierTrainer *
@@ -621,6 +623,13 @@ espalier_trainer_get_micro_batch (EspalierTrainer *self)
 {
   g_return_val_if_fail (ESPALIER_IS_TRAINER (self), 0);
   return self->micro_batch;
+}
+
+gint
+espalier_trainer_get_device_used (EspalierTrainer *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_TRAINER (self), ESPALIER_DEVICE_CPU);
+  return self->device_used;
 }
 
 gint64
@@ -1851,6 +1860,7 @@ espalier_trainer_run (EspalierTrainer      *self,
   rep.be = be;
   rep.fp32_count = backend_fp32_counter (be);
   self->fp32_products = 0;
+  self->device_used = espalier_backend_get_device (be);
   if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU)
     es_cpu_backend_set_ftz (be, !o->keep_denormals);
   if (espalier_backend_get_device (be) == ESPALIER_DEVICE_CPU && device != ESPALIER_DEVICE_CPU

@@ -352,6 +352,9 @@ GArray           *espalier_trainer_get_history  (EspalierTrainer *self);
 const EspalierSplit *espalier_trainer_get_split (EspalierTrainer *self);
 /* Micro-batch and accumulation the memory budget allowed. */
 guint             espalier_trainer_get_micro_batch (EspalierTrainer *self);
+/* Where the last run trained: a CUDA device index, or ESPALIER_DEVICE_CPU (also before
+ * a run, and when the device asked for could not start). */
+gint              espalier_trainer_get_device_used (EspalierTrainer *self);
 /* The last run's matrix products that ran in fp32 instead of bf16/fp16 for want of
  * memory (EspalierProgress.fp32_products at its end); 0 before a run. */
 gint64            espalier_trainer_get_fp32_products (EspalierTrainer *self);

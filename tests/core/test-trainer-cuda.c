@@ -73,6 +73,8 @@ train_on (EspalierDataset            *ds,
   prof = espalier_trainer_get_profile (tr);
   g_assert_nonnull (prof);
   *ran_on = prof->device;
+  /* the trainer says the same without profiling's help (the Train page asks it) */
+  g_assert_cmpint (espalier_trainer_get_device_used (tr), ==, prof->device);
   history = g_array_ref (espalier_trainer_get_history (tr));
   es_model_free (m);
   return history;

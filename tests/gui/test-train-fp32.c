@@ -4,7 +4,8 @@
  * fp16 run under the Preferences' memory limit of 1 MiB, with a model sized so that the
  * trainer fits at one row but the 16-bit copies of its matrix products do not: the
  * memory plan's row says how many products ran in fp32 and what to do, in a whole
- * sentence. A screenshot of the page goes to the screenshot directory. */
+ * sentence; the Done line says the run trained on the GPU. Screenshots of the page go
+ * to the screenshot directory. */
 #include "config.h"
 
 #include <string.h>
@@ -84,7 +85,7 @@ test_fp32_fallbacks (void)
   EspalierTrainPage *page;
   EspalierTrainOptions opts;
   GtkWindow *window;
-  GtkWidget *row;
+  GtkWidget *row, *done;
   guint width;
 
   if (espalier_cuda_device_count () == 0)
@@ -122,6 +123,14 @@ test_fp32_fallbacks (void)
                                  ADW_TYPE_EXPANDER_ROW);
   g_assert_nonnull (row);
   gui_test_save_screenshot (row, "train-fp32-fallbacks", 100);
+  /* the Done line says the run trained on the GPU, and that the latency after it is
+   * the trained model's on the CPU */
+  done = gui_test_find_label (GTK_WIDGET (page), "Done: trained on the GPU; ");
+  g_assert_nonnull (done);
+  g_test_message ("the Done line: %s", gtk_label_get_label (GTK_LABEL (done)));
+  g_assert_nonnull (strstr (gtk_label_get_label (GTK_LABEL (done)),
+                            ". Inference latency of the trained model on the CPU: "));
+  gui_test_save_screenshot (GTK_WIDGET (page), "train-fp32-done", 100);
   g_settings_reset (settings, "device");
   g_settings_reset (settings, "memory-limit");
   gui_test_tear_down_page (window, page, project, NULL);

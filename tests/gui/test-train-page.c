@@ -6,8 +6,9 @@
  * mid-way (the window keeps answering, the run is kept unfinished, the page can start
  * again); pause and resume continuing the epoch count, and stop while paused; an
  * invalid model and a missing dataset refused with the reason on the page; and a saved
- * project reopening with its charts. Screenshots during and after training go to the
- * screenshot directory. */
+ * project reopening with its charts. The Done line says what the latency is: the
+ * trained model's batch-1 inference on one CPU thread. Screenshots during and after
+ * training go to the screenshot directory. */
 #include "config.h"
 
 #include <glib/gstdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "espalier-chart-layers.h"
+#include "espalier-device.h"
 #include "espalier-generate.h"
 #include "espalier-train-page.h"
 #include "gui-test-util.h"
@@ -260,6 +262,25 @@ test_train (Fixture       *f,
   g_assert_cmpfloat (espalier_variant_get_accuracy (baseline), <=, 1);
   g_assert_true (isfinite (espalier_variant_get_latency_us (baseline)));
   g_assert_nonnull (gui_test_find_label (GTK_WIDGET (f->page), "test accuracy"));
+
+  /* The Done line: where the run trained (the GPU when the default "auto" found one),
+   * the test accuracy, then the baseline's latency said for what it is, the trained
+   * model's batch-1 inference on one CPU thread, whatever the run trained on. */
+  {
+    const char *prefix = espalier_cuda_device_count () > 0
+                         ? "Done: trained on the GPU; test accuracy " : "Done: test accuracy ";
+    GtkWidget *done = gui_test_find_label (GTK_WIDGET (f->page), "Done:");
+    g_autofree char *latency = g_strdup_printf ("Inference latency of the trained model on the "
+                                                "CPU: %.3g µs per sample (batch 1, one thread).",
+                                                espalier_variant_get_latency_us (baseline));
+    const char *text;
+
+    g_assert_nonnull (done);
+    text = gtk_label_get_label (GTK_LABEL (done));
+    g_test_message ("the Done line: %s", text);
+    g_assert_true (g_str_has_prefix (text, prefix));
+    g_assert_true (g_str_has_suffix (text, latency));
+  }
 
   /* The device rows and the memory plan, at the bottom of the left column. */
   {
