@@ -110,6 +110,11 @@ struct _EspalierDistributed
   int          nan_rank;        /* ESPALIER_TEST_NAN_INPUT: this rank's ... */
   gint64       nan_step;        /* ...step S gets a NaN input (0: none) */
   float       *nan_x;           /* (B, F) the poisoned copy of that batch */
+  int          eval_rank;       /* ESPALIER_TEST_EVAL_FAIL: this rank's ... */
+  guint        eval_epoch;      /* ...validation pass of this epoch (0: none; */
+  gboolean     eval_test;       /* or the test evaluation, when this) fails, */
+  gboolean     eval_alloc;      /* as allocating would, else with a NaN input */
+  char        *eval_what;       /* what it failed to allocate, or NULL */
 
   /* measured, this run */
   double       t_begin;
@@ -146,6 +151,7 @@ mpi_cuda_aware (void)
 }
 
 static void nan_test_parse (EspalierDistributed *self);
+static void eval_test_parse (EspalierDistributed *self);
 
 /* ------------------------------------------------------------------------------ */
 /* waiting with a deadline */
@@ -310,6 +316,7 @@ espalier_distributed_new (GError **error)
   self->cuda_aware = mpi_cuda_aware ();
   self->force_stage = env_flag ("ESPALIER_MPI_STAGE");
   nan_test_parse (self);
+  eval_test_parse (self);
   return self;
 }
 
@@ -352,6 +359,7 @@ espalier_distributed_free (EspalierDistributed *self)
   espalier_checkpoint_free (self->resumed);
   g_free (self->ck_path);
   g_free (self->nan_x);
+  g_free (self->eval_what);
   MPI_Comm_free (&self->comm);
   g_free (self);
   if (mpi_started)
@@ -1204,6 +1212,142 @@ nan_test_inject (EspalierDistributed *self)
 }
 
 /* ------------------------------------------------------------------------------ */
+/* a failure of one rank's own pass, shared (and a test's failing pass) */
+
+/* What share_failure sends from the rank that failed: its error, bounded. */
+#define SHARED_DOMAIN_MAX  64
+#define SHARED_MESSAGE_MAX 1024
+
+typedef struct {
+  gint32 code;
+  char   domain[SHARED_DOMAIN_MAX];     /* g_quark_to_string of the error's domain */
+  char   message[SHARED_MESSAGE_MAX];
+} SharedError;
+
+/* src into dest (size bytes with the NUL), made valid UTF-8 and, when it does not fit,
+ * cut before a whole character and ended with an ellipsis. */
+static void
+copy_utf8_bounded (char *dest, gsize size, const char *src)
+{
+  static const char ellipsis[] = "\xe2\x80\xa6";   /* U+2026, and its NUL */
+  g_autofree char *valid = g_utf8_make_valid (src, -1);
+  gsize len = strlen (valid), cut;
+
+  if (len < size)
+    {
+      memcpy (dest, valid, len + 1);
+      return;
+    }
+  cut = size - sizeof ellipsis;
+  while (cut > 0 && ((guchar) valid[cut] & 0xC0) == 0x80)   /* inside a character */
+    cut--;
+  memcpy (dest, valid, cut);
+  memcpy (dest + cut, ellipsis, sizeof ellipsis);
+}
+
+gboolean
+espalier_distributed_share_failure (EspalierDistributed *self,
+                                    gboolean             ok,
+                                    gboolean             own,
+                                    GError             **error)
+{
+  int first = ok ? self->size : self->rank;   /* the lowest rank that failed */
+  SharedError msg = { 0 };
+  MPI_Request req;
+  GQuark domain;
+
+  self->shared_error = FALSE;
+  if (self->size == 1)
+    return ok;
+  MPI_Iallreduce (MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, self->comm, &req);
+  self->comm_s += wait_all (self, 1, &req, _("The check that every rank's pass succeeded"));
+  if (first >= self->size)
+    return TRUE;
+
+  /* the failure path: that rank's error to every rank */
+  if (self->rank == first)
+    {
+      const GError *e = error != NULL ? *error : NULL;
+
+      msg.code = e != NULL ? e->code : ESPALIER_ERROR_INVALID;
+      g_strlcpy (msg.domain, g_quark_to_string (e != NULL ? e->domain : ESPALIER_ERROR),
+                 sizeof msg.domain);
+      copy_utf8_bounded (msg.message, sizeof msg.message,
+                         e != NULL ? e->message : _("unknown error"));
+    }
+  MPI_Ibcast (&msg, (int) sizeof msg, MPI_BYTE, first, self->comm, &req);
+  self->comm_s += wait_all (self, 1, &req, _("Sending the error of the rank that failed"));
+  if (!ok && own)
+    return FALSE;   /* this rank's device failed: its error stays its own */
+  msg.domain[sizeof msg.domain - 1] = '\0';
+  msg.message[sizeof msg.message - 1] = '\0';
+  domain = msg.domain[0] != '\0' ? g_quark_from_string (msg.domain) : ESPALIER_ERROR;
+  {
+    g_autofree char *text = g_utf8_make_valid (msg.message, -1);
+
+    g_clear_error (error);
+    g_set_error_literal (error, domain, msg.code, text);
+    g_prefix_error (error, _("rank %d: "), first);
+  }
+  self->shared_error = TRUE;
+  return FALSE;
+}
+
+/* ESPALIER_TEST_EVAL_FAIL=R:E, R:E:alloc[:WHAT], R:test[:alloc[:WHAT]], for tests: rank
+ * R's validation pass of epoch E meets a NaN input, or fails as allocating (WHAT, to try
+ * long messages) would; R:test: its test evaluation (espalier_distributed_evaluate)
+ * fails as allocating would. Read once, when set. */
+static void
+eval_test_parse (EspalierDistributed *self)
+{
+  const char *v = g_getenv ("ESPALIER_TEST_EVAL_FAIL");
+  g_auto(GStrv) part = NULL;
+  gint64 rank = 0;
+  guint64 epoch = 0;
+  gboolean test;
+
+  self->eval_epoch = 0;
+  self->eval_test = FALSE;
+  if (v == NULL || *v == '\0')
+    return;
+  part = g_strsplit (v, ":", 4);
+  if (part[0] == NULL || part[1] == NULL
+      || !g_ascii_string_to_signed (part[0], 10, 0, G_MAXINT, &rank, NULL))
+    return;
+  test = g_str_equal (part[1], "test");
+  if (!test && !g_ascii_string_to_unsigned (part[1], 10, 1, G_MAXUINT, &epoch, NULL))
+    return;
+  if (part[2] != NULL && !g_str_equal (part[2], "alloc"))
+    return;
+  self->eval_rank = (int) rank;
+  self->eval_epoch = (guint) epoch;
+  self->eval_test = test;
+  self->eval_alloc = test || part[2] != NULL;
+  g_free (self->eval_what);
+  self->eval_what = part[2] != NULL ? g_strdup (part[3]) : NULL;
+}
+
+/* The error of the test's failing allocation (a test's own words: not for translators). */
+static void
+eval_test_alloc_error (GError **error, const char *what)
+{
+  g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_MEMORY,
+               "Not enough memory for %s (ESPALIER_TEST_EVAL_FAIL)", what);
+}
+
+int
+espalier_distributed_test_eval_fault (EspalierDistributed *self, guint epoch, GError **error)
+{
+  if (self->eval_epoch == 0 || epoch != self->eval_epoch || self->rank != self->eval_rank)
+    return 0;
+  if (!self->eval_alloc)
+    return 1;
+  eval_test_alloc_error (error, self->eval_what != NULL ? self->eval_what
+                                                       : "the validation batches");
+  return -1;
+}
+
+/* ------------------------------------------------------------------------------ */
 /* the run */
 
 gboolean
@@ -1460,7 +1604,13 @@ espalier_distributed_evaluate (EspalierDistributed *self,
       rows = all;
     }
   espalier_distributed_shard (self, n_rows, &first, &count);
-  if (count > 0)
+  if (count > 0 && self->eval_test && self->rank == self->eval_rank)
+    {
+      eval_test_alloc_error (error, self->eval_what != NULL ? self->eval_what
+                                                           : "the test batches");
+      ok = FALSE;
+    }
+  else if (count > 0)
     ok = espalier_evaluate (model, dataset, rows + first, count, loss, threads, metrics, error);
   else
     {
@@ -1471,10 +1621,13 @@ espalier_distributed_evaluate (EspalierDistributed *self,
       if (nc > 0)
         metrics->confusion = g_new0 (guint, (gsize) nc * nc);
     }
-  /* A failure here is this rank's alone: the caller ends the job. */
-  self->shared_error = FALSE;
-  if (!ok)
-    return FALSE;
+  /* A failure here is this rank's alone: the ranks agree on it and every rank fails with
+   * the error of the first that did. */
+  if (!espalier_distributed_share_failure (self, ok, FALSE, error))
+    {
+      espalier_metrics_clear (metrics);
+      return FALSE;
+    }
   return espalier_distributed_reduce_metrics (self, metrics, error);
 }
 
@@ -1569,6 +1722,19 @@ gboolean
 espalier_distributed_error_is_shared (EspalierDistributed *self)
 {
   return FALSE;
+}
+
+gboolean
+espalier_distributed_share_failure (EspalierDistributed *self, gboolean ok, gboolean own,
+                                    GError **error)
+{
+  return ok;
+}
+
+int
+espalier_distributed_test_eval_fault (EspalierDistributed *self, guint epoch, GError **error)
+{
+  return 0;
 }
 
 gboolean

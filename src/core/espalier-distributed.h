@@ -58,8 +58,23 @@
  *   failure path tells them whose loss it was and where it went bad
  *   (espalier_distributed_agree_nonfinite), every rank goes back to the last good
  *   weights, and rank 0 alone says so.
+ * - A failure of one rank's own pass over its share of rows outside the training step:
+ *   the validation pass of each epoch (a NaN or infinite loss from that rank's rows, an
+ *   allocation or the memory limit failing) and the test evaluation
+ *   (espalier_distributed_evaluate). After its pass every rank joins one
+ *   MPI_Allreduce of one int (the lowest rank that failed, or none; the only cost on
+ *   the success path); when one did, that rank's error (domain, code, message up to
+ *   1 KiB, cut before a whole character) is broadcast and every rank fails with it,
+ *   prefixed "rank R: " (espalier_distributed_share_failure), shared: the trainer puts
+ *   the last good weights back on every rank, rank 0 alone shows the error and the job
+ *   ends normally. A rank whose device failed keeps its own error and ends the job, as
+ *   in training.
  * ESPALIER_TEST_NAN_INPUT=R:S (tests only) makes rank R's batch of step S start with a
- * NaN input (batches from host memory). */
+ * NaN input (batches from host memory). ESPALIER_TEST_EVAL_FAIL (tests only): R:E makes
+ * the first row of rank R's validation pass of epoch E a NaN input (batches from host
+ * memory), R:E:alloc makes that pass fail as allocating its batches would (R:E:alloc:WHAT:
+ * allocating WHAT, to try a long message), R:test makes rank R's test evaluation fail
+ * so. */
 #pragma once
 
 #include <gio/gio.h>
@@ -152,7 +167,8 @@ gboolean             espalier_distributed_get_last_checkpoint (EspalierDistribut
                                                           EspalierCheckpointInfo *info);
 
 /* Collective: metrics of model on rows (n_rows) of dataset, each rank evaluating its
- * contiguous share (espalier_evaluate) and the sums reduced; every rank gets the whole. */
+ * contiguous share (espalier_evaluate) and the sums reduced; every rank gets the whole.
+ * When a rank's share fails, every rank fails alike (espalier_distributed_share_failure). */
 gboolean             espalier_distributed_evaluate       (EspalierDistributed  *self,
                                                           EsModel              *model,
                                                           EspalierDataset      *dataset,
@@ -250,6 +266,23 @@ int                  espalier_distributed_agree_nonfinite (EspalierDistributed *
                                                           gboolean             *bad_nan,
                                                           int                  *bad_layer,
                                                           EsNonfiniteKind      *bad_what);
+/* Collective, after a pass each rank made over its own share (the validation pass, the
+ * test evaluation): ok says whether this rank's succeeded, *error (error may be NULL)
+ * why not, own whether that failure is this rank's device's. TRUE when every rank's
+ * succeeded (one MPI_Allreduce of one int). Otherwise FALSE on every rank, with the
+ * error of the lowest rank that failed (its domain, code and message, bounded),
+ * prefixed "rank R: ", shared (espalier_distributed_error_is_shared); but a rank that
+ * failed with own keeps its own error, not shared. */
+gboolean             espalier_distributed_share_failure  (EspalierDistributed  *self,
+                                                          gboolean              ok,
+                                                          gboolean              own,
+                                                          GError              **error);
+/* For tests (ESPALIER_TEST_EVAL_FAIL, above), before this rank's validation pass of
+ * epoch: 0, run it as it is; 1, evaluate its first row with a NaN input; -1, it has
+ * failed as allocating its batches would (error set). */
+int                  espalier_distributed_test_eval_fault (EspalierDistributed *self,
+                                                          guint                 epoch,
+                                                          GError              **error);
 /* This rank's contiguous share [*first, *first + *count) of n rows. */
 void                 espalier_distributed_shard          (EspalierDistributed  *self,
                                                           guint                 n,

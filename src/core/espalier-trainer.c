@@ -810,7 +810,9 @@ to_resident (EsBatch *eb, EsResident *res, const guint32 *rows)
   eb->targets = NULL;
 }
 
-/* Loss and accuracy of tr on rows, with the confusion matrix when metrics wants it. */
+/* Loss and accuracy of tr on rows, with the confusion matrix when metrics wants it.
+ * nan_first (ESPALIER_TEST_EVAL_FAIL, espalier-distributed.h): the first row's first
+ * input is a NaN (batches from host memory). */
 static gboolean
 evaluate_rows (EsTrainer         *tr,
                EspalierDataset   *ds,
@@ -819,12 +821,14 @@ evaluate_rows (EsTrainer         *tr,
                guint              batch,
                gboolean           bce,
                EsResident        *res,
+               gboolean           nan_first,
                EspalierMetrics   *metrics,
                GCancellable      *cancellable,
                GError           **error)
 {
   g_autofree gint32 *pred = g_new0 (gint32, batch);
   g_autofree float *bce_targets = bce ? g_new0 (float, batch) : NULL;
+  g_autofree float *nan_x = NULL;   /* (B, F) the poisoned copy of the first batch */
   EspalierBatcher *batcher;
   const EspalierBatch *b;
   EsStepStats stats = { 0 };
@@ -863,6 +867,18 @@ evaluate_rows (EsTrainer         *tr,
       to_es_batch (b, &eb, bce_targets);
       if (res != NULL)
         to_resident (&eb, res, b->rows);
+      else if (nan_first)
+        {
+          gsize n = (gsize) b->B * espalier_dataset_get_row_size (ds);
+
+          nan_x = g_new (float, MAX (n, 1));
+          for (gsize i = 0; i < n; i++)
+            nan_x[i] = b->x != NULL ? b->x[i] : b->x_u8[i] * b->scale + b->shift;
+          nan_x[0] = NAN;
+          eb.x_f32 = nan_x;
+          eb.x_u8 = NULL;
+          nan_first = FALSE;
+        }
       if (!es_trainer_eval_batch (tr, &eb, &stats, pred, &es))
         {
           espalier_error_from_es (error, &es, NULL);
@@ -1259,6 +1275,72 @@ numeric_stop_ranks (RunState *rs, guint epoch, gint64 step, gboolean own, gboole
      * sentences write "%s%s" */
     g_set_error (error, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, C_("sentences", "%s %s"), head,
                  tail);
+}
+
+/* Data parallel, after this rank's validation pass of epoch (val_ok: it succeeded, else
+ * error says why; device_ok FALSE: its device failed, which error says): the ranks
+ * agree whether any rank's failed (espalier_distributed_share_failure), one small
+ * reduction. When one did, every rank goes back to the last good state (the current one
+ * when it is finite: the ranks hold the same weights, which a failed pass does not
+ * change) and fails with that rank's error, shared, for rank 0 to show; a rank whose
+ * device failed keeps its own. FALSE then. */
+static gboolean
+validation_agree (RunState *rs, guint epoch, gboolean val_ok, gboolean device_ok,
+                  GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  g_autofree char *tail = NULL;
+
+  if (!val_ok)
+    {
+      if (error != NULL && *error != NULL)
+        local = g_steal_pointer (error);
+      if (device_ok && local != NULL
+          && g_error_matches (local, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC))
+        {
+          EsNonfiniteKind what = ES_NONFINITE_NONE;
+          int layer = es_trainer_find_nonfinite (rs->tr, &what);
+          g_autofree char *where = nonfinite_where (rs->self, layer, what, FALSE);
+          g_autofree char *head = g_strdup_printf (
+              strstr (local->message, "NaN") != NULL
+                ? _("Validation after epoch %u stopped: the loss on this rank's validation rows became NaN.")
+                : _("Validation after epoch %u stopped: the loss on this rank's validation rows became infinite."),
+              epoch);
+
+          g_clear_error (&local);
+          g_set_error (&local, ESPALIER_ERROR, ESPALIER_ERROR_NUMERIC, C_("sentences", "%s %s"),
+                       head, where);
+        }
+      else if (device_ok && local != NULL)
+        {
+          /* a sentence, as the last good state's follows it */
+          g_autofree char *text = g_strdup (local->message);
+          GQuark domain = local->domain;
+          int code = local->code;
+
+          if (g_str_has_suffix (text, "."))
+            text[strlen (text) - 1] = '\0';
+          g_clear_error (&local);
+          g_set_error (&local, domain, code, _("Validation after epoch %u failed: %s."), epoch,
+                       text);
+        }
+    }
+  if (espalier_distributed_share_failure (rs->self->dist, val_ok, !device_ok, &local))
+    return TRUE;
+  if (!device_ok)
+    {
+      g_propagate_error (error, g_steal_pointer (&local));   /* the job ends with it */
+      return FALSE;
+    }
+  keep_last_good (rs);
+  restore_last_good (rs);
+  tail = g_strdup_printf (_("Every rank holds the weights of step %lld, the last good state."),
+                          (long long) rs->good_step);
+  g_clear_error (error);
+  if (local != NULL)
+    g_set_error (error, local->domain, local->code, C_("sentences", "%s %s"), local->message,
+                 tail);
+  return FALSE;
 }
 
 /* The hooks' state into ck (an EspalierCheckpointFillFunc: data-parallel checkpoints
@@ -2237,12 +2319,27 @@ espalier_trainer_run (EspalierTrainer      *self,
       if (self->split->val->len > 0)
         {
           guint v0 = 0, vn = self->split->val->len;  /* this rank's share */
+          int fault = 0;   /* ESPALIER_TEST_EVAL_FAIL's, on this rank */
+          gboolean val_ok;
 
           if (self->dist != NULL)
-            espalier_distributed_shard (self->dist, vn, &v0, &vn);
-          if (!evaluate_rows (tr, self->dataset, (const guint32 *) self->split->val->data + v0,
-                              vn, MAX (o->batch_size, 256), bce, feed.res, &vm,
-                              cancellable, error)
+            {
+              espalier_distributed_shard (self->dist, vn, &v0, &vn);
+              fault = espalier_distributed_test_eval_fault (self->dist, epoch, error);
+            }
+          val_ok = fault >= 0
+                   && evaluate_rows (tr, self->dataset,
+                                     (const guint32 *) self->split->val->data + v0, vn,
+                                     MAX (o->batch_size, 256), bce, feed.res, fault > 0, &vm,
+                                     cancellable, error);
+          if (!val_ok)
+            es_trainer_sync (tr);
+          /* with ranks, a failure of one rank's pass fails every rank alike */
+          if (self->dist != NULL && espalier_distributed_size (self->dist) > 1
+              && !validation_agree (&rs, epoch, val_ok, val_ok || check_backend (be, error),
+                                    error))
+            goto out;
+          if (!val_ok
               || (self->dist != NULL
                   && !espalier_distributed_reduce_metrics (self->dist, &vm, error)))
             {
@@ -2745,7 +2842,8 @@ espalier_evaluate_device (EsModel          *model,
     res = eval_resident (be, dataset, rows, n_rows, loss, bce);
   ok = res != NULL
        ? evaluate_resident (tr, dataset, rows, n_rows, batch, res, metrics, error)
-       : evaluate_rows (tr, dataset, rows, n_rows, batch, bce, NULL, metrics, NULL, error);
+       : evaluate_rows (tr, dataset, rows, n_rows, batch, bce, NULL, FALSE, metrics, NULL,
+                        error);
   es_resident_free (res);
   if (!check_backend (be, error))
     {

@@ -9,7 +9,9 @@
  * weights of one rank, and so does NCCL (an emulation of it over MPI), or MPI when NCCL
  * cannot be had. With --sync-batchnorm a model with BatchNorm trains as on one rank
  * too (CPU and emulated CUDA), and without it does not; a NaN on one rank stops every
- * rank at the same step with one message from rank 0, no timeout, no abort.
+ * rank at the same step with one message from rank 0, no timeout, no abort; so does a
+ * validation pass or test evaluation that fails on one rank (a NaN, an allocation), every
+ * rank ending with status 1 on the last good weights.
  * Skipped (77) when mpirun or the build's MPI is missing.
  *
  * Models are compared through their safetensors files: every tensor, value by value. */
@@ -29,6 +31,7 @@
 static char *tmpdir;
 static char *mpirun;
 static char *tag;   /* marks this test's ranks in their environment */
+static gboolean tell_exits;   /* each rank says its exit status on standard error */
 
 /* Small and quick: a 2-D set and the playground template. With --val 0.1 --test 0.1 the
  * training split has 563 rows: 17 steps of 32 and a last one of 19, which two ranks
@@ -56,6 +59,9 @@ job_environ (void)
   env = g_environ_setenv (env, "XDG_CACHE_HOME", tmpdir, TRUE);
   env = g_environ_setenv (env, "ESPALIER_MPI_TEST_TAG", tag, TRUE);
   env = g_environ_setenv (env, "OMPI_MCA_rmaps_base_oversubscribe", "1", TRUE);
+  /* each rank to its own end, however the first to end did, for it to say how it ended */
+  if (tell_exits)
+    env = g_environ_setenv (env, "OMPI_MCA_orte_abort_on_non_zero_status", "0", TRUE);
   /* Open MPI's own allocations are not ours to account for in the sanitizer build: its
    * components stay loaded so that their frames have names to suppress. */
   env = g_environ_setenv (env, "OMPI_MCA_mca_base_component_disable_dlclose", "1", TRUE);
@@ -79,6 +85,15 @@ job_argv (int np, const char *const *args)
   g_ptr_array_add (argv, g_strdup ("--allow-run-as-root"));
   g_ptr_array_add (argv, g_strdup ("-np"));
   g_ptr_array_add (argv, g_strdup_printf ("%d", np));
+  if (tell_exits)
+    {
+      /* "rank R exited S" from a shell around each rank */
+      g_ptr_array_add (argv, g_strdup ("/bin/sh"));
+      g_ptr_array_add (argv, g_strdup ("-c"));
+      g_ptr_array_add (argv, g_strdup ("\"$@\"; s=$?; echo \"rank $OMPI_COMM_WORLD_RANK exited $s\" >&2; "
+                                       "exit $s"));
+      g_ptr_array_add (argv, g_strdup ("sh"));
+    }
   g_ptr_array_add (argv, g_strdup (ESPALIER_CLI));
   g_ptr_array_add (argv, g_strdup ("train"));
   for (int i = 0; args[i] != NULL; i++)
@@ -663,6 +678,23 @@ disturbed_job (const char *ck, int sig)
   return r;
 }
 
+/* The checkpoint at ck's tensors into t and its state (the header's "espalier"
+ * metadata, parsed by p, which owns it); it must be a checkpoint. */
+static JsonObject *
+checkpoint_state (Tensors *t, JsonParser *p, const char *ck)
+{
+  JsonObject *meta, *state;
+
+  tensors_load (t, ck);
+  meta = json_object_get_object_member (t->header, "__metadata__");
+  g_assert_nonnull (meta);
+  g_assert_true (json_parser_load_from_data (p, json_object_get_string_member (meta, "espalier"),
+                                             -1, NULL));
+  state = json_node_get_object (json_parser_get_root (p));
+  g_assert_cmpstr (json_object_get_string_member (state, "format"), ==, "espalier-checkpoint");
+  return state;
+}
+
 /* The checkpoint left behind is whole: its header names where it stood, and a job
  * resumed from it finishes that epoch (the SHA-256 of its tensors is checked). */
 static void
@@ -671,17 +703,11 @@ check_checkpoint_whole (const char *ck)
   g_autofree char *done = tmp_path ("after-failure");
   g_autofree char *epoch = NULL;
   g_autoptr(JsonParser) p = json_parser_new ();
-  JsonObject *meta, *state;
+  JsonObject *state;
   Tensors t;
   Run r;
 
-  tensors_load (&t, ck);
-  meta = json_object_get_object_member (t.header, "__metadata__");
-  g_assert_nonnull (meta);
-  g_assert_true (json_parser_load_from_data (p, json_object_get_string_member (meta, "espalier"),
-                                             -1, NULL));
-  state = json_node_get_object (json_parser_get_root (p));
-  g_assert_cmpstr (json_object_get_string_member (state, "format"), ==, "espalier-checkpoint");
+  state = checkpoint_state (&t, p, ck);
   epoch = g_strdup_printf ("%" G_GINT64_FORMAT, json_object_get_int_member (state, "epoch"));
   tensors_clear (&t);
 
@@ -829,6 +855,153 @@ test_nan_one_rank (void)
   run_clear (&r);
 }
 
+/* ---- one rank's validation pass or test evaluation failing ----------------------- */
+
+/* The checkpoint at ck is whole (its SHA-256 is checked by the resume of
+ * test_resume; here its header and values) and was written at step; every value in it
+ * is finite. */
+static void
+check_checkpoint_finite (const char *ck, gint64 step)
+{
+  g_autoptr(JsonParser) p = json_parser_new ();
+  JsonObject *state;
+  GList *names;
+  Tensors t;
+  guint tensors = 0;
+
+  state = checkpoint_state (&t, p, ck);
+  g_assert_cmpint (json_object_get_int_member (state, "step"), ==, step);
+  names = json_object_get_members (t.header);
+  for (GList *l = names; l != NULL; l = l->next)
+    {
+      const guint8 *x;
+      gsize n;
+
+      if (g_str_equal (l->data, "__metadata__"))
+        continue;
+      x = tensor_bytes (&t, l->data, &n);
+      for (gsize i = 0; i < n; i++)
+        if (!isfinite (le_float (x + 4 * i)))
+          g_error ("%s[%zu] of the checkpoint is not finite", (const char *) l->data, i);
+      tensors++;
+    }
+  g_assert_cmpuint (tensors, >, 0);
+  g_list_free (names);
+  tensors_clear (&t);
+}
+
+/* The job failed alike on both ranks: none aborted the job or waited for the collective
+ * timeout, and each ended normally with status 1: the shell around it says so
+ * (tell_exits; mpirun, told not to end the job when a rank's status is not 0, then
+ * exits 0), or, without it, mpirun's status is 1. */
+static void
+check_both_failed (const Run *r, gboolean told)
+{
+  if (told)
+    {
+      g_assert_cmpuint (count_of (r->err, "rank 0 exited 1\n"), ==, 1);
+      g_assert_cmpuint (count_of (r->err, "rank 1 exited 1\n"), ==, 1);
+    }
+  else
+    g_assert_cmpint (r->status, ==, 1);
+  g_assert_null (strstr (r->err, "MPI_ABORT"));
+  g_assert_null (strstr (r->err, "MPI_Abort"));
+  g_assert_null (strstr (r->err, "collective timeout"));
+}
+
+/* Rank 1 alone meets a NaN input in its share of the validation rows after epoch 2
+ * (ESPALIER_TEST_EVAL_FAIL=1:2; Tanh, which keeps the NaN): after that pass the ranks
+ * agree that one failed, and every rank ends normally with status 1 (no MPI_Abort, no
+ * timeout: 60 s here) while rank 0 alone says once which rank, which epoch, where the
+ * values went bad and which weights every rank holds. With --val 0.1 --test 0.1 an
+ * epoch is 18 steps (DATA), so epoch 2 ends at step 36: the weights then are finite,
+ * and those are the last good state. As on the training NaN path nothing is saved to
+ * -o; the checkpoint due at step 36 (every 18) is whole, of step 36, and finite. */
+static void
+test_eval_nan_one_rank (void)
+{
+  g_autofree char *ck = tmp_path ("eval-nan.safetensors"), *model = tmp_path ("eval-nan");
+  g_autofree char *model_json = g_strconcat (model, ".json", NULL);
+  Run r;
+
+  g_setenv ("ESPALIER_TEST_EVAL_FAIL", "1:2", TRUE);
+  tell_exits = TRUE;
+  r = mpi_train (2, "--data", DATA, "--spec", "dense:16,tanh,dense:2,softmax", "--distributed",
+                 "--epochs", "3", "--batch", "16", "--val", "0.1", "--test", "0.1",
+                 "--checkpoint", ck, "--checkpoint-every", "18", "--collective-timeout", "60",
+                 "-o", model, NULL);
+  tell_exits = FALSE;
+  g_unsetenv ("ESPALIER_TEST_EVAL_FAIL");
+  g_test_message ("%s", r.err);
+  check_both_failed (&r, TRUE);
+  g_assert_cmpuint (count_of (r.err, "espalier-cli: training: rank 1: Validation after epoch 2 "
+                                     "stopped: the loss on this rank's validation rows became "
+                                     "NaN. The first layer whose values went bad is layer 1 "
+                                     "(dense), in its outputs. Every rank holds the weights of "
+                                     "step 36, the last good state.\n"), ==, 1);
+  g_assert_false (g_file_test (model_json, G_FILE_TEST_EXISTS));
+  check_checkpoint_finite (ck, 36);
+  run_clear (&r);
+}
+
+/* Rank 1's validation pass after epoch 1 fails as allocating its batches would
+ * (ESPALIER_TEST_EVAL_FAIL=1:1:alloc:WHAT), with a message longer than the 1 KiB that
+ * goes to the other ranks, in 3-byte characters: every rank fails alike and rank 0
+ * shows it cut before a whole character, valid UTF-8, with an ellipsis, and the weights
+ * of step 18 (the end of epoch 1). Then a run whose rank 1 fails its share of the test
+ * evaluation (R:test) ends the same way, with nothing saved. */
+static void
+test_eval_alloc_one_rank (void)
+{
+  g_autofree char *model = tmp_path ("eval-alloc");
+  g_autofree char *model_json = g_strconcat (model, ".json", NULL);
+  g_autoptr(GString) what = g_string_new ("the validation batches ");
+  g_autofree char *env = NULL;
+  const char *line, *end, *shared, *tail;
+  Run r;
+
+  for (int i = 0; i < 600; i++)
+    g_string_append (what, "\xe4\xb8\xad");   /* U+4E2D */
+  env = g_strdup_printf ("1:1:alloc:%s", what->str);
+  g_setenv ("ESPALIER_TEST_EVAL_FAIL", env, TRUE);
+  tell_exits = TRUE;
+  r = mpi_train (2, "--data", DATA, "--distributed", "--epochs", "2", "--batch", "16",
+                 "--val", "0.1", "--test", "0.1", "--collective-timeout", "60", "-o", model,
+                 NULL);
+  tell_exits = FALSE;
+  g_unsetenv ("ESPALIER_TEST_EVAL_FAIL");
+  check_both_failed (&r, TRUE);
+  line = strstr (r.err, "espalier-cli: training: rank 1: Validation after epoch 1 failed: Not "
+                        "enough memory for the validation batches \xe4\xb8\xad");
+  g_assert_nonnull (line);
+  end = strchr (line, '\n');
+  g_assert_nonnull (end);
+  g_assert_true (g_utf8_validate (line, end - line, NULL));
+  /* the part that crossed ranks: from after "rank 1: " to the tail every rank added, at
+   * most 1 KiB with its NUL, and cut within 3 bytes of it (a character's length) */
+  shared = strstr (line, "rank 1: ") + strlen ("rank 1: ");
+  tail = strstr (line, "\xe2\x80\xa6 Every rank holds the weights of step 18, the last good "
+                       "state.\n");
+  g_assert_true (tail != NULL && tail < end);
+  tail += strlen ("\xe2\x80\xa6");
+  g_assert_cmpint (tail - shared, <=, 1023);
+  g_assert_cmpint (tail - shared, >=, 1023 - 2);
+  g_assert_cmpuint (count_of (r.err, "Validation after epoch"), ==, 1);
+  g_assert_false (g_file_test (model_json, G_FILE_TEST_EXISTS));
+  run_clear (&r);
+
+  g_setenv ("ESPALIER_TEST_EVAL_FAIL", "1:test", TRUE);
+  r = mpi_train (2, "--data", DATA, "--distributed", "--epochs", "1", "--batch", "16",
+                 "--val", "0.1", "--test", "0.1", "--collective-timeout", "60", "-o", model,
+                 NULL);
+  g_unsetenv ("ESPALIER_TEST_EVAL_FAIL");
+  check_both_failed (&r, FALSE);
+  g_assert_cmpuint (count_of (r.err, "espalier-cli: evaluating: rank 1: Not enough memory for "
+                                     "the test batches (ESPALIER_TEST_EVAL_FAIL)\n"), ==, 1);
+  g_assert_false (g_file_test (model_json, G_FILE_TEST_EXISTS));
+  run_clear (&r);
+}
+
 /* The same hang on the NCCL path (emulated, on the emulated CUDA backend, which the
  * default device "auto" takes): rank 0 waits for NCCL's allreduce (or for an MPI
  * collective it reached first) and ends the job at the timeout. */
@@ -913,6 +1086,8 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/mpi/sync-batchnorm", test_sync_batchnorm);
   g_test_add_func ("/cli/mpi/sync-batchnorm-cuda", test_sync_batchnorm_cuda);
   g_test_add_func ("/cli/mpi/nan-one-rank", test_nan_one_rank);
+  g_test_add_func ("/cli/mpi/eval-nan-one-rank", test_eval_nan_one_rank);
+  g_test_add_func ("/cli/mpi/eval-alloc-one-rank", test_eval_alloc_one_rank);
   status = g_test_run ();
   remove_tree (tmpdir);
   g_free (tmpdir);
