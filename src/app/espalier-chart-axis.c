@@ -20,6 +20,7 @@ struct _EspalierChartAxis
   guint    auto_range : 1;
   guint    logarithmic : 1;
   guint    include_zero : 1;
+  guint    integer_ticks : 1;   /* counted things (epochs): no tick between two integers */
 };
 
 G_DEFINE_FINAL_TYPE (EspalierChartAxis, espalier_chart_axis, G_TYPE_OBJECT)
@@ -297,6 +298,19 @@ espalier_chart_axis_set_logarithmic (EspalierChartAxis *self,
   g_signal_emit (self, signals[CHANGED], 0);
 }
 
+void
+espalier_chart_axis_set_integer_ticks (EspalierChartAxis *self,
+                                       gboolean           integer_ticks)
+{
+  g_return_if_fail (ESPALIER_IS_CHART_AXIS (self));
+
+  integer_ticks = !!integer_ticks;
+  if (self->integer_ticks == (guint) integer_ticks)
+    return;
+  self->integer_ticks = integer_ticks;
+  g_signal_emit (self, signals[CHANGED], 0);
+}
+
 gboolean
 espalier_chart_axis_get_logarithmic (EspalierChartAxis *self)
 {
@@ -535,10 +549,13 @@ espalier_chart_axis_get_ticks (EspalierChartAxis *self,
       double norm = step / mag;
       double smaller = norm > 4 ? 2 * mag : norm > 1.5 ? mag : 0.5 * mag;
 
-      if (tick_count (self->min, self->max, smaller) > max_ticks)
+      if (tick_count (self->min, self->max, smaller) > max_ticks
+          || (self->integer_ticks && smaller < 1))
         break;
       step = smaller;
     }
+  if (self->integer_ticks)
+    step = MAX (step, 1);   /* 1-2-5 steps of 1 or more are whole numbers */
   self->tick_step = step;
   first = ceil (self->min / step - 1e-9);
   for (double k = first; ticks->len < max_ticks; k++)

@@ -44,6 +44,10 @@ void               espalier_chart_axis_fit_exact    (EspalierChartAxis *self,
                                                      double             lo,
                                                      double             hi);
 gboolean           espalier_chart_axis_get_logarithmic (EspalierChartAxis *self);
+/* Ticks at whole numbers only (epochs, counts): a range of 1..2 gets 1 and 2, not 1.2,
+ * 1.4 ... The data may still fall between them. */
+void               espalier_chart_axis_set_integer_ticks (EspalierChartAxis *self,
+                                                     gboolean           integer_ticks);
 /* value -> 0..1 across the range (outside the range: outside 0..1); and back. */
 double             espalier_chart_axis_normalize    (EspalierChartAxis *self,
                                                      double             value);

@@ -1425,10 +1425,12 @@ setup_tuning_charts (EspalierOptimizePage *self)
   espalier_chart_set_empty_text (self->tuning_accuracy_chart,
                                  _("Accuracy after each epoch of fine-tuning appears here"));
   espalier_chart_axis_set_title (espalier_chart_get_x_axis (self->tuning_accuracy_chart), _("Epoch"));
+  espalier_chart_axis_set_integer_ticks (espalier_chart_get_x_axis (self->tuning_accuracy_chart), TRUE);
   espalier_chart_axis_set_title (espalier_chart_get_y_axis (self->tuning_accuracy_chart), _("Accuracy (%)"));
   espalier_chart_set_title (self->tuning_loss_chart, _("Loss while Fine-Tuning"));
   espalier_chart_set_empty_text (self->tuning_loss_chart, _("The loss of every step appears here"));
   espalier_chart_axis_set_title (espalier_chart_get_x_axis (self->tuning_loss_chart), _("Epoch"));
+  espalier_chart_axis_set_integer_ticks (espalier_chart_get_x_axis (self->tuning_loss_chart), TRUE);
   espalier_chart_axis_set_title (espalier_chart_get_y_axis (self->tuning_loss_chart), _("Loss"));
 }
 

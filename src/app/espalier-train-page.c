@@ -799,12 +799,14 @@ setup_charts (EspalierTrainPage *self)
   layer = add_line (self->loss_chart, self->running_loss, 0, TRUE);
   g_object_set (layer, "line-width", 1.0, NULL);
   espalier_chart_axis_set_title (espalier_chart_get_x_axis (self->loss_chart), _("Epoch"));
+  espalier_chart_axis_set_integer_ticks (espalier_chart_get_x_axis (self->loss_chart), TRUE);
   espalier_chart_axis_set_title (espalier_chart_get_y_axis (self->loss_chart), _("Loss"));
   espalier_chart_axis_set_include_zero (espalier_chart_get_y_axis (self->loss_chart), TRUE);
 
   add_line (self->accuracy_chart, self->train_accuracy, 0, FALSE);
   add_line (self->accuracy_chart, self->val_accuracy, 1, FALSE);
   espalier_chart_axis_set_title (espalier_chart_get_x_axis (self->accuracy_chart), _("Epoch"));
+  espalier_chart_axis_set_integer_ticks (espalier_chart_get_x_axis (self->accuracy_chart), TRUE);
   espalier_chart_axis_set_title (espalier_chart_get_y_axis (self->accuracy_chart), _("Accuracy"));
   espalier_chart_axis_set_range (espalier_chart_get_y_axis (self->accuracy_chart), 0, 1);
 

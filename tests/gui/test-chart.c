@@ -103,6 +103,38 @@ test_axis_ticks (void)
     g_assert_cmpstr (label, ==, "0.25");
   }
 
+  /* Integer ticks (epochs): whole numbers only, labelled without decimals; wide
+   * ranges still thin to 1-2-5 steps. */
+  {
+    static const double iranges[][2] = { { 1, 2 }, { 0.5, 3.5 }, { 1, 7 }, { 0, 120 } };
+
+    espalier_chart_axis_set_integer_ticks (axis, TRUE);
+    for (guint r = 0; r < G_N_ELEMENTS (iranges); r++)
+      for (guint max_ticks = 2; max_ticks <= 12; max_ticks++)
+        {
+          g_autoptr(GArray) ticks = NULL;
+
+          espalier_chart_axis_set_range (axis, iranges[r][0], iranges[r][1]);
+          ticks = espalier_chart_axis_get_ticks (axis, max_ticks);
+          g_assert_cmpuint (ticks->len, >=, 1);
+          g_assert_cmpuint (ticks->len, <=, max_ticks);
+          for (guint i = 0; i < ticks->len; i++)
+            {
+              double v = g_array_index (ticks, double, i);
+              g_autofree char *label = espalier_chart_axis_format (axis, v);
+              g_autofree char *whole = g_strdup_printf ("%.0f", v);
+
+              g_assert_cmpfloat (v, ==, round (v));
+              if (fabs (v) < 1000)
+                g_assert_cmpstr (label, ==, whole);
+            }
+          /* the range 1..2 at any density: 1 and 2 and nothing between */
+          if (r == 0)
+            g_assert_cmpuint (ticks->len, ==, 2);
+        }
+    espalier_chart_axis_set_integer_ticks (axis, FALSE);
+  }
+
   /* Big values get a suffix. */
   {
     g_autoptr(GArray) ticks = NULL;
