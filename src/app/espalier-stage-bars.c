@@ -21,7 +21,14 @@ struct _EspalierStageBars
   guint          n_bars;
   guint          n_stages;
   double        *seconds;      /* (n_bars, n_stages) */
+  guint          n_clipped;    /* bars cut off at the top of the scale */
 };
+
+/* A step this many times the median step is cut off at the top of the scale, so that
+ * one pause (the first step's allocations, the machine scheduling something else) does
+ * not flatten every other bar to nothing. Only with enough steps for a median. */
+#define CLIP_FACTOR    5.0
+#define CLIP_MIN_BARS  5
 
 G_DEFINE_FINAL_TYPE (EspalierStageBars, espalier_stage_bars, ADW_TYPE_BIN)
 
@@ -150,9 +157,46 @@ pick_unit (double       max_s,
   return 1;
 }
 
+static int
+cmp_double (gconstpointer a,
+            gconstpointer b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+
+  return (x > y) - (x < y);
+}
+
+/* The 1-2-2.5-5 ceiling of v (> 0): the top of a scale that holds v. */
+static double
+nice_ceil (double v)
+{
+  static const double steps[] = { 1, 2, 2.5, 5, 10 };
+  double mag = pow (10.0, floor (log10 (v)));
+
+  for (guint i = 0; i < G_N_ELEMENTS (steps); i++)
+    if (steps[i] * mag >= v * (1 - 1e-9))
+      return steps[i] * mag;
+  return 10 * mag;
+}
+
+/* "1.04 ms", "34 µs": seconds in the unit that suits them. */
+static void
+format_seconds (double s,
+                char  *buf,
+                gsize  size)
+{
+  if (s < 1e-3)
+    g_snprintf (buf, size, "%.3g µs", s * 1e6);
+  else if (s < 1)
+    g_snprintf (buf, size, "%.3g ms", s * 1e3);
+  else
+    g_snprintf (buf, size, "%.3g s", s);
+}
+
 static void
 set_shares (EspalierStageBars            *self,
-            const EspalierProfileSummary *summary)
+            const EspalierProfileSummary *summary,
+            const char                   *clipped)
 {
   g_autoptr(GString) text = g_string_new (NULL);
 
@@ -166,6 +210,8 @@ set_shares (EspalierStageBars            *self,
       g_string_append_printf (text, _("%s %.1f %%"), st->label != NULL ? st->label : st->name,
                               100.0 * st->share);
     }
+  if (clipped != NULL)
+    g_string_append_printf (text, "\n%s", clipped);
   gtk_label_set_label (self->shares_label, text->str);
   gtk_widget_set_visible (GTK_WIDGET (self->shares_label), text->len > 0);
 }
@@ -180,9 +226,14 @@ espalier_stage_bars_set_bars (EspalierStageBars            *self,
 {
   g_autofree double *values = NULL;     /* (n_bars) */
   g_autofree double *bases = NULL;      /* (n_bars) */
-  EspalierChartAxis *x_axis;
-  double max_total = 0, unit;
+  g_autofree double *totals = NULL;     /* (n_bars) seconds */
+  g_autofree double *sorted = NULL;     /* (n_bars) */
+  g_autoptr(GPtrArray) marked = NULL;   /* the labels, a clipped bar's marked */
+  g_autofree char *clipped = NULL;
+  EspalierChartAxis *x_axis, *y_axis;
+  double max_total = 0, median = 0, cut = G_MAXDOUBLE, top = 0, unit;
   const char *unit_title = NULL;
+  guint longest = 0;
 
   g_return_if_fail (ESPALIER_IS_STAGE_BARS (self));
   g_return_if_fail (n_bars == 0 || (summary != NULL && seconds != NULL));
@@ -191,9 +242,14 @@ espalier_stage_bars_set_bars (EspalierStageBars            *self,
   g_clear_pointer (&self->seconds, g_free);
   self->n_bars = 0;
   self->n_stages = 0;
-  set_shares (self, summary);
+  self->n_clipped = 0;
+  y_axis = espalier_chart_get_y_axis (self->chart);
+  espalier_chart_axis_set_auto_range (y_axis, TRUE);
   if (summary == NULL || summary->n_stages == 0 || n_bars == 0)
-    return;
+    {
+      set_shares (self, summary, NULL);
+      return;
+    }
 
   self->n_stages = summary->n_stages;
   self->n_bars = n_bars;
@@ -206,16 +262,59 @@ espalier_stage_bars_set_bars (EspalierStageBars            *self,
   else
     espalier_chart_axis_set_auto_range (x_axis, TRUE);
 
+  totals = g_new0 (double, self->n_bars);
   for (guint i = 0; i < self->n_bars; i++)
     {
-      double total = 0;
-
       for (guint k = 0; k < self->n_stages; k++)
-        total += self->seconds[(gsize) i * self->n_stages + k];
-      max_total = MAX (max_total, total);
+        totals[i] += self->seconds[(gsize) i * self->n_stages + k];
+      if (totals[i] > totals[longest])
+        longest = i;
     }
+  if (self->n_bars >= CLIP_MIN_BARS)
+    {
+      sorted = g_memdup2 (totals, self->n_bars * sizeof (double));
+      qsort (sorted, self->n_bars, sizeof (double), cmp_double);
+      median = sorted[self->n_bars / 2];
+      if (median > 0)
+        cut = CLIP_FACTOR * median;
+    }
+  for (guint i = 0; i < self->n_bars; i++)
+    if (totals[i] > cut)
+      self->n_clipped++;
+    else
+      max_total = MAX (max_total, totals[i]);
+  if (self->n_clipped == 0)
+    max_total = totals[longest];
   unit = pick_unit (max_total, &unit_title);
-  espalier_chart_axis_set_title (espalier_chart_get_y_axis (self->chart), unit_title);
+  espalier_chart_axis_set_title (y_axis, unit_title);
+  if (self->n_clipped > 0)
+    {
+      char longest_time[32], median_time[32];
+
+      /* the scale of the others, the cut bars running off its top; their labels say so */
+      top = nice_ceil (max_total * unit * 1.1);
+      espalier_chart_axis_set_range (y_axis, 0, top);
+      marked = g_ptr_array_new_with_free_func (g_free);
+      for (guint i = 0; i < self->n_bars; i++)
+        {
+          const char *l = labels != NULL ? labels[i] : NULL;
+
+          /* TRANSLATORS: the label of a bar cut off at the top of the chart */
+          g_ptr_array_add (marked, totals[i] > cut ? g_strdup_printf (_("%s ↑"), l ? l : "")
+                                                   : g_strdup (l ? l : ""));
+        }
+      g_ptr_array_add (marked, NULL);
+      labels = (const char * const *) marked->pdata;
+      format_seconds (totals[longest], longest_time, sizeof longest_time);
+      format_seconds (median, median_time, sizeof median_time);
+      clipped = g_strdup_printf (
+        ngettext ("↑ %u bar is cut off at the top so that the others stay readable: it took "
+                  "%s, %.0f× the median step of %s.",
+                  "↑ %u bars are cut off at the top so that the others stay readable: the "
+                  "longest took %s, %.0f× the median step of %s.", self->n_clipped),
+        self->n_clipped, longest_time, totals[longest] / median, median_time);
+    }
+  set_shares (self, summary, clipped);
 
   values = g_new (double, self->n_bars);
   bases = g_new0 (double, self->n_bars);
@@ -296,6 +395,13 @@ espalier_stage_bars_get_seconds (EspalierStageBars *self,
   if (bar >= self->n_bars || stage >= self->n_stages)
     return NAN;
   return self->seconds[(gsize) bar * self->n_stages + stage];
+}
+
+guint
+espalier_stage_bars_get_n_clipped (EspalierStageBars *self)
+{
+  g_return_val_if_fail (ESPALIER_IS_STAGE_BARS (self), 0);
+  return self->n_clipped;
 }
 
 EspalierChart *

@@ -33,6 +33,9 @@ void           espalier_stage_bars_set_bars    (EspalierStageBars            *se
                                                 const char * const           *labels,
                                                 guint                         n_bars,
                                                 const char                   *x_title);
+/* Bars cut off at the top of the scale: steps of more than 5 times the median step
+ * (with 5 steps or more), marked "↑" under the axis and told of under the chart. */
+guint          espalier_stage_bars_get_n_clipped (EspalierStageBars          *self);
 /* Bars drawn: the steps found in the events, or 1 for the mean step, or 0. */
 guint          espalier_stage_bars_get_n_bars  (EspalierStageBars            *self);
 /* The seconds of stage k (the summary's order) in bar i, NAN out of range (tests). */

@@ -638,6 +638,43 @@ test_split_events (void)
     g_assert_cmpstr (text, ==, "1 · forward: 14");
     gui_test_save_screenshot (GTK_WIDGET (window), "profile-stage-bars", 100);
 
+    /* One step far longer than the others (a pause): cut off at the top, marked, told
+     * of under the chart; the scale is the other steps'. */
+    {
+      const char *labels[] = { "1", "2", "3", "4", "5", "6", "7", "8", NULL };
+      double per[8 * 8] = { 0 };   /* (steps, stages) */
+      double lo, hi, others = 0;
+
+      for (guint i = 0; i < 8; i++)
+        {
+          per[i * 8 + 2] = 20e-6 + 1e-6 * i;   /* forward */
+          per[i * 8 + 5] = 10e-6;              /* backward */
+          if (i != 6)
+            others = MAX (others, per[i * 8 + 2] + per[i * 8 + 5]);
+        }
+      per[6 * 8 + 7] = 1e-3;                  /* step 7's "other": 30 times the rest */
+      espalier_stage_bars_set_bars (bars, &s, per, labels, 8, "Profiled step");
+      gui_test_iterate (50);
+      g_assert_cmpuint (espalier_stage_bars_get_n_clipped (bars), ==, 1);
+      g_assert_false (espalier_chart_axis_get_auto_range (espalier_chart_get_y_axis (chart)));
+      espalier_chart_axis_get_range (espalier_chart_get_y_axis (chart), &lo, &hi);
+      g_assert_cmpfloat (hi, >=, others * 1e6);        /* in µs, the others' unit */
+      g_assert_cmpfloat (hi, <, (1e-3 + 36e-6) * 1e6);
+      {
+        GtkWidget *told = gui_test_find_label (GTK_WIDGET (bars), "↑");
+
+        g_assert_nonnull (told);
+        g_assert_nonnull (strstr (gtk_label_get_label (GTK_LABEL (told)), "median step"));
+      }
+      gui_test_save_screenshot (GTK_WIDGET (window), "profile-stage-bars-clipped", 100);
+
+      /* without the pause nothing is cut and the scale follows the data again */
+      per[6 * 8 + 7] = 0;
+      espalier_stage_bars_set_bars (bars, &s, per, labels, 8, "Profiled step");
+      g_assert_cmpuint (espalier_stage_bars_get_n_clipped (bars), ==, 0);
+      g_assert_true (espalier_chart_axis_get_auto_range (espalier_chart_get_y_axis (chart)));
+    }
+
     espalier_stage_bars_set_summary (bars, NULL);
     g_assert_cmpuint (espalier_stage_bars_get_n_bars (bars), ==, 0);
     gui_test_window_destroy (window);
