@@ -105,6 +105,8 @@ typedef struct
 
   PangoLayout     *x_title;         /* or NULL */
   PangoLayout     *y_title;         /* or NULL */
+  double           y_title_x;       /* its left edge: beside the plot, which a square
+                                     * chart centres */
   gboolean         empty;
 } ChartLayout;
 
@@ -540,6 +542,7 @@ chart_layout_compute (EspalierChart *self,
       l->plot.size.width = side;
       l->plot.size.height = side;
     }
+  l->y_title_x = l->plot.origin.x - round (left) + PAD;
 
   if (l->y_category)
     {
@@ -658,7 +661,8 @@ draw_axes (EspalierChart     *self,
   if (l->y_title != NULL)
     {
       cairo_save (cr);
-      cairo_translate (cr, PAD, round (py0 + (p->size.height + text_width (l->y_title)) / 2));
+      cairo_translate (cr, l->y_title_x,
+                       round (py0 + (p->size.height + text_width (l->y_title)) / 2));
       cairo_rotate (cr, -G_PI / 2);
       cairo_move_to (cr, 0, 0);
       pango_cairo_show_layout (cr, l->y_title);
