@@ -770,6 +770,38 @@ fail_run (EspalierDistributed *d, GError *error, const char *what)
   espalier_distributed_abort (d, error);
 }
 
+/* Rank 0 could not save the trained model (-o) after a data-parallel run: every rank
+ * joins the agreement the others make after the save (espalier_distributed_share_failure)
+ * and fails alike, ending normally with status 1; the message says what was lost and
+ * where the last checkpoint is, to resume from or to keep. */
+static int
+fail_save (EspalierDistributed *d, const char *checkpoint, GError *error)
+{
+  EspalierCheckpointInfo ck;
+  g_autofree char *why = g_strdup (error->message);
+  GQuark domain = error->domain;
+  int code = error->code;
+
+  if (d == NULL)
+    return fail (error, N_("saving the model"));
+  if (g_str_has_suffix (why, "."))
+    why[strlen (why) - 1] = '\0';
+  g_clear_error (&error);
+  /* TRANSLATORS: the first %s is why the model could not be saved (an error message
+   * without its full stop) */
+  if (checkpoint != NULL && espalier_distributed_get_last_checkpoint (d, &ck))
+    g_set_error (&error, domain, code,
+                 _("%s. The trained weights were not saved; the last checkpoint, %s, holds "
+                   "those of step %lld (epoch %u)."),
+                 why, checkpoint, (long long) ck.step, ck.epoch);
+  else
+    g_set_error (&error, domain, code,
+                 _("%s. The trained weights were not saved, and no checkpoint was written."),
+                 why);
+  espalier_distributed_share_failure (d, FALSE, FALSE, &error);
+  return fail_run (d, error, N_("saving the model"));
+}
+
 /* ---- devices: --device and --tf32 on the commands that make a backend (train, eval,
  * profile, bench), and the devices command ----------------------------------------- */
 
@@ -1373,7 +1405,7 @@ cmd_train (int argc, char **argv)
       info.input_shift = espalier_dataset_is_u8 (ds) ? espalier_dataset_get_shift (ds) : 0.0;
       if (!espalier_model_save (model, &info, output, &error))
         {
-          status = fail_run (dist, g_steal_pointer (&error), N_("saving the model"));
+          status = fail_save (dist, checkpoint, g_steal_pointer (&error));
           goto out;
         }
       if (out_mode == OUT_JSON)
@@ -1384,6 +1416,14 @@ cmd_train (int argc, char **argv)
         }
       else
         g_print (_("Saved %s\n"), output);
+    }
+  /* Under --distributed the ranks wait for rank 0's save and fail alike if it failed
+   * (fail_save): one small reduction after the run. */
+  if (output != NULL && dist != NULL
+      && !espalier_distributed_share_failure (dist, TRUE, FALSE, &error))
+    {
+      status = fail_run (dist, g_steal_pointer (&error), N_("saving the model"));
+      goto out;
     }
   if (out_mode == OUT_JSON && !quiet)
     {

@@ -980,8 +980,49 @@ share_buffers (EspalierDistributed *self, EsTrainer *tr)
   es_trainer_reload_buffers (tr);
 }
 
+/* Rank 0's checkpoint that could not be written (error says why), as the error every
+ * rank will stop with: why, where training stopped and what the file still holds (it
+ * is written atomically: a failed write leaves the last one whole). */
+static void
+checkpoint_failed (EspalierDistributed *self, const EspalierCheckpointInfo *info,
+                   GError **error)
+{
+  g_autofree char *why = NULL, *head = NULL, *tail = NULL;
+  GQuark domain = ESPALIER_ERROR;
+  int code = ESPALIER_ERROR_IO;
+
+  if (error == NULL)
+    return;
+  if (*error != NULL)
+    {
+      why = g_strdup ((*error)->message);
+      domain = (*error)->domain;
+      code = (*error)->code;
+    }
+  else
+    why = g_strdup_printf (_("Cannot write the checkpoint %s"), self->ck_path);
+  if (g_str_has_suffix (why, "."))
+    why[strlen (why) - 1] = '\0';
+  /* TRANSLATORS: %s is why the checkpoint could not be written (an error message
+   * without its full stop) */
+  head = g_strdup_printf (_("%s. Training stopped on every rank at step %lld (epoch %u): "
+                            "the checkpoints asked for cannot be written."),
+                          why, (long long) info->step, info->epoch);
+  tail = self->have_last
+         ? g_strdup_printf (_("%s still holds the checkpoint of step %lld (epoch %u), the "
+                              "last one written."),
+                            self->ck_path, (long long) self->last.step, self->last.epoch)
+         : g_strdup (_("No checkpoint was written before in this run."));
+  g_clear_error (error);
+  g_set_error (error, domain, code, C_("sentences", "%s %s"), head, tail);
+}
+
 /* Collective, at a due step: the epoch's sums so far, a check that the ranks still hold
- * the same weights, and rank 0 writes. */
+ * the same weights, and rank 0 writes. A write that fails fails every rank alike (one
+ * more MPI_Allreduce of one int, espalier_distributed_share_failure, at checkpoint steps
+ * only) with rank 0's error: training stops rather than going on without the
+ * checkpoints the user asked for, and the job ends normally with status 1 on every rank
+ * and the last checkpoint written whole. */
 static gboolean
 checkpoint (EspalierDistributed *self, EsTrainer *tr, const EsStepStats *stats, GError **error)
 {
@@ -990,6 +1031,7 @@ checkpoint (EspalierDistributed *self, EsTrainer *tr, const EsStepStats *stats, 
     .epoch = self->epoch, .position = self->epoch_pos, .step = es_trainer_step_count (tr),
     .ranks = (guint) self->size, .batch = self->batch, .seed = self->seed,
   };
+  gboolean ok = TRUE;
   guint64 h;
 
   allreduce_doubles (self, sums, 3, MPI_SUM, _("The checkpoint's sum of the training loss"));
@@ -1006,13 +1048,19 @@ checkpoint (EspalierDistributed *self, EsTrainer *tr, const EsStepStats *stats, 
       self->shared_error = TRUE;
       return FALSE;
     }
-  if (self->rank != 0)
-    return TRUE;
-  if (!write_checkpoint (self, tr, &info, sums, error))
-    return FALSE;
-  self->last = info;
-  self->have_last = TRUE;
-  return TRUE;
+  if (self->rank == 0)
+    {
+      if (!write_checkpoint (self, tr, &info, sums, error))
+        ok = FALSE;
+      else
+        {
+          self->last = info;
+          self->have_last = TRUE;
+        }
+    }
+  if (!ok)
+    checkpoint_failed (self, &info, error);
+  return espalier_distributed_share_failure (self, ok, FALSE, error);
 }
 
 /* ------------------------------------------------------------------------------ */

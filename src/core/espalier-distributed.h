@@ -69,6 +69,14 @@
  *   the last good weights back on every rank, rank 0 alone shows the error and the job
  *   ends normally. A rank whose device failed keeps its own error and ends the job, as
  *   in training.
+ * - The same agreement, where one rank alone can fail outside the step: rank 0's
+ *   checkpoint write (a read-only directory, a full disk; one MPI_Allreduce of one int
+ *   at checkpoint steps only): training stops on every rank with rank 0's error and what
+ *   the checkpoint file still holds (written atomically, a failed write leaves the last
+ *   one whole), rather than going on without the checkpoints asked for; each gradual
+ *   pruning event of a trainer's schedule (its allocations); and espalier-cli's saving
+ *   of the model after the run (rank 0), which ends every rank with status 1 and a
+ *   message that says where the last checkpoint is.
  * ESPALIER_TEST_NAN_INPUT=R:S (tests only) makes rank R's batch of step S start with a
  * NaN input (batches from host memory). ESPALIER_TEST_EVAL_FAIL (tests only): R:E makes
  * the first row of rank R's validation pass of epoch E a NaN input (batches from host
@@ -137,7 +145,8 @@ void                 espalier_distributed_set_bucket_bytes (EspalierDistributed 
 void                 espalier_distributed_set_sync_batchnorm (EspalierDistributed *self,
                                                           gboolean              on);
 gboolean             espalier_distributed_get_sync_batchnorm (EspalierDistributed *self);
-/* Rank 0 writes a checkpoint to path every `every` optimizer steps (0: never). */
+/* Rank 0 writes a checkpoint to path every `every` optimizer steps (0: never); when it
+ * cannot, training stops on every rank alike with its error (above). */
 void                 espalier_distributed_set_checkpoint (EspalierDistributed  *self,
                                                           const char           *path,
                                                           guint                 every);

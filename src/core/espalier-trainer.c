@@ -1343,6 +1343,31 @@ validation_agree (RunState *rs, guint epoch, gboolean val_ok, gboolean device_ok
   return FALSE;
 }
 
+static gboolean check_backend (EsBackend *be, GError **error);
+
+/* Data parallel, after this rank's gradual pruning event (pruned: it succeeded, else
+ * error says why). Every rank prunes the same weights alike at the same step, so the
+ * arguments, the sparsity and the mask are the same everywhere; but its allocations
+ * (the host's candidate lists, the device's mask under a memory limit or on a GPU
+ * another process shares) can fail on one rank alone. So at each event (a few per
+ * run) the ranks agree whether any failed (espalier_distributed_share_failure, one
+ * small reduction) and, when one did, every rank stops with its error, shared; a rank
+ * whose device failed keeps its own. The ranks' weights may then differ (pruned on some
+ * only): nothing is saved from a failed run, and the last checkpoint was written before
+ * the event. FALSE then. (No caller runs a schedule on ranks yet: espalier-cli train
+ * --distributed sets none and the prune command runs in one process; this keeps the
+ * pair from ending in the collective timeout once one does.) */
+static gboolean
+prune_agree (RunState *rs, EsBackend *be, gboolean pruned, GError **error)
+{
+  EspalierDistributed *dist = rs->self->dist;
+
+  if (dist == NULL || espalier_distributed_size (dist) == 1)
+    return pruned;
+  return espalier_distributed_share_failure (dist, pruned, !pruned && !check_backend (be, error),
+                                             error);
+}
+
 /* The hooks' state into ck (an EspalierCheckpointFillFunc: data-parallel checkpoints
  * get it too). */
 static void
@@ -2171,10 +2196,20 @@ espalier_trainer_run (EspalierTrainer      *self,
                   g_array_append_val (prof->events, ev);
                 }
             }
-          if (self->gradual && !prune_if_due (self, tr, &next_event, &rep, error))
+          if (self->gradual)
             {
-              es_trainer_sync (tr);
-              goto out;
+              gint64 events_before = next_event;
+              gboolean pruned = prune_if_due (self, tr, &next_event, &rep, error);
+
+              /* with ranks, an event (due at the same step on every rank) that failed on
+               * one fails every rank alike */
+              if (next_event != events_before)
+                pruned = prune_agree (&rs, be, pruned, error);
+              if (!pruned)
+                {
+                  es_trainer_sync (tr);
+                  goto out;
+                }
             }
           if (feed.res != NULL)
             to_resident (&eb, feed.res, b->rows + (b->B - (guint) eb.B));
@@ -2413,7 +2448,9 @@ espalier_trainer_run (EspalierTrainer      *self,
       report_message (&rep, _("Training ended before the pruning schedule did: pruning to "
                               "the final sparsity now"));
       next_event = self->schedule.n_events + 1;
-      if (!prune_event (self, tr, self->schedule.final_sparsity, &rep, error))
+      if (!prune_agree (&rs, be, prune_event (self, tr, self->schedule.final_sparsity, &rep,
+                                              error),
+                        error))
         goto out;
     }
   es_trainer_sync (tr);

@@ -11,7 +11,8 @@
  * too (CPU and emulated CUDA), and without it does not; a NaN on one rank stops every
  * rank at the same step with one message from rank 0, no timeout, no abort; so does a
  * validation pass or test evaluation that fails on one rank (a NaN, an allocation), every
- * rank ending with status 1 on the last good weights.
+ * rank ending with status 1 on the last good weights, and so does rank 0 failing to
+ * write a checkpoint or the trained model, leaving the last checkpoint whole.
  * Skipped (77) when mpirun or the build's MPI is missing.
  *
  * Models are compared through their safetensors files: every tensor, value by value. */
@@ -1002,6 +1003,123 @@ test_eval_alloc_one_rank (void)
   run_clear (&r);
 }
 
+/* ---- rank 0 failing to write a checkpoint or the model ------------------------------ */
+
+/* The arguments of the runs below: 18 steps an epoch (DATA with --val 0.1 --test 0.1),
+ * a checkpoint at ck every 9 steps, the model to model; NULL-terminated after epochs. */
+#define WRITE_JOB(epochs, ck, model) \
+  "--data", DATA, "--distributed", "--epochs", epochs, "--batch", "16", "--val", "0.1", \
+  "--test", "0.1", "--checkpoint", ck, "--checkpoint-every", "9", \
+  "--collective-timeout", "60", "-o", model, NULL
+
+/* The checkpoint due at step 9 cannot be written (a real failure: its directory is a
+ * regular file, which stops root too): every rank stops there and ends normally with
+ * status 1, rank 0 alone saying once why, naming the checkpoint, and that no checkpoint
+ * was written before; nothing is saved to -o. */
+static void
+test_checkpoint_unwritable (void)
+{
+  g_autofree char *blocker = tmp_path ("ck-blocker");
+  g_autofree char *ck = g_build_filename (blocker, "ck.safetensors", NULL);
+  g_autofree char *model = tmp_path ("ck-fail"), *model_json = g_strconcat (model, ".json", NULL);
+  g_autofree char *expected = NULL;
+  Run r;
+
+  g_assert_true (g_file_set_contents (blocker, "", 0, NULL));
+  tell_exits = TRUE;
+  r = mpi_train (2, WRITE_JOB ("2", ck, model));
+  tell_exits = FALSE;
+  check_both_failed (&r, TRUE);
+  expected = g_strdup_printf ("espalier-cli: training: rank 0: Cannot write the checkpoint: "
+                              "Cannot create a temporary file for %s: Not a directory. "
+                              "Training stopped on every rank at step 9 (epoch 1): the "
+                              "checkpoints asked for cannot be written. No checkpoint was "
+                              "written before in this run.\n", ck);
+  g_assert_cmpuint (count_of (r.err, expected), ==, 1);
+  g_assert_cmpuint (count_of (r.err, "Cannot write the checkpoint"), ==, 1);
+  g_assert_false (g_file_test (model_json, G_FILE_TEST_EXISTS));
+  run_clear (&r);
+}
+
+/* A checkpoint directory made read-only (chmod 0555) after a run that wrote its
+ * checkpoint there: the next run's first checkpoint fails with "Permission denied" on
+ * rank 0, every rank ends alike with status 1, and the file the first run wrote is left
+ * as it was, byte for byte. Skipped as root, which the mode does not stop. */
+static void
+test_checkpoint_read_only (void)
+{
+  g_autofree char *dir = tmp_path ("ck-readonly");
+  g_autofree char *ro_ck = g_build_filename (dir, "ck.safetensors", NULL);
+  g_autofree char *model = tmp_path ("ck-ro"), *model_json = g_strconcat (model, ".json", NULL);
+  g_autofree char *expected = NULL, *before = NULL, *after = NULL;
+  gsize before_len = 0, after_len = 0;
+  Run r;
+
+  if (geteuid () == 0)
+    {
+      g_test_skip ("root writes into a read-only directory");
+      return;
+    }
+  g_assert_cmpint (g_mkdir (dir, 0755), ==, 0);
+  r = mpi_train (2, WRITE_JOB ("1", ro_ck, model));
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  check_checkpoint_finite (ro_ck, 18);
+  g_assert_true (g_file_get_contents (ro_ck, &before, &before_len, NULL));
+  g_unlink (model_json);
+
+  g_assert_cmpint (g_chmod (dir, 0555), ==, 0);
+  tell_exits = TRUE;
+  r = mpi_train (2, WRITE_JOB ("2", ro_ck, model));
+  tell_exits = FALSE;
+  g_assert_cmpint (g_chmod (dir, 0755), ==, 0);
+  check_both_failed (&r, TRUE);
+  expected = g_strdup_printf ("espalier-cli: training: rank 0: Cannot write the checkpoint: "
+                              "Cannot create a temporary file for %s: Permission denied. "
+                              "Training stopped on every rank at step 9 (epoch 1)", ro_ck);
+  g_assert_cmpuint (count_of (r.err, expected), ==, 1);
+  g_assert_false (g_file_test (model_json, G_FILE_TEST_EXISTS));
+  g_assert_true (g_file_get_contents (ro_ck, &after, &after_len, NULL));
+  g_assert_cmpmem (before, before_len, after, after_len);
+  run_clear (&r);
+}
+
+/* Rank 0 cannot save the trained model (-o into a directory that is a regular file,
+ * found only after training): every rank ends normally with status 1 and rank 0 says
+ * once that the weights were not saved and where the last checkpoint is (step 18, the
+ * end of epoch 1), which is whole; without a checkpoint it says there is none. */
+static void
+test_save_unwritable (void)
+{
+  g_autofree char *blocker = tmp_path ("model-blocker"), *ck = tmp_path ("save-fail.safetensors");
+  g_autofree char *model = g_build_filename (blocker, "model", NULL);
+  g_autofree char *expected = NULL;
+  const char *line;
+  Run r;
+
+  g_assert_true (g_file_set_contents (blocker, "", 0, NULL));
+  tell_exits = TRUE;
+  r = mpi_train (2, WRITE_JOB ("1", ck, model));
+  check_both_failed (&r, TRUE);
+  line = strstr (r.err, "espalier-cli: saving the model: rank 0: ");
+  g_assert_nonnull (line);
+  g_assert_cmpuint (count_of (r.err, "espalier-cli: saving the model:"), ==, 1);
+  expected = g_strdup_printf (": Not a directory. The trained weights were not saved; the last "
+                              "checkpoint, %s, holds those of step 18 (epoch 1).\n", ck);
+  g_assert_nonnull (strstr (line, expected));
+  g_assert_true (strstr (line, expected) < strchr (line, '\n'));
+  run_clear (&r);
+  check_checkpoint_finite (ck, 18);
+
+  r = mpi_train (2, "--data", DATA, "--distributed", "--epochs", "1", "--batch", "16",
+                 "--collective-timeout", "60", "-o", model, NULL);
+  tell_exits = FALSE;
+  check_both_failed (&r, TRUE);
+  g_assert_cmpuint (count_of (r.err, ": Not a directory. The trained weights were not saved, "
+                                     "and no checkpoint was written.\n"), ==, 1);
+  run_clear (&r);
+}
+
 /* The same hang on the NCCL path (emulated, on the emulated CUDA backend, which the
  * default device "auto" takes): rank 0 waits for NCCL's allreduce (or for an MPI
  * collective it reached first) and ends the job at the timeout. */
@@ -1088,6 +1206,9 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/mpi/nan-one-rank", test_nan_one_rank);
   g_test_add_func ("/cli/mpi/eval-nan-one-rank", test_eval_nan_one_rank);
   g_test_add_func ("/cli/mpi/eval-alloc-one-rank", test_eval_alloc_one_rank);
+  g_test_add_func ("/cli/mpi/checkpoint-unwritable", test_checkpoint_unwritable);
+  g_test_add_func ("/cli/mpi/checkpoint-read-only", test_checkpoint_read_only);
+  g_test_add_func ("/cli/mpi/save-unwritable", test_save_unwritable);
   status = g_test_run ();
   remove_tree (tmpdir);
   g_free (tmpdir);
