@@ -6,6 +6,7 @@
 #include <locale.h>
 
 #include "espalier-application.h"
+#include "espalier-error.h"
 
 int
 main (int   argc,
@@ -17,6 +18,7 @@ main (int   argc,
   bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
   bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
   textdomain (GETTEXT_PACKAGE);
+  espalier_i18n_init ();
 
   app = espalier_application_new ();
   return g_application_run (G_APPLICATION (app), argc, argv);

@@ -4003,6 +4003,7 @@ main (int argc, char **argv)
   bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
   bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
   textdomain (GETTEXT_PACKAGE);
+  espalier_i18n_init ();
   /* Numbers in JSON and CSV stay with a dot whatever the locale. */
   setlocale (LC_NUMERIC, "C");
   g_set_prgname ("espalier-cli");

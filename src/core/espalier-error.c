@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* espalier-error.c: core's error domain and the EsError bridge. */
+/* espalier-error.c: core's error domain, the EsError bridge and the engine's message
+ * translation. */
 #include "config.h"
 
 #include <gio/gio.h>
+#include <glib/gi18n-lib.h>
 
 #include "espalier-error.h"
 
@@ -31,4 +33,19 @@ espalier_error_from_es (GError **error, const EsError *es, const char *prefix)
     g_set_error (error, ESPALIER_ERROR, code, "%s: %s", prefix, es->message);
   else
     g_set_error_literal (error, ESPALIER_ERROR, code, es->message);
+}
+
+/* es_set_translate's hook: the engine's msgids are in our catalog (po/POTFILES.in lists
+ * the engine files, es_error_set is a keyword). g_dgettext is thread-safe and its
+ * strings live as long as the program. */
+static const char *
+translate_engine (const char *msgid)
+{
+  return g_dgettext (GETTEXT_PACKAGE, msgid);
+}
+
+void
+espalier_i18n_init (void)
+{
+  es_set_translate (translate_engine);
 }

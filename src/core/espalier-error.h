@@ -27,4 +27,10 @@ GQuark espalier_error_quark (void);
 /* Set *error from an engine error; prefix (may be NULL) is put before its message. */
 void   espalier_error_from_es (GError **error, const EsError *es, const char *prefix);
 
+/* Have the engine's messages translated as core's are (g_dgettext of GETTEXT_PACKAGE):
+ * installs es_set_translate's hook. Call it once at start-up, after setlocale and
+ * bindtextdomain and before any engine work (espalier-cli's and the app's main do);
+ * more calls are harmless. Without it engine messages stay in English. */
+void   espalier_i18n_init     (void);
+
 G_END_DECLS

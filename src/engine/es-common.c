@@ -3,12 +3,34 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
+
+/* The message-translation hook (es_set_translate); NULL: English. */
+static _Atomic (EsTranslateFunc) translate_hook;
+
+void
+es_set_translate (EsTranslateFunc fn)
+{
+  atomic_store_explicit (&translate_hook, fn, memory_order_release);
+}
+
+const char *
+es_translate (const char *msgid)
+{
+  EsTranslateFunc fn = atomic_load_explicit (&translate_hook, memory_order_acquire);
+  const char *s;
+
+  if (fn == NULL || msgid == NULL)
+    return msgid;
+  s = fn (msgid);
+  return s != NULL ? s : msgid;
+}
 
 void
 es_error_set (EsError *err, EsStatus code, const char *fmt, ...)
@@ -19,7 +41,8 @@ es_error_set (EsError *err, EsStatus code, const char *fmt, ...)
     return;
   err->code = code;
   va_start (ap, fmt);
-  vsnprintf (err->message, sizeof err->message, fmt, ap);
+  /* The format was checked at every call site; its translation was checked by msgfmt -c. */
+  vsnprintf (err->message, sizeof err->message, es_translate (fmt), ap);
   va_end (ap);
 }
 

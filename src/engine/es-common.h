@@ -37,6 +37,24 @@ void        es_error_set   (EsError *err, EsStatus code, const char *fmt, ...)
 void        es_error_clear (EsError *err);
 const char *es_status_name (EsStatus code);
 
+/* Translating the engine's messages without gettext in the engine: the embedder (core,
+ * with dgettext) installs a hook that maps an English msgid to the user's language.
+ * es_error_set passes its format through it before formatting, so a translation must
+ * take the same arguments, in order or by position (%2$s) (msgfmt -c checks that, the
+ * formats being marked c-format at extraction: po/meson.build). The hook must be thread-safe
+ * and return a string that lives as long as the program (dgettext does both); it is
+ * called on compute threads too. NULL (the default) leaves messages in English.
+ * Set it once, before any engine work starts; setting it again while engine calls run
+ * on other threads is safe (the pointer is atomic) but which hook they see is not
+ * defined. A CUDA backend module has its own copy of the engine, so its own hook. */
+typedef const char *(*EsTranslateFunc) (const char *msgid);
+
+void        es_set_translate (EsTranslateFunc fn);
+/* msgid through the hook, or msgid itself when none is set. For a fragment that is
+ * formatted into a message (xgettext extracts es_translate's argument too). */
+const char *es_translate     (const char *msgid)
+                              __attribute__ ((format_arg (1)));
+
 #define ES_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define ES_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define ES_MAX(a, b) ((a) > (b) ? (a) : (b))
