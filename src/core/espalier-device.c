@@ -5,7 +5,8 @@
  * loading cuBLAS, and run where the CUDA libraries are missing. It is looked for in
  * $ESPALIER_CUDA_MODULE (the tests point it at the CUDA emulation's module), in this
  * build's tree, then where it is installed; without an NVIDIA driver it is not opened
- * at all. */
+ * at all. Its copy of the engine is given core's message-translation hook when it is
+ * opened (espalier_i18n_translate_func). */
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
@@ -42,27 +43,33 @@ open_module (const char *path, char **why)
     { "es_cuda_backend_set_tf32", G_STRUCT_OFFSET (CudaApi, backend_set_tf32) },
   };
   GModule *module = g_module_open (path, G_MODULE_BIND_LOCAL);
+  void (*set_translate) (EsTranslateFunc fn) = NULL;
 
   if (module == NULL)
     {
-      *why = g_strdup_printf ("the CUDA backend cannot be loaded: %s", g_module_error ());
+      /* TRANSLATORS: %s is the dynamic loader's message */
+      *why = g_strdup_printf (_("the CUDA backend cannot be loaded: %s"), g_module_error ());
       return FALSE;
     }
   for (guint i = 0; i < G_N_ELEMENTS (syms); i++)
     if (!g_module_symbol (module, syms[i].name,
                           &G_STRUCT_MEMBER (gpointer, &cuda, syms[i].offset)))
       {
-        *why = g_strdup_printf ("the CUDA backend %s lacks %s", path, syms[i].name);
+        /* TRANSLATORS: the first %s is a file, the second a function name */
+        *why = g_strdup_printf (_("the CUDA backend %s lacks %s"), path, syms[i].name);
         g_module_close (module);
         memset (&cuda, 0, sizeof cuda);
         return FALSE;
       }
+  /* optional: a module built before it simply speaks English */
+  if (g_module_symbol (module, "es_cuda_set_translate", (gpointer *) &set_translate))
+    set_translate (espalier_i18n_translate_func ());
   g_module_make_resident (module);
   return TRUE;
 }
 
 /* The module's functions, opened once; NULL when there is none, *why (may be NULL)
- * saying why in the engine's words (English). */
+ * saying why (a fragment, translated when the module was first asked for). */
 static const CudaApi *
 cuda_api (const char **why)
 {
@@ -76,11 +83,11 @@ cuda_api (const char **why)
       if (env != NULL && *env != '\0')
         open_module (env, &cuda_missing);
       else if (!ES_HAVE_CUDA)
-        cuda_missing = g_strdup ("this build of Espalier has no CUDA backend (nvcc was not "
-                                 "found when it was built)");
+        cuda_missing = g_strdup (_("this build of Espalier has no CUDA backend (nvcc was not "
+                                   "found when it was built)"));
       else if ((driver = g_module_open ("libcuda.so.1", G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL)) == NULL)
         /* as the backend itself says it, without loading cuBLAS to say it */
-        cuda_missing = g_strdup ("no NVIDIA driver is installed (libcuda.so.1 was not found)");
+        cuda_missing = g_strdup (_("no NVIDIA driver is installed (libcuda.so.1 was not found)"));
       else
         {
           g_module_close (driver);
@@ -131,14 +138,46 @@ cpu_name (void)
   return name;
 }
 
-/* The engine's reason without its "No CUDA device can be used: " (English, as the
- * engine's messages are). */
-static const char *
+/* The CUDA module's message for no usable device (es-cuda.cu, es-cuda-device.cu), whose
+ * reason alone goes into core's messages. */
+#define NO_DEVICE_MSGID "No CUDA device can be used: %s"
+
+/* What the message fmt (one "%s") puts around its argument, *before and *after, or FALSE
+ * when it has no single "%s". */
+static gboolean
+split_format (const char *fmt, char **before, char **after)
+{
+  const char *arg = strstr (fmt, "%s");
+
+  if (arg == NULL || strchr (arg + 2, '%') != NULL || strchr (fmt, '%') != arg)
+    return FALSE;
+  *before = g_strndup (fmt, (gsize) (arg - fmt));
+  *after = g_strdup (arg + 2);
+  return TRUE;
+}
+
+/* message's reason when it is NO_DEVICE_MSGID's, in English or as the module's hook
+ * (core's, espalier_i18n_translate_func) translated it; otherwise message itself. */
+static char *
 engine_reason (const char *message)
 {
-  static const char prefix[] = "No CUDA device can be used: ";
+  EsTranslateFunc translate = espalier_i18n_translate_func ();
+  const char *formats[2] = { NO_DEVICE_MSGID, NULL };
 
-  return g_str_has_prefix (message, prefix) ? message + strlen (prefix) : message;
+  if (translate != NULL)
+    formats[1] = translate (NO_DEVICE_MSGID);
+  for (guint i = 0; i < G_N_ELEMENTS (formats) && formats[i] != NULL; i++)
+    {
+      g_autofree char *before = NULL;
+      g_autofree char *after = NULL;
+      gsize len = strlen (message);
+
+      if (split_format (formats[i], &before, &after)
+          && len >= strlen (before) + strlen (after)
+          && g_str_has_prefix (message, before) && g_str_has_suffix (message, after))
+        return g_strndup (message + strlen (before), len - strlen (before) - strlen (after));
+    }
+  return g_strdup (message);
 }
 
 guint
@@ -164,8 +203,8 @@ espalier_cuda_unavailable_reason (void)
     return NULL;
   if (api->device_info (0, &info, &es))
     return NULL;
-  return g_strdup (es.message[0] != '\0' ? engine_reason (es.message)
-                                          : _("no CUDA device can be used"));
+  return es.message[0] != '\0' ? engine_reason (es.message)
+                               : g_strdup (_("no CUDA device can be used"));
 }
 
 GArray *
@@ -323,11 +362,18 @@ espalier_backend_new (gint        device,
           return be;
         }
       if (api == NULL)
-        es_error_set (&es, ES_ERR_UNSUPPORTED, "%s", why);
+        {
+          es.code = ES_ERR_UNSUPPORTED;
+          g_strlcpy (es.message, why, sizeof es.message);
+        }
       if (fallback != NULL && asked)
-        /* TRANSLATORS: %d is a CUDA device index, %s the reason it cannot be used */
-        *fallback = g_strdup_printf (_("CUDA device %d cannot be used: %s. Running on the "
-                                       "CPU instead."), device, engine_reason (es.message));
+        {
+          g_autofree char *reason = engine_reason (es.message);
+
+          /* TRANSLATORS: %d is a CUDA device index, %s the reason it cannot be used */
+          *fallback = g_strdup_printf (_("CUDA device %d cannot be used: %s. Running on the "
+                                         "CPU instead."), device, reason);
+        }
       es_error_clear (&es);
     }
   be = es_cpu_backend_new ((int) threads, budget, &es);

@@ -44,8 +44,19 @@ translate_engine (const char *msgid)
   return g_dgettext (GETTEXT_PACKAGE, msgid);
 }
 
+/* Whether espalier_i18n_init has run: the CUDA module gets the hook only then, so that
+ * its messages are in the same language as the engine's. */
+static gint i18n_installed;
+
 void
 espalier_i18n_init (void)
 {
   es_set_translate (translate_engine);
+  g_atomic_int_set (&i18n_installed, TRUE);
+}
+
+EsTranslateFunc
+espalier_i18n_translate_func (void)
+{
+  return g_atomic_int_get (&i18n_installed) ? translate_engine : NULL;
 }

@@ -32,5 +32,9 @@ void   espalier_error_from_es (GError **error, const EsError *es, const char *pr
  * bindtextdomain and before any engine work (espalier-cli's and the app's main do);
  * more calls are harmless. Without it engine messages stay in English. */
 void   espalier_i18n_init     (void);
+/* The hook espalier_i18n_init installed, or NULL before it has run: for another copy of
+ * the engine to translate alike (espalier-device.c gives it to the CUDA module when it
+ * opens it, so espalier_i18n_init must come before the first use of a device). */
+EsTranslateFunc espalier_i18n_translate_func (void);
 
 G_END_DECLS

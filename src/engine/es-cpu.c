@@ -144,7 +144,7 @@ cpu_alloc (EsBackend *be, EsMemKind kind, size_t bytes, EsError *err)
       es_budget_release (be->budget, kind, bytes);
       es_error_set (err, ES_ERR_NOMEM, "Out of memory allocating %s of %s",
                     es_format_bytes (buf, sizeof buf, (double) bytes),
-                    es_mem_kind_name (kind));
+                    es_translate (es_mem_kind_name (kind)));
       return NULL;
     }
   memset (p, 0, rounded);

@@ -204,12 +204,15 @@ plan_kind (EsExec *ex, const EsExecKind *kinds, int i, EsError *err)
     }
   if (k == ES_EXEC_INT8 && !q8)
     {
-      es_error_set (err, ES_ERR_INVALID,
-                    ex->quant == NULL || (ex->quant->mode != ES_QUANT_INT8_STATIC
-                                          && ex->quant->mode != ES_QUANT_INT8_DYNAMIC)
-                      ? "Layer %d (%s) cannot run int8: the model has no int8 quantization"
-                      : "Layer %d (%s) cannot run int8: the quantization keeps it in float",
-                    i, title);
+      if (ex->quant == NULL || (ex->quant->mode != ES_QUANT_INT8_STATIC
+                                && ex->quant->mode != ES_QUANT_INT8_DYNAMIC))
+        es_error_set (err, ES_ERR_INVALID,
+                      "Layer %d (%s) cannot run int8: the model has no int8 quantization",
+                      i, title);
+      else
+        es_error_set (err, ES_ERR_INVALID,
+                      "Layer %d (%s) cannot run int8: the quantization keeps it in float",
+                      i, title);
       return false;
     }
   if (k == ES_EXEC_INT8 && ex->quant->mode == ES_QUANT_INT8_STATIC

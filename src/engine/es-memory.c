@@ -7,6 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Marks a msgid for the catalog without translating it (xgettext's N_ keyword,
+ * po/meson.build): es_mem_kind_name's names are identifiers (JSON keys of the profile
+ * report), which a user message translates with es_translate where it is built. */
+#define N_(s) (s)
+
 struct EsBudget {
   pthread_mutex_t mutex;
   size_t          limit;                  /* 0: no limit */
@@ -134,7 +139,8 @@ es_budget_charge (EsBudget *budget, EsMemKind kind, size_t bytes, EsError *err)
           es_format_bytes (in_use, sizeof in_use, (double) used);
           es_error_set (err, ES_ERR_BUDGET,
                         "Allocating %s of %s would exceed the memory limit of %s "
-                        "(%s already in use)", req, es_mem_kind_name (kind), lim, in_use);
+                        "(%s already in use)", req, es_translate (es_mem_kind_name (kind)), lim,
+                        in_use);
         }
       return false;
     }
@@ -165,14 +171,15 @@ es_mem_kind_name (EsMemKind kind)
 {
   switch (kind)
     {
-    case ES_MEM_WEIGHTS: return "weights";
-    case ES_MEM_GRADIENTS: return "gradients";
-    case ES_MEM_OPTIMIZER: return "optimizer state";
-    case ES_MEM_ACTIVATIONS: return "activations";
-    case ES_MEM_WORKSPACE: return "workspace";
-    case ES_MEM_DATA: return "data";
+    /* TRANSLATORS: kinds of memory, as in "Allocating 12 MB of weights would exceed ..." */
+    case ES_MEM_WEIGHTS: return N_("weights");
+    case ES_MEM_GRADIENTS: return N_("gradients");
+    case ES_MEM_OPTIMIZER: return N_("optimizer state");
+    case ES_MEM_ACTIVATIONS: return N_("activations");
+    case ES_MEM_WORKSPACE: return N_("workspace");
+    case ES_MEM_DATA: return N_("data");
     case ES_MEM_N_KINDS:
-    default: return "unknown";
+    default: return N_("unknown");
     }
 }
 

@@ -173,6 +173,8 @@ spec_with_defaults (const EsLayerSpec *in)
   return s;
 }
 
+/* A shape error of layer i: what it needs and (may be NULL) what to do, both fragments
+ * the caller has translated (es_translate). */
 static bool
 layer_error (EsError *err, int i, const EsLayerSpec *s, const EsShape *in, const char *what,
              const char *detail)
@@ -180,9 +182,12 @@ layer_error (EsError *err, int i, const EsLayerSpec *s, const EsShape *in, const
   char shape[64];
 
   es_shape_format (in, shape, sizeof shape);
-  es_error_set (err, ES_ERR_SHAPE, "Layer %d (%s) %s, but its input has shape %s%s%s", i + 1,
-                es_layer_kind_title (s->kind), what, shape, detail ? ": " : "",
-                detail ? detail : "");
+  if (detail != NULL)
+    es_error_set (err, ES_ERR_SHAPE, "Layer %d (%s) %s, but its input has shape %s: %s", i + 1,
+                  es_layer_kind_title (s->kind), what, shape, detail);
+  else
+    es_error_set (err, ES_ERR_SHAPE, "Layer %d (%s) %s, but its input has shape %s", i + 1,
+                  es_layer_kind_title (s->kind), what, shape);
   return false;
 }
 
@@ -193,7 +198,7 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
   const EsLayerSpec *s = &info->spec;
   const EsShape *in = &info->in;
   int64_t in_size = es_shape_size (in);
-  char need[96];
+  char need[192];    /* a translated fragment */
 
   info->n_params = 0;
   info->n_buffers = 0;
@@ -202,10 +207,10 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
     {
     case ES_LAYER_DENSE:
       if (in->rank != 1)
-        return layer_error (err, i, s, in, "needs a flat input of shape (features)",
-                            "add a Flatten layer before it");
+        return layer_error (err, i, s, in, es_translate ("needs a flat input of shape (features)"),
+                            es_translate ("add a Flatten layer before it"));
       if (s->units <= 0)
-        return layer_error (err, i, s, in, "needs at least one unit", NULL);
+        return layer_error (err, i, s, in, es_translate ("needs at least one unit"), NULL);
       info->out = shape1 (s->units);
       info->n_params = in_size * s->units + s->units;
       info->flops = 2 * in_size * s->units;
@@ -219,21 +224,26 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
         int oh, ow;
 
         if (in->rank != 3)
-          return layer_error (err, i, s, in, "needs an image input of shape (C, H, W)", NULL);
+          return layer_error (err, i, s, in,
+                              es_translate ("needs an image input of shape (C, H, W)"), NULL);
         if (s->kernel <= 0 || s->stride <= 0 || pad < 0
             || s->kernel > 65536 || s->stride > 65536 || pad > 65536)
-          return layer_error (err, i, s, in, "needs kernel and stride from 1 and padding from 0, each at most 65536", NULL);
+          return layer_error (err, i, s, in,
+                              es_translate ("needs kernel and stride from 1 and padding from 0, "
+                                            "each at most 65536"), NULL);
         if (in->dims[1] + 2 * pad < s->kernel || in->dims[2] + 2 * pad < s->kernel)
           {
-            snprintf (need, sizeof need, "has a kernel of %d that does not fit", s->kernel);
-            return layer_error (err, i, s, in, need, "use a smaller kernel or more padding");
+            snprintf (need, sizeof need, es_translate ("has a kernel of %d that does not fit"),
+                      s->kernel);
+            return layer_error (err, i, s, in, need,
+                                es_translate ("use a smaller kernel or more padding"));
           }
         oh = ES_CONV_OUT (in->dims[1], s->kernel, s->stride, pad);
         ow = ES_CONV_OUT (in->dims[2], s->kernel, s->stride, pad);
         if (s->kind == ES_LAYER_CONV2D)
           {
             if (s->filters <= 0)
-              return layer_error (err, i, s, in, "needs at least one filter", NULL);
+              return layer_error (err, i, s, in, es_translate ("needs at least one filter"), NULL);
             info->out = shape3 (s->filters, oh, ow);
             info->n_params = (int64_t) s->filters * in->dims[0] * s->kernel * s->kernel + s->filters;
             info->flops = 2 * (int64_t) s->filters * oh * ow * in->dims[0] * s->kernel * s->kernel;
@@ -252,8 +262,8 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
 
     case ES_LAYER_SOFTMAX:
       if (in->rank != 1)
-        return layer_error (err, i, s, in, "works on a flat input (classes)",
-                            "add a Flatten layer before it");
+        return layer_error (err, i, s, in, es_translate ("works on a flat input (classes)"),
+                            es_translate ("add a Flatten layer before it"));
       info->out = *in;
       info->flops = 3 * in_size;
       break;
@@ -264,7 +274,7 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
     case ES_LAYER_TANH:
     case ES_LAYER_DROPOUT:
       if (s->kind == ES_LAYER_DROPOUT && (s->rate < 0.0f || s->rate >= 1.0f))
-        return layer_error (err, i, s, in, "needs a rate in [0, 1)", NULL);
+        return layer_error (err, i, s, in, es_translate ("needs a rate in [0, 1)"), NULL);
       info->out = *in;
       info->flops = in_size;
       break;
@@ -287,7 +297,8 @@ infer_layer (EsLayerInfo *info, int i, EsError *err)
   info->out_floats = es_shape_size (&info->out);
   /* Kernels index with 32-bit dimensions and 64-bit products: refuse what would not fit. */
   if (info->out_floats > INT32_MAX || in_size > INT32_MAX || info->n_params > INT32_MAX)
-    return layer_error (err, i, s, in, "would be too large (over 2^31 values)", NULL);
+    return layer_error (err, i, s, in, es_translate ("would be too large (over 2^31 values)"),
+                        NULL);
   return true;
 }
 

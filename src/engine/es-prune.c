@@ -440,7 +440,8 @@ int_cmp (const void *pa, const void *pb)
 }
 
 /* Checks shared by es_prune_structured and es_reduce_remove_layer: layer is a Dense or
- * Conv2D layer with another one after it. Returns that next one, or -1. */
+ * Conv2D layer with another one after it. Returns that next one, or -1. what: what would
+ * be done to it, translated (es_translate), as in "cannot be <what>". */
 static int
 check_weight_layer (const EsModel *model, int layer, const char *what, EsError *err)
 {
@@ -478,7 +479,7 @@ es_prune_structured_units (const EsModel *model, int layer, int keep, EsNorm nor
   int U;
   int64_t R;
 
-  if (check_weight_layer (model, layer, "pruned by units", err) < 0)
+  if (check_weight_layer (model, layer, es_translate ("pruned by units"), err) < 0)
     return false;
   info = es_model_layer (model, layer);
   U = layer_units (info);
@@ -486,7 +487,9 @@ es_prune_structured_units (const EsModel *model, int layer, int keep, EsNorm nor
     {
       es_error_set (err, ES_ERR_INVALID, "Layer %d (%s) has %d %s: keep between 1 and %d, "
                     "not %d", layer + 1, es_layer_kind_title (info->spec.kind), U,
-                    info->spec.kind == ES_LAYER_DENSE ? "units" : "filters", U - 1, keep);
+                    info->spec.kind == ES_LAYER_DENSE ? es_translate ("units")
+                                                      : es_translate ("filters"),
+                    U - 1, keep);
       return false;
     }
   if (norm != ES_NORM_L1 && norm != ES_NORM_L2)
@@ -571,7 +574,7 @@ es_prune_structured (const EsModel *model, int layer, int keep, EsNorm norm, EsE
   int *units;
   int next, U;
 
-  next = check_weight_layer (model, layer, "pruned by units", err);
+  next = check_weight_layer (model, layer, es_translate ("pruned by units"), err);
   if (next < 0)
     return NULL;
   U = layer_units (es_model_layer (model, layer));
@@ -673,7 +676,7 @@ es_reduce_remove_layer (const EsModel *model, int layer, uint64_t seed, EsError 
   EsModel *nm;
   EsError sub = { 0 };
 
-  next = check_weight_layer (model, layer, "removed", err);
+  next = check_weight_layer (model, layer, es_translate ("removed"), err);
   if (next < 0)
     return NULL;
   ri = es_model_layer (model, layer);

@@ -1532,9 +1532,13 @@ marks_clear (EsTrainer *tr, EsError *err)
     return true;
   grad_reduce_failed (tr);
   tr->numeric_own = own;
-  if (own)
-    es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
-                  nan ? "NaN" : "infinite", (long long) tr->steps + 1);
+  /* core tells NaN from infinite by "NaN" in the message: its translations keep it */
+  if (own && nan)
+    es_error_set (err, ES_ERR_NUMERIC, "The loss became NaN at step %lld",
+                  (long long) tr->steps + 1);
+  else if (own)
+    es_error_set (err, ES_ERR_NUMERIC, "The loss became infinite at step %lld",
+                  (long long) tr->steps + 1);
   else
     es_error_set (err, ES_ERR_NUMERIC, "At step %lld the loss of another process, or the "
                   "gradients summed over the processes, became NaN or infinite",
@@ -1918,7 +1922,8 @@ check_batch (const EsTrainer *tr, const EsBatch *batch, EsError *err)
     {
       es_error_set (err, ES_ERR_INVALID, "A batch for the %s loss needs %s",
                     es_loss_kind_name (tr->cfg.loss),
-                    tr->cfg.loss == ES_LOSS_SOFTMAX_XENT ? "class labels" : "targets");
+                    tr->cfg.loss == ES_LOSS_SOFTMAX_XENT ? es_translate ("class labels")
+                                                         : es_translate ("targets"));
       return false;
     }
   return true;
@@ -2040,8 +2045,13 @@ es_trainer_set_state (EsTrainer *tr, int64_t steps, const float *slots, EsError 
 
   if (steps < 0 || (n > 0 && slots == NULL))
     {
-      es_error_set (err, ES_ERR_INVALID, "An optimizer state needs a step count >= 0 and "
-                    "%d vector%s of parameters", n, n == 1 ? "" : "s");
+      /* n is 1 or 2 (a slot per moment): two whole messages, not a plural */
+      if (n == 1)
+        es_error_set (err, ES_ERR_INVALID, "An optimizer state needs a step count >= 0 and "
+                      "one vector of parameters");
+      else
+        es_error_set (err, ES_ERR_INVALID, "An optimizer state needs a step count >= 0 and "
+                      "%d vectors of parameters", n);
       return false;
     }
   if (tr->amp_dev_live)
@@ -2944,8 +2954,12 @@ es_trainer_train_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats,
               }
           tr->accum_done = 0;
           tr->numeric_own = true;
-          es_error_set (err, ES_ERR_NUMERIC, "The loss became %s at step %lld",
-                        isnan (loss) ? "NaN" : "infinite", (long long) tr->steps + 1);
+          if (isnan (loss))
+            es_error_set (err, ES_ERR_NUMERIC, "The loss became NaN at step %lld",
+                          (long long) tr->steps + 1);
+          else
+            es_error_set (err, ES_ERR_NUMERIC, "The loss became infinite at step %lld",
+                          (long long) tr->steps + 1);
           return false;
         }
       if (!tr->step_bad)
@@ -3031,8 +3045,10 @@ es_trainer_eval_batch (EsTrainer *tr, const EsBatch *batch, EsStepStats *stats, 
       loss = loss_forward (tr, mb);
       if (!isfinite (loss))
         {
-          es_error_set (err, ES_ERR_NUMERIC, "The loss is %s on evaluation",
-                        isnan (loss) ? "NaN" : "infinite");
+          if (isnan (loss))
+            es_error_set (err, ES_ERR_NUMERIC, "The loss is NaN on evaluation");
+          else
+            es_error_set (err, ES_ERR_NUMERIC, "The loss is infinite on evaluation");
           return false;
         }
       loss_sum += (double) loss * mb;
@@ -3300,7 +3316,7 @@ es_trainer_set_mask (EsTrainer *tr, const uint8_t *mask, EsError *err)
       tr->mask_on = false;
       return true;
     }
-  if (!require_op (tr->be, ES_OP_MASK_APPLY, "pruning masks", err))
+  if (!require_op (tr->be, ES_OP_MASK_APPLY, es_translate ("pruning masks"), err))
     return false;
   if (tr->mask == NULL && (tr->mask = tr_alloc (tr, ES_MEM_WEIGHTS, (size_t) P, err)) == NULL)
     return false;
@@ -3321,6 +3337,7 @@ bool
 es_trainer_set_fake_quant (EsTrainer *tr, const bool *layers, bool reduce_range, EsError *err)
 {
   int n = es_model_n_layers (tr->model), chosen = 0;
+  const char *qat;
 
   if (layers == NULL)
     {
@@ -3329,9 +3346,10 @@ es_trainer_set_fake_quant (EsTrainer *tr, const bool *layers, bool reduce_range,
       tr->qat_on = false;
       return true;
     }
-  if (!require_op (tr->be, ES_OP_MIN_MAX, "quantization-aware training", err)
-      || !require_op (tr->be, ES_OP_FAKE_QUANT_WEIGHTS, "quantization-aware training", err)
-      || !require_op (tr->be, ES_OP_FAKE_QUANT_ACT, "quantization-aware training", err))
+  qat = es_translate ("quantization-aware training");
+  if (!require_op (tr->be, ES_OP_MIN_MAX, qat, err)
+      || !require_op (tr->be, ES_OP_FAKE_QUANT_WEIGHTS, qat, err)
+      || !require_op (tr->be, ES_OP_FAKE_QUANT_ACT, qat, err))
     return false;
   /* buffers first, so a failure leaves the previous choice as it was */
   for (int i = 0; i < n; i++)
@@ -3588,7 +3606,7 @@ es_trainer_set_teacher (EsTrainer *tr, const EsModel *teacher, float temperature
       return false;
     }
   if (!check_supported (teacher, tr->be, NULL, err)
-      || !require_op (tr->be, ES_OP_DISTILL, "the distillation loss", err))
+      || !require_op (tr->be, ES_OP_DISTILL, es_translate ("the distillation loss"), err))
     return false;
   tr->teacher = teacher_new (tr, teacher, err);
   if (tr->teacher == NULL)

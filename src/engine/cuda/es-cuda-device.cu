@@ -53,7 +53,7 @@ nvml_load (void)
 const char *
 es_cuda_no_device_reason (cudaError_t e)
 {
-  static thread_local char why[160];
+  static thread_local char why[320];   /* room for a translation */
   int runtime = 0;
   void *h;
 
@@ -61,15 +61,17 @@ es_cuda_no_device_reason (cudaError_t e)
     {
     case cudaSuccess:
     case cudaErrorNoDevice:
-      return "no NVIDIA GPU was found";
+      return es_translate ("no NVIDIA GPU was found");
     case cudaErrorInsufficientDriver:
       h = dlopen ("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
       if (h == NULL)
-        return "no NVIDIA driver is installed (libcuda.so.1 was not found)";
+        return es_translate ("no NVIDIA driver is installed (libcuda.so.1 was not found)");
       dlclose (h);
       (void) cudaRuntimeGetVersion (&runtime);
-      snprintf (why, sizeof why, "the NVIDIA driver is older than the CUDA runtime %d.%d this "
-                "was built with: update the driver", runtime / 1000, runtime % 1000 / 10);
+      snprintf (why, sizeof why,
+                es_translate ("the NVIDIA driver is older than the CUDA runtime %d.%d this "
+                              "was built with: update the driver"),
+                runtime / 1000, runtime % 1000 / 10);
       return why;
     default:
       return cudaGetErrorString (e);

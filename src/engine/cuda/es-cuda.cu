@@ -137,7 +137,8 @@ device_alloc (EsCuda *cu, EsMemKind kind, size_t bytes, EsError *err)
       (void) cudaGetLastError ();  /* an allocation failure is not sticky: clear it */
       es_budget_release (cu->be.budget, kind, bytes);
       es_error_set (err, ES_ERR_NOMEM, "The GPU has no room for %s of %s (%s)",
-                    es_format_bytes (buf, sizeof buf, (double) bytes), es_mem_kind_name (kind),
+                    es_format_bytes (buf, sizeof buf, (double) bytes),
+                    es_translate (es_mem_kind_name (kind)),
                     cudaGetErrorString (e));
       return NULL;
     }
@@ -528,4 +529,10 @@ es_cuda_backend_fp32_products (EsBackend *be)
   if (be == NULL || be->iface != &es_cuda_iface)
     return -1;
   return es_cuda_of (be)->fp32_products;
+}
+
+void
+es_cuda_set_translate (EsTranslateFunc fn)
+{
+  es_set_translate (fn);
 }

@@ -122,6 +122,11 @@ int         es_cuda_backend_query    (EsBackend *be);
 void       *es_cuda_host_alloc       (size_t bytes);
 void        es_cuda_host_free        (void *ptr);
 
+/* The module's copy of the engine has its own message-translation hook (es-common.h's
+ * es_set_translate): core gives it its own when it opens the module (espalier-device.c),
+ * so the backend's errors come in the user's language too. NULL: English. */
+void        es_cuda_set_translate    (EsTranslateFunc fn);
+
 #ifdef __cplusplus
 }
 #endif
