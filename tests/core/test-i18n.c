@@ -181,6 +181,25 @@ catalog_speaks_chinese (void)
   return found;
 }
 
+/* Each language check runs in a subprocess of its own (gettext caches what it looked
+ * up): in the parent, run this test again as one and check that it passed, FALSE;
+ * in the subprocess, TRUE: go on. chinese: the test needs the catalog to answer in
+ * Chinese, and is skipped where gettext does not. */
+static gboolean
+in_subprocess (gboolean chinese)
+{
+  if (g_test_subprocess ())
+    return TRUE;
+  if (chinese && !catalog_speaks_chinese ())
+    {
+      g_test_skip ("gettext does not honour LANGUAGE=zh_CN under LC_ALL=C.UTF-8 here");
+      return FALSE;
+    }
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
+  g_test_trap_assert_passed ();
+  return FALSE;
+}
+
 static void
 test_engine_error_zh (void)
 {
@@ -234,17 +253,8 @@ test_engine_fragment_zh (void)
   const char *need, *detail;
   char shape[64];
 
-  if (!g_test_subprocess ())
-    {
-      if (!catalog_speaks_chinese ())
-        {
-          g_test_skip ("gettext does not honour LANGUAGE=zh_CN under LC_ALL=C.UTF-8 here");
-          return;
-        }
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (TRUE))
+    return;
 
   start_like_main ("zh_CN", "C.UTF-8", TRUE);
   g_assert_null (espalier_model_from_spec (FRAG_SPEC, &input, &error));
@@ -280,36 +290,24 @@ check_english (const char *language, const char *locale, gboolean install_hook)
 static void
 test_engine_error_en (void)
 {
-  if (!g_test_subprocess ())
-    {
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (FALSE))
+    return;
   check_english (NULL, "C.UTF-8", TRUE);
 }
 
 static void
 test_engine_error_c_locale (void)
 {
-  if (!g_test_subprocess ())
-    {
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (FALSE))
+    return;
   check_english ("zh_CN", "C", TRUE);
 }
 
 static void
 test_engine_error_no_hook (void)
 {
-  if (!g_test_subprocess ())
-    {
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (FALSE))
+    return;
   check_english ("zh_CN", "C.UTF-8", FALSE);
 }
 
@@ -359,17 +357,8 @@ check_no_such_device (gboolean install_hook)
 static void
 test_cuda_module_zh (void)
 {
-  if (!g_test_subprocess ())
-    {
-      if (!catalog_speaks_chinese ())
-        {
-          g_test_skip ("gettext does not honour LANGUAGE=zh_CN under LC_ALL=C.UTF-8 here");
-          return;
-        }
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (TRUE))
+    return;
   start_like_main ("zh_CN", "C.UTF-8", TRUE);
   check_no_such_device (TRUE);
 }
@@ -378,17 +367,8 @@ test_cuda_module_zh (void)
 static void
 test_cuda_module_no_hook (void)
 {
-  if (!g_test_subprocess ())
-    {
-      if (!catalog_speaks_chinese ())
-        {
-          g_test_skip ("gettext does not honour LANGUAGE=zh_CN under LC_ALL=C.UTF-8 here");
-          return;
-        }
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (TRUE))
+    return;
   start_like_main ("zh_CN", "C.UTF-8", FALSE);
   check_no_such_device (FALSE);
 }
@@ -408,17 +388,8 @@ test_cuda_module_budget_zh (void)
   EsBudget *budget;
   EsBackend *be;
 
-  if (!g_test_subprocess ())
-    {
-      if (!catalog_speaks_chinese ())
-        {
-          g_test_skip ("gettext does not honour LANGUAGE=zh_CN under LC_ALL=C.UTF-8 here");
-          return;
-        }
-      g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
-      g_test_trap_assert_passed ();
-      return;
-    }
+  if (!in_subprocess (TRUE))
+    return;
   start_like_main ("zh_CN", "C.UTF-8", TRUE);
   budget = es_budget_new (1);
   be = espalier_backend_new (0, 1, budget, FALSE, &fallback, &error);
